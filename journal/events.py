@@ -1,0 +1,263 @@
+"""Event types and the line format of the log.
+
+Every change to a session is one event, stored as one JSON line::
+
+    {"type":"message_appended","pos":7,"id":"…","v":1,"ts":"2026-11-26T10:00:00.000001Z",
+     "session_id":"…","seq":3,"role":"user","content":"Hello",…,"crc":"1a2b3c4d"}
+
+The envelope is ``type`` (the tag), ``pos`` (1-based, gapless), ``id`` (a UUID, the
+idempotency key), ``v`` (the schema version of that event type), ``ts`` (when it was
+recorded), the optional ``at`` (when it happened, for imported history) and ``grp``
+(``[i, n]``: member i of an atomic group of n). The last field, ``crc``, is the CRC-32 of
+the line with that field removed, so a flipped byte inside well-formed JSON is caught.
+
+Tags are part of the file format: classes may be renamed, tags never. New fields get
+defaults. A breaking change bumps that type's ``v`` and decodes the old shape through an
+upcaster in ``decode_line`` (none exists yet: every type is at v1).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+Role = Literal["user", "assistant", "system"]
+ROLES: Final = ("user", "assistant", "system")
+TimeoutKind = Literal["idle", "hard"]
+SnapshotReason = Literal["checkpoint", "timeout_warning", "pre_archive", "pre_delete"]
+SNAPSHOT_REASONS: Final = ("checkpoint", "timeout_warning", "pre_archive", "pre_delete")
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Envelope shared by every event; ``pos``, ``id`` and ``ts`` are set by the writer."""
+
+    pos: int = 0
+    id: str = ""
+    v: int = 1
+    ts: str = ""
+    at: str | UnsetType = UNSET
+    grp: tuple[int, int] | UnsetType = UNSET
+
+    @property
+    def when(self) -> str:
+        """The time the event describes: ``at`` for imported history, else ``ts``."""
+        return self.ts if self.at is UNSET else self.at
+
+
+class ModelRegistered(Event, frozen=True, kw_only=True, tag="model_registered"):
+    """A model the router can talk to; written before the first session that uses it."""
+
+    model_id: str
+    model_name: str
+    provider: str | None = None
+
+
+class SessionCreated(Event, frozen=True, kw_only=True, tag="session_created"):
+    """A new, active session; its hard deadline is ``when + hard_timeout_seconds``."""
+
+    session_id: str
+    model_id: str
+    model_name: str | None = None
+    title: str | None = None
+    idle_timeout_seconds: int | None = 3600
+    hard_timeout_seconds: int | None = 86400
+
+
+class MessageAppended(Event, frozen=True, kw_only=True, tag="message_appended"):
+    """One message; ``seq`` is 1-based and gapless within its session."""
+
+    session_id: str
+    seq: int
+    role: Role
+    content: str
+    tokens_used: int | None = None
+    duration_seconds: float | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class SessionMetadataSet(Event, frozen=True, kw_only=True, tag="session_metadata_set"):
+    """Sets one metadata key of a session (``value`` None clears it)."""
+
+    session_id: str
+    key: str
+    value: str | None
+
+
+class SessionRenamed(Event, frozen=True, kw_only=True, tag="session_renamed"):
+    """A new title."""
+
+    session_id: str
+    title: str | None
+
+
+class SessionPaused(Event, frozen=True, kw_only=True, tag="session_paused"):
+    """Timeouts are suspended until the session is resumed or gets a message."""
+
+    session_id: str
+
+
+class SessionResumed(Event, frozen=True, kw_only=True, tag="session_resumed"):
+    """A paused session is active again; its idle clock restarts."""
+
+    session_id: str
+
+
+class TimeoutWarning(Event, frozen=True, kw_only=True, tag="timeout_warning"):
+    """The session will time out (``kind``) at ``deadline``; decided as of ``as_of``."""
+
+    session_id: str
+    kind: TimeoutKind
+    deadline: str
+    as_of: str
+
+
+class SessionTimedOut(Event, frozen=True, kw_only=True, tag="session_timed_out"):
+    """``idle``: the session goes idle (a message revives it); ``hard``: it expires."""
+
+    session_id: str
+    kind: TimeoutKind
+    as_of: str
+
+
+class SessionArchived(Event, frozen=True, kw_only=True, tag="session_archived"):
+    """The session is archived; the projection keeps a ``pre_archive`` snapshot."""
+
+    session_id: str
+
+
+class SessionSnapshotted(Event, frozen=True, kw_only=True, tag="session_snapshotted"):
+    """A snapshot of the session and its messages as of this event."""
+
+    session_id: str
+    reason: SnapshotReason = "checkpoint"
+    note: str | None = None
+
+
+class SessionRestored(Event, frozen=True, kw_only=True, tag="session_restored"):
+    """Active again with fresh deadlines; a deleted session comes back from ``snapshot_pos``."""
+
+    session_id: str
+    snapshot_pos: int | None = None
+
+
+class SessionDeleted(Event, frozen=True, kw_only=True, tag="session_deleted"):
+    """The session leaves the projection; its ``pre_delete`` snapshot stays."""
+
+    session_id: str
+
+
+AnyEvent = (
+    ModelRegistered
+    | SessionCreated
+    | MessageAppended
+    | SessionMetadataSet
+    | SessionRenamed
+    | SessionPaused
+    | SessionResumed
+    | TimeoutWarning
+    | SessionTimedOut
+    | SessionArchived
+    | SessionSnapshotted
+    | SessionRestored
+    | SessionDeleted
+)
+EVENT_TYPES: Final[tuple[type[Event], ...]] = (
+    ModelRegistered,
+    SessionCreated,
+    MessageAppended,
+    SessionMetadataSet,
+    SessionRenamed,
+    SessionPaused,
+    SessionResumed,
+    TimeoutWarning,
+    SessionTimedOut,
+    SessionArchived,
+    SessionSnapshotted,
+    SessionRestored,
+    SessionDeleted,
+)
+TAGS: Final[dict[str, type[Event]]] = {str(cls.__struct_config__.tag): cls for cls in EVENT_TYPES}
+
+# Built once: msgspec's encoders and decoders are reusable and thread-safe.
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+
+# `,"crc":"xxxxxxxx"}` closes every line: 8 lowercase hex digits of CRC-32.
+_CRC_PREFIX: Final = b',"crc":"'
+CRC_SUFFIX_LEN: Final = len(_CRC_PREFIX) + 8 + 2
+_HEX = re.compile(rb"[0-9a-f]{8}")
+
+
+class LineError(ValueError):
+    """A line that is not a valid record; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def checksum(body: bytes) -> int:
+    """CRC-32 of a record's JSON object without its ``crc`` field."""
+    return zlib.crc32(body) & 0xFFFFFFFF
+
+
+def encode_line(event: Event) -> bytes:
+    """The event as one log line: JSON, the checksum field last, and ``\\n``."""
+    body = _encoder.encode(event)
+    return b'%s%s%08x"}\n' % (body[:-1], _CRC_PREFIX, checksum(body))
+
+
+def decode_line(line: bytes) -> AnyEvent:
+    """Check a line's checksum and decode it; ``line`` excludes the trailing ``\\n``.
+
+    Raises LineError naming the defect.
+    """
+    if len(line) < CRC_SUFFIX_LEN + 2 or not line.endswith(b'"}'):
+        raise LineError("not a record (no checksum at the end of the line)")
+    cut = len(line) - CRC_SUFFIX_LEN
+    if line[cut : cut + len(_CRC_PREFIX)] != _CRC_PREFIX:
+        raise LineError("not a record (no checksum at the end of the line)")
+    digits = line[cut + len(_CRC_PREFIX) : -2]
+    if not _HEX.fullmatch(digits):
+        raise LineError("malformed checksum")
+    body = line[:cut] + b"}"
+    if checksum(body) != int(digits, 16):
+        raise LineError("checksum mismatch")
+    try:
+        return _decoder.decode(line)
+    except msgspec.ValidationError as exc:
+        raise LineError(f"invalid event: {exc}") from exc
+    except msgspec.DecodeError as exc:  # a crafted line: the checksum matches, the JSON not
+        raise LineError(f"invalid JSON: {exc}") from exc
+
+
+def encode_json(obj: Any) -> bytes:
+    """Compact JSON, the same encoder the log uses (for hashes and exports)."""
+    return _encoder.encode(obj)
+
+
+def format_ts(moment: datetime) -> str:
+    """RFC 3339 UTC with microseconds: the one timestamp format of the log and database."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def parse_ts(text: str) -> datetime:
+    """Inverse of format_ts; raises ValueError on any other shape."""
+    if not _TS.fullmatch(text):
+        raise ValueError(f"not an RFC 3339 UTC timestamp with microseconds: {text!r}")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def ts_seconds(text: str) -> float:
+    """A log timestamp as POSIX seconds (exact to the microsecond for present-day dates)."""
+    return parse_ts(text).timestamp()

@@ -1,0 +1,432 @@
+"""The log file: safe opening, whole-record appends with group commit, and the reader.
+
+Appends go through one ``O_APPEND`` descriptor per handle, as a loop over ``os.write`` of
+whole records, under an exclusive ``flock`` held by the caller (see ``LogFile.locked``).
+Durability is settled after the lock is released, so concurrent callers share one fsync.
+
+The reader tells apart three endings of a log:
+
+* a clean end;
+* a **torn tail**: bytes after the last valid record that no valid record follows (an
+  unterminated line, a line failing its checksum, or an atomic group missing members).
+  It is what a crash, or a write still in progress, leaves; readers stop before it;
+* **corruption**: a bad line with a valid record somewhere after it. Truncating there would
+  drop acknowledged records, so it is an error naming the path, line and byte offset.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import BinaryIO, Final, Literal
+
+from msgspec import UNSET
+
+from journal.errors import (
+    CorruptLog,
+    DurabilityError,
+    JournalClosed,
+    LogError,
+    LogWriteError,
+    UnsafeLogPath,
+)
+from journal.events import AnyEvent, LineError, decode_line
+
+Durability = Literal["always", "batch", "none"]
+DURABILITY_MODES: Final = ("always", "batch", "none")
+FILE_MODE: Final = 0o600
+_READ_BUFFER: Final = 1 << 20
+
+
+def fsync_directory(path: str) -> None:
+    """Make a file's creation, rename or removal in ``path`` durable."""
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_regular_file(path: str, st: os.stat_result) -> None:
+    """Refuse anything but a plain file with a single name (symlink checked by the caller)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeLogPath(f"{path}: not a regular file", path=path)
+    if st.st_nlink > 1:
+        raise UnsafeLogPath(
+            f"{path}: has {st.st_nlink} hard links; a log must have exactly one name", path=path
+        )
+
+
+def open_log_for_append(path: str) -> tuple[int, bool]:
+    """Open (creating 0600 if needed) the log for appending; returns (fd, created).
+
+    Refuses symlinks (``O_NOFOLLOW``), hard links and non-regular files.
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = False
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        created = True
+    except FileExistsError:
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeLogPath(
+                    f"{path}: is a symlink; refusing to follow it", path=path
+                ) from exc
+            raise LogError(f"{path}: cannot open: {exc.strerror}", path=path) from exc
+    except OSError as exc:
+        raise LogError(f"{path}: cannot create: {exc.strerror}", path=path) from exc
+    try:
+        check_regular_file(path, os.fstat(fd))
+        if created:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask: conversations are private
+            fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, created
+
+
+@dataclass(frozen=True)
+class TornTail:
+    """Bytes at the end of the log that are not (yet) whole records."""
+
+    offset: int
+    length: int
+    line: int
+    reason: str
+
+
+class LogReader:
+    """Yields ``(event, byte offset just after it)`` from ``start`` to the last whole record.
+
+    ``start_pos`` is the ``pos`` of the record that ends at ``start`` (0 at the start of the
+    file): positions must continue from it without a gap. Members of an atomic group are
+    yielded only once the whole group has been read. After iteration, ``end`` is the offset
+    after the last yielded record, ``last_pos`` its position and ``torn`` describes a torn
+    tail (or is None). Raises CorruptLog for a bad line followed by valid ones.
+    """
+
+    def __init__(self, path: str, start: int = 0, start_pos: int = 0) -> None:
+        self.path = path
+        self.start = start
+        self.end = start
+        self.last_pos = start_pos
+        self.torn: TornTail | None = None
+
+    def __iter__(self) -> Iterator[tuple[AnyEvent, int]]:
+        try:
+            f = open(self.path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return
+        with f:
+            f.seek(self.start)
+            yield from self._records(f)
+
+    def _records(self, f: BinaryIO) -> Iterator[tuple[AnyEvent, int]]:
+        offset = self.start
+        pos = self.last_pos
+        group: list[tuple[AnyEvent, int]] = []
+        group_start = offset
+        for line in f:
+            line_start = offset
+            offset += len(line)
+            expected = pos + len(group) + 1
+            if not line.endswith(b"\n"):
+                self._tear(
+                    group_start if group else line_start, offset, expected, "unterminated last line"
+                )
+                return
+            try:
+                event = decode_line(line[:-1])
+            except LineError as exc:
+                self._bad_line(
+                    f,
+                    exc.reason,
+                    line_start,
+                    offset,
+                    expected,
+                    group_start if group else line_start,
+                )
+                return
+            if event.pos != expected:
+                raise CorruptLog(
+                    f"position {event.pos} where {expected} was expected",
+                    path=self.path,
+                    line=expected,
+                    offset=line_start,
+                )
+            if event.grp is UNSET:
+                if group:
+                    raise self._broken_group(group, group_start)
+                pos = event.pos
+                self.end, self.last_pos = offset, pos
+                yield event, offset
+                continue
+            index, size = event.grp
+            if (
+                index != len(group) + 1
+                or size < 2
+                or index > size
+                or (group and group[0][0].grp != (1, size))
+            ):
+                if group:
+                    raise self._broken_group(group, group_start)
+                raise CorruptLog(
+                    f"group member {index} of {size} out of order",
+                    path=self.path,
+                    line=expected,
+                    offset=line_start,
+                )
+            if not group:
+                group_start = line_start
+            group.append((event, offset))
+            if index == size:
+                pos = event.pos
+                self.end, self.last_pos = offset, pos
+                yield from group
+                group = []
+        if group:
+            first = group[0][0]
+            assert first.grp is not UNSET
+            self._tear(
+                group_start,
+                offset,
+                first.pos,
+                f"atomic group has {len(group)} of its {first.grp[1]} records",
+            )
+
+    def _tear(self, start: int, end: int, line: int, reason: str) -> None:
+        self.torn = TornTail(offset=start, length=end - start, line=line, reason=reason)
+
+    def _bad_line(
+        self,
+        f: BinaryIO,
+        reason: str,
+        line_start: int,
+        line_end: int,
+        line_no: int,
+        tail_start: int,
+    ) -> None:
+        """A line that is not a record: a torn tail unless a valid record follows it."""
+        end = line_end
+        for later in f:
+            end += len(later)
+            if later.endswith(b"\n"):
+                try:
+                    decode_line(later[:-1])
+                except LineError:
+                    continue
+                raise CorruptLog(reason, path=self.path, line=line_no, offset=line_start)
+        self._tear(tail_start, end, line_no, reason)
+
+    def _broken_group(self, group: list[tuple[AnyEvent, int]], start: int) -> CorruptLog:
+        first = group[0][0]
+        assert first.grp is not UNSET
+        return CorruptLog(
+            f"atomic group has only {len(group)} of its {first.grp[1]} records",
+            path=self.path,
+            line=first.pos,
+            offset=start,
+        )
+
+
+def read_log(path: str, start: int = 0, start_pos: int = 0) -> Iterator[tuple[AnyEvent, int]]:
+    """Shorthand for iterating a LogReader when the torn-tail details are not needed."""
+    return iter(LogReader(path, start, start_pos))
+
+
+class LogFile:
+    """One append handle on the log: locking, whole-record writes and group commit.
+
+    Callers hold ``locked()`` around catching up and ``append``; they call ``wait_durable``
+    with the token ``append`` returned after releasing it, so one fsync covers every record
+    written by any thread in the meantime. A failed fsync is never retried: the handle is
+    poisoned, since the kernel may already have dropped the dirty pages it could not write.
+    """
+
+    def __init__(
+        self, path: str, durability: Durability = "always", batch_interval: float = 0.05
+    ) -> None:
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        self.path = path
+        self.durability = durability
+        self.fd, self.created = open_log_for_append(path)
+        self._lock = threading.RLock()
+        self._lock_depth = 0
+        self._cond = threading.Condition(threading.Lock())
+        self._written = 0  # appends made through this handle
+        self._synced = 0  # appends covered by a completed fsync
+        self._syncing = False
+        self._failure: OSError | None = None
+        self._closed = False
+        self._flusher: threading.Thread | None = None
+        self._flush_wakeup = threading.Event()
+        if durability == "batch":
+            self._batch_interval = batch_interval
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="journal-flush", daemon=True
+            )
+            self._flusher.start()
+
+    # -- locking -------------------------------------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive access across threads (RLock) and processes (flock), re-entrant."""
+        with self._lock:
+            self._check_open()
+            if self._lock_depth == 0:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def size(self) -> int:
+        """The file's current length (hold the lock for a stable answer)."""
+        return os.fstat(self.fd).st_size
+
+    # -- writing -------------------------------------------------------------------------
+    def append(self, data: bytes, at: int) -> int:
+        """Write whole records at the end (``at``, the current size); returns a sync token.
+
+        On failure the file is cut back to ``at`` so no partial record remains.
+        """
+        self._check_open()
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+        except OSError as exc:
+            try:
+                os.ftruncate(self.fd, at)
+            except OSError as trunc_exc:  # pragma: no cover - needs a failing truncate
+                raise LogWriteError(
+                    f"{self.path}: write failed ({exc.strerror}) and cutting the partial "
+                    f"record back to byte {at} failed too ({trunc_exc.strerror}); the next "
+                    "writer to open the log quarantines it",
+                    path=self.path,
+                ) from exc
+            raise LogWriteError(
+                f"{self.path}: write failed ({exc.strerror}); nothing was appended", path=self.path
+            ) from exc
+        with self._cond:
+            self._written += 1
+            return self._written
+
+    def wait_durable(self, token: int) -> None:
+        """Return once the append ``token`` is as durable as the mode promises."""
+        if self.durability != "always":
+            return
+        with self._cond:
+            while self._synced < token:
+                if self._failure is not None:
+                    raise DurabilityError(
+                        f"{self.path}: fsync failed earlier ({self._failure.strerror}); "
+                        "this record may not be on disk: reopen the journal and retry with "
+                        "the same event_id",
+                        path=self.path,
+                    ) from self._failure
+                if self._syncing:
+                    self._cond.wait()
+                    continue
+                self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        """fsync with ``_cond`` held on entry and exit, released while the disk works."""
+        self._syncing = True
+        target = self._written
+        error: OSError | None = None
+        self._cond.release()
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            error = exc
+        finally:
+            self._cond.acquire()
+            self._syncing = False
+            self._cond.notify_all()
+        if error is not None:
+            self._failure = error
+            raise DurabilityError(
+                f"{self.path}: fsync failed ({error.strerror}); the last records may not be "
+                "on disk: reopen the journal and retry with the same event_id",
+                path=self.path,
+            ) from error
+        self._synced = max(self._synced, target)
+
+    def sync(self) -> None:
+        """fsync everything written through this handle so far (any mode)."""
+        with self._cond:
+            if self._failure is None and self._synced < self._written and not self._syncing:
+                self._sync_locked()
+
+    def _flush_loop(self) -> None:
+        while not self._flush_wakeup.wait(self._batch_interval):
+            try:
+                self.sync()
+            except DurabilityError:
+                return
+
+    def truncate_tail(self, offset: int, quarantine_to: str) -> None:
+        """Move the bytes from ``offset`` to the end into a new file, then cut the log there.
+
+        The quarantine file is written and synced before the log is cut, so a crash in
+        between leaves both copies, never neither.
+        """
+        with open(self.path, "rb") as src:
+            src.seek(offset)
+            torn = src.read()
+        qfd = os.open(
+            quarantine_to,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            FILE_MODE,
+        )
+        try:
+            os.fchmod(qfd, FILE_MODE)
+            view = memoryview(torn)
+            while view:
+                view = view[os.write(qfd, view) :]
+            os.fsync(qfd)
+        finally:
+            os.close(qfd)
+        fsync_directory(os.path.dirname(os.path.abspath(quarantine_to)))
+        os.ftruncate(self.fd, offset)
+        os.fsync(self.fd)
+
+    # -- lifetime ------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalClosed(f"{self.path}: the journal is closed")
+        if self._failure is not None:
+            raise JournalClosed(
+                f"{self.path}: an fsync failed ({self._failure.strerror}); this handle "
+                "accepts no more appends: open the journal again"
+            )
+
+    def close(self) -> None:
+        """Sync what is pending (unless a sync already failed) and close the descriptor."""
+        if self._closed:
+            return
+        self._flush_wakeup.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        try:
+            if self.durability != "none" and self._failure is None:
+                self.sync()
+        finally:
+            self._closed = True
+            os.close(self.fd)

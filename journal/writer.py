@@ -1,0 +1,834 @@
+"""The writer API: the only way the host app changes a session.
+
+Every call validates its input against the state folded from the log, turns it into one
+or more events and appends them as one atomic unit. Under the log's exclusive lock the
+writer first reads whatever other processes (or other ``Journal`` objects) appended since
+its last look, so positions and per-session seqs stay gapless however many writers share
+the file. A call returns only once its records are durable (in the default mode).
+
+Idempotent retries: a call given an ``event_id`` that is among the last ``id_window``
+events of the log (default 65,536, whichever process wrote them) returns the first
+call's receipt with ``duplicate=True`` and writes nothing. Older ids are forgotten, which
+keeps memory bounded; retry within that window.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeVar
+
+import msgspec
+
+from journal.errors import (
+    GroupTooLarge,
+    IdempotencyConflict,
+    InvalidState,
+    InvalidValue,
+    JournalClosed,
+    LogError,
+    SequenceConflict,
+    SessionExists,
+    UnknownSession,
+)
+from journal.events import (
+    ROLES,
+    SNAPSHOT_REASONS,
+    AnyEvent,
+    Event,
+    MessageAppended,
+    ModelRegistered,
+    SessionArchived,
+    SessionCreated,
+    SessionDeleted,
+    SessionMetadataSet,
+    SessionPaused,
+    SessionRenamed,
+    SessionRestored,
+    SessionResumed,
+    SessionSnapshotted,
+    SessionTimedOut,
+    TimeoutWarning,
+    encode_json,
+    encode_line,
+    format_ts,
+    parse_ts,
+)
+from journal.log import Durability, LogFile, LogReader, TornTail
+from journal.state import (
+    DEFAULT_ID_WINDOW,
+    OPEN_STATUSES,
+    JournalState,
+    Receipt,
+    SessionState,
+    StateViolation,
+)
+
+log = logging.getLogger("journal")
+
+# Documented limits (README "Limits").
+MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
+MAX_TEXT_CHARS: Final = 10_000  # titles, metadata keys, model names
+MAX_METADATA_VALUE_BYTES: Final = 64 * 1024
+MAX_GROUP_EVENTS: Final = 10_000
+MAX_GROUP_BYTES: Final = 64 * 1024 * 1024
+MAX_TIMEOUT_SECONDS: Final = 10 * 365 * 86400
+DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
+
+# Session ids end up in file names of exports and in URLs: no slashes, no spaces.
+_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# Model ids such as "openai/gpt-4o" or "anthropic/claude-3.5-sonnet@2024-10-22".
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
+_EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
+
+E = TypeVar("E", bound=Event)
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A torn tail the writer moved aside when it opened (or caught up with) the log."""
+
+    offset: int
+    length: int
+    line: int
+    reason: str
+    quarantine_path: str
+
+
+@dataclass
+class _Pending:
+    """Events built by the current call or ``batch()`` block, not yet written."""
+
+    user_batch: bool
+    groups: list[list[AnyEvent]] = field(default_factory=lambda: [[]])
+
+    def split(self) -> None:
+        """Start a new atomic group (ignored inside a user's batch, which is one group)."""
+        if not self.user_batch and self.groups[-1]:
+            self.groups.append([])
+
+
+class Journal:
+    """Appends validated events to one log file. Thread-safe and process-safe.
+
+    Open with ``Journal.open(path)``; use as a context manager or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        durability: Durability = "always",
+        *,
+        clock: Callable[[], datetime] | None = None,
+        batch_interval_ms: float = 50,
+        id_window: int = DEFAULT_ID_WINDOW,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._log = LogFile(self.path, durability, batch_interval_ms / 1000)
+        self._state = JournalState(id_window)
+        self._end = 0  # byte offset up to which the state has read the log
+        self._pending: _Pending | None = None
+        self._pending_owner: int | None = None
+        self.repairs: list[Repair] = []
+        try:
+            with self._log.locked():
+                self._catch_up()
+        except BaseException:
+            self._log.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        durability: Durability = "always",
+        *,
+        clock: Callable[[], datetime] | None = None,
+        batch_interval_ms: float = 50,
+        id_window: int = DEFAULT_ID_WINDOW,
+    ) -> Journal:
+        """Open (or create) the log at ``path``, repairing a torn tail if there is one."""
+        return cls(
+            path, durability, clock=clock, batch_interval_ms=batch_interval_ms, id_window=id_window
+        )
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush pending durability work and release the file."""
+        self._log.close()
+
+    # -- reading the log ------------------------------------------------------------------
+    def _catch_up(self) -> None:
+        """Fold what was appended since our last look (lock held); repair a torn tail."""
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            on_disk = None
+        mine = os.fstat(self._log.fd)
+        if on_disk is None or (on_disk.st_ino, on_disk.st_dev) != (mine.st_ino, mine.st_dev):
+            raise LogError(
+                f"{self.path}: the log was moved or replaced while open; "
+                "close the journal and open it again",
+                path=self.path,
+            )
+        if mine.st_size == self._end:
+            return
+        if mine.st_size < self._end:
+            raise LogError(
+                f"{self.path}: the log shrank from {self._end} to "
+                f"{mine.st_size} bytes while open; records were removed by "
+                "something other than this library",
+                path=self.path,
+            )
+        reader = LogReader(self.path, self._end, self._state.last_pos)
+        for event, offset in reader:
+            try:
+                self._state.apply(event)
+            except StateViolation as exc:
+                raise LogError(
+                    f"{self.path}: line {event.pos} (byte offset {self._end}): {exc}",
+                    path=self.path,
+                ) from exc
+            self._end = offset
+        if reader.torn is not None:
+            self._repair(reader.torn)
+
+    def _repair(self, torn: TornTail) -> None:
+        quarantine = f"{self.path}.torn-{torn.offset}"
+        n = 1
+        while os.path.lexists(quarantine):
+            quarantine = f"{self.path}.torn-{torn.offset}.{n}"
+            n += 1
+        self._log.truncate_tail(torn.offset, quarantine)
+        repair = Repair(torn.offset, torn.length, torn.line, torn.reason, quarantine)
+        self.repairs.append(repair)
+        log.warning(
+            "%s: torn tail at line %d (byte offset %d, %d bytes: %s) moved to %s",
+            self.path,
+            torn.line,
+            torn.offset,
+            torn.length,
+            torn.reason,
+            quarantine,
+        )
+
+    # -- the append machinery -------------------------------------------------------------
+    @contextmanager
+    def _writing(self, user_batch: bool = False) -> Iterator[_Pending]:
+        """Lock, catch up, collect events, then write them in one go and wait for fsync.
+
+        Re-entrant: inside ``batch()`` every call adds to the batch's group.
+        """
+        me = threading.get_ident()
+        if self._pending is not None and self._pending_owner == me:
+            yield self._pending
+            return
+        token = 0
+        with self._log.locked():
+            self._catch_up()
+            pending = _Pending(user_batch)
+            self._pending, self._pending_owner = pending, me
+            self._state.begin()
+            try:
+                yield pending
+                token = self._write(pending)
+            except BaseException:
+                self._state.rollback()
+                raise
+            finally:
+                self._pending = self._pending_owner = None
+            self._state.commit()
+        if token:
+            self._log.wait_durable(token)
+
+    def _write(self, pending: _Pending) -> int:
+        chunks: list[bytes] = []
+        for group in pending.groups:
+            n = len(group)
+            for i, event in enumerate(group, 1):
+                framed = msgspec.structs.replace(event, grp=(i, n)) if n > 1 else event
+                chunks.append(encode_line(framed))
+        if not chunks:
+            return 0
+        data = b"".join(chunks)
+        if pending.user_batch and len(data) > MAX_GROUP_BYTES:
+            raise GroupTooLarge(
+                f"atomic group of {len(data)} bytes is over the limit of "
+                f"{MAX_GROUP_BYTES}; nothing was written"
+            )
+        token = self._log.append(data, self._end)
+        self._end += len(data)
+        return token
+
+    def _add(
+        self, pending: _Pending, event: E, event_id: str | None, at: datetime | str | None = None
+    ) -> Receipt:
+        """Give the event its envelope, fold it into the state and queue it."""
+        if len(pending.groups[-1]) >= MAX_GROUP_EVENTS:
+            raise GroupTooLarge(
+                f"an atomic group holds at most {MAX_GROUP_EVENTS} events; nothing was written"
+            )
+        ts = max(format_ts(self._clock()), self._state.last_ts)  # clamp a clock that steps back
+        envelope: dict[str, Any] = {
+            "pos": self._state.last_pos + 1,
+            "id": event_id or str(uuid.uuid4()),
+            "ts": ts,
+        }
+        if at is not None:
+            envelope["at"] = at if isinstance(at, str) else format_ts(at)
+        stamped: AnyEvent = msgspec.structs.replace(event, **envelope)  # type: ignore[assignment]
+        receipt = self._state.apply(stamped)
+        pending.groups[-1].append(stamped)
+        return receipt
+
+    def _duplicate(self, event_id: str | None, tag: str, session_id: str | None) -> Receipt | None:
+        if event_id is None:
+            return None
+        _check_event_id(event_id)
+        seen = self._state.recent_ids.get(event_id)
+        if seen is None:
+            return None
+        seen_tag, receipt = seen
+        if seen_tag != tag or (session_id is not None and receipt.session_id != session_id):
+            raise IdempotencyConflict(
+                f"event id {event_id} was already used for a {seen_tag} event at position "
+                f"{receipt.pos}; use a new id for a different operation"
+            )
+        return receipt._replace(duplicate=True)
+
+    def _session(
+        self, session_id: str, operation: str, allowed: frozenset[str] | None = None
+    ) -> SessionState:
+        _check_session_id(session_id)
+        s = self._state.sessions.get(session_id)
+        if s is None:
+            raise UnknownSession(session_id)
+        if s.status == "deleted" and (allowed is None or "deleted" not in allowed):
+            raise UnknownSession(session_id)
+        if allowed is not None and s.status not in allowed:
+            raise InvalidState(session_id, s.status, operation)
+        return s
+
+    @staticmethod
+    def _derived_id(event_id: str | None, part: str) -> str | None:
+        """A deterministic id for an auxiliary event, so retries and imports repeat it."""
+        return (
+            None if event_id is None else str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_id}/{part}"))
+        )
+
+    # -- the public API -------------------------------------------------------------------
+    @contextmanager
+    def batch(self) -> Iterator[Journal]:
+        """Append every call made inside the block as one atomic group.
+
+        The log stays locked for the block, so receipts returned inside it are final; the
+        group is written (one write, one fsync) when the block exits. An exception leaving
+        the block writes nothing.
+        """
+        if self._pending is not None and self._pending_owner == threading.get_ident():
+            raise InvalidValue("batch() blocks do not nest")
+        with self._writing(user_batch=True):
+            yield self
+
+    def register_model(
+        self,
+        model_id: str,
+        model_name: str | None = None,
+        provider: str | None = None,
+        *,
+        event_id: str | None = None,
+    ) -> Receipt:
+        """Record a model (done automatically on its first use by a session)."""
+        _check_model_id(model_id)
+        _check_text("model_name", model_name)
+        _check_text("provider", provider)
+        with self._writing() as w:
+            dup = self._duplicate(event_id, "model_registered", None)
+            if dup is not None:
+                return dup
+            if model_id in self._state.models:
+                raise InvalidValue(f"model {model_id!r} is already registered")
+            return self._add(
+                w,
+                ModelRegistered(
+                    model_id=model_id, model_name=model_name or model_id, provider=provider
+                ),
+                event_id,
+            )
+
+    def create_session(
+        self,
+        model_id: str,
+        model_name: str | None = None,
+        title: str | None = None,
+        *,
+        idle_timeout_seconds: int | None = 3600,
+        hard_timeout_seconds: int | None = 86400,
+        session_id: str | None = None,
+        first_message: str | Mapping[str, Any] | None = None,
+        provider: str | None = None,
+        event_id: str | None = None,
+        at: datetime | str | None = None,
+    ) -> str:
+        """Start a session (and its first message, atomically); returns its id.
+
+        ``first_message`` is the content of a user message, or the keyword arguments of
+        ``append_message``. An unknown model is registered in the same atomic group.
+        """
+        sid = session_id if session_id is not None else str(uuid.uuid4())
+        _check_session_id(sid)
+        _check_model_id(model_id)
+        _check_text("model_name", model_name)
+        _check_text("title", title)
+        _check_timeout("idle_timeout_seconds", idle_timeout_seconds)
+        _check_timeout("hard_timeout_seconds", hard_timeout_seconds)
+        at = _check_at(at)
+        message = _first_message_kwargs(first_message)
+        with self._writing() as w:
+            dup = self._duplicate(event_id, "session_created", None)
+            if dup is not None:
+                assert dup.session_id is not None
+                return dup.session_id
+            if sid in self._state.sessions:
+                raise SessionExists(sid)
+            if model_id not in self._state.models:
+                self._add(
+                    w,
+                    ModelRegistered(
+                        model_id=model_id, model_name=model_name or model_id, provider=provider
+                    ),
+                    self._derived_id(event_id, "model"),
+                    at,
+                )
+            self._add(
+                w,
+                SessionCreated(
+                    session_id=sid,
+                    model_id=model_id,
+                    model_name=model_name,
+                    title=title,
+                    idle_timeout_seconds=idle_timeout_seconds,
+                    hard_timeout_seconds=hard_timeout_seconds,
+                ),
+                event_id,
+                at,
+            )
+            if message is not None:
+                message.setdefault("event_id", self._derived_id(event_id, "first_message"))
+                message.setdefault("at", at)
+                self.append_message(sid, **message)
+        return sid
+
+    def append_message(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        tokens_used: int | None = None,
+        duration_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        expected_seq: int | None = None,
+        event_id: str | None = None,
+        at: datetime | str | None = None,
+    ) -> Receipt:
+        """Append a message; ``expected_seq`` is the last seq the caller saw (0 for none)."""
+        if role not in ROLES:
+            raise InvalidValue(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        _check_content(content)
+        _check_count("tokens_used", tokens_used)
+        _check_duration(duration_seconds)
+        meta = _check_metadata(metadata)
+        if expected_seq is not None:
+            _check_count("expected_seq", expected_seq)
+        at = _check_at(at)
+        with self._writing() as w:
+            dup = self._duplicate(event_id, "message_appended", session_id)
+            if dup is not None:
+                return dup
+            s = self._session(session_id, "append a message", OPEN_STATUSES)
+            if expected_seq is not None and expected_seq != s.last_seq:
+                raise SequenceConflict(session_id, expected_seq, s.last_seq)
+            return self._add(
+                w,
+                MessageAppended(
+                    session_id=session_id,
+                    seq=s.last_seq + 1,
+                    role=role,  # type: ignore[arg-type]
+                    content=content,
+                    tokens_used=tokens_used,
+                    duration_seconds=duration_seconds,
+                    metadata=meta,
+                ),
+                event_id,
+                at,
+            )
+
+    def set_metadata(
+        self,
+        session_id: str,
+        key: str,
+        value: str | None,
+        *,
+        event_id: str | None = None,
+        at: datetime | str | None = None,
+    ) -> Receipt:
+        """Set (or, with None, clear) one metadata key of a session."""
+        _check_text("key", key, required=True)
+        if value is not None:
+            _check_text("value", value, limit=MAX_METADATA_VALUE_BYTES)
+        at = _check_at(at)
+        return self._simple(
+            SessionMetadataSet(session_id=session_id, key=key, value=value),
+            "set metadata",
+            None,
+            event_id,
+            at,
+        )
+
+    def rename(self, session_id: str, title: str | None, *, event_id: str | None = None) -> Receipt:
+        """Give the session a new title."""
+        _check_text("title", title)
+        return self._simple(
+            SessionRenamed(session_id=session_id, title=title), "rename", None, event_id
+        )
+
+    def pause(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """Suspend the session's timeouts until resume() or its next message."""
+        return self._simple(
+            SessionPaused(session_id=session_id), "pause", frozenset({"active", "idle"}), event_id
+        )
+
+    def resume(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """Make a paused session active; its idle clock restarts."""
+        return self._simple(
+            SessionResumed(session_id=session_id), "resume", frozenset({"paused"}), event_id
+        )
+
+    def snapshot(
+        self,
+        session_id: str,
+        reason: str = "checkpoint",
+        *,
+        note: str | None = None,
+        event_id: str | None = None,
+    ) -> Receipt:
+        """Record a snapshot of the session and its messages as of now."""
+        if reason not in SNAPSHOT_REASONS:
+            raise InvalidValue(
+                f"reason must be one of {', '.join(SNAPSHOT_REASONS)}, not {reason!r}"
+            )
+        _check_text("note", note)
+        return self._simple(
+            SessionSnapshotted(
+                session_id=session_id,
+                reason=reason,  # type: ignore[arg-type]
+                note=note,
+            ),
+            "snapshot",
+            None,
+            event_id,
+        )
+
+    def archive(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """Archive the session (the projection keeps a pre_archive snapshot)."""
+        return self._simple(
+            SessionArchived(session_id=session_id),
+            "archive",
+            frozenset({"active", "idle", "paused", "expired"}),
+            event_id,
+        )
+
+    def restore(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """Reopen an idle, expired, archived or deleted session with fresh deadlines.
+
+        A deleted session comes back from the ``pre_delete`` snapshot taken when it was
+        deleted, messages included.
+        """
+        with self._writing() as w:
+            dup = self._duplicate(event_id, "session_restored", session_id)
+            if dup is not None:
+                return dup
+            s = self._session(
+                session_id, "restore", frozenset({"idle", "expired", "archived", "deleted"})
+            )
+            snapshot_pos = s.pre_delete_pos if s.status == "deleted" else None
+            return self._add(
+                w, SessionRestored(session_id=session_id, snapshot_pos=snapshot_pos), event_id
+            )
+
+    def delete_session(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """Delete the session from the projection, after a ``pre_delete`` snapshot.
+
+        The log keeps every event; ``restore`` brings the session back.
+        """
+        with self._writing() as w:
+            dup = self._duplicate(event_id, "session_deleted", session_id)
+            if dup is not None:
+                return dup
+            self._session(session_id, "delete")
+            self._add(
+                w,
+                SessionSnapshotted(session_id=session_id, reason="pre_delete"),
+                self._derived_id(event_id, "pre_delete"),
+            )
+            return self._add(w, SessionDeleted(session_id=session_id), event_id)
+
+    def expire_due(
+        self,
+        now: datetime | None = None,
+        *,
+        warn_before_seconds: float = DEFAULT_WARN_BEFORE_SECONDS,
+    ) -> list[Receipt]:
+        """Append the timeout events due as of ``now`` (default: the writer's clock).
+
+        Per session, at most one of: ``session_timed_out(kind=hard)`` once past the hard
+        deadline (status expired), ``session_timed_out(kind=idle)`` once idle for longer
+        than its idle timeout (status idle), or, within ``warn_before_seconds`` of either
+        deadline, a ``timeout_warning`` with a ``timeout_warning`` snapshot. Paused sessions
+        are skipped. The decision time is recorded in each event as ``as_of``.
+        """
+        as_of_dt = now if now is not None else self._clock()
+        as_of, t = format_ts(as_of_dt), as_of_dt.timestamp()
+        receipts: list[Receipt] = []
+        with self._writing() as w:
+            for sid, s in list(self._state.sessions.items()):
+                if s.status not in ("active", "idle"):
+                    continue
+                idle_at = (
+                    s.idle_since + s.idle_timeout
+                    if s.idle_timeout is not None and s.status == "active"
+                    else math.inf
+                )
+                hard_at = s.hard_deadline if s.hard_deadline is not None else math.inf
+                if hard_at <= t:
+                    kind: Literal["idle", "hard"] | None = "hard"
+                elif idle_at <= t:
+                    kind = "idle"
+                else:
+                    kind = None
+                if kind is not None:
+                    receipts.append(
+                        self._add(w, SessionTimedOut(session_id=sid, kind=kind, as_of=as_of), None)
+                    )
+                elif not s.warned and min(idle_at, hard_at) - warn_before_seconds <= t:
+                    soon: Literal["idle", "hard"] = "idle" if idle_at <= hard_at else "hard"
+                    deadline = datetime.fromtimestamp(min(idle_at, hard_at), UTC)
+                    self._add(w, SessionSnapshotted(session_id=sid, reason="timeout_warning"), None)
+                    receipts.append(
+                        self._add(
+                            w,
+                            TimeoutWarning(
+                                session_id=sid, kind=soon, deadline=format_ts(deadline), as_of=as_of
+                            ),
+                            None,
+                        )
+                    )
+                w.split()
+        return receipts
+
+    def _simple(
+        self,
+        event: AnyEvent,
+        operation: str,
+        allowed: frozenset[str] | None,
+        event_id: str | None,
+        at: datetime | str | None = None,
+    ) -> Receipt:
+        """Validate the session's status and append one event about it."""
+        session_id: str = event.session_id  # type: ignore[union-attr]
+        with self._writing() as w:
+            dup = self._duplicate(
+                event_id,
+                type(event).__struct_config__.tag,  # type: ignore[arg-type]
+                session_id,
+            )
+            if dup is not None:
+                return dup
+            self._session(session_id, operation, allowed)
+            return self._add(w, event, event_id, at)
+
+    # -- read-only views for callers ------------------------------------------------------
+    def last_seq(self, session_id: str) -> int:
+        """The seq of the session's last message (0 if none), as of the last look."""
+        return self._session(session_id, "read", None).last_seq
+
+    def status(self, session_id: str) -> str:
+        """The session's status as of the writer's last look at the log."""
+        return self._session(
+            session_id,
+            "read",
+            frozenset({"active", "idle", "paused", "archived", "expired", "deleted"}),
+        ).status
+
+    @property
+    def last_pos(self) -> int:
+        """The position of the last record this writer has seen."""
+        return self._state.last_pos
+
+    @property
+    def closed(self) -> bool:
+        try:
+            self._log._check_open()
+        except JournalClosed:
+            return True
+        return False
+
+
+# -- input checks (pure, run before the lock is taken) ---------------------------------
+def _check_session_id(value: object) -> None:
+    if not isinstance(value, str) or not _SESSION_ID.fullmatch(value):
+        raise InvalidValue(
+            f"malformed session id {value!r}: use 1-128 characters from "
+            "A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"
+        )
+
+
+def _check_model_id(value: object) -> None:
+    if not isinstance(value, str) or not _MODEL_ID.fullmatch(value):
+        raise InvalidValue(
+            f"malformed model id {value!r}: use 1-200 characters from "
+            "A-Z a-z 0-9 . _ : @ / + -, starting with a letter or digit"
+        )
+
+
+def _check_event_id(value: object) -> None:
+    try:
+        ok = isinstance(value, str) and str(uuid.UUID(value)) == value
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidValue(
+            f"malformed event id {value!r}: use a UUID in canonical "
+            "lowercase form, e.g. str(uuid.uuid4())"
+        )
+
+
+def _check_text(
+    name: str, value: object, *, required: bool = False, limit: int = MAX_TEXT_CHARS
+) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidValue(f"{name} must be a non-empty string, not {value!r}")
+    if len(value) > limit:
+        raise InvalidValue(f"{name} is {len(value)} characters long; the limit is {limit}")
+    _check_encodable(name, value)
+
+
+def _check_encodable(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidValue(
+            f"{name} holds a lone surrogate (\\u{ord(value[exc.start]):04x}) "
+            f"at character {exc.start}; it is not valid UTF-8"
+        ) from None
+    if "\x00" in value:
+        raise InvalidValue(f"{name} holds a NUL character at {value.index(chr(0))}")
+
+
+def _check_content(content: object) -> None:
+    if not isinstance(content, str):
+        raise InvalidValue(f"content must be a string, not {type(content).__name__}")
+    if not content:
+        raise InvalidValue("content is empty")
+    if (
+        len(content) > MAX_CONTENT_BYTES
+        or len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES
+    ):
+        raise InvalidValue(f"content is over the limit of {MAX_CONTENT_BYTES} bytes of UTF-8")
+    _check_encodable("content", content)
+
+
+def _check_count(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValue(f"{name} must be a whole number >= 0, not {value!r}")
+    if value > 2**63 - 1:
+        raise InvalidValue(f"{name} {value} does not fit in 64 bits")
+
+
+def _check_duration(value: object) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidValue(f"duration_seconds must be a finite number >= 0, not {value!r}")
+
+
+def _check_timeout(name: str, value: object) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (1 <= value <= MAX_TIMEOUT_SECONDS)
+    ):
+        raise InvalidValue(
+            f"{name} must be None or a whole number of seconds from 1 to "
+            f"{MAX_TIMEOUT_SECONDS}, not {value!r}"
+        )
+
+
+def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise InvalidValue(f"metadata must be a JSON object, not {type(metadata).__name__}")
+    try:
+        raw = encode_json(dict(metadata))
+        value: dict[str, Any] = msgspec.json.decode(raw)
+    except (TypeError, msgspec.EncodeError, UnicodeEncodeError) as exc:
+        raise InvalidValue(f"metadata is not JSON-serialisable: {exc}") from None
+    if len(raw) > MAX_METADATA_VALUE_BYTES:
+        raise InvalidValue(
+            f"metadata is {len(raw)} bytes of JSON; the limit is {MAX_METADATA_VALUE_BYTES}"
+        )
+    if value != dict(metadata):
+        raise InvalidValue(
+            "metadata does not survive a JSON round trip (NaN, infinity or non-string keys?)"
+        )
+    return value
+
+
+def _check_at(at: datetime | str | None) -> datetime | str | None:
+    if at is None:
+        return None
+    try:
+        if isinstance(at, str):
+            parse_ts(at)
+        else:
+            format_ts(at)
+    except ValueError as exc:
+        raise InvalidValue(f"at: {exc}") from None
+    return at
+
+
+def _first_message_kwargs(first: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if first is None:
+        return None
+    if isinstance(first, str):
+        return {"role": "user", "content": first}
+    if isinstance(first, Mapping):
+        return dict(first)
+    raise InvalidValue("first_message must be a string or a mapping of append_message arguments")
