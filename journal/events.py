@@ -229,11 +229,20 @@ def decode_line(line: bytes) -> AnyEvent:
     if checksum(body) != int(digits, 16):
         raise LineError("checksum mismatch")
     try:
-        return _decoder.decode(line)
+        event = _decoder.decode(line)
     except msgspec.ValidationError as exc:
         raise LineError(f"invalid event: {exc}") from exc
     except msgspec.DecodeError as exc:  # a crafted line: the checksum matches, the JSON not
         raise LineError(f"invalid JSON: {exc}") from exc
+    # Every consumer does arithmetic on these; a bad one must fail here, as a bad line,
+    # not later as a stray ValueError in the writer or the projector.
+    for name, value in (("ts", event.ts), ("at", event.at)):
+        if value is not UNSET:
+            try:
+                parse_ts(value)
+            except ValueError as exc:
+                raise LineError(f"invalid event: {name}: {exc}") from None
+    return event
 
 
 def encode_json(obj: Any) -> bytes:
@@ -248,14 +257,15 @@ def format_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 
 
 def parse_ts(text: str) -> datetime:
     """Inverse of format_ts; raises ValueError on any other shape."""
-    if not _TS.fullmatch(text):
+    if not isinstance(text, str) or not _TS.fullmatch(text):
         raise ValueError(f"not an RFC 3339 UTC timestamp with microseconds: {text!r}")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    # fromisoformat is C and checks the calendar (no month 13, no 31 February).
+    return datetime.fromisoformat(text)
 
 
 def ts_seconds(text: str) -> float:
