@@ -1,0 +1,151 @@
+"""Appending events given as JSON lines (``session-journal append``), through the writer.
+
+Input lines have the log's shape without ``pos``, ``v``, ``ts`` and ``crc``; ``id`` (the
+idempotency key) and ``at`` (when it happened) are optional. Every line is parsed and typed
+before anything is written, then the whole input goes through the writer's validation as
+one atomic group: one bad event (a shape error, an unknown session, a seq that is not the
+next one) and nothing is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, assert_never
+
+import msgspec
+
+from journal import InvalidValue, Journal, Receipt
+from journal.events import (
+    AnyEvent,
+    MessageAppended,
+    ModelRegistered,
+    SessionArchived,
+    SessionCreated,
+    SessionDeleted,
+    SessionMetadataSet,
+    SessionPaused,
+    SessionRenamed,
+    SessionRestored,
+    SessionResumed,
+    SessionSnapshotted,
+    SessionTimedOut,
+    TimeoutWarning,
+)
+from journal.writer import MAX_GROUP_EVENTS
+
+_input_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+_ENVELOPE_SET_BY_WRITER = ("pos", "v", "ts", "crc", "grp")
+
+
+class InputError(InvalidValue):
+    """A line of ``append`` input that is not a well-formed event."""
+
+    def __init__(self, source: str, line: int, reason: str) -> None:
+        super().__init__(f"{source}: line {line}: {reason}; nothing was written")
+        self.source = source
+        self.line = line
+
+
+def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[AnyEvent]:
+    """Type every non-blank line; raise InputError naming the first bad one."""
+    events: list[AnyEvent] = []
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(b"\xef\xbb\xbf"):
+            raise InputError(
+                source, number, "starts with a byte-order mark; save as UTF-8 without BOM"
+            )
+        try:
+            fields = msgspec.json.decode(line)
+        except msgspec.DecodeError as exc:
+            raise InputError(source, number, f"not JSON ({exc})") from None
+        if not isinstance(fields, dict):
+            raise InputError(source, number, "not a JSON object")
+        present = [name for name in _ENVELOPE_SET_BY_WRITER if name in fields]
+        if present:
+            raise InputError(
+                source, number, f"{', '.join(present)} are set by the writer; leave them out"
+            )
+        if isinstance(fields.get("type"), str) and fields["type"] == "timeout_warning":
+            raise InputError(source, number, "timeout_warning is written by expire only")
+        try:
+            events.append(_input_decoder.decode(line))
+        except msgspec.ValidationError as exc:
+            raise InputError(source, number, str(exc)) from None
+    if len(events) > MAX_GROUP_EVENTS:
+        raise InvalidValue(
+            f"{source}: {len(events)} events; append writes one atomic group "
+            f"of at most {MAX_GROUP_EVENTS}: split the input"
+        )
+    return events
+
+
+def append_events(journal: Journal, events: list[AnyEvent]) -> list[Receipt]:
+    """Write the events as one atomic group; any invalid event writes nothing."""
+    receipts: list[Receipt] = []
+    with journal.batch():
+        for event in events:
+            receipts.append(_append_one(journal, event))
+    return receipts
+
+
+def _append_one(j: Journal, e: AnyEvent) -> Receipt:
+    """Call the writer method that produces this event, so the same validation applies."""
+    eid = e.id or None
+    at: Any = None if e.at is msgspec.UNSET else e.at
+    match e:
+        case ModelRegistered():
+            return j.register_model(e.model_id, e.model_name, e.provider, event_id=eid)
+        case SessionCreated():
+            j.create_session(
+                e.model_id,
+                e.model_name,
+                e.title,
+                idle_timeout_seconds=e.idle_timeout_seconds,
+                hard_timeout_seconds=e.hard_timeout_seconds,
+                session_id=e.session_id,
+                event_id=eid,
+                at=at,
+            )
+            return _last_receipt(j, e.session_id)
+        case MessageAppended():
+            return j.append_message(
+                e.session_id,
+                e.role,
+                e.content,
+                tokens_used=e.tokens_used,
+                duration_seconds=e.duration_seconds,
+                metadata=e.metadata,
+                expected_seq=e.seq - 1,
+                event_id=eid,
+                at=at,
+            )
+        case SessionMetadataSet():
+            return j.set_metadata(e.session_id, e.key, e.value, event_id=eid, at=at)
+        case SessionRenamed():
+            return j.rename(e.session_id, e.title, event_id=eid)
+        case SessionPaused():
+            return j.pause(e.session_id, event_id=eid)
+        case SessionResumed():
+            return j.resume(e.session_id, event_id=eid)
+        case SessionSnapshotted():
+            return j.snapshot(e.session_id, e.reason, note=e.note, event_id=eid)
+        case SessionArchived():
+            return j.archive(e.session_id, event_id=eid)
+        case SessionRestored():
+            return j.restore(e.session_id, event_id=eid)
+        case SessionDeleted():
+            return j.delete_session(e.session_id, event_id=eid)
+        case SessionTimedOut() | TimeoutWarning():
+            raise InvalidValue(
+                f"{e.__struct_config__.tag} events are written by "
+                "`session-journal expire`, not by append"
+            )
+        case _:
+            assert_never(e)
+
+
+def _last_receipt(j: Journal, session_id: str) -> Receipt:
+    return Receipt(j.last_pos, "", session_id, None)
