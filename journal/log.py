@@ -81,6 +81,8 @@ def open_log_for_append(path: str) -> tuple[int, bool]:
                 raise UnsafeLogPath(
                     f"{path}: is a symlink; refusing to follow it", path=path
                 ) from exc
+            if exc.errno == errno.EISDIR:
+                raise UnsafeLogPath(f"{path}: not a regular file (a directory)", path=path) from exc
             raise LogError(f"{path}: cannot open: {exc.strerror}", path=path) from exc
     except OSError as exc:
         raise LogError(f"{path}: cannot create: {exc.strerror}", path=path) from exc
@@ -216,16 +218,20 @@ class LogReader:
         line_no: int,
         tail_start: int,
     ) -> None:
-        """A line that is not a record: a torn tail unless a valid record follows it."""
+        """A line that is not a record: a torn tail unless a valid record follows it.
+
+        "Follows" includes a record inside the bad line itself: a damaged newline joins a
+        record to the next one, and cutting there would drop that next, valid record.
+        """
         end = line_end
+        f.seek(line_start)
+        first = True
         for later in f:
-            end += len(later)
-            if later.endswith(b"\n"):
-                try:
-                    decode_line(later[:-1])
-                except LineError:
-                    continue
+            if not first:
+                end += len(later)
+            if later.endswith(b"\n") and _holds_record(later[:-1], skip_start=first):
                 raise CorruptLog(reason, path=self.path, line=line_no, offset=line_start)
+            first = False
         self._tear(tail_start, end, line_no, reason)
 
     def _broken_group(self, group: list[tuple[AnyEvent, int]], start: int) -> CorruptLog:
@@ -237,6 +243,22 @@ class LogReader:
             line=first.pos,
             offset=start,
         )
+
+
+_RECORD_START: Final = b'{"type":"'
+
+
+def _holds_record(line: bytes, *, skip_start: bool) -> bool:
+    """Whether ``line`` is, or ends with, a valid record (found by its checksum)."""
+    at = 1 if skip_start else 0
+    while (at := line.find(_RECORD_START, at)) != -1:
+        try:
+            decode_line(line[at:])
+        except LineError:
+            at += 1
+            continue
+        return True
+    return False
 
 
 def read_log(path: str, start: int = 0, start_pos: int = 0) -> Iterator[tuple[AnyEvent, int]]:

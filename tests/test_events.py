@@ -150,8 +150,14 @@ def _with_crc(body: bytes) -> bytes:
         (b'{"type":"session_paused","pos":"1","session_id":"s"}', "invalid event"),
         (b'{"type":"session_paused","pos":1,"session_id":"s",}', "invalid JSON"),
         (b'{"type":"session_paused","pos":1,"session_id":"s","ts":"yesterday"}', "ts"),
-        (b'{"type":"session_paused","pos":1,"session_id":"s","ts":"2026-13-40T00:00:00.000000Z"}', "ts"),
-        (b'{"type":"session_paused","pos":1,"session_id":"s","ts":"2026-01-01T00:00:00.000000Z","at":"now"}', "at"),
+        (
+            b'{"type":"session_paused","pos":1,"session_id":"s","ts":"2026-13-40T00:00:00.000000Z"}',
+            "ts",
+        ),
+        (
+            b'{"type":"session_paused","pos":1,"session_id":"s","ts":"2026-01-01T00:00:00.000000Z","at":"now"}',
+            "at",
+        ),
     ],
 )
 def test_crafted_lines_with_a_valid_checksum_are_still_checked(body: bytes, reason: str) -> None:
@@ -160,7 +166,9 @@ def test_crafted_lines_with_a_valid_checksum_are_still_checked(body: bytes, reas
 
 
 def test_checksum_mismatch_and_missing_checksum_are_named() -> None:
-    line = encode_line(ev.SessionPaused(pos=1, id="x", ts=format_ts(datetime.now(UTC)), session_id="s"))
+    line = encode_line(
+        ev.SessionPaused(pos=1, id="x", ts=format_ts(datetime.now(UTC)), session_id="s")
+    )
     with pytest.raises(LineError, match="checksum mismatch"):
         decode_line(line[:-1].replace(b'"s"', b'"t"'))
     with pytest.raises(LineError, match="no checksum"):
@@ -181,7 +189,9 @@ def test_timestamps_are_one_format_in_utc() -> None:
 
 
 def test_when_prefers_at() -> None:
-    m = MessageAppended(ts="2026-01-02T00:00:00.000000Z", session_id="s", seq=1, role="user", content="x")
+    m = MessageAppended(
+        ts="2026-01-02T00:00:00.000000Z", session_id="s", seq=1, role="user", content="x"
+    )
     assert m.when == m.ts
     m2 = msgspec.structs.replace(m, at="2020-01-01T00:00:00.000000Z")
     assert m2.when == "2020-01-01T00:00:00.000000Z"

@@ -1,0 +1,271 @@
+"""The log file: torn tails, corruption in the middle, the reader, and safe paths."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from journal import CorruptLog, Journal, LogError, LogReader, UnsafeLogPath, read_log
+
+
+def make_log(path: Path, messages: int = 5, big: int = 0) -> list[bytes]:
+    """A log of one session (model + session as a group) and ``messages`` messages."""
+    with Journal.open(path, durability="none") as j:
+        sid = j.create_session(model_id="m-1", session_id="s1")
+        for i in range(messages):
+            content = ("x" * big if big and i == 1 else f"message {i}") + " é ✓"
+            j.append_message(sid, role="user", content=content, tokens_used=i)
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def offsets(lines: list[bytes]) -> list[int]:
+    out, at = [], 0
+    for line in lines:
+        out.append(at)
+        at += len(line)
+    return out
+
+
+def ids(path: Path) -> list[str]:
+    return [e.id for e, _ in read_log(str(path))]
+
+
+def mode(path: Path | str) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# -- torn tails ---------------------------------------------------------------------------
+def test_reader_stops_before_an_unterminated_line_and_reports_it(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    log.write_bytes(b"".join(lines) + b'{"type":"mess')
+    reader = LogReader(str(log))
+    assert len(list(reader)) == len(lines)
+    assert reader.torn is not None
+    assert reader.torn.offset == sum(map(len, lines)) and reader.torn.length == 13
+    assert reader.torn.reason == "unterminated last line"
+    assert reader.end == reader.torn.offset and reader.last_pos == len(lines)
+    assert log.read_bytes().endswith(b'{"type":"mess')  # a reader never repairs
+
+
+@pytest.mark.parametrize("padding", [b"", b"\0" * 700, b"\xff\xfe garbage\n\x00junk\n\x01"])
+def test_torn_last_record_at_every_byte_offset(tmp_path: Path, padding: bytes) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=3)
+    keep, last = b"".join(lines[:-1]), lines[-1]
+    kept_ids = ids(log)[:-1]
+    for cut in range(len(last) + 1):
+        if cut == len(last) and not padding:
+            continue  # the whole record: nothing torn
+        torn = last[:cut] + padding
+        if not torn:
+            continue
+        log.write_bytes(keep + torn)
+        for q in tmp_path.glob("s.jsonl.torn-*"):
+            q.unlink()
+        with Journal.open(log, durability="none") as j:
+            assert len(j.repairs) == 1, cut
+            repair = j.repairs[0]
+            keep_len = len(keep) + (len(last) if cut == len(last) else 0)
+            assert (repair.offset, repair.length) == (keep_len, len(keep) + len(torn) - keep_len)
+            assert Path(repair.quarantine_path).read_bytes() == (keep + torn)[keep_len:]
+            assert mode(repair.quarantine_path) == 0o600
+            assert log.stat().st_size == keep_len
+            got = ids(log)
+            assert got[: len(kept_ids)] == kept_ids
+            r = j.append_message("s1", role="assistant", content="after the repair")
+            assert r.pos == len(got) + 1 and r.seq == len(got) - 1
+        with Journal.open(log, durability="none") as again:
+            assert again.repairs == []
+
+
+def test_torn_tail_failing_its_checksum_is_quarantined(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    bad = lines[-1].replace(b"message 4", b"message 5")
+    log.write_bytes(b"".join([*lines[:-1], bad]))
+    with Journal.open(log) as j:
+        assert [r.reason for r in j.repairs] == ["checksum mismatch"]
+        assert j.repairs[0].line == len(lines)
+        assert Path(j.repairs[0].quarantine_path).read_bytes() == bad
+    assert log.read_bytes() == b"".join(lines[:-1])
+
+
+def test_two_repairs_never_overwrite_a_quarantine_file(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    body = b"".join(lines)
+    for tail in (b"first torn", b"second torn"):
+        log.write_bytes(body + tail)
+        with Journal.open(log) as j:
+            assert Path(j.repairs[0].quarantine_path).read_bytes() == tail
+    assert sorted(p.read_bytes() for p in tmp_path.glob("s.jsonl.torn-*")) == [
+        b"first torn",
+        b"second torn",
+    ]
+
+
+# -- corruption in the middle ----------------------------------------------------------------
+@pytest.mark.parametrize("which", [-4, -2])  # a record in the middle; the last but one
+def test_every_flipped_byte_of_a_middle_record_is_detected(tmp_path: Path, which: int) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=6)
+    data = b"".join(lines)
+    start = offsets(lines)[which]
+    line_no = len(lines) + which + 1
+    record = lines[which]
+    detected = 0
+    trials = 0
+    for i in range(len(record)):
+        for new in {record[i] ^ 0x01, record[i] ^ 0xFF, ord("\n")} - {record[i]}:
+            trials += 1
+            damaged = bytearray(data)
+            damaged[start + i] = new
+            log.write_bytes(bytes(damaged))
+            with pytest.raises(CorruptLog) as info:
+                list(read_log(str(log)))
+            assert (info.value.line, info.value.offset) == (line_no, start), (i, new)
+            assert f"line {line_no} (byte offset {start})" in str(info.value)
+            assert str(log) in str(info.value)
+            detected += 1
+    assert detected == trials > 3 * len(record) - 10
+
+
+def test_writer_refuses_a_log_corrupt_in_the_middle_and_changes_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    lines[3] = lines[3].replace(b"message", b"massage")
+    damaged = b"".join(lines)
+    log.write_bytes(damaged)
+    with pytest.raises(CorruptLog, match=r"line 4 \(byte offset \d+\): checksum mismatch"):
+        Journal.open(log)
+    assert log.read_bytes() == damaged
+    assert list(tmp_path.glob("*.torn-*")) == []
+
+
+def test_a_gap_in_positions_is_corruption(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    log.write_bytes(b"".join(lines[:3] + lines[4:]))
+    with pytest.raises(CorruptLog, match="position 5 where 4 was expected"):
+        list(read_log(str(log)))
+
+
+def test_reader_resumes_from_an_offset(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    offs = offsets(lines)
+    rest = list(read_log(str(log), offs[3], 3))
+    assert [e.pos for e, _ in rest] == list(range(4, len(lines) + 1))
+    assert rest[-1][1] == sum(map(len, lines))
+    assert list(read_log(str(tmp_path / "missing.jsonl"))) == []
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=400), st.integers(0, 6), st.binary(max_size=50))
+def test_the_reader_never_raises_anything_but_corrupt_log(
+    tmp_path: Path, noise: bytes, keep: int, tail: bytes
+) -> None:
+    log = tmp_path / "fuzz.jsonl"
+    if not log.exists():
+        make_log(log)
+        (tmp_path / "clean").write_bytes(log.read_bytes())
+    lines = (tmp_path / "clean").read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:keep]) + noise + b"".join(lines[keep:]) + tail)
+    reader = LogReader(str(log))
+    seen = 0
+    try:
+        for event, end in reader:
+            seen += 1
+            assert event.pos == seen and end <= log.stat().st_size
+    except CorruptLog as exc:
+        assert exc.line >= 1 and exc.offset >= 0
+    else:
+        assert reader.end <= log.stat().st_size
+
+
+# -- paths and permissions -------------------------------------------------------------------
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_log_and_quarantine_are_0600_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        log = tmp_path / "s.jsonl"
+        make_log(log)
+        assert mode(log) == 0o600
+        with log.open("ab") as f:
+            f.write(b"torn")
+        with Journal.open(log) as j:
+            assert mode(j.repairs[0].quarantine_path) == 0o600
+    finally:
+        os.umask(old)
+
+
+def _refused(path: Path, match: str) -> None:
+    before = sorted(os.listdir(path.parent))
+    with pytest.raises(UnsafeLogPath, match=match) as info:
+        Journal.open(path)
+    assert str(path) in str(info.value)
+    assert sorted(os.listdir(path.parent)) == before
+
+
+def test_symlinked_log_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real.jsonl"
+    make_log(real)
+    before = real.read_bytes()
+    (tmp_path / "link.jsonl").symlink_to(real)
+    _refused(tmp_path / "link.jsonl", "symlink")
+    (tmp_path / "dangling.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    _refused(tmp_path / "dangling.jsonl", "symlink")
+    assert not (tmp_path / "nowhere.jsonl").exists()
+    assert real.read_bytes() == before
+
+
+def test_hard_linked_log_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real.jsonl"
+    make_log(real)
+    before = real.read_bytes()
+    os.link(real, tmp_path / "other.jsonl")
+    _refused(real, "2 hard links")
+    assert real.read_bytes() == before
+
+
+def test_directory_and_fifo_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "dir.jsonl").mkdir()
+    _refused(tmp_path / "dir.jsonl", "not a regular file")
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    _refused(tmp_path / "fifo.jsonl", "not a regular file")
+
+
+def test_unwritable_location_is_a_log_error(tmp_path: Path) -> None:
+    with pytest.raises(LogError, match="cannot create"):
+        Journal.open(tmp_path / "no" / "such" / "dir.jsonl")
+
+
+def test_log_replaced_while_open_is_a_clear_error(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    make_log(log)
+    with Journal.open(log) as j:
+        os.rename(log, tmp_path / "old.jsonl")
+        log.write_bytes((tmp_path / "old.jsonl").read_bytes())
+        os.chmod(log, 0o600)
+        before = log.read_bytes()
+        with pytest.raises(LogError, match="moved or replaced while open"):
+            j.append_message("s1", role="user", content="lost?")
+        assert log.read_bytes() == before
+
+
+def test_log_shrunk_while_open_is_a_clear_error(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    with Journal.open(log) as j:
+        os.truncate(log, sum(map(len, lines[:-1])))
+        with pytest.raises(LogError, match=r"shrank from \d+ to \d+ bytes"):
+            j.append_message("s1", role="user", content="lost?")
+    assert log.read_bytes() == b"".join(lines[:-1])
