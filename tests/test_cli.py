@@ -1,0 +1,301 @@
+"""The command line: help for every command, success paths, --json shapes, error paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from projector.cli import main
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> tuple[str, str]:
+    return str(tmp_path / "sessions.jsonl"), str(tmp_path / "sessions.db")
+
+
+def run(paths: tuple[str, str], *args: str, input: str | bytes | None = None) -> Result:
+    log, db = paths
+    return CliRunner().invoke(main, ["--log", log, "--db", db, *args], input=input)
+
+
+@pytest.fixture
+def demo(paths: tuple[str, str]) -> tuple[str, str]:
+    result = run(paths, "demo")
+    assert result.exit_code == 0, result.output
+    return paths
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_has_help(command: str) -> None:
+    cmd = main.commands[command]
+    assert cmd.help and len(cmd.help.strip()) > 20, f"{command} has no help text"
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage:" in result.output
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert "version" in result.output
+
+
+def test_demo_runs_twice_and_says_so(paths: tuple[str, str]) -> None:
+    first = run(paths, "demo")
+    assert first.exit_code == 0, first.output
+    assert "Wrote" in first.output and "verify: ok" in first.output
+    size = os.path.getsize(paths[0])
+    second = run(paths, "demo")
+    assert second.exit_code == 0, second.output
+    assert "already in" in second.output
+    assert os.path.getsize(paths[0]) == size
+
+
+def test_demo_json(paths: tuple[str, str]) -> None:
+    result = run(paths, "demo", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["written"] is True and data["verify_ok"] is True
+    assert "demo-paris-trip" in data["sessions"]
+
+
+def test_sessions_table_and_filters(demo: tuple[str, str]) -> None:
+    out = run(demo, "sessions").output
+    assert "demo-paris-trip" in out and "demo-deleted-draft" not in out
+    archived = run(demo, "sessions", "--status", "archived", "--json")
+    rows = json.loads(archived.output)
+    assert [r["session_id"] for r in rows] == ["demo-release-notes"]
+    assert set(rows[0]) == {
+        "session_id",
+        "title",
+        "model_id",
+        "model_name",
+        "status",
+        "message_count",
+        "total_tokens",
+        "total_duration_seconds",
+        "created_at",
+        "last_activity",
+    }
+    by_model = json.loads(run(demo, "sessions", "--model", "GPT-4o mini", "--json").output)
+    assert {r["session_id"] for r in by_model} == {"demo-release-notes", "demo-almost-idle"}
+    assert json.loads(run(demo, "sessions", "--limit", "2", "--json").output).__len__() == 2
+    statuses = {
+        r["session_id"]: r["status"] for r in json.loads(run(demo, "sessions", "--json").output)
+    }
+    assert statuses["demo-idle-chat"] == "idle"
+    assert statuses["demo-old-support"] == "expired"
+    assert statuses["demo-haiku"] == "paused"
+
+
+def test_sessions_since_rejects_garbage(demo: tuple[str, str]) -> None:
+    result = run(demo, "sessions", "--since", "last tuesday")
+    assert result.exit_code == 2
+    assert "--since 'last tuesday'" in result.stderr
+
+
+def test_show_transcript_and_json(demo: tuple[str, str]) -> None:
+    result = run(demo, "show", "demo-paris-trip")
+    assert result.exit_code == 0
+    assert "Four days in Paris" in result.output and "#6 assistant" in result.output
+    data = json.loads(run(demo, "show", "demo-paris-trip", "--json").output)
+    assert data["session"]["message_count"] == 6
+    assert [m["seq"] for m in data["messages"]] == [1, 2, 3, 4, 5, 6]
+    assert data["metadata"] == {"channel": "web", "locale": "fr-FR"}
+
+
+def test_show_unknown_session(demo: tuple[str, str]) -> None:
+    result = run(demo, "show", "no-such-session")
+    assert result.exit_code == 2
+    assert "no-such-session" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_search_plain_words_and_json(demo: tuple[str, str]) -> None:
+    result = run(demo, "search", "croissants")
+    assert result.exit_code == 0, result.output
+    assert "demo-paris-trip #3" in result.output
+    hits = json.loads(run(demo, "search", "croissants Marais", "--json").output)
+    assert hits and hits[0]["session_id"] == "demo-paris-trip"
+    assert set(hits[0]) == {"session_id", "title", "seq", "role", "timestamp", "snippet", "rank"}
+    assert "**" in hits[0]["snippet"]
+    # Characters that are FTS5 syntax are just words here.
+    assert run(demo, "search", 'croissants" OR (').exit_code == 0
+
+
+def test_search_fts_syntax_error_is_clear(demo: tuple[str, str]) -> None:
+    result = run(demo, "search", "--fts", '"unbalanced')
+    assert result.exit_code == 2
+    assert "not valid FTS5 syntax" in result.stderr
+
+
+def test_stats_by_model_and_day(demo: tuple[str, str]) -> None:
+    rows = json.loads(run(demo, "stats", "--json").output)
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["GPT-4o"]["sessions"] == 2  # paris + idle chat (the deleted one is gone)
+    assert set(rows[0]) == {"key", "sessions", "messages", "tokens", "duration_seconds"}
+    days = run(demo, "stats", "--by", "day")
+    assert days.exit_code == 0 and "TOTAL" in days.output
+
+
+def test_export_markdown_and_jsonl(demo: tuple[str, str], tmp_path: Path) -> None:
+    md = run(demo, "export", "demo-paris-trip")
+    assert md.output.startswith("# Four days in Paris")
+    target = tmp_path / "out.jsonl"
+    assert (
+        run(demo, "export", "demo-paris-trip", "--format", "jsonl", "-o", str(target)).exit_code
+        == 0
+    )
+    lines = target.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 7 and json.loads(lines[1])["seq"] == 1
+
+
+def test_append_then_replay(demo: tuple[str, str]) -> None:
+    lines = "\n".join(
+        [
+            json.dumps({"type": "session_renamed", "session_id": "demo-haiku", "title": "Spring"}),
+            json.dumps(
+                {
+                    "type": "message_appended",
+                    "session_id": "demo-paris-trip",
+                    "seq": 7,
+                    "role": "user",
+                    "content": "Et Giverny ?",
+                }
+            ),
+        ]
+    )
+    result = run(demo, "append", "--json", input=lines)
+    assert result.exit_code == 0, result.output
+    receipts = json.loads(result.output)
+    assert [r["seq"] for r in receipts] == [None, 7]
+    assert run(demo, "replay").exit_code == 0
+    assert "Giverny" in run(demo, "show", "demo-paris-trip").output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("{not json", "line 1: not JSON"),
+        ('{"type":"session_renamed","session_id":"demo-haiku","title":"x"}\n[1]', "line 2"),
+        ('{"type":"no_such_type","session_id":"x"}', "line 1"),
+        (
+            '{"type":"session_renamed","pos":3,"session_id":"demo-haiku","title":"x"}',
+            "set by the writer",
+        ),
+        (
+            '{"type":"message_appended","session_id":"nope","seq":1,"role":"user","content":"x"}',
+            "unknown session 'nope'",
+        ),
+        (
+            '{"type":"message_appended","session_id":"demo-haiku","seq":1,"role":"user",'
+            '"content":"x"}',
+            "expected last seq 0",
+        ),
+        (
+            '{"type":"session_renamed","session_id":"demo-haiku","title":"ok"}\n'
+            '{"type":"message_appended","session_id":"demo-haiku","seq":3,"role":"bot",'
+            '"content":"x"}',
+            "line 2",
+        ),
+    ],
+)
+def test_append_rejects_bad_input_and_writes_nothing(
+    demo: tuple[str, str], text: str, expected: str
+) -> None:
+    before = Path(demo[0]).read_bytes()
+    result = run(demo, "append", input=text)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert Path(demo[0]).read_bytes() == before
+
+
+def test_write_commands(demo: tuple[str, str]) -> None:
+    assert run(demo, "snapshot", "demo-paris-trip", "--note", "x").exit_code == 0
+    assert run(demo, "archive", "demo-haiku").exit_code == 0
+    again = run(demo, "archive", "demo-haiku")
+    assert again.exit_code == 2 and "is archived: cannot archive" in again.stderr
+    assert run(demo, "restore", "demo-haiku").exit_code == 0
+    assert run(demo, "restore", "demo-deleted-draft").exit_code == 0
+    assert run(demo, "replay").exit_code == 0
+    rows = {r["session_id"]: r for r in json.loads(run(demo, "sessions", "--json").output)}
+    assert rows["demo-haiku"]["status"] == "active"
+    assert rows["demo-deleted-draft"]["message_count"] == 2
+    expire = run(demo, "expire", "--now", "2100-01-01T00:00:00Z", "--json")
+    assert expire.exit_code == 0
+    assert len(json.loads(expire.output)) >= 3
+    assert run(demo, "verify").exit_code == 0
+
+
+def test_expire_rejects_bad_time(demo: tuple[str, str]) -> None:
+    result = run(demo, "expire", "--now", "tomorrow")
+    assert result.exit_code == 2 and "--now" in result.output + result.stderr
+
+
+def test_rebuild_until_and_back(demo: tuple[str, str]) -> None:
+    result = run(demo, "rebuild", "--until", "10", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["last_pos"] == 10
+    assert run(demo, "rebuild").exit_code == 0
+    assert run(demo, "verify").exit_code == 0
+
+
+def test_verify_reports_damage_with_exit_1(demo: tuple[str, str]) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(demo[1])
+    with conn:
+        conn.execute("UPDATE sessions SET message_count = 99 WHERE session_id = 'demo-paris-trip'")
+    conn.close()
+    result = run(demo, "verify")
+    assert result.exit_code == 1
+    assert "demo-paris-trip" in result.output
+    assert json.loads(run(demo, "verify", "--json").output)["ok"] is False
+
+
+def test_read_commands_without_database(paths: tuple[str, str]) -> None:
+    result = run(paths, "sessions")
+    assert result.exit_code == 2
+    assert "no database yet" in result.stderr
+
+
+def test_unwritable_log_path(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "--log",
+            str(tmp_path / "missing-dir" / "s.jsonl"),
+            "--db",
+            str(tmp_path / "s.db"),
+            "archive",
+            "x",
+        ],
+    )
+    assert result.exit_code == 2
+    assert "missing-dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_log_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real.jsonl"
+    real.write_bytes(b"")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(real)
+    result = CliRunner().invoke(
+        main, ["--log", str(link), "--db", str(tmp_path / "s.db"), "expire"]
+    )
+    assert result.exit_code == 2
+    assert "symlink" in result.stderr
+
+
+def test_debug_shows_traceback(paths: tuple[str, str]) -> None:
+    result = CliRunner().invoke(
+        main, ["--log", paths[0], "--db", paths[1], "--debug", "archive", "x"]
+    )
+    assert result.exit_code != 0
+    assert result.exception is not None
