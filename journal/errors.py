@@ -77,9 +77,15 @@ class InvalidValue(ValidationError):
 class UnknownSession(ValidationError):
     """No session with that id exists (or it was deleted)."""
 
-    def __init__(self, session_id: str) -> None:
-        super().__init__(f"unknown session {session_id!r}")
+    def __init__(self, session_id: str, *, deleted: bool = False) -> None:
+        super().__init__(
+            f"session {session_id!r} was deleted; restore() brings it back from its "
+            "pre_delete snapshot"
+            if deleted
+            else f"unknown session {session_id!r}"
+        )
         self.session_id = session_id
+        self.deleted = deleted
 
 
 class SessionExists(ValidationError):
@@ -94,7 +100,12 @@ class InvalidState(ValidationError):
     """The session's status does not allow the operation."""
 
     def __init__(self, session_id: str, status: str, operation: str) -> None:
-        super().__init__(f"session {session_id!r} is {status}: cannot {operation}")
+        hint = (
+            f"; restore({session_id!r}) reopens it"
+            if status in ("expired", "archived") and operation != "restore"
+            else ""
+        )
+        super().__init__(f"session {session_id!r} is {status}: cannot {operation}{hint}")
         self.session_id = session_id
         self.status = status
         self.operation = operation

@@ -207,7 +207,16 @@ class JournalState:
             case TimeoutWarning():
                 self._set(event.session_id, replace(self.session(event.session_id), warned=True))
             case SessionTimedOut():
-                self._status(event.session_id, "idle" if event.kind == "idle" else "expired")
+                # An idle session still has a hard deadline ahead, which deserves its own
+                # warning: the idle warning that came before does not count for it.
+                self._set(
+                    event.session_id,
+                    replace(
+                        self.session(event.session_id),
+                        status="idle" if event.kind == "idle" else "expired",
+                        warned=False,
+                    ),
+                )
             case SessionArchived():
                 self._status(event.session_id, "archived")
             case SessionSnapshotted():

@@ -171,6 +171,12 @@ class Journal:
         """Flush pending durability work and release the file."""
         self._log.close()
 
+    def _now(self) -> datetime:
+        moment = self._clock()
+        if not isinstance(moment, datetime) or moment.tzinfo is None:
+            raise InvalidValue(f"the clock must return a timezone-aware datetime, not {moment!r}")
+        return moment
+
     # -- reading the log ------------------------------------------------------------------
     def _catch_up(self) -> None:
         """Fold what was appended since our last look (lock held); repair a torn tail."""
@@ -282,7 +288,7 @@ class Journal:
             raise GroupTooLarge(
                 f"an atomic group holds at most {MAX_GROUP_EVENTS} events; nothing was written"
             )
-        ts = max(format_ts(self._clock()), self._state.last_ts)  # clamp a clock that steps back
+        ts = max(format_ts(self._now()), self._state.last_ts)  # clamp a clock that steps back
         envelope: dict[str, Any] = {
             "pos": self._state.last_pos + 1,
             "id": event_id or str(uuid.uuid4()),
@@ -318,7 +324,7 @@ class Journal:
         if s is None:
             raise UnknownSession(session_id)
         if s.status == "deleted" and (allowed is None or "deleted" not in allowed):
-            raise UnknownSession(session_id)
+            raise UnknownSession(session_id, deleted=True)
         if allowed is not None and s.status not in allowed:
             raise InvalidState(session_id, s.status, operation)
         return s
@@ -399,7 +405,7 @@ class Journal:
         at = _check_at(at)
         message = _first_message_kwargs(first_message)
         with self._writing() as w:
-            dup = self._duplicate(event_id, "session_created", None)
+            dup = self._duplicate(event_id, "session_created", session_id)
             if dup is not None:
                 assert dup.session_id is not None
                 return dup.session_id
@@ -602,8 +608,12 @@ class Journal:
         deadline, a ``timeout_warning`` with a ``timeout_warning`` snapshot. Paused sessions
         are skipped. The decision time is recorded in each event as ``as_of``.
         """
-        as_of_dt = now if now is not None else self._clock()
-        as_of, t = format_ts(as_of_dt), as_of_dt.timestamp()
+        as_of_dt = now if now is not None else self._now()
+        try:
+            as_of = format_ts(as_of_dt)
+        except (ValueError, AttributeError) as exc:
+            raise InvalidValue(f"now must be a timezone-aware datetime, not {now!r}") from exc
+        t = as_of_dt.timestamp()
         receipts: list[Receipt] = []
         with self._writing() as w:
             for sid, s in list(self._state.sessions.items()):
