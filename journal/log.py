@@ -142,22 +142,15 @@ class LogReader:
             line_start = offset
             offset += len(line)
             expected = pos + len(group) + 1
+            # a torn tail starts at the group's first line, if a group is open
+            tail_start, tail_line = (group_start, pos + 1) if group else (line_start, expected)
             if not line.endswith(b"\n"):
-                self._tear(
-                    group_start if group else line_start, offset, expected, "unterminated last line"
-                )
+                self._tear(tail_start, offset, tail_line, "unterminated last line")
                 return
             try:
                 event = decode_line(line[:-1])
             except LineError as exc:
-                self._bad_line(
-                    f,
-                    exc.reason,
-                    line_start,
-                    offset,
-                    expected,
-                    group_start if group else line_start,
-                )
+                self._bad_line(f, exc.reason, line_start, offset, expected, tail_start, tail_line)
                 return
             if event.pos != expected:
                 raise CorruptLog(
@@ -217,6 +210,7 @@ class LogReader:
         line_end: int,
         line_no: int,
         tail_start: int,
+        tail_line: int,
     ) -> None:
         """A line that is not a record: a torn tail unless a valid record follows it.
 
@@ -232,7 +226,7 @@ class LogReader:
             if later.endswith(b"\n") and _holds_record(later[:-1], skip_start=first):
                 raise CorruptLog(reason, path=self.path, line=line_no, offset=line_start)
             first = False
-        self._tear(tail_start, end, line_no, reason)
+        self._tear(tail_start, end, tail_line, reason)
 
     def _broken_group(self, group: list[tuple[AnyEvent, int]], start: int) -> CorruptLog:
         first = group[0][0]

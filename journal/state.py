@@ -98,10 +98,21 @@ class JournalState:
     def commit(self) -> None:
         self._undo = None
 
+    def savepoint(self) -> int:
+        """A mark inside the current ``begin`` that ``rollback_to`` can return to."""
+        assert self._undo is not None
+        return len(self._undo)
+
     def rollback(self) -> None:
         """Undo every change since ``begin``, newest first."""
+        self.rollback_to(0)
+        self._undo = None
+
+    def rollback_to(self, mark: int) -> None:
+        """Undo the changes made since ``savepoint`` returned ``mark``, newest first."""
         assert self._undo is not None
-        for kind, key, old in reversed(self._undo):
+        undo, self._undo = self._undo[mark:], self._undo[:mark]
+        for kind, key, old in reversed(undo):
             if kind == "session":
                 if old is None:
                     self.sessions.pop(str(key), None)
@@ -115,7 +126,6 @@ class JournalState:
             else:
                 assert isinstance(old, tuple)
                 self.last_pos, self.last_ts = old
-        self._undo = None
 
     def _remember(self, kind: str, key: object, old: object) -> None:
         if self._undo is not None:

@@ -240,8 +240,19 @@ class Journal:
         Re-entrant: inside ``batch()`` every call adds to the batch's group.
         """
         me = threading.get_ident()
-        if self._pending is not None and self._pending_owner == me:
-            yield self._pending
+        pending = self._pending
+        if pending is not None and self._pending_owner == me:
+            # A call inside a batch (or create_session's first message): if it fails and
+            # the caller catches the error, nothing of this call may stay in the group.
+            mark = self._state.savepoint()
+            n_groups, n_last = len(pending.groups), len(pending.groups[-1])
+            try:
+                yield pending
+            except BaseException:
+                self._state.rollback_to(mark)
+                del pending.groups[n_groups:]
+                del pending.groups[-1][n_last:]
+                raise
             return
         token = 0
         with self._log.locked():
