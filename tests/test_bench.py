@@ -1,0 +1,110 @@
+"""tools/bench.py runs end to end at a tiny size and reports every field of every figure.
+
+Only the shape of the report is checked, never a speed: timings belong to the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
+FIELDS = {
+    "name",
+    "value",
+    "unit",
+    "baseline",
+    "baseline_value",
+    "ratio",
+    "op",
+    "target",
+    "note",
+    "met",
+}
+
+
+def _run(*args: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--size", "tiny", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
+
+
+def _check_figures(section: dict[str, Any], at_least: int) -> None:
+    assert section["status"] == "ok", section["message"]
+    assert len(section["figures"]) >= at_least
+    for fig in section["figures"]:
+        assert set(fig) == FIELDS
+        for key in ("value", "baseline_value", "ratio", "target"):
+            assert isinstance(fig[key], float | int) and math.isfinite(fig[key]), (fig, key)
+            assert fig[key] > 0, (fig, key)
+        assert fig["op"] in (">=", "<=")
+        assert isinstance(fig["met"], bool)
+        assert fig["name"] and fig["unit"] and fig["baseline"]
+
+
+def test_header_and_unbuilt_sections() -> None:
+    doc = _run("--only", "live,import")
+    for key in ("date", "cpu", "cores", "python", "size", "command", "seconds"):
+        assert doc[key] not in (None, ""), key
+    assert doc["size"] == "tiny"
+    assert [s["name"] for s in doc["sections"]] == ["live", "import"]
+    for section in doc["sections"]:
+        assert section["status"] == "not built yet"
+        assert "not built yet" in section["message"]
+        assert section["figures"] == []
+
+
+def test_append_section() -> None:
+    doc = _run("--only", "append")
+    (section,) = doc["sections"]
+    _check_figures(section, 5)
+    names = " ".join(f["name"] for f in section["figures"])
+    for part in ("1 thread", "8 threads", "`none`", "open", "peak RSS"):
+        assert part in names
+
+
+def test_peer_section() -> None:
+    pytest.importorskip("eventsourcing")
+    doc = _run("--only", "peer")
+    (section,) = doc["sections"]
+    _check_figures(section, 2)
+
+
+def test_projection_section() -> None:
+    doc = _run("--only", "projection")
+    (section,) = doc["sections"]
+    if section["status"] == "skipped":
+        assert "projector not available yet" in section["message"]
+        return
+    _check_figures(section, 6)
+
+
+def test_text_report() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--size", "tiny", "--only", "live"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "== live" in out.stdout and "not built yet" in out.stdout
+
+
+def test_unknown_section_is_refused() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--only", "nope"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "unknown section nope" in out.stderr

@@ -1,0 +1,111 @@
+"""Benchmarks of session-journal, each figure a ratio against a baseline of the same run.
+
+Usage::
+
+    python tools/bench.py [--quick] [--only NAME[,NAME...]] [--json]
+
+Sections: ``append`` (the writer vs raw writes of the same bytes), ``projection``
+(rebuild and replay vs an ideal bulk load and the seed's schema as written), ``live``
+(append-to-visible latency), ``import`` (legacy import), ``peer`` (eventsourcing). Each
+prints the project's figure, its baseline, the ratio and the target, met or not.
+``--quick`` finishes in under a minute, the full run in under ten. See BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_append
+import bench_peer
+import bench_projection
+from benchlib import SIZES, Context, Section, cpu_model, render
+
+
+def _not_built(module: str, what: str) -> Callable[[Context, Section], None]:
+    """A section whose subject does not exist yet: says so, measures nothing."""
+
+    def run(ctx: Context, section: Section) -> None:
+        section.status = "not built yet"
+        section.message = f"{what} ({module}) is not built yet; nothing measured"
+
+    return run
+
+
+# name -> runner; a runner fills in its Section (figures, or a status and message).
+SECTIONS: dict[str, Callable[[Context, Section], None]] = {
+    "append": bench_append.run,
+    "projection": bench_projection.run,
+    "live": _not_built(
+        "projector.live", "the live projector (append-to-visible latency p50/p99, burst catch-up)"
+    ),
+    "import": _not_built(
+        "projector.legacy", "legacy import (import + projection vs rebuild alone)"
+    ),
+    "peer": bench_peer.run,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
+    p.add_argument("--only", metavar="NAME", help=f"comma-separated: {', '.join(SECTIONS)}")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--size", choices=sorted(SIZES), help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    size_name = args.size or os.environ.get("BENCH_SIZE") or ("quick" if args.quick else "full")
+    size = SIZES[size_name]
+    names = list(SECTIONS) if not args.only else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        p.error(f"unknown section {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    command = "python tools/bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    header = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "size": size.name,
+        "command": command.strip(),
+    }
+    if not args.json:
+        print(
+            f"session-journal benchmarks: {header['date']}, {header['cpu']} "
+            f"({header['cores']} cores), Python {header['python']}, size {size.name}"
+        )
+    results: list[Section] = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="sj-bench-", dir=args.workdir) as tmp:
+        ctx = Context(size, Path(tmp))
+        for name in names:
+            section = Section(name)
+            t0 = time.perf_counter()
+            SECTIONS[name](ctx, section)
+            section.seconds = time.perf_counter() - t0
+            results.append(section)
+            if not args.json:
+                print(render(section), flush=True)
+    total = time.perf_counter() - start
+    if args.json:
+        doc = {**header, "seconds": round(total, 1), "sections": [s.as_dict() for s in results]}
+        print(json.dumps(doc, indent=2))
+    else:
+        figures = [f for s in results for f in s.figures]
+        met = sum(f.met for f in figures)
+        print(f"== {met} of {len(figures)} targets met, {total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

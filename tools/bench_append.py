@@ -1,0 +1,289 @@
+"""The append section of ``tools/bench.py``: the writer against raw writes of the same bytes.
+
+* durable, one thread: ``Journal`` (durability ``always``) replaying the workload's calls
+  vs a loop of ``os.write`` + ``fsync`` of exactly the bytes the writer produced, call by
+  call (the log it writes is checked byte for byte against the workload's);
+* durable, 8 threads on one ``Journal`` vs the same messages from one thread (group commit);
+* durability ``none`` vs a loop of plain msgspec encoding + ``os.write`` of the same events;
+* opening a log (reading it back and folding the writer's state) vs a plain msgspec decode
+  of the same file, and the peak memory of a child process that opens it at two sizes with
+  the same sessions (memory must follow sessions, not events).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import workload
+from benchlib import Context, Figure, Section, best_of, child_peak_rss_mib, timed
+
+from journal import Journal
+from journal.events import AnyEvent, Event, decode_line
+
+SEED = 1
+OPEN_CODE = "import sys\nfrom journal import Journal\nJournal.open(sys.argv[1], 'none').close()\n"
+FLOOR_CODE = "import journal\n"
+
+
+def _lines(path: Path, count: int | None = None) -> list[bytes]:
+    with open(path, "rb") as f:
+        return list(itertools.islice(f, count))
+
+
+def _chunks(lines: list[bytes], ends: list[int]) -> list[bytes]:
+    """The bytes each call appended."""
+    out, start = [], 0
+    for end in ends:
+        out.append(b"".join(lines[start:end]))
+        start = end
+    return out
+
+
+def _raw_write(path: Path, chunks: list[bytes], fsync: bool) -> float:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        start = time.perf_counter()
+        for chunk in chunks:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    return elapsed
+
+
+def _replay(ctx: Context, ops: list[workload.Op], durability: str, expected: bytes) -> float:
+    path = ctx.fresh(f"{durability}.jsonl")
+    clock = workload.make_clock()
+    j = Journal.open(path, durability, clock=clock)  # type: ignore[arg-type]
+    try:
+        elapsed = timed(lambda: workload.replay(ops, j, clock))
+    finally:
+        j.close()
+    if path.read_bytes() != expected:
+        raise AssertionError(f"{path}: the writer did not reproduce the workload's bytes")
+    os.unlink(path)
+    return elapsed
+
+
+def durable_one_thread(ctx: Context) -> Figure:
+    size = ctx.size
+    log, ends = ctx.log(SEED, size.events)
+    ops = list(itertools.islice(workload.operations(SEED, size.events), size.durable_ops))
+    ends = ends[: len(ops)]
+    chunks = _chunks(_lines(log, ends[-1]), ends)
+    expected = b"".join(chunks)
+    t_project, t_raw = best_of(
+        size.rounds,
+        lambda: _replay(ctx, ops, "always", expected),
+        lambda: _raw_write(ctx.fresh("raw-fsync.bin"), chunks, fsync=True),
+    )
+    n = ends[-1]
+    return Figure(
+        "durable `always`, 1 thread",
+        n / t_project,
+        "events/s",
+        "raw os.write+fsync of the same bytes",
+        n / t_raw,
+        t_raw / t_project,
+        ">=",
+        0.6,
+        f"{len(ops)} calls, {n} events, {len(expected):,} bytes; one fsync per call",
+    )
+
+
+def _messages(count: int) -> list[dict[str, Any]]:
+    out = []
+    for op in workload.operations(SEED, max(count * 2, 1000)):
+        if op.name == "append_message":
+            kw = dict(op.kwargs)
+            del kw["session_id"]
+            out.append(kw)
+            if len(out) == count:
+                break
+    if len(out) < count:
+        raise AssertionError("workload too small for the thread run")
+    return out
+
+
+def _threaded(ctx: Context, msgs: list[dict[str, Any]], threads: int, writers: int) -> float:
+    path = ctx.fresh(f"threads-{threads}.jsonl")
+    with Journal.open(path, "always") as j:
+        sids = [
+            j.create_session("openai/gpt-4o", session_id=f"bench-{i}", idle_timeout_seconds=None)
+            for i in range(writers)
+        ]
+        parts = [msgs[i::writers] for i in range(writers)]
+        if threads == 1:
+
+            def one() -> None:
+                for row in zip(*parts, strict=True):
+                    for sid, kw in zip(sids, row, strict=True):
+                        j.append_message(sid, **kw)
+
+            elapsed = timed(one)
+        else:
+            barrier = threading.Barrier(threads + 1)
+
+            def worker(i: int) -> None:
+                barrier.wait()
+                for kw in parts[i]:
+                    j.append_message(sids[i], **kw)
+
+            pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+            for t in pool:
+                t.start()
+            start = time.perf_counter()
+            barrier.wait()
+            for t in pool:
+                t.join()
+            elapsed = time.perf_counter() - start
+        if j.last_pos != len(msgs) + writers + 1:
+            raise AssertionError("thread run lost appends")
+    os.unlink(path)
+    return elapsed
+
+
+def durable_threads(ctx: Context) -> Figure:
+    size = ctx.size
+    writers = 8
+    msgs = _messages(writers * size.thread_msgs)
+    t_eight, t_one = best_of(
+        size.rounds,
+        lambda: _threaded(ctx, msgs, writers, writers),
+        lambda: _threaded(ctx, msgs, 1, writers),
+    )
+    n = len(msgs)
+    return Figure(
+        "durable `always`, 8 threads (group commit)",
+        n / t_eight,
+        "messages/s",
+        "the same messages from 1 thread",
+        n / t_one,
+        t_one / t_eight,
+        ">=",
+        2.5,
+        f"{writers} sessions x {size.thread_msgs} messages, one Journal shared by the threads",
+    )
+
+
+def _encode_write(path: Path, groups: list[list[AnyEvent]]) -> float:
+    enc = msgspec.json.Encoder()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        start = time.perf_counter()
+        for group in groups:
+            data = b"".join([enc.encode(e) + b"\n" for e in group])
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        elapsed = time.perf_counter() - start
+    finally:
+        os.close(fd)
+    os.unlink(path)
+    return elapsed
+
+
+def durability_none(ctx: Context) -> Figure:
+    size = ctx.size
+    log, ends = ctx.log(SEED, size.events)
+    ops = list(workload.operations(SEED, size.events))
+    lines = _lines(log)
+    expected = log.read_bytes()
+    groups: list[list[AnyEvent]] = []
+    start = 0
+    for end in ends:
+        groups.append([decode_line(line[:-1]) for line in lines[start:end]])
+        start = end
+    del lines
+    t_project, t_raw = best_of(
+        size.rounds,
+        lambda: _replay(ctx, ops, "none", expected),
+        lambda: _encode_write(ctx.fresh("raw-none.bin"), groups),
+    )
+    n = ends[-1]
+    return Figure(
+        "durability `none`",
+        n / t_project,
+        "events/s",
+        "msgspec encode + os.write of the same events",
+        n / t_raw,
+        t_raw / t_project,
+        ">=",
+        0.5,
+        f"{len(ops):,} calls, {n:,} events, {len(expected) / 2**20:.0f} MiB",
+    )
+
+
+def _open(path: Path) -> float:
+    return timed(lambda: Journal.open(path, "none").close())
+
+
+def _decode(path: Path) -> float:
+    dec: msgspec.json.Decoder[Event] = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+
+    def run() -> None:
+        with open(path, "rb", buffering=1 << 20) as f:
+            for line in f:
+                dec.decode(line)
+
+    return timed(run)
+
+
+def open_log(ctx: Context) -> list[Figure]:
+    size = ctx.size
+    small, _ = ctx.log(2, size.mem_small, sessions=size.mem_sessions)
+    large, ends = ctx.log(2, size.mem_large, sessions=size.mem_sessions)
+    t_open, t_decode = best_of(
+        max(1, min(2, size.rounds)), lambda: _open(large), lambda: _decode(large)
+    )
+    n = ends[-1]
+    floor = child_peak_rss_mib(FLOOR_CODE)
+    rss_small = child_peak_rss_mib(OPEN_CODE, str(small))
+    rss_large = child_peak_rss_mib(OPEN_CODE, str(large))
+    with open(small, "rb") as f:
+        n_small = sum(1 for _ in f)
+    return [
+        Figure(
+            f"open a {n:,}-event log (Journal.open)",
+            t_open,
+            "s",
+            "plain msgspec decode of the file",
+            t_decode,
+            t_open / t_decode,
+            "<=",
+            2.0,
+            f"{large.stat().st_size / 2**20:.0f} MiB, {size.mem_sessions:,} sessions; "
+            "ratio = open time / decode time",
+        ),
+        Figure(
+            f"peak RSS opening {n:,} events",
+            rss_large,
+            "MiB",
+            f"opening {n_small:,} events (same {size.mem_sessions:,} sessions)",
+            rss_small,
+            rss_large / rss_small,
+            "<=",
+            1.2,
+            f"child process, getrusage(RUSAGE_CHILDREN); interpreter + journal import alone: "
+            f"{floor:.1f} MiB; the writer keeps the last 65,536 event ids (a fixed window, "
+            "full in both logs when both exceed it)",
+        ),
+    ]
+
+
+def run(ctx: Context, section: Section) -> None:
+    section.figures.append(durable_one_thread(ctx))
+    section.figures.append(durable_threads(ctx))
+    section.figures.append(durability_none(ctx))
+    section.figures.extend(open_log(ctx))
