@@ -1,1 +1,43 @@
-"""session-journal's read side: the SQLite projection of the log, its checks, and the CLI."""
+"""session-journal's read side: the SQLite projection of the log, its checks, and the CLI.
+
+::
+
+    from projector import replay, rebuild, verify
+
+    replay("sessions.jsonl", "sessions.db")       # catch up (creates the database)
+    report = verify("sessions.jsonl", "sessions.db")
+    if not report.ok:
+        print(*report.problems, sep="\\n")
+"""
+
+from projector.canonical import canonical_hash
+from projector.catchup import CatchUpResult, ReplayResult, catch_up, replay
+from projector.db import connect
+from projector.errors import (
+    CheckpointMismatch,
+    InvariantViolation,
+    ProjectorError,
+    RebuildCheckFailed,
+    SchemaNotFound,
+)
+from projector.rebuild import RebuildResult, rebuild
+from projector.verify import Problem, VerifyReport, verify
+
+__all__ = [
+    "CatchUpResult",
+    "CheckpointMismatch",
+    "InvariantViolation",
+    "Problem",
+    "ProjectorError",
+    "RebuildCheckFailed",
+    "RebuildResult",
+    "ReplayResult",
+    "SchemaNotFound",
+    "VerifyReport",
+    "canonical_hash",
+    "catch_up",
+    "connect",
+    "rebuild",
+    "replay",
+    "verify",
+]

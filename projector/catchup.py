@@ -1,0 +1,288 @@
+"""Catching the projection up with the log: the one loop every path runs.
+
+``catch_up`` reads from the checkpoint to the end of the log (or to a prefix's end) and
+applies it in batches; each batch commits its rows and the checkpoint together, and a
+batch only ends between units, so an atomic group is always applied whole. A torn tail or
+an incomplete group at the end is where it stops (a write may be in progress: normal).
+The live watcher calls ``catch_up`` again whenever the log grows; ``replay`` wraps it for
+one-shot use, rebuilding when the database is stale or its checkpoint is not on the log.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from journal.errors import CorruptLog
+from journal.events import AnyEvent
+from journal.log import LogReader, TornTail
+from projector.apply import ApplyError, apply_event
+from projector.db import (
+    Checkpoint,
+    connect,
+    create_schema,
+    is_empty,
+    read_checkpoint,
+    schema_version,
+    user_version,
+    write_checkpoint,
+)
+from projector.errors import CheckpointMismatch, InvariantViolation
+from projector.reading import Record, Skipped, Until, line_hash, read_bytes, skip_bad_lines, units
+
+DEFAULT_BATCH_EVENTS: Final = 2_000
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CatchUpResult:
+    """What one ``catch_up`` did."""
+
+    events_applied: int
+    last_pos: int  # pos of the last applied line (the checkpoint)
+    end_offset: int  # byte offset just after it
+    torn: TornTail | None  # bytes at the end that are not (yet) whole records
+    quarantined: int  # bad lines set aside (quarantine mode)
+
+
+@dataclass(frozen=True)
+class ReplayResult(CatchUpResult):
+    """What ``replay`` did; ``rebuilt`` says whether it had to rebuild, and why."""
+
+    rebuilt: bool = False
+    rebuild_reason: str | None = None
+
+
+def check_checkpoint(log_path: str, cp: Checkpoint) -> None:
+    """Raise CheckpointMismatch unless the line the checkpoint covers is still in the log."""
+    if cp.log_offset == 0:
+        return
+    try:
+        fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CheckpointMismatch(
+            "the log does not exist", path=log_path, offset=cp.log_offset, pos=cp.log_pos
+        ) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size < cp.log_offset:
+            raise CheckpointMismatch(
+                f"the log is only {size} bytes long",
+                path=log_path,
+                offset=cp.log_offset,
+                pos=cp.log_pos,
+            )
+        if line_hash(read_bytes(fd, cp.line_start, cp.log_offset)) != cp.line_hash:
+            raise CheckpointMismatch(
+                "the line there has different bytes",
+                path=log_path,
+                offset=cp.log_offset,
+                pos=cp.log_pos,
+            )
+    finally:
+        os.close(fd)
+
+
+def catch_up(
+    conn: sqlite3.Connection,
+    log_path: str | os.PathLike[str],
+    *,
+    quarantine: bool = False,
+    batch_events: int = DEFAULT_BATCH_EVENTS,
+    progress: Progress | None = None,
+    until: int | str | datetime | None = None,
+    observer: Callable[[AnyEvent], None] | None = None,
+) -> CatchUpResult:
+    """Apply the log from the checkpoint to its end (or ``until``), in batches.
+
+    Raises CheckpointMismatch if the checkpoint is not on the log, CorruptLog for a bad
+    line in the middle (after committing every whole unit before it; with
+    ``quarantine=True`` the line is recorded in ``projector_quarantine`` instead and
+    reading goes on), and InvariantViolation for an event the projection cannot apply
+    (its batch rolled back). ``observer`` sees every applied event.
+    """
+    path = os.fspath(log_path)
+    if batch_events < 1:
+        raise ValueError("batch_events must be at least 1")
+    stop = Until.of(until)
+    cp = read_checkpoint(conn)
+    check_checkpoint(path, cp)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return CatchUpResult(0, cp.log_pos, cp.log_offset, None, 0)
+    batch = _Batch(conn, fd, cp, progress, os.fstat(fd).st_size)
+    quarantined = 0
+    torn: TornTail | None = None
+    try:
+        while True:
+            reader = LogReader(path, batch.cp.log_offset, batch.cp.log_pos)
+            try:
+                for unit in units(reader):
+                    if stop is not None and not stop.includes(unit):
+                        break
+                    batch.apply(unit, path, observer)
+                    if batch.pending >= batch_events:
+                        batch.commit()
+            except CorruptLog as exc:
+                batch.commit()  # every whole unit before the bad line is good
+                if not quarantine:
+                    raise
+                batch.quarantine(skip_bad_lines(path, reader, exc))
+                quarantined += 1
+                continue
+            torn = reader.torn
+            break
+        batch.commit()
+    finally:
+        batch.abort()
+        os.close(fd)
+    return CatchUpResult(batch.applied, batch.cp.log_pos, batch.cp.log_offset, torn, quarantined)
+
+
+class _Batch:
+    """The open transaction: rows of whole units, then the checkpoint, then COMMIT."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        fd: int,
+        cp: Checkpoint,
+        progress: Progress | None,
+        total: int,
+    ) -> None:
+        self.conn = conn
+        self.fd = fd
+        self.cp = cp
+        self.progress = progress
+        self.total = total
+        self.pending = 0
+        self.applied = 0
+        self.last: Record | None = None
+
+    def _begin(self) -> None:
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")
+
+    def apply(
+        self, unit: list[Record], path: str, observer: Callable[[AnyEvent], None] | None
+    ) -> None:
+        self._begin()
+        for rec in unit:
+            try:
+                apply_event(self.conn, rec.event)
+            except (ApplyError, sqlite3.IntegrityError) as exc:
+                self.abort()
+                reason = exc.reason if isinstance(exc, ApplyError) else str(exc)
+                raise InvariantViolation(
+                    f"{type(rec.event).__struct_config__.tag}: {reason}",
+                    path=path,
+                    line=rec.event.pos,
+                    offset=rec.start,
+                    session_id=getattr(rec.event, "session_id", None),
+                ) from exc
+            if observer is not None:
+                observer(rec.event)
+        self.pending += len(unit)
+        self.last = unit[-1]
+
+    def commit(self) -> None:
+        if self.last is None:
+            return
+        last = self.last
+        cp = Checkpoint(
+            log_offset=last.end,
+            log_pos=last.event.pos,
+            line_start=last.start,
+            line_hash=line_hash(read_bytes(self.fd, last.start, last.end)),
+        )
+        write_checkpoint(self.conn, cp)
+        self.conn.execute("COMMIT")
+        self.cp = cp
+        self.applied += self.pending
+        self.pending = 0
+        self.last = None
+        if self.progress is not None:
+            self.progress(cp.log_offset, max(self.total, cp.log_offset))
+
+    def quarantine(self, skip: Skipped) -> None:
+        """Record the bad bytes and move the checkpoint past them, in one transaction."""
+        self._begin()
+        self.conn.execute(
+            "INSERT INTO projector_quarantine (line_offset, line, reason, data) "
+            "VALUES (?, ?, ?, ?)",
+            (skip.start, skip.line, skip.reason, skip.data),
+        )
+        cp = Checkpoint(
+            log_offset=skip.end,
+            log_pos=skip.next_pos,
+            line_start=skip.last_line_start,
+            line_hash=line_hash(skip.data[skip.last_line_start - skip.start :]),
+        )
+        write_checkpoint(self.conn, cp)
+        self.conn.execute("COMMIT")
+        self.cp = cp
+
+    def abort(self) -> None:
+        """Roll back what is not committed (an error, or the caller interrupted)."""
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+        self.pending = 0
+        self.last = None
+
+
+def replay(
+    log_path: str | os.PathLike[str],
+    db_path: str | os.PathLike[str],
+    *,
+    quarantine: bool = False,
+    batch_events: int = DEFAULT_BATCH_EVENTS,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Bring the database at ``db_path`` up to date with the log, creating it if missing.
+
+    A database of another schema version, or whose checkpoint is not on this log, is
+    rebuilt from the log instead (``rebuilt=True`` in the result, with the reason).
+    """
+    from projector.rebuild import rebuild  # rebuild runs catch_up: import at call time
+
+    conn = connect(db_path)
+    reason: str | None = None
+    try:
+        if is_empty(conn):
+            create_schema(conn)
+        if user_version(conn) != schema_version():
+            reason = (
+                f"schema version {user_version(conn)} is not the projector's {schema_version()}"
+            )
+        else:
+            try:
+                r = catch_up(
+                    conn,
+                    log_path,
+                    quarantine=quarantine,
+                    batch_events=batch_events,
+                    progress=progress,
+                )
+            except CheckpointMismatch as exc:
+                reason = str(exc)
+            else:
+                return ReplayResult(
+                    r.events_applied, r.last_pos, r.end_offset, r.torn, r.quarantined
+                )
+    finally:
+        conn.close()
+    built = rebuild(log_path, db_path, progress=progress, quarantine=quarantine)
+    return ReplayResult(
+        built.events_applied,
+        built.last_pos,
+        built.end_offset,
+        built.torn,
+        built.quarantined,
+        rebuilt=True,
+        rebuild_reason=reason,
+    )

@@ -1,0 +1,128 @@
+"""Opening the projection database: connection settings, the schema, its version.
+
+The schema is the ``schema/*.sql`` files at the top of the source tree. An installed wheel
+carries them as ``projector/_schema`` (pyproject's force-include); a checkout or an
+editable install reads them from the tree. ``PRAGMA user_version`` holds a version derived
+from the SQL text itself and ``APPLY_VERSION``, so any change to either makes existing
+databases stale and they are rebuilt from the log.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import zlib
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+from projector.errors import SchemaNotFound
+
+# Bump when apply.py changes what rows an event produces (the SQL is versioned by its text).
+APPLY_VERSION: Final = 1
+BUSY_TIMEOUT_MS: Final = 10_000
+
+
+@cache
+def schema_files() -> tuple[tuple[str, str], ...]:
+    """The schema as ``(file name, SQL)`` pairs, in the order they run."""
+    packaged = resources.files("projector").joinpath("_schema")
+    if packaged.is_dir():
+        found = {
+            entry.name: entry.read_text(encoding="utf-8")
+            for entry in packaged.iterdir()
+            if entry.name.endswith(".sql")
+        }
+    else:
+        tree = Path(__file__).resolve().parent.parent / "schema"
+        found = (
+            {p.name: p.read_text(encoding="utf-8") for p in tree.glob("*.sql")}
+            if tree.is_dir()
+            else {}
+        )
+    if not found:
+        raise SchemaNotFound(
+            "the projection's SQL (schema/*.sql) is missing: neither projector/_schema in "
+            f"the installed package nor {Path(__file__).resolve().parent.parent / 'schema'} "
+            "exists; reinstall session-journal"
+        )
+    return tuple(sorted(found.items()))
+
+
+@cache
+def schema_version() -> int:
+    """A positive 31-bit number naming this schema text and apply version."""
+    crc = zlib.crc32(f"apply-v{APPLY_VERSION}\n".encode())
+    for name, sql in schema_files():
+        crc = zlib.crc32(name.encode() + b"\0" + sql.encode(), crc)
+    return (crc & 0x7FFFFFFF) or 1
+
+
+def connect(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A connection in WAL mode with foreign keys on, in autocommit mode.
+
+    Transactions are explicit (``BEGIN IMMEDIATE`` … ``COMMIT``): the projector decides
+    where a batch ends, never the sqlite3 module.
+    """
+    conn = sqlite3.connect(os.fspath(db_path), isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL never corrupts; a power cut may lose the last commits, which the
+        # next replay re-applies from the log.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create every table, index, trigger and view in an empty database, in one transaction."""
+    script = "\n".join(sql for _name, sql in schema_files())
+    try:
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {schema_version()};\nCOMMIT;"
+        )
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def is_empty(conn: sqlite3.Connection) -> bool:
+    """True for a database with no schema at all (a new file)."""
+    return bool(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """How far the projection has read the log (see 50_projector.sql)."""
+
+    log_offset: int
+    log_pos: int
+    line_start: int
+    line_hash: str
+
+
+def read_checkpoint(conn: sqlite3.Connection) -> Checkpoint:
+    row = conn.execute(
+        "SELECT log_offset, log_pos, line_start, line_hash FROM projector_checkpoint WHERE id = 1"
+    ).fetchone()
+    return Checkpoint(int(row[0]), int(row[1]), int(row[2]), str(row[3]))
+
+
+def write_checkpoint(conn: sqlite3.Connection, cp: Checkpoint) -> None:
+    conn.execute(
+        "UPDATE projector_checkpoint SET log_offset = ?, log_pos = ?, line_start = ?, "
+        "line_hash = ? WHERE id = 1",
+        (cp.log_offset, cp.log_pos, cp.line_start, cp.line_hash),
+    )

@@ -1,0 +1,148 @@
+"""Reading the log as units: single events and whole atomic groups.
+
+A unit is what the projection applies in one piece: an event outside any group, or every
+member of a group (the checkpoint never falls inside one). ``skip_bad_lines`` is how the
+quarantine mode of replay, and verify, step over a bad line in the middle of the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from msgspec import UNSET
+
+from journal.errors import CorruptLog
+from journal.events import AnyEvent, LineError, decode_line, format_ts, parse_ts
+from journal.log import LogReader
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One event and the bytes ``[start, end)`` of its line."""
+
+    event: AnyEvent
+    start: int
+    end: int
+
+
+def units(reader: LogReader) -> Iterator[list[Record]]:
+    """Group the reader's records into units (the reader yields a group only when whole)."""
+    start = reader.start
+    unit: list[Record] = []
+    for event, end in reader:
+        unit.append(Record(event, start, end))
+        start = end
+        if event.grp is UNSET or event.grp[0] == event.grp[1]:
+            yield unit
+            unit = []
+
+
+@dataclass(frozen=True)
+class Until:
+    """The end of a prefix of the log: by position, by recorded time, or both."""
+
+    pos: int | None = None
+    ts: str | None = None
+
+    @classmethod
+    def of(cls, until: int | str | datetime | None) -> Until | None:
+        """``until`` as given to rebuild: a pos (int, or digits) or a time (RFC 3339)."""
+        if until is None:
+            return None
+        if isinstance(until, bool):
+            raise ValueError("until must be a position or a time, not a bool")
+        if isinstance(until, int):
+            return cls(pos=until)
+        if isinstance(until, datetime):
+            if until.tzinfo is None:
+                raise ValueError("until: a time must be timezone-aware")
+            return cls(ts=format_ts(until))
+        text = until.strip()
+        if text.isdigit():
+            return cls(pos=int(text))
+        try:
+            return cls(ts=format_ts(parse_ts(text)))
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"until: {until!r} is neither a position nor an RFC 3339 time"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return cls(ts=format_ts(moment))
+
+    def includes(self, unit: list[Record]) -> bool:
+        """A unit belongs to the prefix only as a whole: judged by its last member."""
+        last = unit[-1].event
+        if self.pos is not None and last.pos > self.pos:
+            return False
+        return not (self.ts is not None and last.ts > self.ts)
+
+
+def line_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_bytes(fd: int, start: int, end: int) -> bytes:
+    """The bytes ``[start, end)`` of an open file."""
+    chunks: list[bytes] = []
+    while start < end:
+        chunk = os.pread(fd, end - start, start)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        start += len(chunk)
+    return b"".join(chunks)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Bad bytes stepped over: ``[start, end)``; reading resumes at ``end`` after ``next_pos``."""
+
+    start: int
+    end: int
+    line: int
+    reason: str
+    data: bytes
+    last_line_start: int  # where the last line of the range starts (for the checkpoint)
+    next_pos: int  # the pos the range stands for: reading resumes expecting next_pos + 1
+
+
+def skip_bad_lines(path: str, reader: LogReader, exc: CorruptLog) -> Skipped:
+    """The range to set aside after ``exc``: from the reader's last whole unit to the end of
+    the bad line (group members read before it included: they can never form a whole
+    group). The next valid line decides which pos reading resumes with."""
+    start = reader.end
+    with open(path, "rb") as f:
+        f.seek(exc.offset)
+        bad = f.readline()
+        end = exc.offset + len(bad)
+        next_pos = reader.last_pos
+        nxt = f.readline()
+        if nxt.endswith(b"\n"):
+            try:
+                following = decode_line(nxt[:-1])
+            except LineError:
+                pass  # another bad line: the next skip deals with it
+            else:
+                # A pos the reader will accept next; if the following line repeats an old
+                # pos it is itself reported and skipped next time round.
+                next_pos = max(reader.last_pos, following.pos - 1)
+        f.seek(start)
+        data = f.read(end - start)
+    return Skipped(
+        start=start,
+        end=end,
+        line=reader.last_pos + 1,
+        reason=exc.reason,
+        data=data,
+        last_line_start=exc.offset,
+        next_pos=next_pos,
+    )

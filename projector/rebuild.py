@@ -1,0 +1,194 @@
+"""Rebuilding the projection from the log into a new file, then swapping it in.
+
+The new database is built beside the old one (``<db>.rebuild``), checked (SQLite's
+``quick_check``, every counter against its rows, per-session counts and tokens against a
+fold of the log), closed in rollback-journal mode with no side files, fsynced, and only
+then renamed over the old file. A reader opens either the old database or the whole new
+one, never a half-built file. A failed build or check leaves the old database untouched.
+
+This is also ``recover``: a lost or damaged database comes back from the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from journal.log import fsync_directory
+from projector.catchup import CatchUpResult, Progress, catch_up
+from projector.db import create_schema
+from projector.errors import RebuildCheckFailed
+from projector.logfold import LogTally
+
+REBUILD_BATCH_EVENTS: Final = 20_000
+_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
+
+
+@dataclass(frozen=True)
+class RebuildResult(CatchUpResult):
+    """What ``rebuild`` built: the catch-up figures of the new file and its sessions."""
+
+    sessions: int = 0
+
+
+def remove_database(path: str) -> None:
+    """Remove a database file and its side files, if present."""
+    for suffix in ("", *_SIDE_FILES):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + suffix)
+
+
+def rebuild(
+    log_path: str | os.PathLike[str],
+    db_path: str | os.PathLike[str],
+    *,
+    until: int | str | datetime | None = None,
+    progress: Progress | None = None,
+    quarantine: bool = False,
+) -> RebuildResult:
+    """Project the log (or its prefix up to ``until``, a pos or a recorded time) into a new
+    database and atomically replace ``db_path`` with it.
+
+    Raises RebuildCheckFailed (old file kept) if the new database fails its checks, and
+    the errors of ``catch_up`` for a log the projection cannot follow.
+    """
+    db = os.fspath(db_path)
+    tmp = f"{db}.rebuild"
+    remove_database(tmp)  # a build that crashed earlier
+    tally = LogTally()
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        # Nothing here is worth a journal on disk: a crash leaves a file that is never
+        # used (the next rebuild removes it), so build in memory-journal mode, unsynced.
+        conn.execute("PRAGMA journal_mode = MEMORY")
+        conn.execute("PRAGMA synchronous = OFF")
+        conn.execute("PRAGMA foreign_keys = ON")
+        create_schema(conn)
+        result = catch_up(
+            conn,
+            log_path,
+            quarantine=quarantine,
+            batch_events=REBUILD_BATCH_EVENTS,
+            progress=progress,
+            until=until,
+            observer=tally.observe,
+        )
+        problems = quick_checks(conn, tally)
+        if problems:
+            raise RebuildCheckFailed(problems)
+        sessions = int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+        conn.execute("PRAGMA journal_mode = DELETE")
+    except BaseException:
+        conn.close()
+        remove_database(tmp)
+        raise
+    conn.close()
+    _fsync_file(tmp)
+    _retire(db)
+    os.replace(tmp, db)
+    # Side files of the old database must not be mistaken for the new one's: a -wal
+    # replayed into another file corrupts it. _retire checkpointed and truncated them.
+    for suffix in _SIDE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(db + suffix)
+    fsync_directory(os.path.dirname(os.path.abspath(db)))
+    return RebuildResult(
+        result.events_applied,
+        result.last_pos,
+        result.end_offset,
+        result.torn,
+        result.quarantined,
+        sessions=sessions,
+    )
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _retire(db: str) -> None:
+    """Fold the old database's WAL into it and empty the -wal file before the swap.
+
+    Readers that still have the old file open keep reading it (they hold its inode); new
+    readers open the new one. A damaged old file is simply replaced.
+    """
+    if not os.path.exists(db):
+        return
+    try:
+        old = sqlite3.connect(db, isolation_level=None)
+    except sqlite3.Error:
+        return
+    try:
+        old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error:
+        pass
+    finally:
+        old.close()
+
+
+def quick_checks(conn: sqlite3.Connection, tally: LogTally | None = None) -> list[str]:
+    """The checks a new database passes before it replaces the old one."""
+    problems = [
+        f"quick_check: {row[0]}"
+        for row in conn.execute("PRAGMA quick_check").fetchall()
+        if row[0] != "ok"
+    ]
+    problems.extend(f"session {sid!r}: {what}" for sid, what in counter_mismatches(conn, limit=20))
+    if tally is not None:
+        db_counts = {
+            str(sid): (int(n), int(t))
+            for sid, n, t in conn.execute(
+                "SELECT session_id, message_count, total_tokens FROM sessions"
+            )
+        }
+        expected = {sid: (t.count, t.tokens) for sid, t in tally.sessions.items()}
+        for sid in sorted(db_counts.keys() | expected.keys()):
+            got, want = db_counts.get(sid), expected.get(sid)
+            if got != want:
+                problems.append(
+                    f"session {sid!r}: (messages, tokens) {got} in the database, {want} in the log"
+                )
+    return problems
+
+
+# Counters against the rows they count, set-based: one pass over messages.
+COUNTER_MISMATCH_SQL: Final = """
+SELECT s.session_id, s.message_count, COALESCE(m.n, 0), s.total_tokens, COALESCE(m.t, 0),
+       s.total_duration_seconds, COALESCE(m.d, 0.0)
+FROM sessions AS s
+LEFT JOIN (
+    SELECT session_id, count(*) AS n, sum(COALESCE(tokens_used, 0)) AS t,
+           total(duration_seconds) AS d
+    FROM messages GROUP BY session_id
+) AS m ON m.session_id = s.session_id
+WHERE s.message_count != COALESCE(m.n, 0)
+   OR s.total_tokens != COALESCE(m.t, 0)
+   OR abs(s.total_duration_seconds - COALESCE(m.d, 0.0))
+      > 1e-9 * max(1.0, abs(COALESCE(m.d, 0.0)))
+ORDER BY s.session_id
+"""
+
+
+def counter_mismatches(conn: sqlite3.Connection, limit: int | None = None) -> list[tuple[str, str]]:
+    """``(session_id, description)`` for every session whose counters disagree with rows."""
+    out: list[tuple[str, str]] = []
+    for sid, n, real_n, t, real_t, d, real_d in conn.execute(COUNTER_MISMATCH_SQL):
+        parts = []
+        if n != real_n:
+            parts.append(f"message_count {n} but {real_n} messages")
+        if t != real_t:
+            parts.append(f"total_tokens {t} but messages hold {real_t}")
+        if not parts:
+            parts.append(f"total_duration_seconds {d} but messages hold {real_d}")
+        out.append((str(sid), ", ".join(parts)))
+        if limit is not None and len(out) >= limit:
+            break
+    return out

@@ -1,0 +1,266 @@
+"""verify: prove the projection right, against itself and against the log.
+
+Checks, each problem named with its session or line:
+
+* SQLite: ``integrity_check``, ``foreign_key_check``; FTS5's own ``integrity-check`` and
+  the index against the messages it should hold;
+* counters against rows, the timeout mirror against sessions, sequence gaps (one
+  window-function pass, not the seed's correlated subquery per row);
+* the log itself: checksums, gapless positions, whole groups (the reader), unique ids,
+  a torn tail, and whether the checkpoint's line is still in it;
+* the projection against the log, up to the checkpoint: the set of live sessions, and per
+  session the message count, tokens and a content hash computed from the log alone.
+
+It records the outcome per session in ``integrity_status``/``integrity_checked_at``, the
+only columns written from the wall clock (excluded from determinism and canonical_hash).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from journal.errors import CorruptLog
+from journal.events import format_ts
+from journal.log import LogReader
+from projector.catchup import check_checkpoint
+from projector.db import connect, read_checkpoint, schema_version, user_version
+from projector.errors import CheckpointMismatch
+from projector.logfold import LogTally, SessionTally, message_digest_input
+from projector.reading import skip_bad_lines
+from projector.rebuild import counter_mismatches
+
+_MAX_PER_KIND: Final = 100  # a badly damaged database is summarised, not listed in full
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing verify found wrong; ``session_id`` or ``line``/``offset`` say where."""
+
+    kind: str
+    message: str
+    session_id: str | None = None
+    line: int | None = None
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.session_id is not None:
+            where.append(f"session {self.session_id!r}")
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.offset is not None:
+            where.append(f"byte offset {self.offset}")
+        prefix = f"[{self.kind}] " + (", ".join(where) + ": " if where else "")
+        return prefix + self.message
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of verify: ``ok`` when ``problems`` is empty."""
+
+    problems: list[Problem] = field(default_factory=list)
+    sessions_checked: int = 0
+    log_last_pos: int = 0
+    checkpoint_pos: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# Sequence gaps in one pass: the n-th message of a session (by seq) must have seq n.
+SEQUENCE_GAPS_SQL: Final = """
+SELECT session_id, sequence_number, rn FROM (
+    SELECT session_id, sequence_number,
+           row_number() OVER (PARTITION BY session_id ORDER BY sequence_number) AS rn
+    FROM messages
+) WHERE sequence_number != rn
+ORDER BY session_id, sequence_number
+"""
+
+TIMEOUT_MIRROR_SQL: Final = """
+SELECT s.session_id FROM sessions AS s LEFT JOIN session_timeouts AS t
+    ON t.session_id = s.session_id
+WHERE t.session_id IS NULL
+   OR t.idle_timeout_seconds IS NOT s.idle_timeout_seconds
+   OR t.hard_timeout_seconds IS NOT s.hard_timeout_seconds
+   OR t.expires_at IS NOT s.expires_at
+   OR t.last_activity IS NOT s.last_activity
+ORDER BY s.session_id
+"""
+
+# Every message in the index with its current text, and nothing else in it.
+FTS_MISMATCH_SQL: Final = """
+SELECT m.session_id, m.message_id FROM messages AS m
+JOIN sessions AS s ON s.session_id = m.session_id
+LEFT JOIN sessions_fts AS f ON f.rowid = m.message_id
+WHERE f.rowid IS NULL OR f.content IS NOT m.content OR f.session_id IS NOT m.session_id
+   OR f.title IS NOT s.title OR f.model_name IS NOT s.model_name
+UNION ALL
+SELECT f.session_id, f.rowid FROM sessions_fts AS f
+WHERE NOT EXISTS (SELECT 1 FROM messages WHERE message_id = f.rowid)
+"""
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self._per_kind: dict[str, int] = defaultdict(int)
+
+    def add(self, kind: str, message: str, **where: Any) -> None:
+        self._per_kind[kind] += 1
+        n = self._per_kind[kind]
+        if n <= _MAX_PER_KIND:
+            self.problems.append(Problem(kind, message, **where))
+        elif n == _MAX_PER_KIND + 1:
+            self.problems.append(Problem(kind, f"more than {_MAX_PER_KIND} problems of this kind"))
+
+
+def verify(log_path: str | os.PathLike[str], db_path: str | os.PathLike[str]) -> VerifyReport:
+    """Check the database at ``db_path`` against itself and the log at ``log_path``."""
+    log, db = os.fspath(log_path), os.fspath(db_path)
+    found = _Findings()
+    if not os.path.exists(db):
+        found.add("database", f"{db} does not exist: run replay or rebuild")
+        return VerifyReport(found.problems)
+    conn = connect(db)
+    try:
+        try:
+            version = user_version(conn)
+        except sqlite3.DatabaseError as exc:
+            found.add("database", f"{db} is not a readable database: {exc}")
+            return VerifyReport(found.problems)
+        if version != schema_version():
+            found.add(
+                "schema",
+                f"schema version {version} is not the projector's {schema_version()}: rebuild",
+            )
+            return VerifyReport(found.problems)
+        _check_sqlite(conn, found)
+        _check_rows(conn, found)
+        cp = read_checkpoint(conn)
+        try:
+            check_checkpoint(log, cp)
+        except CheckpointMismatch as exc:
+            found.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
+        tally, last_pos = _check_log(log, cp.log_pos, found)
+        sessions = _check_against_log(conn, tally, found)
+        _record_outcome(conn, found)
+    finally:
+        conn.close()
+    return VerifyReport(found.problems, sessions, last_pos, cp.log_pos)
+
+
+def _check_sqlite(conn: sqlite3.Connection, found: _Findings) -> None:
+    for (msg,) in conn.execute("PRAGMA integrity_check").fetchall():
+        if msg != "ok":
+            found.add("integrity_check", str(msg))
+    for table, rowid, parent, _fk in conn.execute("PRAGMA foreign_key_check").fetchall():
+        found.add("foreign_key", f"{table} row {rowid} refers to a missing {parent} row")
+    try:
+        conn.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
+    except sqlite3.DatabaseError as exc:
+        found.add("fts", f"full-text index is damaged: {exc}")
+
+
+def _check_rows(conn: sqlite3.Connection, found: _Findings) -> None:
+    for sid, what in counter_mismatches(conn):
+        found.add("counter", what, session_id=sid)
+    for (sid,) in conn.execute(TIMEOUT_MIRROR_SQL):
+        found.add("timeouts", "session_timeouts does not mirror sessions", session_id=sid)
+    for sid, seq, rn in conn.execute(SEQUENCE_GAPS_SQL):
+        found.add("sequence", f"message #{rn} has seq {seq} (a gap or a duplicate)", session_id=sid)
+    for sid, message_id in conn.execute(FTS_MISMATCH_SQL):
+        found.add(
+            "fts",
+            f"message {message_id} is missing, stale or extra in sessions_fts",
+            session_id=sid,
+        )
+
+
+def _check_log(log: str, upto: int, found: _Findings) -> tuple[LogTally, int]:
+    """Read the whole log, reporting its defects; fold it up to pos ``upto``."""
+    tally = LogTally()
+    seen_ids: set[str] = set()
+    offset, pos = 0, 0
+    while True:
+        reader = LogReader(log, offset, pos)
+        try:
+            for event, _end in reader:
+                if event.id in seen_ids:
+                    found.add("log", f"event id {event.id} is used twice", line=event.pos)
+                seen_ids.add(event.id)
+                if event.pos <= upto:
+                    tally.observe(event)
+        except CorruptLog as exc:
+            found.add("log", exc.reason, line=exc.line, offset=exc.offset)
+            skip = skip_bad_lines(log, reader, exc)
+            offset, pos = skip.end, skip.next_pos
+            continue
+        if reader.torn is not None:
+            t = reader.torn
+            found.add(
+                "log",
+                f"torn tail of {t.length} bytes ({t.reason}): a crash, or a write in progress",
+                line=t.line,
+                offset=t.offset,
+            )
+        return tally, reader.last_pos
+
+
+def _check_against_log(conn: sqlite3.Connection, tally: LogTally, found: _Findings) -> int:
+    """Per-session count, tokens and content hash of the database against the log's."""
+    db: dict[str, SessionTally] = {}
+    for (sid,) in conn.execute("SELECT session_id FROM sessions"):
+        db[str(sid)] = SessionTally()
+    for row in conn.execute(
+        "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
+        "tokens_used, duration_seconds, metadata FROM messages "
+        "ORDER BY session_id, sequence_number"
+    ):
+        t = db.setdefault(str(row[0]), SessionTally())
+        t.count += 1
+        t.tokens += row[6] or 0
+        t.digest.update(message_digest_input(*row[1:]))
+    for sid in sorted(db.keys() | tally.sessions.keys()):
+        got, want = db.get(sid), tally.sessions.get(sid)
+        if want is None:
+            found.add("log_mismatch", "in the database but not live in the log", session_id=sid)
+        elif got is None:
+            found.add(
+                "log_mismatch", "live in the log but missing from the database", session_id=sid
+            )
+        elif (got.count, got.tokens) != (want.count, want.tokens):
+            found.add(
+                "log_mismatch",
+                f"{got.count} messages / {got.tokens} tokens in the database, "
+                f"{want.count} / {want.tokens} in the log",
+                session_id=sid,
+            )
+        elif got.content_hash != want.content_hash:
+            found.add("log_mismatch", "message contents differ from the log", session_id=sid)
+    return len(db)
+
+
+def _record_outcome(conn: sqlite3.Connection, found: _Findings) -> None:
+    """integrity_status per session: 'ok', or 'problems' for a session named in one."""
+    now = format_ts(datetime.now(UTC))  # the wall clock: bookkeeping, not projection
+    bad = sorted({p.session_id for p in found.problems if p.session_id is not None})
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "UPDATE sessions SET integrity_checked_at = ?, integrity_status = 'ok'", (now,)
+        )
+        conn.executemany(
+            "UPDATE sessions SET integrity_status = 'problems' WHERE session_id = ?",
+            [(sid,) for sid in bad],
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
