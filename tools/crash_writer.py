@@ -1,0 +1,159 @@
+"""Kill a writer with SIGKILL at random moments, again and again, and audit the log.
+
+A child process appends messages with deterministic event ids and prints each receipt
+once the call has returned (that is the acknowledgement). The parent kills it at a random
+moment, restarts it from the first unacknowledged message (retrying it with the same
+event id), and at the end checks that every acknowledged message is in the log exactly
+once, that positions and seqs are gapless, and that each restart repaired what it found.
+
+    python tools/crash_writer.py --kills 500            # prints "500 kills, … 0 lost, 0 duplicated"
+    python tools/crash_writer.py --kills 25 --json      # for the test suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+NAMESPACE = uuid.UUID("3b0c7a52-2f4e-4d59-9d0e-6a1c7f3e8b21")
+SESSION = "crash-session"
+
+
+def message_id(i: int) -> str:
+    return str(uuid.uuid5(NAMESPACE, f"message-{i}"))
+
+
+def child(log: str, start: int, durability: str) -> None:
+    from journal import Journal
+
+    with Journal.open(log, durability=durability) as j:  # type: ignore[arg-type]
+        j.create_session(
+            "crash-model", session_id=SESSION, event_id=str(uuid.uuid5(NAMESPACE, "session"))
+        )
+        print(f"open {len(j.repairs)}", flush=True)
+        i = start
+        while True:
+            # every few messages a big one, so kills also land inside long writes
+            size = 1_000_000 if i % 5 == 0 else 50 + i % 300
+            print(f"begin {i}", flush=True)
+            r = j.append_message(SESSION, "user", f"{i}:" + "x" * size, event_id=message_id(i))
+            print(f"ack {i} {r.pos} {r.seq} {int(r.duplicate)}", flush=True)
+            i += 1
+
+
+def run(kills: int, workdir: Path, seed: int, durability: str) -> dict[str, int]:
+    from journal import read_log
+    from journal.events import MessageAppended
+
+    rng = random.Random(seed)
+    log = workdir / "crash.jsonl"
+    acked: set[int] = set()
+    next_i = 0
+    repairs = 0
+    duplicates_returned = 0
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for _ in range(kills):
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", str(log), str(next_i), durability],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout is not None
+        opened = proc.stdout.readline().split()
+        if opened and opened[0] == "open":
+            repairs += int(opened[1])
+        wanted = rng.randrange(0, 12)
+        while wanted >= 0:
+            line = proc.stdout.readline().split()
+            if not line:
+                break
+            if line[0] == "ack":
+                acked.add(int(line[1]))
+                duplicates_returned += int(line[4])
+                wanted -= 1
+            elif line[0] == "begin" and wanted == 0 and int(line[1]) % 5 == 0:
+                break  # kill during a long call: its write may be under way
+        time.sleep(rng.random() * 0.0015)
+        proc.send_signal(signal.SIGKILL)
+        # receipts printed before the kill landed are acknowledgements too
+        for rest in proc.stdout:
+            parts = rest.split()
+            if parts and parts[0] == "ack":
+                acked.add(int(parts[1]))
+                duplicates_returned += int(parts[4])
+        proc.wait()
+        proc.stdout.close()
+        next_i = max(acked) + 1 if acked else 0
+
+    # a last, clean writer must open, repair and append
+    from journal import Journal
+
+    with Journal.open(log) as j:
+        repairs += len(j.repairs)
+        j.append_message(SESSION, "user", "after the last kill")
+    seen = Counter()
+    seqs: list[int] = []
+    for event, _ in read_log(str(log)):
+        if isinstance(event, MessageAppended):
+            seen[event.id] += 1
+            seqs.append(event.seq)
+    lost = sum(1 for i in acked if seen[message_id(i)] == 0)
+    duplicated = sum(1 for n in seen.values() if n > 1)
+    return {
+        "kills": kills,
+        "acknowledged": len(acked),
+        "lost": lost,
+        "duplicated": duplicated,
+        "seq_gapless": int(seqs == list(range(1, len(seqs) + 1))),
+        "repairs": repairs,
+        "duplicates_returned": duplicates_returned,
+        "quarantine_files": len(list(workdir.glob("crash.jsonl.torn-*"))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kills", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--dir", type=Path, default=None, help="work here (default: a temp dir)")
+    parser.add_argument("--durability", default="always")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("LOG", "START", "DURABILITY"))
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.child[2])
+        return
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    if args.dir is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            stats = run(args.kills, Path(tmp), seed, args.durability)
+    else:
+        args.dir.mkdir(parents=True, exist_ok=True)
+        stats = run(args.kills, args.dir, seed, args.durability)
+    stats["seed"] = seed
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(
+            f"{stats['kills']} kills, {stats['acknowledged']} acknowledged, "
+            f"{stats['lost']} lost, {stats['duplicated']} duplicated, "
+            f"{stats['repairs']} torn tails repaired, seqs gapless: {bool(stats['seq_gapless'])} "
+            f"(seed {seed})"
+        )
+    ok = stats["lost"] == 0 and stats["duplicated"] == 0 and stats["seq_gapless"]
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
