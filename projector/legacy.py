@@ -99,6 +99,7 @@ from journal import Journal
 from journal.events import MessageAppended, ModelRegistered, SessionCreated, SessionTimedOut
 from journal.log import read_log
 from journal.writer import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
+from projector.catchup import replay
 from projector.legacy_plan import (
     RECORD_KEY,
     MessagePlan,
@@ -115,6 +116,7 @@ from projector.legacy_source import (
     read_database,
 )
 from projector.legacy_values import MODEL_ID, as_seq, as_text, from_jsonable, jsonable
+from projector.verify import verify
 
 __all__ = ["ImportReport", "LegacyImportError", "format_report", "import_legacy"]
 
@@ -427,11 +429,8 @@ def _run(j: Journal, plan: SessionPlan, op: Op, idx: LogIndex) -> None:
 
 # -- after writing: project, verify, check -----------------------------------------------
 def _project(log: str, db: str, report: ImportReport) -> None:
-    import projector
-
-    api: Any = projector
-    api.replay(log, db)
-    result = api.verify(log, db)
+    replay(log, db)
+    result = verify(log, db)
     report.verify_ok = bool(result.ok)
     report.verify_problems = [str(p) for p in result.problems]
 
