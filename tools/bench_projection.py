@@ -1,10 +1,235 @@
-"""The projection section of ``tools/bench.py`` (placeholder until the projector lands)."""
+"""The projection section of ``tools/bench.py``: rebuild and replay against two baselines.
+
+* ``projector.rebuild`` of the workload log vs the ideal bulk load of the very rows it
+  produced (see ``bench_seed``);
+* ``projector.replay`` catching up the second half of the log into a database holding the
+  first half vs the ideal load of the rows that differ, and vs the seed as written
+  applying the same second half;
+* the replay catch-up rate with sessions of 10,000 messages vs sessions of 100;
+* the peak memory of a child process rebuilding a log of ``mem_large`` events vs one of
+  ``mem_small`` events.
+"""
 
 from __future__ import annotations
 
-from benchlib import Context, Section
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_seed import SeedLoader, ideal_catch_up, ideal_load, read_rows, seed_connect
+from benchlib import Context, Figure, Section, best_of, child_peak_rss_mib, timed
+
+from journal import LogReader
+
+SEED = 1
+REBUILD_CODE = "import sys, projector\nprojector.rebuild(sys.argv[1], sys.argv[2])\n"
+
+
+def _projector() -> Any:
+    try:
+        import projector
+    except ImportError:
+        return None
+    if not (hasattr(projector, "rebuild") and hasattr(projector, "replay")):
+        return None
+    return projector
+
+
+def _remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        p = Path(f"{path}{suffix}")
+        if p.exists():
+            p.unlink()
+
+
+def _copy_db(src: Path, dst: Path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(str(src)) as a, sqlite3.connect(str(dst)) as b:
+        a.backup(b)
+    a.close()
+    b.close()
+
+
+def _count(log: Path) -> int:
+    n = 0
+    for _ in LogReader(str(log)):
+        n += 1
+    return n
+
+
+def rebuild(ctx: Context, pj: Any) -> Figure:
+    log, ends = ctx.log(SEED, ctx.size.events)
+    n = ends[-1]
+    out = ctx.fresh("rebuilt.db")
+    pj.rebuild(str(log), str(out))
+    rows = read_rows(out)
+
+    def project() -> float:
+        db = ctx.fresh("rebuild.db")
+        t = timed(lambda: pj.rebuild(str(log), str(db)))
+        _remove_db(db)
+        return t
+
+    def ideal() -> float:
+        db = ctx.fresh("ideal.db")
+        t = timed(lambda: ideal_load(rows, db))
+        if read_rows(db) != rows:
+            raise AssertionError("the ideal bulk load did not reproduce the rebuilt rows")
+        _remove_db(db)
+        return t
+
+    t_project, t_ideal = best_of(ctx.size.rounds, project, ideal)
+    return Figure(
+        "rebuild",
+        n / t_project,
+        "events/s",
+        "ideal bulk load of the same rows",
+        n / t_ideal,
+        t_ideal / t_project,
+        ">=",
+        1.0,
+        f"{n:,} events, {log.stat().st_size / 2**20:.0f} MiB of log",
+    )
+
+
+def _halves(ctx: Context, log: Path, n: int, pj: Any) -> tuple[Path, int]:
+    """A projector database holding the first half of ``log``; returns it and its pos."""
+    mid = n // 2
+    half = ctx.fresh("half.db")
+    pj.rebuild(str(log), str(half), until=mid)
+    return half, mid
+
+
+def _replay_time(ctx: Context, pj: Any, log: Path, half: Path) -> float:
+    db = ctx.fresh("catchup.db")
+    _copy_db(half, db)
+    t = timed(lambda: pj.replay(str(log), str(db)))
+    _remove_db(db)
+    return t
+
+
+def replay(ctx: Context, pj: Any) -> list[Figure]:
+    log, ends = ctx.log(SEED, ctx.size.events)
+    n = ends[-1]
+    half, mid = _halves(ctx, log, n, pj)
+    full = ctx.fresh("full.db")
+    pj.rebuild(str(log), str(full))
+    before, after = read_rows(half), read_rows(full)
+    events = [e for e, _ in LogReader(str(log))]
+    seed_half = ctx.fresh("seed-half.db")
+    conn = seed_connect(seed_half)
+    SeedLoader(conn).load(events[:mid])
+    conn.close()
+
+    def ideal() -> float:
+        db = ctx.fresh("ideal-half.db")
+        ideal_load(before, db)
+        t = timed(lambda: ideal_catch_up(before, after, db))
+        if read_rows(db) != after:
+            raise AssertionError("the ideal catch-up did not reproduce the replayed rows")
+        _remove_db(db)
+        return t
+
+    def seed() -> float:
+        db = ctx.fresh("seed.db")
+        _copy_db(seed_half, db)
+        conn = seed_connect(db)
+        loader = SeedLoader(conn)
+        # The seed's loader needs each session's model: fold the first half's creations.
+        for e in events[:mid]:
+            if type(e).__struct_config__.tag == "session_created":
+                loader.models[e.session_id] = (e.model_id, e.model_name)  # type: ignore[union-attr]
+        t = timed(lambda: loader.load(events[mid:]))
+        conn.close()
+        _remove_db(db)
+        return t
+
+    t_project, t_ideal, t_seed = best_of(
+        ctx.size.rounds, lambda: _replay_time(ctx, pj, log, half), ideal, seed
+    )
+    k = n - mid
+    note = f"second half of {n:,} events ({k:,}) into a database holding the first half"
+    return [
+        Figure(
+            "replay catch-up",
+            k / t_project,
+            "events/s",
+            "ideal load of the differing rows",
+            k / t_ideal,
+            t_ideal / t_project,
+            ">=",
+            0.5,
+            note,
+        ),
+        Figure(
+            "replay catch-up",
+            k / t_project,
+            "events/s",
+            "seed as written (5,000/transaction)",
+            k / t_seed,
+            t_seed / t_project,
+            ">=",
+            3.0,
+            note,
+        ),
+    ]
+
+
+def catch_up_by_length(ctx: Context, pj: Any) -> Figure:
+    msgs = ctx.size.catchup_msgs
+    long_len = min(10_000, max(200, msgs // 2))
+    rates: dict[int, Callable[[], float]] = {}
+    sizes: dict[int, int] = {}
+    for length in (100, long_len):
+        log, ends = ctx.log(4, msgs, fixed_len=length)
+        half, mid = _halves(ctx, log, ends[-1], pj)
+        sizes[length] = ends[-1] - mid
+        rates[length] = lambda log=log, half=half: _replay_time(ctx, pj, log, half)
+    t_long, t_short = best_of(ctx.size.rounds, rates[long_len], rates[100])
+    r_long, r_short = sizes[long_len] / t_long, sizes[100] / t_short
+    return Figure(
+        f"replay catch-up, {long_len:,} messages/session",
+        r_long,
+        "events/s",
+        "100 messages/session",
+        r_short,
+        r_long / r_short,
+        ">=",
+        0.9,
+        f"{msgs:,} messages per log; second half replayed onto the first",
+    )
+
+
+def rebuild_memory(ctx: Context) -> Figure:
+    size = ctx.size
+    small, _ = ctx.log(2, size.mem_small, sessions=size.mem_sessions)
+    large, ends = ctx.log(2, size.mem_large, sessions=size.mem_sessions)
+    peaks = []
+    for log in (small, large):
+        db = ctx.fresh("mem.db")
+        peaks.append(child_peak_rss_mib(REBUILD_CODE, str(log), str(db)))
+        _remove_db(db)
+    return Figure(
+        f"rebuild peak RSS, {ends[-1]:,} events",
+        peaks[1],
+        "MiB",
+        f"{_count(small):,} events",
+        peaks[0],
+        peaks[1] / peaks[0],
+        "<=",
+        1.2,
+        "child process, getrusage(RUSAGE_CHILDREN)",
+    )
 
 
 def run(ctx: Context, section: Section) -> None:
-    section.status = "skipped"
-    section.message = "projector not available yet (no projector.rebuild / projector.replay)"
+    pj = _projector()
+    if pj is None:
+        section.status = "skipped"
+        section.message = "projector not available yet (no projector.rebuild / projector.replay)"
+        return
+    section.figures.append(rebuild(ctx, pj))
+    section.figures.extend(replay(ctx, pj))
+    section.figures.append(catch_up_by_length(ctx, pj))
+    section.figures.append(rebuild_memory(ctx))
