@@ -14,6 +14,7 @@ prints the project's figure, its baseline, the ratio and the target, met or not.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shlex
@@ -37,7 +38,14 @@ def _not_built(module: str, what: str) -> Callable[[Context, Section], None]:
 
     def run(ctx: Context, section: Section) -> None:
         section.status = "not built yet"
-        section.message = f"{what} ({module}) is not built yet; nothing measured"
+        try:
+            present = importlib.util.find_spec(module) is not None
+        except ImportError:
+            present = False
+        if present:
+            section.message = f"{what}: {module} exists, its benchmark is not built yet"
+        else:
+            section.message = f"{what} ({module}) is not built yet; nothing measured"
 
     return run
 
@@ -47,10 +55,10 @@ SECTIONS: dict[str, Callable[[Context, Section], None]] = {
     "append": bench_append.run,
     "projection": bench_projection.run,
     "live": _not_built(
-        "projector.live", "the live projector (append-to-visible latency p50/p99, burst catch-up)"
+        "projector.watch", "the live projector (append-to-visible latency p50/p99, burst catch-up)"
     ),
     "import": _not_built(
-        "projector.legacy", "legacy import (import + projection vs rebuild alone)"
+        "projector.legacy_plan", "legacy import (import + projection vs rebuild alone)"
     ),
     "peer": bench_peer.run,
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import signal
@@ -55,6 +56,7 @@ def run(kills: int, workdir: Path, seed: int, durability: str) -> dict[str, int]
     from journal import read_log
     from journal.events import MessageAppended
 
+    logging.getLogger("journal").setLevel(logging.ERROR)  # one warning per repair otherwise
     rng = random.Random(seed)
     log = workdir / "crash.jsonl"
     acked: set[int] = set()
