@@ -1,0 +1,206 @@
+"""Helpers for the projector's tests: logs written through the real writer with an
+injected clock, random workloads covering every event type, hand-made log lines for the
+error paths, and the seed's schema (a copy kept in tests/seed_schema.sql)."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from journal import Journal, JournalError
+from journal.events import AnyEvent, encode_line, format_ts
+from projector.db import create_schema
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+SEED_SCHEMA = TESTS / "seed_schema.sql"
+SEED_SOURCE = REPO / ".." / "shared" / "seed" / "000_618f625810efe0b0.txt"
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock for the writer: advances by ``step`` seconds at each reading."""
+
+    def __init__(self, start: datetime = T0, step: float = 1.0) -> None:
+        self.now = start
+        self.step = timedelta(seconds=step)
+
+    def __call__(self) -> datetime:
+        self.now += self.step
+        return self.now
+
+
+def open_journal(path: Path, clock: Clock | None = None) -> Journal:
+    return Journal.open(path, durability="none", clock=clock or Clock())
+
+
+def seed_conn() -> sqlite3.Connection:
+    """An in-memory database with the seed's schema, foreign keys on."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.executescript(SEED_SCHEMA.read_text(encoding="utf-8"))
+    return conn
+
+
+def our_conn() -> sqlite3.Connection:
+    """An in-memory database with the projection's schema, foreign keys on."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.execute("PRAGMA foreign_keys = ON")
+    create_schema(conn)
+    return conn
+
+
+def known_workload(log: Path) -> dict[str, str]:
+    """A small, fixed history: three sessions on two models; returns their ids by name."""
+    with open_journal(log) as j:
+        a = j.create_session(
+            model_id="gpt-4o",
+            model_name="GPT-4o",
+            title="Trip plan",
+            session_id="a",
+            first_message={"role": "user", "content": "Plan a trip to Paris", "tokens_used": 10},
+        )
+        j.append_message(
+            a, role="assistant", content="Paris in May", tokens_used=20, duration_seconds=1.5
+        )
+        j.append_message(a, role="user", content="Book hotels", tokens_used=5, duration_seconds=0.5)
+        b = j.create_session(model_id="gpt-4o", title="Recipes", session_id="b")
+        j.append_message(b, role="user", content="A soup recipe", tokens_used=7)
+        j.append_message(b, role="assistant", content="Leek soup", tokens_used=8)
+        j.append_message(b, role="user", content="Thanks", tokens_used=1)
+        c = j.create_session(model_id="claude", model_name="Claude", title="Code", session_id="c")
+        j.append_message(c, role="user", content="Fix my loop", tokens_used=3)
+        j.set_metadata(a, "channel", "web")
+        j.rename(b, "Soup recipes")
+        j.archive(c)
+    return {"a": a, "b": b, "c": c}
+
+
+# -- random workloads ------------------------------------------------------------------
+OPS = (
+    "create", "message", "message", "message", "metadata", "rename", "pause", "resume",
+    "snapshot", "archive", "restore", "delete", "expire", "batch",
+)  # fmt: skip
+
+
+def run_workload(log: Path, ops: Sequence[tuple[int, int, int]], start: datetime = T0) -> int:
+    """Apply random operations through the writer; invalid ones are refused by it (and
+    skipped). Returns how many calls were accepted."""
+    clock = Clock(start, step=7.0)
+    accepted = 0
+    with open_journal(log, clock) as j:
+        sessions: list[str] = []
+        for op_index, pick, n in ops:
+            op = OPS[op_index % len(OPS)]
+            sid = sessions[pick % len(sessions)] if sessions else None
+            try:
+                _one_op(j, op, sid, sessions, clock, n)
+            except JournalError:
+                continue
+            accepted += 1
+    return accepted
+
+
+def _one_op(
+    j: Journal, op: str, sid: str | None, sessions: list[str], clock: Clock, n: int
+) -> None:
+    if op == "create" or sid is None:
+        first: Any = (
+            None if n % 3 else {"role": "user", "content": f"hello {n}", "tokens_used": n % 50}
+        )
+        sessions.append(
+            j.create_session(
+                model_id=f"model-{n % 3}",
+                title=f"session {len(sessions)}",
+                idle_timeout_seconds=None if n % 5 == 0 else 60 + n % 600,
+                hard_timeout_seconds=None if n % 7 == 0 else 600 + n % 3000,
+                first_message=first,
+            )
+        )
+    elif op == "message":
+        j.append_message(
+            sid,
+            role=("user", "assistant", "system")[n % 3],
+            content=f"word{n % 97} text {n}",
+            tokens_used=None if n % 4 == 0 else n % 100,
+            duration_seconds=None if n % 3 == 0 else (n % 1000) / 7.0,
+            metadata=None if n % 5 else {"k": n},
+        )
+    elif op == "metadata":
+        j.set_metadata(sid, f"key{n % 3}", None if n % 4 == 0 else f"v{n}")
+    elif op == "rename":
+        j.rename(sid, f"title {n}")
+    elif op == "pause":
+        j.pause(sid)
+        if n % 2:
+            j.resume(sid)
+    elif op == "resume":
+        j.resume(sid)
+    elif op == "snapshot":
+        j.snapshot(sid, reason=("checkpoint", "timeout_warning")[n % 2], note=f"n{n}")
+    elif op == "archive":
+        j.archive(sid)
+    elif op == "restore":
+        j.restore(sid)
+    elif op == "delete":
+        j.delete_session(sid)
+    elif op == "expire":
+        clock.now += timedelta(seconds=n % 4000)
+        j.expire_due(warn_before_seconds=300)
+    elif op == "batch":
+        with j.batch():
+            j.append_message(sid, role="user", content=f"batched {n}", tokens_used=1)
+            j.append_message(sid, role="assistant", content=f"reply {n}", tokens_used=2)
+
+
+def random_ops(seed: int, count: int) -> list[tuple[int, int, int]]:
+    rng = random.Random(seed)
+    return [
+        (rng.randrange(len(OPS)), rng.randrange(1000), rng.randrange(10**6)) for _ in range(count)
+    ]
+
+
+# -- hand-made lines -------------------------------------------------------------------
+def line(event: AnyEvent, pos: int, ts: datetime | None = None) -> bytes:
+    """A log line for ``event`` at ``pos`` (bypassing the writer's validation)."""
+    import msgspec
+
+    stamped = msgspec.structs.replace(
+        event,
+        pos=pos,
+        id=str(uuid.UUID(int=pos)),
+        ts=format_ts(ts or T0 + timedelta(seconds=pos)),
+    )
+    return encode_line(stamped)
+
+
+def write_lines(path: Path, events: Sequence[AnyEvent]) -> list[int]:
+    """Write events as lines at pos 1, 2, …; returns the byte offset where each starts."""
+    offsets, data = [], b""
+    for pos, event in enumerate(events, 1):
+        offsets.append(len(data))
+        data += line(event, pos)
+    path.write_bytes(data)
+    return offsets
+
+
+def rows(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def execute(db: Path, sql: str, params: Sequence[Any] = ()) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute(sql, params)
+    finally:
+        conn.close()
