@@ -346,9 +346,11 @@ def _write(
                 report.events_already_present += len(group) - len(todo)
                 if todo:
                     with j.batch():
+                        start = j.last_pos  # after the batch's catch-up: ours from here
                         for op in todo:
                             _run(j, plan, op, idx)
-                    report.events_written += len(todo)
+                        appended = j.last_pos - start  # models registered on first use too
+                    report.events_written += appended
                     wrote = True
                 done += sum(1 for op in group if op[0] == "message")
                 if progress is not None:
