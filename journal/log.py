@@ -349,6 +349,8 @@ class LogFile:
             return
         with self._cond:
             while self._synced < token:
+                if self._closed and self._failure is None:
+                    raise JournalClosed(f"{self.path}: the journal was closed")
                 if self._failure is not None:
                     raise DurabilityError(
                         f"{self.path}: fsync failed earlier ({self._failure.strerror}); "
@@ -440,9 +442,21 @@ class LogFile:
         self._flush_wakeup.set()
         if self._flusher is not None:
             self._flusher.join()
-        try:
-            if self.durability != "none" and self._failure is None:
-                self.sync()
-        finally:
-            self._closed = True
-            os.close(self.fd)
+        # Under the append lock and after any fsync in flight: closing the descriptor under
+        # a writer would send its bytes, or its fsync, to whatever file reuses the number.
+        with self._lock, self._cond:
+            if self._closed:
+                return
+            while self._syncing:
+                self._cond.wait()
+            try:
+                if (
+                    self.durability != "none"
+                    and self._failure is None
+                    and self._synced < self._written
+                ):
+                    self._sync_locked()
+            finally:
+                self._closed = True
+                self._cond.notify_all()
+                os.close(self.fd)

@@ -1,0 +1,157 @@
+"""Many writers at once: processes, Journal objects in one process, threads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+from journal import Journal, JournalClosed, read_log
+from journal.events import MessageAppended
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+def audit(log: Path) -> tuple[int, dict[str, list[int]]]:
+    """(records, seqs per session); read_log itself checks positions are gapless."""
+    seqs: dict[str, list[int]] = defaultdict(list)
+    ids = set()
+    n = 0
+    for event, _ in read_log(str(log)):
+        n += 1
+        assert event.pos == n
+        ids.add(event.id)
+        if isinstance(event, MessageAppended):
+            seqs[event.session_id].append(event.seq)
+    assert len(ids) == n
+    for sid, got in seqs.items():
+        assert got == list(range(1, len(got) + 1)), sid
+    return n, seqs
+
+
+def run_threads(n: int, target: Callable[[int], None]) -> None:
+    errors: list[BaseException] = []
+
+    def wrapped(k: int) -> None:
+        try:
+            target(k)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wrapped, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive()
+    assert errors == []
+
+
+def test_four_processes_append_500_each() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(TOOLS / "concurrent_writers.py"),
+            "--procs",
+            "4",
+            "--appends",
+            "500",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["exit_codes"] == [0, 0, 0, 0]
+    assert stats["messages"] == 2000 and stats["missing"] == 0
+    assert stats["ids_unique"] and stats["seqs_gapless"]
+    assert stats["large_lines"] >= 40
+
+
+def test_several_journal_objects_in_one_process(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    with Journal.open(log) as j:
+        shared = j.create_session("m", session_id="shared")
+    journals = [Journal.open(log) for _ in range(4)]
+    try:
+
+        def work(k: int) -> None:
+            own = journals[k].create_session("m", session_id=f"own-{k}")
+            for i in range(100):
+                journals[k].append_message(shared if i % 2 else own, "user", f"{k}/{i}")
+
+        run_threads(4, work)
+    finally:
+        for j in journals:
+            j.close()
+    n, seqs = audit(log)
+    assert n == 2 + 4 + 400
+    assert len(seqs["shared"]) == 200
+
+
+def test_threads_share_one_journal(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    with Journal.open(log) as j:
+        sid = j.create_session("m")
+        seen: list[int] = []
+        lock = threading.Lock()
+
+        def work(k: int) -> None:
+            for i in range(100):
+                if i % 10 == 0:
+                    with j.batch():
+                        a = j.append_message(sid, "user", f"{k}/{i}a")
+                        b = j.append_message(sid, "user", f"{k}/{i}b", expected_seq=a.seq)
+                    assert b.seq == a.seq + 1 and b.pos == a.pos + 1
+                    got = [a.seq, b.seq]
+                else:
+                    got = [j.append_message(sid, "assistant", f"{k}/{i}").seq]
+                with lock:
+                    seen.extend(got)
+
+        run_threads(6, work)
+    n, seqs = audit(log)
+    assert n == 2 + 6 * 110
+    assert sorted(seen) == seqs[sid] == list(range(1, 6 * 110 + 1))
+
+
+def test_close_while_threads_append(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    for _ in range(5):
+        j = Journal.open(log)
+        sid = j.create_session("m")
+        outcomes: list[str] = []
+        started = threading.Barrier(5)
+
+        def work(
+            k: int,
+            j: Journal = j,
+            sid: str = sid,
+            outcomes: list[str] = outcomes,
+            started: threading.Barrier = started,
+        ) -> None:
+            started.wait()
+            for i in range(200):
+                try:
+                    j.append_message(sid, "user", f"{k}/{i}")
+                except JournalClosed:
+                    outcomes.append("closed")
+                    return
+            outcomes.append("done")
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        started.wait()
+        j.close()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(set(outcomes)) <= ["closed", "done"] and len(outcomes) == 4
+        audit(log)
