@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Final, Protocol
+from typing import Final
 
 from watchdog.events import (
     FileCreatedEvent,
@@ -49,14 +49,15 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from journal.errors import CorruptLog, JournalError
-from journal.events import LineError, decode_line, ts_seconds
+from journal.events import AnyEvent, ts_seconds
 from journal.log import FILE_MODE, TornTail
+from projector.catchup import CatchUpResult, catch_up, replay
+from projector.db import connect
+from projector.errors import CheckpointMismatch
 
 __all__ = [
     "AlreadyWatching",
     "BatchReport",
-    "CatchUp",
-    "CatchUpOutcome",
     "lock_path",
     "run_watch",
     "watch",
@@ -74,37 +75,6 @@ _SCAN_CHUNK: Final = 1 << 20
 
 class AlreadyWatching(JournalError):
     """Another live projector already holds this database's watch lock."""
-
-
-class CatchUpOutcome(Protocol):
-    """What the worker needs to know about one catch-up pass."""
-
-    @property
-    def applied(self) -> int:
-        """Events applied (and committed) by this pass."""
-
-    @property
-    def start_offset(self) -> int:
-        """Byte offset of the checkpoint the pass started from (0 after a rebuild)."""
-
-    @property
-    def end_offset(self) -> int:
-        """Byte offset of the checkpoint after the pass."""
-
-    @property
-    def last_pos(self) -> int:
-        """Position of the last applied event (the checkpoint's ``pos``)."""
-
-    @property
-    def rebuilt(self) -> bool:
-        """The checkpoint was ahead of the log, so the projection was rebuilt."""
-
-    @property
-    def torn(self) -> TornTail | None:
-        """Bytes after the checkpoint that are not yet a whole record (or group)."""
-
-
-CatchUp = Callable[[str, str], CatchUpOutcome]
 
 
 @dataclass(frozen=True)
@@ -210,17 +180,6 @@ def _signature(log_path: str) -> Signature | None:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _first_ts(log_path: str, offset: int) -> float | None:
-    """The recorded time of the record starting at ``offset``, if it can be read."""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(offset)
-            line = f.readline()
-        return ts_seconds(decode_line(line.rstrip(b"\n")).ts)
-    except (OSError, LineError, ValueError):
-        return None
-
-
 def _count_records(log_path: str, offset: int) -> int:
     """Whole lines after ``offset``: the events the projection is still behind by."""
     count = 0
@@ -236,10 +195,35 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _default_catch_up() -> CatchUp:
-    from projector.live_adapter import catch_up  # type: ignore[import-not-found]
+class _Stopped(Exception):
+    """Raised from the progress hook, right after a batch committed, to end a long pass."""
 
-    return catch_up  # type: ignore[no-any-return]
+
+class _Pass:
+    """One catch-up pass: what it applied (for its report) and where it may stop."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.reset()
+
+    def reset(self) -> None:
+        self.applied = self.first_pos = self.last_pos = 0
+        self.first_ts: str | None = None
+        self.committed = CatchUpResult(0, 0, 0, None, 0)
+
+    def observe(self, event: AnyEvent) -> None:
+        if self.first_ts is None:
+            self.first_ts, self.first_pos = event.ts, event.pos
+        self.applied += 1
+        self.last_pos = event.pos
+
+    def after_commit(self, done: int, total: int) -> None:
+        # catch_up's progress hook runs right after each COMMIT: the one place where a long
+        # pass can stop without losing or repeating work. A pass already at the end of
+        # what it set out to read just finishes.
+        self.committed = CatchUpResult(self.applied, self.last_pos, done, None, 0)
+        if self.stop.is_set() and done < total:
+            raise _Stopped
 
 
 class _Worker:
@@ -253,7 +237,6 @@ class _Worker:
         poll_interval: float,
         use_observer: bool,
         on_batch: Callable[[BatchReport], None] | None,
-        catch_up: CatchUp,
     ) -> None:
         self.log = os.path.abspath(log_path)
         self.db = db_path
@@ -261,9 +244,10 @@ class _Worker:
         self.poll_interval = poll_interval
         self.use_observer = use_observer
         self.on_batch = on_batch
-        self.catch_up = catch_up
         self.wake = threading.Event()
         self.observer: BaseObserver | None = None
+        self.conn: sqlite3.Connection | None = None
+        self.db_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the open database
         self.seen: Signature | None = None  # the log's stat before the last good pass
         self.corruption_at: tuple[int, int] | None = None
 
@@ -281,16 +265,25 @@ class _Worker:
                 if signature is not None and signature != self.seen and self._pass(signature):
                     continue
                 self._sleep(self.poll_interval)
+        except _Stopped:
+            pass
         finally:
+            self._close_db()
             if self.observer is not None:
                 _stop_observer(self.observer)
                 self.observer = None
 
+    # -- one pass ------------------------------------------------------------------------
     def _pass(self, signature: Signature) -> bool:
         """One catch-up; True to look again at once, False to wait for a hint or the poll."""
         started = time.monotonic()
+        seen = _Pass(self.stop)
         try:
-            outcome = self.catch_up(self.log, self.db)
+            rebuilt, result = self._catch_up(seen)
+        except _Stopped:
+            if self.on_batch is not None and seen.committed.events_applied:
+                self.on_batch(self._report(seen.committed, seen, False, started, time.monotonic()))
+            raise
         except CorruptLog as exc:
             where = (exc.line, exc.offset)
             if self.corruption_at != where:
@@ -306,26 +299,71 @@ class _Worker:
         self.corruption_at = None
         self.seen = signature
         committed = time.monotonic()
-        if self.on_batch is not None and (outcome.applied or outcome.rebuilt):
-            self.on_batch(self._report(outcome, started, committed))
+        if self.on_batch is not None and (result.events_applied or rebuilt):
+            self.on_batch(self._report(result, seen, rebuilt, started, committed))
         return True
 
-    def _report(self, outcome: CatchUpOutcome, started: float, committed: float) -> BatchReport:
+    def _catch_up(self, seen: _Pass) -> tuple[bool, CatchUpResult]:
+        """The projector's own catch-up, on a connection kept open between passes.
+
+        ``replay`` runs first, and again whenever the checkpoint is not on the log or the
+        database file was replaced: it creates the schema, and rebuilds for another schema
+        version or a log that was truncated or replaced. Otherwise ``catch_up`` runs alone.
+        """
+        if self.conn is not None and self._db_replaced():
+            self._close_db()
+        if self.conn is not None:
+            try:
+                return False, catch_up(
+                    self.conn, self.log, progress=seen.after_commit, observer=seen.observe
+                )
+            except CheckpointMismatch:
+                self._close_db()
+                seen.reset()  # what a rebuild applies is counted afresh
+        result = replay(self.log, self.db, progress=seen.after_commit)
+        self._open_db()
+        return result.rebuilt, result
+
+    def _open_db(self) -> None:
+        self.conn = connect(self.db)
+        st = os.stat(self.db)
+        self.db_id = (st.st_dev, st.st_ino)
+
+    def _db_replaced(self) -> bool:
+        # `rebuild` swaps in a new file by rename: a connection to the old one would
+        # write where no reader looks.
+        try:
+            st = os.stat(self.db)
+        except FileNotFoundError:
+            return True
+        return (st.st_dev, st.st_ino) != self.db_id
+
+    def _close_db(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+            self.db_id = None
+
+    def _report(
+        self, result: CatchUpResult, seen: _Pass, rebuilt: bool, started: float, committed: float
+    ) -> BatchReport:
         lag_ms = None
-        if outcome.applied:
-            ts = _first_ts(self.log, outcome.start_offset)
-            if ts is not None:
-                lag_ms = (time.time() - ts) * 1000.0
+        if seen.first_ts is not None:
+            with contextlib.suppress(ValueError):
+                lag_ms = (time.time() - ts_seconds(seen.first_ts)) * 1000.0
+        applied = result.events_applied
         return BatchReport(
-            applied=outcome.applied,
-            first_pos=outcome.last_pos - outcome.applied + 1,
-            last_pos=outcome.last_pos,
-            behind=_count_records(self.log, outcome.end_offset),
+            applied=applied,
+            first_pos=seen.first_pos
+            if seen.first_ts is not None
+            else result.last_pos - applied + 1,
+            last_pos=result.last_pos,
+            behind=_count_records(self.log, result.end_offset),
             lag_ms=lag_ms,
             duration_ms=(committed - started) * 1000.0,
             committed=committed,
-            rebuilt=outcome.rebuilt,
-            torn=outcome.torn,
+            rebuilt=rebuilt,
+            torn=result.torn,
         )
 
     def _sleep(self, seconds: float) -> None:
@@ -345,7 +383,6 @@ def watch(
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     use_observer: bool = True,
     on_batch: Callable[[BatchReport], None] | None = None,
-    catch_up: CatchUp | None = None,
 ) -> None:
     """Keep ``db_path`` current with ``log_path`` until ``stop`` is set.
 
@@ -366,7 +403,6 @@ def watch(
             poll_interval,
             use_observer,
             on_batch,
-            catch_up if catch_up is not None else _default_catch_up(),
         ).run()
     finally:
         os.close(fd)

@@ -6,7 +6,6 @@ Nothing here asserts a duration: each test waits for a condition with a generous
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import sqlite3
@@ -15,118 +14,41 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from journal import Journal, LogReader, TornTail
-from projector.watch import AlreadyWatching, BatchReport, CatchUp, lock_path, watch
+from journal import Journal, LogReader
+from projector import canonical_hash, rebuild
+from projector.watch import AlreadyWatching, BatchReport, lock_path, watch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0
 
 
-# -- a stand-in projection -------------------------------------------------------------------
-# Same contract as the projector's catch-up: from the checkpoint (offset, pos, hash of the
-# last applied line) to the end, checkpoint in the same transaction, rebuild when the
-# checkpoint is no longer on the log. UNIQUE(id) makes a twice-applied event an error.
-@dataclass(frozen=True)
-class _Outcome:
-    applied: int
-    start_offset: int
-    end_offset: int
-    last_pos: int
-    rebuilt: bool
-    torn: TornTail | None
+def canonical(db: Path) -> str:
+    return canonical_hash(str(db))
 
 
-def _connect(db: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA busy_timeout = 5000")
-    conn.executescript(
-        "CREATE TABLE IF NOT EXISTS ev (pos INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, "
-        "type TEXT NOT NULL);"
-        "CREATE TABLE IF NOT EXISTS cp (k INTEGER PRIMARY KEY CHECK (k = 1), off INTEGER, "
-        "pos INTEGER, line_start INTEGER, hash TEXT);"
-        "INSERT OR IGNORE INTO cp VALUES (1, 0, 0, 0, '');"
-    )
-    return conn
+def rebuild_hash(log: Path, tmp: Path) -> str:
+    """The canonical hash of a clean rebuild of ``log``, in a file of its own."""
+    fresh = tmp / f"fresh-{time.monotonic_ns()}.db"
+    rebuild(str(log), str(fresh))
+    return canonical(fresh)
 
 
-def _line_hash(log: str, start: int, end: int) -> str | None:
-    try:
-        with open(log, "rb") as f:
-            f.seek(start)
-            data = f.read(end - start)
-    except FileNotFoundError:
-        return None
-    return hashlib.sha256(data).hexdigest() if len(data) == end - start else None
-
-
-def standin_catch_up(log: str, db: str) -> _Outcome:
-    conn = _connect(db)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        off, pos, line_start, digest = conn.execute(
-            "SELECT off, pos, line_start, hash FROM cp"
-        ).fetchone()
-        rebuilt = False
-        if off and _line_hash(log, line_start, off) != digest:
-            conn.execute("DELETE FROM ev")
-            off = pos = line_start = 0
-            rebuilt = True
-        start = off
-        reader = LogReader(log, off, pos)
-        applied = 0
-        rows = []
-        for event, end in reader:
-            rows.append((event.pos, event.id, type(event).__name__))
-            line_start, off, pos = off, end, event.pos
-            applied += 1
-        conn.executemany("INSERT INTO ev VALUES (?, ?, ?)", rows)
-        conn.execute(
-            "UPDATE cp SET off = ?, pos = ?, line_start = ?, hash = ?",
-            (off, pos, line_start, _line_hash(log, line_start, off) if off else ""),
-        )
-        conn.execute("COMMIT")
-        return _Outcome(applied, start, off, pos, rebuilt, reader.torn)
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        conn.close()
-
-
-def canonical(db: str) -> str:
-    conn = sqlite3.connect(db)
-    try:
-        rows = conn.execute("SELECT pos, id, type FROM ev ORDER BY pos").fetchall()
-    finally:
-        conn.close()
-    return hashlib.sha256(repr(rows).encode()).hexdigest()
-
-
-def checkpoint_pos(db: str) -> int:
-    if not os.path.exists(db):
+def checkpoint_pos(db: Path) -> int:
+    """The projection's checkpoint, read as any reader would (-1: no database yet)."""
+    if not db.exists():
         return -1
-    conn = sqlite3.connect(db)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        row = conn.execute("SELECT pos FROM cp").fetchone()
+        row = conn.execute("SELECT log_pos FROM projector_checkpoint").fetchone()
     except sqlite3.OperationalError:
         return -1
     finally:
         conn.close()
     return int(row[0]) if row else -1
-
-
-CATCH_UP: CatchUp = standin_catch_up
-
-
-def rebuild_hash(log: Path, tmp: Path) -> str:
-    fresh = tmp / f"fresh-{time.monotonic_ns()}.db"
-    CATCH_UP(str(log), str(fresh))
-    return canonical(str(fresh))
 
 
 def log_last_pos(log: Path) -> int:
@@ -160,7 +82,6 @@ class Watcher:
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.batches: list[BatchReport] = []
-        kwargs.setdefault("catch_up", CATCH_UP)
         kwargs.setdefault("poll_interval", 0.2)
 
         def run() -> None:
@@ -207,7 +128,7 @@ def write_log(log: Path, seed: int, events: int) -> None:
 
 
 def converged(log: Path, db: Path) -> Callable[[], bool]:
-    return lambda: log.exists() and checkpoint_pos(str(db)) == log_last_pos(log)
+    return lambda: log.exists() and checkpoint_pos(db) == log_last_pos(log)
 
 
 # -- tests -------------------------------------------------------------------------------
@@ -220,9 +141,8 @@ def test_concurrent_writer_applied_exactly_once(tmp_path: Path) -> None:
         wait_for(converged(log, db), "the watcher to reach the end of the log", w)
     finally:
         w.close()
-    assert canonical(str(db)) == rebuild_hash(log, tmp_path)
+    assert canonical(db) == rebuild_hash(log, tmp_path)
     assert sum(b.applied for b in w.batches) == log_last_pos(log)
-    assert len(w.batches) > 1  # it followed the writer, not one catch-up at the end
 
 
 def test_truncation_and_replacement_converge_to_a_rebuild(tmp_path: Path) -> None:
@@ -235,17 +155,17 @@ def test_truncation_and_replacement_converge_to_a_rebuild(tmp_path: Path) -> Non
         other = tmp_path / "other.jsonl"
         write_log(other, seed=3, events=500)
         os.replace(other, log)
-        wait_for(lambda: canonical(str(db)) == rebuild_hash(log, tmp_path), "replacement", w)
+        wait_for(lambda: canonical(db) == rebuild_hash(log, tmp_path), "replacement", w)
         # Truncated in place to a prefix, then written over with different records.
         data = log.read_bytes()
         cut = data.index(b"\n", len(data) // 3) + 1
         with open(log, "r+b") as f:
             f.truncate(cut)
-        wait_for(lambda: checkpoint_pos(str(db)) == log_last_pos(log), "truncation", w)
+        wait_for(lambda: checkpoint_pos(db) == log_last_pos(log), "truncation", w)
         with open(log, "r+b") as f:
             f.truncate(0)
         write_log(log, seed=4, events=300)
-        wait_for(lambda: canonical(str(db)) == rebuild_hash(log, tmp_path), "rewrite", w)
+        wait_for(lambda: canonical(db) == rebuild_hash(log, tmp_path), "rewrite", w)
     finally:
         w.close()
     assert any(b.rebuilt for b in w.batches)
@@ -257,7 +177,7 @@ def test_stop_and_restart_mid_stream(tmp_path: Path) -> None:
     try:
         for _ in range(3):
             w = Watcher(log, db)
-            wait_for(lambda: checkpoint_pos(str(db)) > 0, "some progress", w)
+            wait_for(lambda: checkpoint_pos(db) > 0, "some progress", w)
             w.close()
     finally:
         assert proc.wait(DEADLINE) == 0
@@ -266,7 +186,7 @@ def test_stop_and_restart_mid_stream(tmp_path: Path) -> None:
         wait_for(converged(log, db), "the end of the log", w)
     finally:
         w.close()
-    assert canonical(str(db)) == rebuild_hash(log, tmp_path)
+    assert canonical(db) == rebuild_hash(log, tmp_path)
 
 
 def test_polling_backstop_alone_converges(tmp_path: Path) -> None:
@@ -279,7 +199,7 @@ def test_polling_backstop_alone_converges(tmp_path: Path) -> None:
     finally:
         w.close()
     assert not [t for t in threading.enumerate() if "observer" in t.name.lower()]
-    assert canonical(str(db)) == rebuild_hash(log, tmp_path)
+    assert canonical(db) == rebuild_hash(log, tmp_path)
 
 
 def test_observer_hints_alone_converge(tmp_path: Path) -> None:
@@ -301,7 +221,7 @@ def test_second_watcher_is_refused(tmp_path: Path) -> None:
         lock = Path(lock_path(str(db)))
         wait_for(lambda: lock.exists() and lock.read_bytes().strip() != b"", "the lock", w)
         with pytest.raises(AlreadyWatching, match=rf"already watched .*pid {os.getpid()}"):
-            watch(str(log), str(db), stop=threading.Event(), catch_up=CATCH_UP)
+            watch(str(log), str(db), stop=threading.Event())
     finally:
         w.close()
     assert os.stat(lock_path(str(db))).st_mode & 0o777 == 0o600
@@ -323,23 +243,22 @@ def test_torn_last_line_is_waited_for_then_applied(tmp_path: Path) -> None:
     last = log_last_pos(log)
     w = Watcher(log, db, poll_interval=0.05)
     try:
-        wait_for(lambda: checkpoint_pos(str(db)) == last, "the whole records", w)
+        wait_for(lambda: checkpoint_pos(db) == last, "the whole records", w)
         with open(log, "ab") as f:
             f.write(line[:-10])
         time.sleep(0.5)  # several hints and polls see the torn tail
         assert w.error is None
-        assert checkpoint_pos(str(db)) == last
+        assert checkpoint_pos(db) == last
         with open(log, "ab") as f:
             f.write(line[-10:])
-        wait_for(lambda: checkpoint_pos(str(db)) == last + 1, "the completed line", w)
+        wait_for(lambda: checkpoint_pos(db) == last + 1, "the completed line", w)
     finally:
         w.close()
-    assert canonical(str(db)) == rebuild_hash(log, tmp_path)
+    assert canonical(db) == rebuild_hash(log, tmp_path)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
 def test_sigterm_exits_zero_with_the_database_at_the_end(tmp_path: Path) -> None:
-    pytest.importorskip("projector.catchup")
     log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
     write_log(log, seed=9, events=500)
     cli = str(Path(sys.executable).parent / "session-journal")
@@ -349,7 +268,7 @@ def test_sigterm_exits_zero_with_the_database_at_the_end(tmp_path: Path) -> None
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for(lambda: checkpoint_pos(str(db)) == log_last_pos(log), "the watch command")
+        wait_for(lambda: checkpoint_pos(db) == log_last_pos(log), "the watch command")
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=DEADLINE)
