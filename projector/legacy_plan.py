@@ -288,8 +288,6 @@ class Planner:
             if sig == prev_sig:
                 flags.append("duplicate_row")
             prev_seq, prev_sig = old_seq, sig
-            legacy: dict[str, Any] = {k: jsonable(v) for k, v in row.items() if k != "_rowid_"}
-            legacy.setdefault("message_id", jsonable(mid))
             role, content, keep_content = _role_content(row, flags)
             tokens, flag = as_count(row.get("tokens_used"))
             flags += [flag] if flag else []
@@ -304,12 +302,16 @@ class Planner:
             parts = _split(content) if len(content) * 4 > CONTENT_PART_BYTES else [content]
             if len(parts) > 1:
                 flags.append("content_split")
-            if keep_content:
-                legacy.pop("content", None)
+            if old_seq != seq + 1:
+                flags.append("renumbered")
+            legacy: dict[str, Any] = {}
+            if flags:
+                legacy = {k: jsonable(v) for k, v in row.items() if k != "_rowid_"}
+                legacy.setdefault("message_id", jsonable(mid))
+                if keep_content:
+                    legacy.pop("content", None)
             for i, part in enumerate(parts, 1):
                 seq += 1
-                if old_seq != seq and "renumbered" not in flags:
-                    flags.append("renumbered")
                 meta: dict[str, Any] | None = original_meta
                 if flags:
                     meta = {"legacy": legacy, "import_flags": list(flags)}
