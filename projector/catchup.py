@@ -20,7 +20,7 @@ from typing import Final
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
-from projector.apply import ApplyError, apply_event
+from projector.apply import ApplyError, apply_event, fill_fts
 from projector.db import (
     Checkpoint,
     connect,
@@ -194,6 +194,7 @@ class _Batch:
         if self.last is None:
             return
         last = self.last
+        fill_fts(self.conn, self.cp.log_pos)
         cp = Checkpoint(
             log_offset=last.end,
             log_pos=last.event.pos,

@@ -104,8 +104,9 @@ CREATE TABLE session_snapshots (
 );
 
 -- Full-text search over messages, one row per message (rowid = message_id), with the
--- session's title and model name copied in. Kept in sync by the messages_ai/_ad and
--- sessions_au triggers (the seed never fed it).
+-- session's title and model name copied in (the seed never fed it). New messages are
+-- added by the projector once per batch; the messages_ad and sessions_au triggers follow
+-- deletions and renames; verify checks it against messages.
 CREATE VIRTUAL TABLE sessions_fts USING fts5 (
     session_id UNINDEXED,
     title,

@@ -10,8 +10,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +29,13 @@ from projection_helpers import (
 )
 
 from journal.errors import CorruptLog
-from journal.events import MessageAppended, ModelRegistered, SessionCreated, SessionRenamed
+from journal.events import (
+    MessageAppended,
+    ModelRegistered,
+    SessionCreated,
+    SessionRenamed,
+    parse_ts,
+)
 from projector import (
     CheckpointMismatch,
     InvariantViolation,
@@ -63,15 +71,9 @@ def test_replay_twice_is_once_and_catches_up_incrementally(tmp_path: Path) -> No
     assert canonical_hash(db) == canonical_hash(ref)
 
 
-def first_ts_after(log: Path) -> "object":
-    from datetime import timedelta
-
-    from journal.events import parse_ts
-
-    last = log.read_bytes().splitlines()[-1]
-    import json
-
-    return parse_ts(json.loads(last)["ts"]) + timedelta(seconds=1)
+def first_ts_after(log: Path) -> datetime:
+    last = json.loads(log.read_bytes().splitlines()[-1])
+    return parse_ts(last["ts"]) + timedelta(seconds=1)
 
 
 def test_progress_reports_bytes_and_checkpoints_never_split_groups(tmp_path: Path) -> None:
@@ -197,12 +199,10 @@ def test_checkpoint_ahead_of_log_is_detected_and_rebuilt(tmp_path: Path) -> None
     assert result.rebuilt and result.last_pos == 3
     assert rows(db, "SELECT count(*) FROM messages") == [(1,)]
     # the same length, other bytes: a replaced log
-    write_lines(log, [*base_events()[:3], MessageAppended(session_id="s", seq=2,
-                                                            role="user", content="other")])  # fmt: skip
+    other = MessageAppended(session_id="s", seq=2, role="user", content="other")
+    write_lines(log, [*base_events()[:3], other])
     replay(log, db)
-    log.write_bytes(log.read_bytes().replace(b'"other"', b'"OTHER"'))
-    log.write_bytes(b"".join(line(e, i) for i, e in enumerate([*base_events()[:3],
-        MessageAppended(session_id="s", seq=2, role="user", content="OTHER")], 1)))  # fmt: skip
+    write_lines(log, [*base_events()[:3], msgspec.structs.replace(other, content="OTHER")])
     result = replay(log, db)
     assert result.rebuilt and "different bytes" in (result.rebuild_reason or "")
     assert rows(db, "SELECT content FROM messages ORDER BY 1") == [("OTHER",), ("one",)]

@@ -1,0 +1,93 @@
+"""Rebuild: a prefix by pos or time, checks before the swap, an atomic replace."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from projection_helpers import known_workload, random_ops, rows, run_workload
+
+from projector import RebuildCheckFailed, canonical_hash, catch_up, connect, rebuild, replay
+from projector.db import create_schema
+
+# The package exports the function rebuild under the module's name.
+rebuild_module = importlib.import_module("projector.rebuild")
+
+
+def test_until_pos_and_time_match_a_partial_replay(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    run_workload(log, random_ops(21, 120))
+    lines = [json.loads(raw) for raw in log.read_bytes().splitlines()]
+    cut = lines[len(lines) // 2]
+    for until in (cut["pos"], cut["ts"], str(cut["pos"])):
+        db, ref = tmp_path / "p.db", tmp_path / "ref.db"
+        result = rebuild(log, db, until=until)
+        assert result.last_pos <= cut["pos"]
+        conn = connect(ref)
+        try:
+            create_schema(conn)
+            catch_up(conn, log, until=result.last_pos)
+        finally:
+            conn.close()
+        assert canonical_hash(db) == canonical_hash(ref)
+        for path in (db, ref):
+            rebuild_module.remove_database(str(path))
+    # never half a group: a cut inside a group stops before it
+    grouped = [e for e in lines if e.get("grp") and e["grp"][0] < e["grp"][1]]
+    assert grouped
+    inside = grouped[0]["pos"]
+    result = rebuild(log, tmp_path / "g.db", until=inside)
+    assert result.last_pos == inside - grouped[0]["grp"][0]
+
+
+def test_rebuild_replaces_atomically_and_cleans_wal(tmp_path: Path) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    replay(log, db)
+    reader = sqlite3.connect(db)  # a reader with the old file open keeps its view
+    try:
+        before = reader.execute("SELECT count(*) FROM messages").fetchone()
+        old_hash = canonical_hash(db)
+        result = rebuild(log, db)
+        assert result.sessions == 3 and result.last_pos > 0
+        assert reader.execute("SELECT count(*) FROM messages").fetchone() == before
+    finally:
+        reader.close()
+    assert canonical_hash(db) == old_hash
+    assert not (tmp_path / "p.db.rebuild").exists()
+    assert not (tmp_path / "p.db-wal").exists() or (tmp_path / "p.db-wal").stat().st_size == 0
+    assert rows(db, "PRAGMA journal_mode") == [("delete",)]  # closed without side files
+
+
+def test_failed_checks_keep_the_old_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    replay(log, db)
+    old = canonical_hash(db)
+    monkeypatch.setattr(rebuild_module, "quick_checks", lambda conn, tally: ["planted problem"])
+    with pytest.raises(RebuildCheckFailed, match="planted problem"):
+        rebuild(log, db)
+    assert canonical_hash(db) == old
+    assert not (tmp_path / "p.db.rebuild").exists()
+
+
+def test_quick_checks_compare_with_the_log(tmp_path: Path) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    tally = rebuild_module.LogTally()
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        create_schema(conn)
+        catch_up(conn, log, observer=tally.observe)
+        assert rebuild_module.quick_checks(conn, tally) == []
+        conn.execute("DROP TRIGGER update_message_count_delete")
+        conn.execute("DELETE FROM messages WHERE session_id = 'b' AND sequence_number = 3")
+        problems = rebuild_module.quick_checks(conn, tally)
+    finally:
+        conn.close()
+    assert any("'b'" in p and "message_count 3 but 2" in p for p in problems)

@@ -1,0 +1,89 @@
+"""verify finds each kind of damage, and names where it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from projection_helpers import execute, known_workload, rows
+
+from projector import replay, verify
+
+
+@pytest.fixture
+def projected(tmp_path: Path) -> tuple[Path, Path]:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    replay(log, db)
+    return log, db
+
+
+def kinds(log: Path, db: Path) -> set[tuple[str, str | None]]:
+    report = verify(log, db)
+    assert not report.ok
+    return {(p.kind, p.session_id) for p in report.problems}
+
+
+def test_clean_projection_is_ok_and_status_is_recorded(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    report = verify(log, db)
+    assert report.ok and report.problems == [] and report.sessions_checked == 3
+    assert rows(db, "SELECT DISTINCT integrity_status FROM sessions") == [("ok",)]
+    assert rows(db, "SELECT count(*) FROM sessions WHERE integrity_checked_at IS NULL") == [(0,)]
+
+
+def test_counter_edited(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    execute(db, "UPDATE sessions SET total_tokens = total_tokens + 1 WHERE session_id = 'a'")
+    assert ("counter", "a") in kinds(log, db)
+    assert rows(db, "SELECT session_id, integrity_status FROM sessions ORDER BY 1") == [
+        ("a", "problems"), ("b", "ok"), ("c", "ok")
+    ]  # fmt: skip
+
+
+def test_message_deleted(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    execute(db, "DROP TRIGGER update_message_count_delete")
+    execute(db, "DELETE FROM messages WHERE session_id = 'b' AND sequence_number = 2")
+    found = kinds(log, db)
+    assert {("counter", "b"), ("sequence", "b"), ("log_mismatch", "b")} <= found
+
+
+def test_message_edited(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    execute(db, "UPDATE messages SET content = 'forged' WHERE session_id = 'a' "
+                "AND sequence_number = 2")  # fmt: skip
+    found = kinds(log, db)
+    assert ("log_mismatch", "a") in found and ("fts", "a") in found
+
+
+def test_log_line_edited(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    data = log.read_bytes()
+    at = data.index(b"Leek soup")
+    log.write_bytes(data[:at] + b"Leak" + data[at + 4 :])
+    report = verify(log, db)
+    bad = [p for p in report.problems if p.kind == "log"]
+    assert bad and bad[0].line is not None and bad[0].offset is not None
+    assert "checksum" in str(bad[0])
+
+
+def test_log_truncated_below_checkpoint(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    data = log.read_bytes()
+    log.write_bytes(data[: data.rindex(b"\n", 0, len(data) - 1) + 1])
+    found = kinds(log, db)
+    assert ("checkpoint", None) in found
+
+
+def test_fts_row_removed_and_timeouts_desynced(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    execute(db, "DELETE FROM sessions_fts WHERE rowid = (SELECT min(message_id) FROM messages)")
+    execute(db, "UPDATE session_timeouts SET idle_timeout_seconds = 1 WHERE session_id = 'b'")
+    found = kinds(log, db)
+    assert ("fts", "a") in found and ("timeouts", "b") in found
+
+
+def test_missing_database(tmp_path: Path) -> None:
+    report = verify(tmp_path / "log.jsonl", tmp_path / "none.db")
+    assert not report.ok and "does not exist" in str(report.problems[0])
