@@ -274,7 +274,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     paths = _paths(ctx)
     report = do_verify(paths.log, paths.db)
     if as_json:
-        _emit_json(report)
+        _emit_json({"ok": report.ok, **msgspec.to_builtins(report)})
     elif report.ok:
         click.echo(f"ok: {paths.db} matches {paths.log}")
     else:
@@ -410,18 +410,21 @@ def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("query")
+@click.argument("words", nargs=-1, required=True)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(0))
 @click.option(
     "--fts",
     "fts_syntax",
     is_flag=True,
-    help="Pass QUERY to SQLite FTS5 as written (phrases, OR, NOT, prefix*).",
+    help="Pass WORDS to SQLite FTS5 as written (phrases, OR, NOT, prefix*).",
 )
 @json_option
 @click.pass_context
-def search(ctx: click.Context, query: str, limit: int, fts_syntax: bool, as_json: bool) -> None:
-    """Find messages containing every word of QUERY, best matches first."""
+def search(
+    ctx: click.Context, words: tuple[str, ...], limit: int, fts_syntax: bool, as_json: bool
+) -> None:
+    """Find messages containing every one of WORDS, best matches first."""
+    query = " ".join(words)
     from projector.queries import search as do_search
 
     with _read_db(ctx) as conn:
@@ -437,7 +440,9 @@ def search(ctx: click.Context, query: str, limit: int, fts_syntax: bool, as_json
             + f" {h.role} · {render.shorten(h.title, 40)} · "
             f"{render.short_time(h.timestamp)}"
         )
-        click.echo("  " + render.highlight(" ".join(h.snippet.split())))
+        snippet = " ".join(h.snippet.split())
+        # Bold on a terminal; the ** markers stay when piped, so hits remain visible.
+        click.echo("  " + (render.highlight(snippet) if sys.stdout.isatty() else snippet))
 
 
 @main.command()

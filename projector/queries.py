@@ -230,12 +230,14 @@ def search(
             (match, max(limit, 0)),
         ).fetchall()
     except sqlite3.OperationalError as exc:
-        if "fts5" in str(exc) or "syntax" in str(exc) or "no such column" in str(exc):
-            raise SearchSyntaxError(
-                f"search query {query!r} is not valid FTS5 syntax ({exc}); "
-                "leave out --fts to search for plain words"
-            ) from None
-        raise
+        # The statement is fixed and valid: in FTS mode an error can only come from the
+        # user's query (unterminated string, unknown column, stray operator…).
+        if not fts_syntax:
+            raise
+        raise SearchSyntaxError(
+            f"search query {query!r} is not valid FTS5 syntax ({exc}); "
+            "leave out --fts to search for plain words"
+        ) from None
     return [SearchHit(*r) for r in rows]
 
 
