@@ -76,29 +76,64 @@ def _replay(ctx: Context, ops: list[workload.Op], durability: str, expected: byt
     return elapsed
 
 
+def _interleaved_durable(
+    ctx: Context, ops: list[workload.Op], chunks: list[bytes], block: int = 25
+) -> tuple[float, float]:
+    """Writer and raw loop in alternating blocks of calls: (writer time, raw time).
+
+    fsync latency on a shared machine swings by 10x within seconds; alternating every
+    few milliseconds exposes both sides to the same disk.
+    """
+    path, raw_path = ctx.fresh("always.jsonl"), ctx.fresh("raw-fsync.bin")
+    clock = workload.make_clock()
+    j = Journal.open(path, "always", clock=clock)
+    fd = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    t_project = t_raw = 0.0
+    try:
+        for start in range(0, len(ops), block):
+            t0 = time.perf_counter()
+            workload.replay(ops[start : start + block], j, clock)
+            t1 = time.perf_counter()
+            for chunk in chunks[start : start + block]:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            t2 = time.perf_counter()
+            t_project += t1 - t0
+            t_raw += t2 - t1
+    finally:
+        j.close()
+        os.close(fd)
+    if path.read_bytes() != b"".join(chunks):
+        raise AssertionError(f"{path}: the writer did not reproduce the workload's bytes")
+    os.unlink(path)
+    os.unlink(raw_path)
+    return t_project, t_raw
+
+
 def durable_one_thread(ctx: Context) -> Figure:
     size = ctx.size
     log, ends = ctx.log(SEED, size.events)
     ops = list(itertools.islice(workload.operations(SEED, size.events), size.durable_ops))
     ends = ends[: len(ops)]
     chunks = _chunks(_lines(log, ends[-1]), ends)
-    expected = b"".join(chunks)
-    t_project, t_raw = best_of(
-        size.rounds,
-        lambda: _replay(ctx, ops, "always", expected),
-        lambda: _raw_write(ctx.fresh("raw-fsync.bin"), chunks, fsync=True),
-    )
+    t_project = t_raw = 0.0
+    for _ in range(size.rounds):
+        a, b = _interleaved_durable(ctx, ops, chunks)
+        t_project, t_raw = t_project + a, t_raw + b
     n = ends[-1]
     return Figure(
         "durable `always`, 1 thread",
-        n / t_project,
+        n / t_project * size.rounds,
         "events/s",
         "raw os.write+fsync of the same bytes",
-        n / t_raw,
+        n / t_raw * size.rounds,
         t_raw / t_project,
         ">=",
         0.6,
-        f"{len(ops)} calls, {n} events, {len(expected):,} bytes; one fsync per call",
+        f"{len(ops)} calls, {n} events, {sum(map(len, chunks)):,} bytes; one fsync per call; "
+        f"the two alternate every 25 calls, {size.rounds} pass(es)",
     )
 
 
@@ -158,12 +193,14 @@ def durable_threads(ctx: Context) -> Figure:
     size = ctx.size
     writers = 8
     msgs = _messages(writers * size.thread_msgs)
-    t_eight, t_one = best_of(
-        size.rounds,
-        lambda: _threaded(ctx, msgs, writers, writers),
-        lambda: _threaded(ctx, msgs, 1, writers),
-    )
-    n = len(msgs)
+    # Alternate in four slices per round, so both sides meet the same disk weather.
+    pieces = [msgs[i::4] for i in range(4)]
+    t_eight = t_one = 0.0
+    for _ in range(size.rounds):
+        for piece in pieces:
+            t_eight += _threaded(ctx, piece, writers, writers)
+            t_one += _threaded(ctx, piece, 1, writers)
+    n = len(msgs) * size.rounds
     return Figure(
         "durable `always`, 8 threads (group commit)",
         n / t_eight,
@@ -242,17 +279,14 @@ def _decode(path: Path) -> float:
 
 def open_log(ctx: Context) -> list[Figure]:
     size = ctx.size
-    small, _ = ctx.log(2, size.mem_small, sessions=size.mem_sessions)
-    large, ends = ctx.log(2, size.mem_large, sessions=size.mem_sessions)
+    small, n_small = ctx.memory_log(size.mem_small)
+    large, n = ctx.memory_log(size.mem_large)
     t_open, t_decode = best_of(
         max(1, min(2, size.rounds)), lambda: _open(large), lambda: _decode(large)
     )
-    n = ends[-1]
     floor = child_peak_rss_mib(FLOOR_CODE)
     rss_small = child_peak_rss_mib(OPEN_CODE, str(small))
     rss_large = child_peak_rss_mib(OPEN_CODE, str(large))
-    with open(small, "rb") as f:
-        n_small = sum(1 for _ in f)
     return [
         Figure(
             f"open a {n:,}-event log (Journal.open)",

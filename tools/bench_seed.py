@@ -325,7 +325,11 @@ def ideal_catch_up(before: Rows, after: Rows, db: Path) -> None:
         cols, rows = after["sessions_fts"]
         seen = set(before["sessions_fts"][1])
         fresh = [r for r in rows if r not in seen]
-        conn.executemany("DELETE FROM sessions_fts WHERE rowid = ?", [(r[0],) for r in fresh])
+        keys = {r[0] for r in rows}
+        stale = [(r[0],) for r in before["sessions_fts"][1] if r[0] not in keys]
+        conn.executemany(
+            "DELETE FROM sessions_fts WHERE rowid = ?", stale + [(r[0],) for r in fresh]
+        )
         _insert(conn, "sessions_fts", cols, fresh)
         first_new = max((r[0] for r in before["messages"][1]), default=0)
         conn.execute(

@@ -32,20 +32,44 @@ class Size:
     events: int  # the main workload
     durable_ops: int  # calls replayed with durability "always"
     thread_msgs: int  # messages per thread in the group-commit run
-    mem_small: int  # events of the two logs used for open time and peak memory
-    mem_large: int
+    mem_large: int  # events of the log for open time and peak memory (all sessions open)
+    mem_small: int  # its prefix compared with it for the writer's memory
+    proj_mem_large: int  # the two prefixes of it compared for the rebuild's memory
+    proj_mem_small: int
     mem_sessions: int
     peer: tuple[tuple[int, int], ...]  # (sessions, messages per session)
     catchup_msgs: int  # messages per log in the catch-up-by-session-length comparison
 
 
 SIZES: dict[str, Size] = {
-    "tiny": Size("tiny", 1, 600, 30, 5, 400, 2_000, 12, ((2, 10), (1, 30)), 600),
+    "tiny": Size("tiny", 1, 600, 30, 5, 2_000, 400, 2_000, 400, 12, ((2, 10), (1, 30)), 600),
     "quick": Size(
-        "quick", 2, 20_000, 1_000, 150, 70_000, 140_000, 200, ((6, 50), (1, 500)), 20_000
+        "quick",
+        1,
+        20_000,
+        1_000,
+        150,
+        100_000,
+        70_000,
+        20_000,
+        2_000,
+        200,
+        ((4, 50), (1, 300)),
+        10_000,
     ),
     "full": Size(
-        "full", 3, 200_000, 5_000, 500, 100_000, 1_000_000, 2_000, ((20, 50), (4, 500)), 100_000
+        "full",
+        2,
+        200_000,
+        5_000,
+        500,
+        1_000_000,
+        100_000,
+        1_000_000,
+        100_000,
+        2_000,
+        ((20, 50), (4, 500)),
+        100_000,
     ),
 }
 
@@ -120,16 +144,46 @@ class Context:
         *,
         sessions: int | None = None,
         fixed_len: int | None = None,
+        concurrency: int = 32,
     ) -> tuple[Path, list[int]]:
         """The workload log for these parameters and the position after each call."""
-        key = (seed, events, sessions, fixed_len)
+        key = (seed, events, sessions, fixed_len, concurrency)
         if key not in self._logs:
             path = self.fresh(f"w{seed}-{events}-{sessions}-{fixed_len}.jsonl")
             ends = workload.write_log(
-                str(path), seed, events, sessions=sessions, fixed_len=fixed_len
+                str(path),
+                seed,
+                events,
+                sessions=sessions,
+                fixed_len=fixed_len,
+                concurrency=concurrency,
             )
             self._logs[key] = (path, ends)
         return self._logs[key]
+
+    def memory_log(self, events: int) -> tuple[Path, int]:
+        """The memory log, or its prefix of about ``events`` events cut between calls.
+
+        Every session of the memory log is open from the start, so that each prefix holds
+        them all: prefixes differ in events, not in sessions.
+        """
+        size = self.size
+        large, ends = self.log(
+            2, size.mem_large, sessions=size.mem_sessions, concurrency=size.mem_sessions
+        )
+        if events >= ends[-1]:
+            return large, ends[-1]
+        cut = max((e for e in ends if e <= events), default=ends[0])
+        key = ("prefix", str(large), cut)
+        if key not in self._logs:
+            prefix = self.fresh(f"prefix-{cut}.jsonl")
+            with open(large, "rb") as src, open(prefix, "wb") as dst:
+                for i, line in enumerate(src):
+                    if i == cut:
+                        break
+                    dst.write(line)
+            self._logs[key] = (prefix, [cut])
+        return self._logs[key][0], cut
 
 
 def best_of(rounds: int, *runs: Callable[[], float]) -> list[float]:

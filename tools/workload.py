@@ -402,12 +402,14 @@ def write_log(
     *,
     sessions: int | None = None,
     fixed_len: int | None = None,
+    concurrency: int = 32,
     durability: str = "none",
 ) -> list[int]:
     """Write the workload's log at ``path`` (new file); returns the position after each op."""
     clock = _Clock()
+    ops = operations(seed, events, sessions=sessions, fixed_len=fixed_len, concurrency=concurrency)
     with Journal.open(path, durability, clock=clock) as j:  # type: ignore[arg-type]
-        return replay(operations(seed, events, sessions=sessions, fixed_len=fixed_len), j, clock)
+        return replay(ops, j, clock)
 
 
 def main(argv: list[str] | None = None) -> int:
