@@ -200,16 +200,23 @@ class _Stopped(Exception):
 
 
 class _Pass:
-    """One catch-up pass: what it applied (for its report) and where it may stop."""
+    """One catch-up pass: reports each committed batch, and stops between batches."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(
+        self, log: str, stop: threading.Event, on_batch: Callable[[BatchReport], None] | None
+    ) -> None:
+        self.log = log
         self.stop = stop
+        self.on_batch = on_batch
+        self.reported = 0
+        self.pass_started = time.monotonic()
         self.reset()
 
     def reset(self) -> None:
+        """Forget uncommitted events (a rebuild follows, counted on its own)."""
         self.applied = self.first_pos = self.last_pos = 0
         self.first_ts: str | None = None
-        self.committed = CatchUpResult(0, 0, 0, None, 0)
+        self.started = time.monotonic()
 
     def observe(self, event: AnyEvent) -> None:
         if self.first_ts is None:
@@ -218,12 +225,42 @@ class _Pass:
         self.last_pos = event.pos
 
     def after_commit(self, done: int, total: int) -> None:
-        # catch_up's progress hook runs right after each COMMIT: the one place where a long
-        # pass can stop without losing or repeating work. A pass already at the end of
-        # what it set out to read just finishes.
-        self.committed = CatchUpResult(self.applied, self.last_pos, done, None, 0)
+        # catch_up's progress hook runs right after each COMMIT: the moment its events
+        # became visible, and the one place where a long pass (a burst, a restart far
+        # behind) can stop without losing or repeating work. A pass already at the end
+        # of what it set out to read just finishes.
+        if self.on_batch is not None and self.applied:
+            self.on_batch(self.report(self.applied, self.last_pos, done))
+        self.reset()
         if self.stop.is_set() and done < total:
             raise _Stopped
+
+    def report(
+        self,
+        applied: int,
+        last_pos: int,
+        end_offset: int,
+        rebuilt: bool = False,
+        torn: TornTail | None = None,
+        since: float | None = None,
+    ) -> BatchReport:
+        committed = time.monotonic()
+        lag_ms = None
+        if self.first_ts is not None:
+            with contextlib.suppress(ValueError):
+                lag_ms = (time.time() - ts_seconds(self.first_ts)) * 1000.0
+        self.reported += applied
+        return BatchReport(
+            applied=applied,
+            first_pos=self.first_pos if self.first_ts is not None else last_pos - applied + 1,
+            last_pos=last_pos,
+            behind=_count_records(self.log, end_offset),
+            lag_ms=lag_ms,
+            duration_ms=(committed - (self.started if since is None else since)) * 1000.0,
+            committed=committed,
+            rebuilt=rebuilt,
+            torn=torn,
+        )
 
 
 class _Worker:
@@ -250,6 +287,7 @@ class _Worker:
         self.db_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the open database
         self.seen: Signature | None = None  # the log's stat before the last good pass
         self.corruption_at: tuple[int, int] | None = None
+        self.torn_at: int | None = None  # the torn tail last reported, not to repeat it
 
     def run(self) -> None:
         try:
@@ -276,14 +314,9 @@ class _Worker:
     # -- one pass ------------------------------------------------------------------------
     def _pass(self, signature: Signature) -> bool:
         """One catch-up; True to look again at once, False to wait for a hint or the poll."""
-        started = time.monotonic()
-        seen = _Pass(self.stop)
+        seen = _Pass(self.log, self.stop, self.on_batch)
         try:
             rebuilt, result = self._catch_up(seen)
-        except _Stopped:
-            if self.on_batch is not None and seen.committed.events_applied:
-                self.on_batch(self._report(seen.committed, seen, False, started, time.monotonic()))
-            raise
         except CorruptLog as exc:
             where = (exc.line, exc.offset)
             if self.corruption_at != where:
@@ -298,9 +331,23 @@ class _Worker:
             return False
         self.corruption_at = None
         self.seen = signature
-        committed = time.monotonic()
-        if self.on_batch is not None and (result.events_applied or rebuilt):
-            self.on_batch(self._report(result, seen, rebuilt, started, committed))
+        if self.on_batch is not None:
+            # Batches committed by catch_up were reported as they committed; what replay
+            # or a rebuild applied, and a newly seen torn tail, are reported here.
+            torn_at = result.torn.offset if result.torn is not None else None
+            unreported = result.events_applied - seen.reported
+            if rebuilt or unreported > 0 or (torn_at is not None and torn_at != self.torn_at):
+                self.on_batch(
+                    seen.report(
+                        max(unreported, 0),
+                        result.last_pos,
+                        result.end_offset,
+                        rebuilt,
+                        result.torn,
+                        since=seen.pass_started,
+                    )
+                )
+            self.torn_at = torn_at
         return True
 
     def _catch_up(self, seen: _Pass) -> tuple[bool, CatchUpResult]:
@@ -343,28 +390,6 @@ class _Worker:
             self.conn.close()
             self.conn = None
             self.db_id = None
-
-    def _report(
-        self, result: CatchUpResult, seen: _Pass, rebuilt: bool, started: float, committed: float
-    ) -> BatchReport:
-        lag_ms = None
-        if seen.first_ts is not None:
-            with contextlib.suppress(ValueError):
-                lag_ms = (time.time() - ts_seconds(seen.first_ts)) * 1000.0
-        applied = result.events_applied
-        return BatchReport(
-            applied=applied,
-            first_pos=seen.first_pos
-            if seen.first_ts is not None
-            else result.last_pos - applied + 1,
-            last_pos=result.last_pos,
-            behind=_count_records(self.log, result.end_offset),
-            lag_ms=lag_ms,
-            duration_ms=(committed - started) * 1000.0,
-            committed=committed,
-            rebuilt=rebuilt,
-            torn=result.torn,
-        )
 
     def _sleep(self, seconds: float) -> None:
         """Wait for a hint, the stop event or ``seconds``, whichever comes first."""
@@ -410,19 +435,23 @@ def watch(
 
 def format_report(report: BatchReport) -> str:
     """The ``--verbose`` line for a batch."""
-    if report.rebuilt and not report.applied:
-        text = "log replaced or truncated: rebuilt the projection (empty log)"
-    else:
+    parts = []
+    if report.rebuilt:
+        parts.append("rebuilt the projection from the log (replaced, truncated or a new schema)")
+    if report.applied:
         text = (
-            f"{'rebuilt, then ' if report.rebuilt else ''}applied {report.applied} event(s) "
-            f"(pos {report.first_pos}-{report.last_pos}) in {report.duration_ms:.1f} ms; "
-            f"lag {report.behind} event(s)"
+            f"applied {report.applied} event(s) (pos {report.first_pos}-{report.last_pos}) "
+            f"in {report.duration_ms:.1f} ms; lag {report.behind} event(s)"
         )
         if report.lag_ms is not None:
             text += f", {report.lag_ms:.1f} ms"
+        parts.append(text)
     if report.torn is not None:
-        text += f"; waiting for an incomplete record at byte {report.torn.offset}"
-    return text
+        parts.append(
+            f"waiting for an incomplete record at byte {report.torn.offset} "
+            f"({report.torn.reason}): an append in progress"
+        )
+    return "; ".join(parts) or f"up to date at pos {report.last_pos}"
 
 
 @contextlib.contextmanager

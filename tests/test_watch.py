@@ -263,7 +263,7 @@ def test_sigterm_exits_zero_with_the_database_at_the_end(tmp_path: Path) -> None
     write_log(log, seed=9, events=500)
     cli = str(Path(sys.executable).parent / "session-journal")
     proc = subprocess.Popen(
-        [cli, "--log", str(log), "--db", str(db), "watch", "--poll-interval", "0.2"],
+        [cli, "--log", str(log), "--db", str(db), "watch", "--poll-interval", "0.2", "-v"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -273,3 +273,7 @@ def test_sigterm_exits_zero_with_the_database_at_the_end(tmp_path: Path) -> None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 0, err.decode()
+    lines = err.decode().splitlines()
+    assert lines[0].startswith("watching ") and lines[-1] == "stopped"
+    assert any(line.startswith("applied ") and " lag 0 event(s)" in line for line in lines)
+    assert checkpoint_pos(db) == log_last_pos(log)
