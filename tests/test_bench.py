@@ -88,7 +88,7 @@ def test_projection_section() -> None:
     if section["status"] == "skipped":
         assert "projector not available yet" in section["message"]
         return
-    _check_figures(section, 6)
+    _check_figures(section, 5)
 
 
 def test_text_report() -> None:

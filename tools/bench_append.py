@@ -194,13 +194,14 @@ def durable_threads(ctx: Context) -> Figure:
     writers = 8
     msgs = _messages(writers * size.thread_msgs)
     # Alternate in four slices per round, so both sides meet the same disk weather.
-    pieces = [msgs[i::4] for i in range(4)]
+    q = max(writers, len(msgs) // 4 // writers * writers)
+    pieces = [msgs[k : k + q] for k in range(0, len(msgs) - q + 1, q)]
     t_eight = t_one = 0.0
     for _ in range(size.rounds):
         for piece in pieces:
             t_eight += _threaded(ctx, piece, writers, writers)
             t_one += _threaded(ctx, piece, 1, writers)
-    n = len(msgs) * size.rounds
+    n = sum(map(len, pieces)) * size.rounds
     return Figure(
         "durable `always`, 8 threads (group commit)",
         n / t_eight,
