@@ -182,7 +182,7 @@ class Planner:
             self.note("session_id_changed", plan, f"old id {key_json!r} imported as {sid!r}")
         if kind == "recovered_orphans":
             plan.flags.append("orphans")
-            plan.title = "Recovered orphaned rows of session " + str(key_json)[:200]
+            plan.title = as_text("Recovered orphaned rows of session " + str(key_json), 300)[0]
             self.note(
                 "orphaned_rows",
                 plan,

@@ -559,6 +559,8 @@ numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
 )
 values = st.one_of(st.none(), texts, numbers, st.binary(max_size=8))
+COLUMNS = ("session_id", "sequence_number", "role", "content", "timestamp", "tokens_used",
+           "duration_seconds", "metadata")  # fmt: skip
 message_rows = st.fixed_dictionaries(
     {
         "session_id": st.sampled_from(["s1", "s2", "ghost", None, ""]),
@@ -580,12 +582,14 @@ message_rows = st.fixed_dictionaries(
 )
 @given(
     rows=st.lists(message_rows, max_size=12),
+    orphan_id=st.one_of(texts, numbers),
     title=values,
     meta=st.lists(st.tuples(st.sampled_from(["s1", "ghost"]), values, values), max_size=4),
 )
 def test_fuzz_messy_rows(
     tmp_path_factory: pytest.TempPathFactory,
     rows: list[dict[str, Any]],
+    orphan_id: Any,
     title: Any,
     meta: list[tuple[Any, Any, Any]],
 ) -> None:
@@ -594,11 +598,12 @@ def test_fuzz_messy_rows(
     c = make_db(old)
     session(c, "s1", title=title, message_count=title if isinstance(title, int) else 0)
     session(c, "s2", created_at=title)
+    message(c, orphan_id, 1, "orphan")
     for row in rows:
         c.execute(
             "INSERT INTO messages (session_id, sequence_number, role, content, timestamp, "
             "tokens_used, duration_seconds, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            list(row.values()),
+            [row[k] for k in COLUMNS],
         )
     c.executemany("INSERT INTO session_metadata (session_id, key, value) VALUES (?, ?, ?)", meta)
     c.commit()
@@ -607,7 +612,7 @@ def test_fuzz_messy_rows(
     report = import_legacy(old, tmp / "s.jsonl", tmp / "s.db")
     assert old.read_bytes() == before
     assert report.ok, format_report(report)
-    assert report.messages_checked == len(rows)
+    assert report.messages_checked == len(rows) + 1
     conn = sqlite3.connect(tmp / "s.db")
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] >= len(rows)
     # Every metadata row is either set in the log or kept in an import record.
