@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from journal import Journal, LogReader
+from journal import CorruptLog, Journal, LogReader
 from projector import canonical_hash, rebuild
 from projector.watch import AlreadyWatching, BatchReport, lock_path, watch
 
@@ -255,6 +255,19 @@ def test_torn_last_line_is_waited_for_then_applied(tmp_path: Path) -> None:
     finally:
         w.close()
     assert canonical(db) == rebuild_hash(log, tmp_path)
+
+
+def test_corruption_in_the_middle_stops_the_watcher_loudly(tmp_path: Path) -> None:
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    write_log(log, seed=10, events=300)
+    data = bytearray(log.read_bytes())
+    middle = data.index(b'"type"', len(data) // 2)
+    data[middle + 1] ^= 0x01  # a flipped bit: the checksum fails, later lines are valid
+    log.write_bytes(bytes(data))
+    w = Watcher(log, db)
+    w.thread.join(DEADLINE)
+    with pytest.raises(CorruptLog, match="byte offset"):
+        w.close()
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
