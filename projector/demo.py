@@ -101,9 +101,23 @@ def write_demo(log_path: str, now: datetime | None = None) -> DemoResult:
                 )
 
         def session(
-            sid: str, model_id: str, model_name: str, title: str, start: datetime, **timeouts: int
+            sid: str,
+            model_id: str,
+            model_name: str,
+            title: str,
+            start: datetime,
+            idle_timeout_seconds: int = 3600,
+            hard_timeout_seconds: int = 86400,
         ) -> str:
-            j.create_session(model_id, model_name, title, session_id=sid, at=start, **timeouts)
+            j.create_session(
+                model_id,
+                model_name,
+                title,
+                session_id=sid,
+                at=start,
+                idle_timeout_seconds=idle_timeout_seconds,
+                hard_timeout_seconds=hard_timeout_seconds,
+            )
             result.sessions.append(sid)
             return sid
 
