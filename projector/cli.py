@@ -631,13 +631,19 @@ def expire(ctx: click.Context, now_text: str | None, warn_before: float, as_json
 @json_option
 @click.pass_context
 def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool) -> None:
-    """Import an existing AI-router sessions database (opened read-only), losing nothing."""
-    from projector.legacy import format_report
+    """Import an old AI-router sessions database (opened read-only), losing nothing.
+
+    Prints what was found (counter mismatches, orphans, gaps, invalid rows) and how each
+    was kept, then replays and verifies. Running it again appends nothing.
+    """
     from projector.legacy import import_legacy as do_import
+    from projector.legacy_report import format_report
 
     paths = _paths(ctx)
     report = do_import(old_db, paths.log, paths.db, dry_run=dry_run, progress=_progress("import"))
     if as_json:
-        _emit_json(report)
+        _emit_json(report.to_builtins())
     else:
         click.echo(format_report(report))
+    if not report.ok:
+        ctx.exit(1)

@@ -299,3 +299,36 @@ def test_debug_shows_traceback(paths: tuple[str, str]) -> None:
     )
     assert result.exit_code != 0
     assert result.exception is not None
+
+
+def legacy_db(tmp_path: Path) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    from legacy_fixture import build_legacy_db
+
+    old = tmp_path / "old.db"
+    build_legacy_db(old, sessions=5, messages_per_session=4, seed=7)
+    return old
+
+
+def test_import_legacy_dry_run_then_import_then_again(
+    paths: tuple[str, str], tmp_path: Path
+) -> None:
+    old = legacy_db(tmp_path)
+    dry = run(paths, "import-legacy", str(old), "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert not os.path.exists(paths[0]) or os.path.getsize(paths[0]) == 0
+    first = run(paths, "import-legacy", str(old), "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.output)["ok"] is True
+    size = os.path.getsize(paths[0])
+    assert run(paths, "import-legacy", str(old)).exit_code == 0
+    assert os.path.getsize(paths[0]) == size
+    assert len(json.loads(run(paths, "sessions", "--json").output)) >= 5
+
+
+def test_import_legacy_missing_file(paths: tuple[str, str], tmp_path: Path) -> None:
+    result = run(paths, "import-legacy", str(tmp_path / "nope.db"))
+    assert result.exit_code == 2
+    assert "nope.db" in result.stderr and "Traceback" not in result.stderr
