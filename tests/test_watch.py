@@ -24,6 +24,7 @@ from projector.watch import AlreadyWatching, BatchReport, lock_path, watch
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE = 30.0
+CLI = str(Path(sys.executable).parent / "session-journal")
 
 
 def canonical(db: Path) -> str:
@@ -222,6 +223,15 @@ def test_second_watcher_is_refused(tmp_path: Path) -> None:
         wait_for(lambda: lock.exists() and lock.read_bytes().strip() != b"", "the lock", w)
         with pytest.raises(AlreadyWatching, match=rf"already watched .*pid {os.getpid()}"):
             watch(str(log), str(db), stop=threading.Event())
+        # The command says so in one line and exits 2, without waiting.
+        cli = subprocess.run(
+            [CLI, "--log", str(log), "--db", str(db), "watch"],
+            capture_output=True,
+            timeout=DEADLINE,
+        )
+        assert cli.returncode == 2
+        assert cli.stderr.decode().startswith(f"error: {db}: already watched")
+        assert len(cli.stderr.decode().splitlines()) == 1
     finally:
         w.close()
     assert os.stat(lock_path(str(db))).st_mode & 0o777 == 0o600
@@ -274,9 +284,8 @@ def test_corruption_in_the_middle_stops_the_watcher_loudly(tmp_path: Path) -> No
 def test_sigterm_exits_zero_with_the_database_at_the_end(tmp_path: Path) -> None:
     log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
     write_log(log, seed=9, events=500)
-    cli = str(Path(sys.executable).parent / "session-journal")
     proc = subprocess.Popen(
-        [cli, "--log", str(log), "--db", str(db), "watch", "--poll-interval", "0.2", "-v"],
+        [CLI, "--log", str(log), "--db", str(db), "watch", "--poll-interval", "0.2", "-v"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
