@@ -70,22 +70,45 @@ class AsyncJournal:
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[AsyncJournal]:
-        """Calls awaited by this task inside the block form one atomic group."""
+        """Calls awaited by this task inside the block form one atomic group.
+
+        Cancellation never leaves the log locked: a batch cancelled while it waits for the
+        lock leaves the block (writing nothing) as soon as its lane gets the lock.
+        """
         lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal-batch")
         loop = asyncio.get_running_loop()
         block = self.journal.batch()
         token = _batch_lane.set(lane)
+        shut_down_later = False
         try:
-            await loop.run_in_executor(lane, block.__enter__)
+            entering = loop.run_in_executor(lane, block.__enter__)
+            try:
+                await asyncio.shield(entering)
+            except BaseException as exc:
+                if not entering.done():
+                    # The lane still waits for the lock; the moment it gets it, it must let
+                    # go, or the lock would stay with a thread nobody will ever ask again.
+                    def leave(f: asyncio.Future[Any], exc: BaseException = exc) -> None:
+                        if not f.cancelled() and f.exception() is None:
+                            lane.submit(block.__exit__, type(exc), exc, None)
+                        lane.shutdown(wait=False)
+
+                    entering.add_done_callback(leave)
+                    shut_down_later = True
+                raise
             try:
                 yield self
             except BaseException as exc:
-                await loop.run_in_executor(lane, block.__exit__, type(exc), exc, exc.__traceback__)
+                # shielded: a second cancellation must not skip leaving the block
+                await asyncio.shield(
+                    loop.run_in_executor(lane, block.__exit__, type(exc), exc, exc.__traceback__)
+                )
                 raise
-            await loop.run_in_executor(lane, block.__exit__, None, None, None)
+            await asyncio.shield(loop.run_in_executor(lane, block.__exit__, None, None, None))
         finally:
             _batch_lane.reset(token)
-            lane.shutdown(wait=True)
+            if not shut_down_later:
+                lane.shutdown(wait=False)  # its last task is done; never block the loop
 
     async def create_session(
         self, model_id: str, model_name: str | None = None, title: str | None = None, **kwargs: Any
