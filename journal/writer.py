@@ -524,10 +524,16 @@ class Journal:
             SessionRenamed(session_id=session_id, title=title), "rename", None, event_id
         )
 
-    def pause(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+    def pause(
+        self, session_id: str, *, event_id: str | None = None, at: datetime | str | None = None
+    ) -> Receipt:
         """Suspend the session's timeouts until resume() or its next message."""
         return self._simple(
-            SessionPaused(session_id=session_id), "pause", frozenset({"active", "idle"}), event_id
+            SessionPaused(session_id=session_id),
+            "pause",
+            frozenset({"active", "idle"}),
+            event_id,
+            _check_at(at),
         )
 
     def resume(self, session_id: str, *, event_id: str | None = None) -> Receipt:
@@ -561,13 +567,46 @@ class Journal:
             event_id,
         )
 
-    def archive(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+    def archive(
+        self, session_id: str, *, event_id: str | None = None, at: datetime | str | None = None
+    ) -> Receipt:
         """Archive the session (the projection keeps a pre_archive snapshot)."""
         return self._simple(
             SessionArchived(session_id=session_id),
             "archive",
             frozenset({"active", "idle", "paused", "expired"}),
             event_id,
+            _check_at(at),
+        )
+
+    def time_out(
+        self,
+        session_id: str,
+        kind: Literal["idle", "hard"],
+        *,
+        event_id: str | None = None,
+        at: datetime | str | None = None,
+    ) -> Receipt:
+        """Record that one session timed out, decided by the caller (imports, or a host
+        app that runs its own timeout policy); ``expire_due`` decides for every session.
+
+        ``idle`` makes an active session idle; ``hard`` expires an active, idle or paused
+        one. The decision time (``as_of``) is ``at`` when given, else the writer's clock.
+        """
+        if kind not in ("idle", "hard"):
+            raise InvalidValue(f"kind must be 'idle' or 'hard', not {kind!r}")
+        at = _check_at(at)
+        if at is None:
+            as_of = format_ts(self._now())
+        else:
+            as_of = at if isinstance(at, str) else format_ts(at)
+        allowed = frozenset({"active"} if kind == "idle" else {"active", "idle", "paused"})
+        return self._simple(
+            SessionTimedOut(session_id=session_id, kind=kind, as_of=as_of),
+            "time out",
+            allowed,
+            event_id,
+            at,
         )
 
     def restore(self, session_id: str, *, event_id: str | None = None) -> Receipt:
@@ -684,6 +723,11 @@ class Journal:
             return self._add(w, event, event_id, at)
 
     # -- read-only views for callers ------------------------------------------------------
+    def receipt(self, event_id: str) -> Receipt | None:
+        """Where the event with this id landed, if it is within the id window."""
+        seen = self._state.recent_ids.get(event_id)
+        return None if seen is None else seen[1]
+
     def last_seq(self, session_id: str) -> int:
         """The seq of the session's last message (0 if none), as of the last look."""
         return self._session(session_id, "read", None).last_seq

@@ -9,6 +9,7 @@ next one) and nothing is written.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from typing import Any, assert_never
 
@@ -93,12 +94,14 @@ def append_events(journal: Journal, events: list[AnyEvent]) -> list[Receipt]:
 
 def _append_one(j: Journal, e: AnyEvent) -> Receipt:
     """Call the writer method that produces this event, so the same validation applies."""
-    eid = e.id or None
+    # An id is chosen here when the input has none, so that every receipt can name it.
+    eid = e.id or str(uuid.uuid4())
     at: Any = None if e.at is msgspec.UNSET else e.at
     match e:
         case ModelRegistered():
             return j.register_model(e.model_id, e.model_name, e.provider, event_id=eid)
         case SessionCreated():
+            before = j.last_pos
             j.create_session(
                 e.model_id,
                 e.model_name,
@@ -109,7 +112,9 @@ def _append_one(j: Journal, e: AnyEvent) -> Receipt:
                 event_id=eid,
                 at=at,
             )
-            return _last_receipt(j, e.session_id)
+            receipt = j.receipt(eid)
+            assert receipt is not None  # just written, or found in the id window
+            return receipt._replace(duplicate=j.last_pos == before)
         case MessageAppended():
             return j.append_message(
                 e.session_id,
@@ -127,13 +132,13 @@ def _append_one(j: Journal, e: AnyEvent) -> Receipt:
         case SessionRenamed():
             return j.rename(e.session_id, e.title, event_id=eid)
         case SessionPaused():
-            return j.pause(e.session_id, event_id=eid)
+            return j.pause(e.session_id, event_id=eid, at=at)
         case SessionResumed():
             return j.resume(e.session_id, event_id=eid)
         case SessionSnapshotted():
             return j.snapshot(e.session_id, e.reason, note=e.note, event_id=eid)
         case SessionArchived():
-            return j.archive(e.session_id, event_id=eid)
+            return j.archive(e.session_id, event_id=eid, at=at)
         case SessionRestored():
             return j.restore(e.session_id, event_id=eid)
         case SessionDeleted():
@@ -145,7 +150,3 @@ def _append_one(j: Journal, e: AnyEvent) -> Receipt:
             )
         case _:
             assert_never(e)
-
-
-def _last_receipt(j: Journal, session_id: str) -> Receipt:
-    return Receipt(j.last_pos, "", session_id, None)

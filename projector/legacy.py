@@ -78,10 +78,6 @@ the message's metadata ``import_flags``):
   timeout). Migrated ones take ``session_timeouts`` (else the sessions columns); a
   disagreement is reported (``timeout_mismatch``). Statuses: ``paused``, ``archived``,
   ``idle`` and ``expired`` are reproduced after the messages.
-
-The writer has no public call for one session's timeout (only ``expire_due``, which acts
-on every session), so ``idle``/``expired`` are appended through the writer's internal
-``_writing``/``_add``, with the same state validation and group framing.
 """
 
 from __future__ import annotations
@@ -96,7 +92,7 @@ from typing import Any
 import msgspec
 
 from journal import Journal
-from journal.events import MessageAppended, ModelRegistered, SessionCreated, SessionTimedOut
+from journal.events import MessageAppended, ModelRegistered, SessionCreated
 from journal.log import read_log
 from journal.writer import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
 from projector.catchup import replay
@@ -414,19 +410,12 @@ def _run(j: Journal, plan: SessionPlan, op: Op, idx: LogIndex) -> None:
         assert r.seq is not None
         idx.messages[eid] = (sid, r.seq)
     elif plan.status == "paused":
-        j.pause(sid, event_id=eid)
+        j.pause(sid, event_id=eid, at=plan.status_at)
     elif plan.status == "archived":
-        j.archive(sid, event_id=eid)
-    else:  # idle or expired: no public per-session call (see the module docstring)
+        j.archive(sid, event_id=eid, at=plan.status_at)
+    else:
         when = plan.status_at or (plan.messages[-1].at if plan.messages else plan.at)
-        with j._writing() as w:
-            j._session(sid, "time out", frozenset({"active", "idle", "paused"}))
-            event = SessionTimedOut(
-                session_id=sid,
-                kind="idle" if plan.status == "idle" else "hard",
-                as_of=when or j._state.last_ts,
-            )
-            j._add(w, event, eid, when)
+        j.time_out(sid, "idle" if plan.status == "idle" else "hard", event_id=eid, at=when)
 
 
 # -- after writing: project, verify, check -----------------------------------------------

@@ -332,3 +332,25 @@ def test_import_legacy_missing_file(paths: tuple[str, str], tmp_path: Path) -> N
     result = run(paths, "import-legacy", str(tmp_path / "nope.db"))
     assert result.exit_code == 2
     assert "nope.db" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_append_creates_a_session_and_names_every_event(paths: tuple[str, str]) -> None:
+    line = json.dumps(
+        {
+            "type": "session_created",
+            "session_id": "s-1",
+            "model_id": "gpt-4o",
+            "id": "0b0e3c2a-4bde-4a3c-9a0e-6b8f1d2c3e4f",
+        }
+    )
+    first = json.loads(run(paths, "append", "--json", input=line).output)
+    assert [(r["pos"], r["event_id"], r["duplicate"]) for r in first] == [
+        (2, "0b0e3c2a-4bde-4a3c-9a0e-6b8f1d2c3e4f", False)  # the model is registered first
+    ]
+    again = json.loads(run(paths, "append", "--json", input=line).output)
+    assert [(r["pos"], r["duplicate"]) for r in again] == [(2, True)]
+    message = json.dumps(
+        {"type": "message_appended", "session_id": "s-1", "seq": 1, "role": "user", "content": "hi"}
+    )
+    (receipt,) = json.loads(run(paths, "append", "--json", input=message).output)
+    assert len(receipt["event_id"]) == 36 and receipt["seq"] == 1

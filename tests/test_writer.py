@@ -664,3 +664,34 @@ def test_at_is_recorded_and_used_for_deadlines(j: Journal, log: Path, clock: Clo
     assert created.at == format_ts(then) and created.ts == format_ts(T0)
     (r,) = j.expire_due()
     assert j.status(sid) == "expired" and r.session_id == sid
+
+
+def test_time_out_one_session_with_its_own_decision_time(j: Journal, log: Path) -> None:
+    sid = j.create_session("gpt-4o", first_message="hi")
+    r = j.time_out(sid, "idle", at="2026-01-02T03:04:05.000006Z")
+    assert j.status(sid) == "idle"
+    last = events(log)[-1]
+    assert isinstance(last, ev.SessionTimedOut)
+    assert (last.kind, last.as_of, last.at, last.pos) == (
+        "idle",
+        "2026-01-02T03:04:05.000006Z",
+        "2026-01-02T03:04:05.000006Z",
+        r.pos,
+    )
+    with unchanged(log), pytest.raises(InvalidState, match="is idle: cannot time out"):
+        j.time_out(sid, "idle")
+    j.time_out(sid, "hard")
+    assert j.status(sid) == "expired"
+    with unchanged(log), pytest.raises(InvalidValue, match="kind must be"):
+        j.time_out(sid, "soon")  # type: ignore[arg-type]
+
+
+def test_pause_and_archive_record_when_they_happened(j: Journal, log: Path) -> None:
+    sid = j.create_session("gpt-4o")
+    j.pause(sid, at="2025-05-05T05:05:05.000000Z")
+    j.archive(sid, at="2025-05-06T05:05:05.000000Z")
+    paused, archived = events(log)[-2:]
+    assert paused.when == "2025-05-05T05:05:05.000000Z"
+    assert archived.when == "2025-05-06T05:05:05.000000Z"
+    with unchanged(log), pytest.raises(InvalidValue, match="at:"):
+        j.pause(sid, at="yesterday")
