@@ -508,6 +508,11 @@ class Journal:
         _check_text("key", key, required=True)
         if value is not None:
             _check_text("value", value, limit=MAX_METADATA_VALUE_BYTES)
+            size = len(value.encode("utf-8"))
+            if size > MAX_METADATA_VALUE_BYTES:
+                raise InvalidValue(
+                    f"value is {size} bytes of UTF-8; the limit is {MAX_METADATA_VALUE_BYTES}"
+                )
         at = _check_at(at)
         return self._simple(
             SessionMetadataSet(session_id=session_id, key=key, value=value),

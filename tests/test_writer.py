@@ -695,3 +695,10 @@ def test_pause_and_archive_record_when_they_happened(j: Journal, log: Path) -> N
     assert archived.when == "2025-05-06T05:05:05.000000Z"
     with unchanged(log), pytest.raises(InvalidValue, match="at:"):
         j.pause(sid, at="yesterday")
+
+
+def test_metadata_value_limit_counts_bytes(j: Journal, log: Path) -> None:
+    sid = j.create_session("gpt-4o")
+    j.set_metadata(sid, "k", "é" * (64 * 1024 // 2))  # exactly 64 KiB of UTF-8
+    with unchanged(log), pytest.raises(InvalidValue, match="bytes of UTF-8"):
+        j.set_metadata(sid, "k", "é" * (64 * 1024 // 2 + 1))
