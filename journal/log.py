@@ -31,6 +31,7 @@ from msgspec import UNSET
 from journal.errors import (
     CorruptLog,
     DurabilityError,
+    InvalidValue,
     JournalClosed,
     LogError,
     LogWriteError,
@@ -273,7 +274,9 @@ class LogFile:
         self, path: str, durability: Durability = "always", batch_interval: float = 0.05
     ) -> None:
         if durability not in DURABILITY_MODES:
-            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+            raise InvalidValue(
+                f"durability must be one of {', '.join(DURABILITY_MODES)}, not {durability!r}"
+            )
         self.path = path
         self.durability = durability
         self.fd, self.created = open_log_for_append(path)

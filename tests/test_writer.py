@@ -702,3 +702,9 @@ def test_metadata_value_limit_counts_bytes(j: Journal, log: Path) -> None:
     j.set_metadata(sid, "k", "é" * (64 * 1024 // 2))  # exactly 64 KiB of UTF-8
     with unchanged(log), pytest.raises(InvalidValue, match="bytes of UTF-8"):
         j.set_metadata(sid, "k", "é" * (64 * 1024 // 2 + 1))
+
+
+def test_unknown_durability_mode_is_bad_input(log: Path) -> None:
+    with pytest.raises(InvalidValue, match="durability must be one of always, batch, none"):
+        Journal.open(log, durability="sometimes")  # type: ignore[arg-type]
+    assert not log.exists()
