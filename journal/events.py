@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import zlib
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -33,14 +33,20 @@ SnapshotReason = Literal["checkpoint", "timeout_warning", "pre_archive", "pre_de
 SNAPSHOT_REASONS: Final = ("checkpoint", "timeout_warning", "pre_archive", "pre_delete")
 
 
+# The one timestamp shape of the log, checked by the decoder itself (in C) on every line;
+# the calendar (no 31 February) is checked after decoding.
+_TS_PATTERN: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z\Z"
+Timestamp = Annotated[str, msgspec.Meta(pattern=_TS_PATTERN)]
+
+
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Envelope shared by every event; ``pos``, ``id`` and ``ts`` are set by the writer."""
 
     pos: int = 0
     id: str = ""
     v: int = 1
-    ts: str = ""
-    at: str | UnsetType = UNSET
+    ts: Timestamp = ""
+    at: Timestamp | UnsetType = UNSET
     grp: tuple[int, int] | UnsetType = UNSET
 
     @property
@@ -112,8 +118,8 @@ class TimeoutWarning(Event, frozen=True, kw_only=True, tag="timeout_warning"):
 
     session_id: str
     kind: TimeoutKind
-    deadline: str
-    as_of: str
+    deadline: Timestamp
+    as_of: Timestamp
 
 
 class SessionTimedOut(Event, frozen=True, kw_only=True, tag="session_timed_out"):
@@ -121,7 +127,7 @@ class SessionTimedOut(Event, frozen=True, kw_only=True, tag="session_timed_out")
 
     session_id: str
     kind: TimeoutKind
-    as_of: str
+    as_of: Timestamp
 
 
 class SessionArchived(Event, frozen=True, kw_only=True, tag="session_archived"):
@@ -194,11 +200,16 @@ _HEX = re.compile(rb"[0-9a-f]{8}")
 
 
 class LineError(ValueError):
-    """A line that is not a valid record; ``reason`` says why."""
+    """A line that is not a valid record; ``reason`` says why.
 
-    def __init__(self, reason: str) -> None:
+    ``whole`` is True when the line's checksum is valid: it was written whole, so it is no
+    torn write, whatever else is wrong with it (a newer version's event type, say).
+    """
+
+    def __init__(self, reason: str, *, whole: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.whole = whole
 
 
 def checksum(body: bytes) -> int:
@@ -212,11 +223,8 @@ def encode_line(event: Event) -> bytes:
     return b'%s%s%08x"}\n' % (body[:-1], _CRC_PREFIX, checksum(body))
 
 
-def decode_line(line: bytes) -> AnyEvent:
-    """Check a line's checksum and decode it; ``line`` excludes the trailing ``\\n``.
-
-    Raises LineError naming the defect.
-    """
+def verify_checksum(line: bytes) -> None:
+    """Raise LineError unless ``line`` (without its ``\\n``) ends with its own valid CRC."""
     if len(line) < CRC_SUFFIX_LEN + 2 or not line.endswith(b'"}'):
         raise LineError("not a record (no checksum at the end of the line)")
     cut = len(line) - CRC_SUFFIX_LEN
@@ -225,23 +233,32 @@ def decode_line(line: bytes) -> AnyEvent:
     digits = line[cut + len(_CRC_PREFIX) : -2]
     if not _HEX.fullmatch(digits):
         raise LineError("malformed checksum")
-    body = line[:cut] + b"}"
-    if checksum(body) != int(digits, 16):
+    # CRC of the line with the crc field cut out, computed without copying the line.
+    crc = zlib.crc32(b"}", zlib.crc32(memoryview(line)[:cut])) & 0xFFFFFFFF
+    if crc != int(digits, 16):
         raise LineError("checksum mismatch")
+
+
+def decode_line(line: bytes) -> AnyEvent:
+    """Check a line's checksum and decode it; ``line`` excludes the trailing ``\\n``.
+
+    Raises LineError naming the defect.
+    """
+    verify_checksum(line)
     try:
         event = _decoder.decode(line)
     except msgspec.ValidationError as exc:
-        raise LineError(f"invalid event: {exc}") from exc
+        raise LineError(f"invalid event: {exc}", whole=True) from exc
     except msgspec.DecodeError as exc:  # a crafted line: the checksum matches, the JSON not
-        raise LineError(f"invalid JSON: {exc}") from exc
+        raise LineError(f"invalid JSON: {exc}", whole=True) from exc
     # Every consumer does arithmetic on these; a bad one must fail here, as a bad line,
     # not later as a stray ValueError in the writer or the projector.
     for name, value in (("ts", event.ts), ("at", event.at)):
         if value is not UNSET:
             try:
-                parse_ts(value)
+                datetime.fromisoformat(value)  # the shape is checked; this checks the calendar
             except ValueError as exc:
-                raise LineError(f"invalid event: {name}: {exc}") from None
+                raise LineError(f"invalid event: {name}: {exc}", whole=True) from None
     return event
 
 
@@ -257,7 +274,7 @@ def format_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_TS = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
+_TS = re.compile(_TS_PATTERN)
 
 
 def parse_ts(text: str) -> datetime:

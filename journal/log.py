@@ -37,7 +37,7 @@ from journal.errors import (
     LogWriteError,
     UnsafeLogPath,
 )
-from journal.events import AnyEvent, LineError, decode_line
+from journal.events import AnyEvent, LineError, decode_line, verify_checksum
 
 Durability = Literal["always", "batch", "none"]
 DURABILITY_MODES: Final = ("always", "batch", "none")
@@ -151,6 +151,16 @@ class LogReader:
             try:
                 event = decode_line(line[:-1])
             except LineError as exc:
+                if exc.whole:
+                    # Written whole (its checksum holds), so not a torn write: treating it
+                    # as a tail would cut off records a newer version wrote.
+                    raise CorruptLog(
+                        f"{exc.reason}; the line's checksum is valid, so it was written whole "
+                        "(by a newer version of session-journal?)",
+                        path=self.path,
+                        line=expected,
+                        offset=line_start,
+                    ) from None
                 self._bad_line(f, exc.reason, line_start, offset, expected, tail_start, tail_line)
                 return
             if event.pos != expected:
@@ -244,11 +254,11 @@ _RECORD_START: Final = b'{"type":"'
 
 
 def _holds_record(line: bytes, *, skip_start: bool) -> bool:
-    """Whether ``line`` is, or ends with, a valid record (found by its checksum)."""
+    """Whether ``line`` is, or ends with, a record written whole (found by its checksum)."""
     at = 1 if skip_start else 0
     while (at := line.find(_RECORD_START, at)) != -1:
         try:
-            decode_line(line[at:])
+            verify_checksum(line[at:])
         except LineError:
             at += 1
             continue

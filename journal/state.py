@@ -19,8 +19,8 @@ Status lifecycle::
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass, replace
+import copy
+from dataclasses import dataclass
 from typing import Final, NamedTuple, assert_never
 
 from journal.events import (
@@ -59,8 +59,10 @@ class SessionState:
     model_id: str
     idle_timeout: int | None
     hard_timeout: int | None
-    idle_since: float  # POSIX seconds of the last message, creation, resume or restore
-    hard_deadline: float | None
+    # Kept as the log's timestamp text: parsing one per message would dominate opening a
+    # large log, and only expire_due needs it as a number.
+    idle_since: str  # time of the last message, creation, resume or restore
+    hard_deadline: float | None  # POSIX seconds
     warned: bool = False  # a timeout_warning was written since the last activity
     pre_delete_pos: int | None = None  # pos of the snapshot a deleted session returns from
 
@@ -75,17 +77,47 @@ class Receipt(NamedTuple):
     duplicate: bool = False
 
 
+class IdWindow:
+    """Receipts of recent event ids: at least the last ``size``, at most twice that.
+
+    Two generations of plain dicts: when the young one fills up it becomes the old one and
+    the previous old one is dropped, which costs O(1) per id, unlike evicting one by one.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self._young: dict[str, tuple[str, Receipt]] = {}
+        self._old: dict[str, tuple[str, Receipt]] = {}
+
+    def get(self, event_id: str) -> tuple[str, Receipt] | None:
+        """(tag, receipt) of the event with this id, if still remembered."""
+        found = self._young.get(event_id)
+        return found if found is not None else self._old.get(event_id)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._young or event_id in self._old
+
+    def add(self, event_id: str, tag: str, receipt: Receipt) -> None:
+        if len(self._young) >= self.size:
+            self._old, self._young = self._young, {}
+        self._young[event_id] = (tag, receipt)
+
+    def discard(self, event_id: str) -> None:
+        self._young.pop(event_id, None)
+        self._old.pop(event_id, None)
+
+
 class JournalState:
     """Sessions, models and recent event ids, as of ``last_pos``.
 
-    ``undo`` journalling lets a failed atomic group roll the state back exactly.
+    ``undo`` journalling lets a failed atomic group roll the state back exactly: before a
+    session's state is changed in place, a copy of it is recorded.
     """
 
     def __init__(self, id_window: int = DEFAULT_ID_WINDOW) -> None:
         self.sessions: dict[str, SessionState] = {}
         self.models: set[str] = set()
-        self.recent_ids: OrderedDict[str, tuple[str, Receipt]] = OrderedDict()
-        self.id_window = id_window
+        self.recent_ids = IdWindow(id_window)
         self.last_pos = 0
         self.last_ts = ""
         self._undo: list[tuple[str, object, object]] | None = None
@@ -122,48 +154,56 @@ class JournalState:
             elif kind == "model":
                 self.models.discard(str(key))
             elif kind == "id":
-                self.recent_ids.pop(str(key), None)
+                self.recent_ids.discard(str(key))
             else:
                 assert isinstance(old, tuple)
                 self.last_pos, self.last_ts = old
 
-    def _remember(self, kind: str, key: object, old: object) -> None:
-        if self._undo is not None:
-            self._undo.append((kind, key, old))
-
     # -- folding events -----------------------------------------------------------------
     def apply(self, event: AnyEvent) -> Receipt:
         """Fold one event (already validated, or read from the log) into the state."""
-        self._remember("pos", None, (self.last_pos, self.last_ts))
+        undo = self._undo
+        if undo is not None:
+            undo.append(("pos", None, (self.last_pos, self.last_ts)))
         self.last_pos = event.pos
-        self.last_ts = max(self.last_ts, event.ts)
-        session_id = getattr(event, "session_id", None)
+        if event.ts > self.last_ts:
+            self.last_ts = event.ts
         seq = self._fold(event)
-        receipt = Receipt(event.pos, event.id, session_id, seq)
-        self._remember_id(event, receipt)
+        receipt = Receipt(event.pos, event.id, getattr(event, "session_id", None), seq)
+        if event.id not in self.recent_ids:  # a duplicate id in the log keeps its first
+            if undo is not None:
+                undo.append(("id", event.id, None))
+            self.recent_ids.add(event.id, event.__struct_config__.tag, receipt)  # type: ignore[arg-type]
         return receipt
 
-    def _remember_id(self, event: AnyEvent, receipt: Receipt) -> None:
-        ids = self.recent_ids
-        if event.id in ids:  # a duplicate id in the log: keep the first receipt
-            return
-        self._remember("id", event.id, None)
-        ids[event.id] = (type(event).__struct_config__.tag, receipt)  # type: ignore[assignment]
-        if len(ids) > self.id_window:
-            ids.popitem(last=False)
-
-    def _set(self, session_id: str, new: SessionState) -> None:
-        self._remember("session", session_id, self.sessions.get(session_id))
-        self.sessions[session_id] = new
+    def _edit(self, session_id: str) -> SessionState:
+        """The session's state, to change in place; a copy is kept first for rollback."""
+        s = self.session(session_id)
+        if self._undo is not None:
+            self._undo.append(("session", session_id, copy.copy(s)))
+        return s
 
     def _fold(self, event: AnyEvent) -> int | None:
         """Apply the event's effect; returns the message seq for messages."""
         match event:
+            case MessageAppended():
+                s = self._edit(event.session_id)
+                if event.seq != s.last_seq + 1:
+                    raise StateViolation(
+                        f"session {event.session_id!r}: message seq {event.seq} after "
+                        f"seq {s.last_seq} (seqs must be gapless)"
+                    )
+                if s.status in ("idle", "paused"):
+                    s.status = "active"
+                s.last_seq = event.seq
+                s.warned = False
+                s.idle_since = event.when
+                return event.seq
             case ModelRegistered():
                 if event.model_id not in self.models:
-                    self._remember("model", event.model_id, None)
+                    if self._undo is not None:
+                        self._undo.append(("model", event.model_id, None))
                     self.models.add(event.model_id)
-                return None
             case SessionCreated():
                 if event.session_id in self.sessions:
                     raise StateViolation(f"session {event.session_id!r} created twice")
@@ -172,86 +212,47 @@ class JournalState:
                         f"session {event.session_id!r} uses model "
                         f"{event.model_id!r} before it is registered"
                     )
-                now = ts_seconds(event.when)
                 hard = event.hard_timeout_seconds
-                self._set(
-                    event.session_id,
-                    SessionState(
-                        status="active",
-                        last_seq=0,
-                        model_id=event.model_id,
-                        idle_timeout=event.idle_timeout_seconds,
-                        hard_timeout=hard,
-                        idle_since=now,
-                        hard_deadline=None if hard is None else now + hard,
-                    ),
+                if self._undo is not None:
+                    self._undo.append(("session", event.session_id, None))
+                self.sessions[event.session_id] = SessionState(
+                    status="active",
+                    last_seq=0,
+                    model_id=event.model_id,
+                    idle_timeout=event.idle_timeout_seconds,
+                    hard_timeout=hard,
+                    idle_since=event.when,
+                    hard_deadline=None if hard is None else ts_seconds(event.when) + hard,
                 )
-                return None
-            case MessageAppended():
-                s = self.session(event.session_id)
-                if event.seq != s.last_seq + 1:
-                    raise StateViolation(
-                        f"session {event.session_id!r}: message seq {event.seq} after "
-                        f"seq {s.last_seq} (seqs must be gapless)"
-                    )
-                status = "active" if s.status in ("idle", "paused") else s.status
-                self._set(
-                    event.session_id,
-                    replace(
-                        s,
-                        status=status,
-                        last_seq=event.seq,
-                        warned=False,
-                        idle_since=ts_seconds(event.when),
-                    ),
-                )
-                return event.seq
             case SessionPaused():
-                self._status(event.session_id, "paused")
+                self._edit(event.session_id).status = "paused"
             case SessionResumed():
-                s = self.session(event.session_id)
-                self._set(
-                    event.session_id,
-                    replace(s, status="active", warned=False, idle_since=ts_seconds(event.when)),
-                )
+                s = self._edit(event.session_id)
+                s.status, s.warned, s.idle_since = "active", False, event.when
             case TimeoutWarning():
-                self._set(event.session_id, replace(self.session(event.session_id), warned=True))
+                self._edit(event.session_id).warned = True
             case SessionTimedOut():
                 # An idle session still has a hard deadline ahead, which deserves its own
                 # warning: the idle warning that came before does not count for it.
-                self._set(
-                    event.session_id,
-                    replace(
-                        self.session(event.session_id),
-                        status="idle" if event.kind == "idle" else "expired",
-                        warned=False,
-                    ),
-                )
+                s = self._edit(event.session_id)
+                s.status = "idle" if event.kind == "idle" else "expired"
+                s.warned = False
             case SessionArchived():
-                self._status(event.session_id, "archived")
+                self._edit(event.session_id).status = "archived"
             case SessionSnapshotted():
                 if event.reason == "pre_delete":
-                    self._set(
-                        event.session_id,
-                        replace(self.session(event.session_id), pre_delete_pos=event.pos),
-                    )
+                    self._edit(event.session_id).pre_delete_pos = event.pos
+                else:
+                    self.session(event.session_id)
             case SessionRestored():
-                s = self.session(event.session_id)
-                now = ts_seconds(event.when)
-                self._set(
-                    event.session_id,
-                    replace(
-                        s,
-                        status="active",
-                        warned=False,
-                        idle_since=now,
-                        hard_deadline=None if s.hard_timeout is None else now + s.hard_timeout,
-                    ),
-                )
+                s = self._edit(event.session_id)
+                s.status, s.warned, s.idle_since = "active", False, event.when
+                if s.hard_timeout is not None:
+                    s.hard_deadline = ts_seconds(event.when) + s.hard_timeout
             case SessionDeleted():
-                self._status(event.session_id, "deleted")
+                self._edit(event.session_id).status = "deleted"
             case SessionMetadataSet() | SessionRenamed():
-                pass
+                self.session(event.session_id)
             case _:
                 assert_never(event)
         return None
@@ -262,6 +263,3 @@ class JournalState:
             return self.sessions[session_id]
         except KeyError:
             raise StateViolation(f"event for unknown session {session_id!r}") from None
-
-    def _status(self, session_id: str, status: str) -> None:
-        self._set(session_id, replace(self.session(session_id), status=status))

@@ -61,6 +61,7 @@ from journal.events import (
     encode_line,
     format_ts,
     parse_ts,
+    ts_seconds,
 )
 from journal.log import Durability, LogFile, LogReader, TornTail
 from journal.state import (
@@ -675,7 +676,7 @@ class Journal:
                 if s.status not in ("active", "idle"):
                     continue
                 idle_at = (
-                    s.idle_since + s.idle_timeout
+                    ts_seconds(s.idle_since) + s.idle_timeout
                     if s.idle_timeout is not None and s.status == "active"
                     else math.inf
                 )

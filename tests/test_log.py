@@ -269,3 +269,27 @@ def test_log_shrunk_while_open_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(LogError, match=r"shrank from \d+ to \d+ bytes"):
             j.append_message("s1", role="user", content="lost?")
     assert log.read_bytes() == b"".join(lines[:-1])
+
+
+def test_a_last_record_from_a_newer_version_is_never_cut_off(tmp_path: Path) -> None:
+    """A whole record this version cannot read (an unknown event type, say) is no torn
+    write: its checksum holds. Treating it as a torn tail would truncate the log."""
+    from journal.events import checksum
+
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=2)
+    body = (
+        b'{"type":"session_summarised","pos":%d,"id":"5f0c8f4e-1c2b-4d3a-9e8f-7a6b5c4d3e2f",'
+        b'"v":1,"ts":"2030-01-01T00:00:00.000000Z","session_id":"s1","summary":"..."}'
+        % (len(lines) + 1)
+    )
+    newer = body[:-1] + b',"crc":"%08x"}\n' % checksum(body)
+    log.write_bytes(b"".join(lines) + newer)
+    before = log.read_bytes()
+    with pytest.raises(CorruptLog, match=rf"line {len(lines) + 1} .*written whole"):
+        Journal.open(log)
+    assert log.read_bytes() == before
+    assert list(tmp_path.glob("*.torn-*")) == []
+    reader = LogReader(str(log))
+    with pytest.raises(CorruptLog, match="newer version"):
+        list(reader)
