@@ -6,7 +6,8 @@ Usage::
 
 Sections: ``append`` (the writer vs raw writes of the same bytes), ``projection``
 (rebuild and replay vs an ideal bulk load and the seed's schema as written), ``live``
-(append-to-visible latency), ``import`` (legacy import), ``peer`` (eventsourcing). Each
+(the live projector: append-to-visible latency, a burst, idle CPU), ``import`` (legacy
+import + projection vs rebuild alone), ``peer`` (eventsourcing). Each
 prints the project's figure, its baseline, the ratio and the target, met or not.
 ``--quick`` finishes in under a minute, the full run in under ten. See BENCHMARKS.md.
 """
@@ -14,7 +15,6 @@ prints the project's figure, its baseline, the ratio and the target, met or not.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -28,38 +28,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_append
+import bench_import
+import bench_live
 import bench_peer
 import bench_projection
 from benchlib import SIZES, Context, Section, cpu_model, render
-
-
-def _not_built(module: str, what: str) -> Callable[[Context, Section], None]:
-    """A section whose subject does not exist yet: says so, measures nothing."""
-
-    def run(ctx: Context, section: Section) -> None:
-        section.status = "not built yet"
-        try:
-            present = importlib.util.find_spec(module) is not None
-        except ImportError:
-            present = False
-        if present:
-            section.message = f"{what}: {module} exists, its benchmark is not built yet"
-        else:
-            section.message = f"{what} ({module}) is not built yet; nothing measured"
-
-    return run
-
 
 # name -> runner; a runner fills in its Section (figures, or a status and message).
 SECTIONS: dict[str, Callable[[Context, Section], None]] = {
     "append": bench_append.run,
     "projection": bench_projection.run,
-    "live": _not_built(
-        "projector.watch", "the live projector (append-to-visible latency p50/p99, burst catch-up)"
-    ),
-    "import": _not_built(
-        "projector.legacy_plan", "legacy import (import + projection vs rebuild alone)"
-    ),
+    "live": bench_live.run,
+    "import": bench_import.run,
     "peer": bench_peer.run,
 }
 
@@ -99,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:
             section = Section(name)
             t0 = time.perf_counter()
-            SECTIONS[name](ctx, section)
+            try:
+                SECTIONS[name](ctx, section)
+            except Exception as exc:  # one broken section must not lose the others' figures
+                section.status = "error"
+                section.message = f"{type(exc).__name__}: {exc}"
+                section.figures.clear()
             section.seconds = time.perf_counter() - t0
             results.append(section)
             if not args.json:
@@ -112,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         figures = [f for s in results for f in s.figures]
         met = sum(f.met for f in figures)
         print(f"== {met} of {len(figures)} targets met, {total:.0f} s")
-    return 0
+    return 1 if any(s.status == "error" for s in results) else 0
 
 
 if __name__ == "__main__":
