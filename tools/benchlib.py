@@ -240,7 +240,8 @@ def child_peak_rss_mib(code: str, *args: str) -> float:
     Read with ``getrusage(RUSAGE_CHILDREN)`` in a fresh wrapper process: that figure is the
     largest of all children ever waited for, so each measurement needs its own parent.
     """
-    env = dict(os.environ, PYTHONPATH=str(TOOLS))
+    path = os.environ.get("PYTHONPATH")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TOOLS), *([path] if path else [])]))
     out = subprocess.run(
         [sys.executable, "-c", _PEAK_WRAPPER, sys.executable, "-c", code, *args],
         capture_output=True,
