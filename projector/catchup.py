@@ -251,32 +251,10 @@ def replay(
     """
     from projector.rebuild import rebuild  # rebuild runs catch_up: import at call time
 
-    conn = connect(db_path)
-    reason: str | None = None
-    try:
-        if is_empty(conn):
-            create_schema(conn)
-        if user_version(conn) != schema_version():
-            reason = (
-                f"schema version {user_version(conn)} is not the projector's {schema_version()}"
-            )
-        else:
-            try:
-                r = catch_up(
-                    conn,
-                    log_path,
-                    quarantine=quarantine,
-                    batch_events=batch_events,
-                    progress=progress,
-                )
-            except CheckpointMismatch as exc:
-                reason = str(exc)
-            else:
-                return ReplayResult(
-                    r.events_applied, r.last_pos, r.end_offset, r.torn, r.quarantined
-                )
-    finally:
-        conn.close()
+    outcome = _catch_up_in_place(log_path, db_path, quarantine, batch_events, progress)
+    if isinstance(outcome, CatchUpResult):
+        r = outcome
+        return ReplayResult(r.events_applied, r.last_pos, r.end_offset, r.torn, r.quarantined)
     built = rebuild(log_path, db_path, progress=progress, quarantine=quarantine)
     return ReplayResult(
         built.events_applied,
@@ -285,5 +263,34 @@ def replay(
         built.torn,
         built.quarantined,
         rebuilt=True,
-        rebuild_reason=reason,
+        rebuild_reason=outcome,
     )
+
+
+def _catch_up_in_place(
+    log_path: str | os.PathLike[str],
+    db_path: str | os.PathLike[str],
+    quarantine: bool,
+    batch_events: int,
+    progress: Progress | None,
+) -> CatchUpResult | str:
+    """Catch the existing database up; or say why it must be rebuilt instead."""
+    try:
+        conn = connect(db_path)
+    except sqlite3.DatabaseError as exc:  # not a database at all: it is disposable
+        return f"{os.fspath(db_path)} is not a readable database ({exc})"
+    try:
+        if is_empty(conn):
+            create_schema(conn)
+        if user_version(conn) != schema_version():
+            return f"schema version {user_version(conn)} is not the projector's {schema_version()}"
+        try:
+            return catch_up(
+                conn, log_path, quarantine=quarantine, batch_events=batch_events, progress=progress
+            )
+        except CheckpointMismatch as exc:
+            return str(exc)
+    except sqlite3.DatabaseError as exc:
+        return f"{os.fspath(db_path)} is not a readable database ({exc})"
+    finally:
+        conn.close()

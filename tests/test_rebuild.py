@@ -91,3 +91,12 @@ def test_quick_checks_compare_with_the_log(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert any("'b'" in p and "message_count 3 but 2" in p for p in problems)
+
+
+def test_replay_rebuilds_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    db.write_bytes(b"this is not a database, but it is long enough to have a header" * 100)
+    result = replay(log, db)
+    assert result.rebuilt and "not a readable database" in (result.rebuild_reason or "")
+    assert rows(db, "SELECT count(*) FROM sessions") == [(3,)]
