@@ -271,7 +271,8 @@ def format_ts(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds: the one timestamp format of the log and database."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime; "+00:00" becomes "Z".
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 _TS = re.compile(_TS_PATTERN)

@@ -93,6 +93,15 @@ _EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
 E = TypeVar("E", bound=Event)
 
 
+def random_event_id() -> str:
+    """A random (version 4) UUID as text; twice as fast as ``str(uuid.uuid4())``."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 @dataclass(frozen=True)
 class Repair:
     """A torn tail the writer moved aside when it opened (or caught up with) the log."""
@@ -131,9 +140,11 @@ class Journal:
         clock: Callable[[], datetime] | None = None,
         batch_interval_ms: float = 50,
         id_window: int = DEFAULT_ID_WINDOW,
+        new_id: Callable[[], str] | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self._clock = clock or (lambda: datetime.now(UTC))
+        self._new_id = new_id or random_event_id
         self._log = LogFile(self.path, durability, batch_interval_ms / 1000)
         self._state = JournalState(id_window)
         self._end = 0  # byte offset up to which the state has read the log
@@ -156,10 +167,20 @@ class Journal:
         clock: Callable[[], datetime] | None = None,
         batch_interval_ms: float = 50,
         id_window: int = DEFAULT_ID_WINDOW,
+        new_id: Callable[[], str] | None = None,
     ) -> Journal:
-        """Open (or create) the log at ``path``, repairing a torn tail if there is one."""
+        """Open (or create) the log at ``path``, repairing a torn tail if there is one.
+
+        ``clock`` (timezone-aware datetimes) and ``new_id`` (canonical UUID strings for
+        events and sessions given none) can be injected for tests and reproducible logs.
+        """
         return cls(
-            path, durability, clock=clock, batch_interval_ms=batch_interval_ms, id_window=id_window
+            path,
+            durability,
+            clock=clock,
+            batch_interval_ms=batch_interval_ms,
+            id_window=id_window,
+            new_id=new_id,
         )
 
     def __enter__(self) -> Journal:
@@ -303,7 +324,7 @@ class Journal:
         ts = max(format_ts(self._now()), self._state.last_ts)  # clamp a clock that steps back
         envelope: dict[str, Any] = {
             "pos": self._state.last_pos + 1,
-            "id": event_id or str(uuid.uuid4()),
+            "id": event_id or self._new_id(),
             "ts": ts,
         }
         if at is not None:
@@ -407,7 +428,7 @@ class Journal:
         ``first_message`` is the content of a user message, or the keyword arguments of
         ``append_message``. An unknown model is registered in the same atomic group.
         """
-        sid = session_id if session_id is not None else str(uuid.uuid4())
+        sid = session_id if session_id is not None else self._new_id()
         _check_session_id(sid)
         _check_model_id(model_id)
         _check_text("model_name", model_name)

@@ -65,7 +65,7 @@ def _raw_write(path: Path, chunks: list[bytes], fsync: bool) -> float:
 def _replay(ctx: Context, ops: list[workload.Op], durability: str, expected: bytes) -> float:
     path = ctx.fresh(f"{durability}.jsonl")
     clock = workload.make_clock()
-    j = Journal.open(path, durability, clock=clock)  # type: ignore[arg-type]
+    j = Journal.open(path, durability, clock=clock, new_id=clock.new_id)  # type: ignore[arg-type]
     try:
         elapsed = timed(lambda: workload.replay(ops, j, clock))
     finally:
@@ -86,7 +86,7 @@ def _interleaved_durable(
     """
     path, raw_path = ctx.fresh("always.jsonl"), ctx.fresh("raw-fsync.bin")
     clock = workload.make_clock()
-    j = Journal.open(path, "always", clock=clock)
+    j = Journal.open(path, "always", clock=clock, new_id=clock.new_id)
     fd = os.open(raw_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     t_project = t_raw = 0.0
     try:

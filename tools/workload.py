@@ -333,42 +333,39 @@ def _timeout_scenario(g: _Gen, s: _Session) -> Iterator[Op]:
         yield g.op("delete_session", 2, session_id=s.sid, event_id=g.uid())
 
 
+class _IdFeed:
+    """The writer's id source (``Journal(new_id=...)``): ids planned by the generator.
+
+    ``expire_due`` takes no event ids, so the generator plans them and loads them here
+    before the call; every other call passes its ids explicitly. Running dry means an
+    unplanned id was needed, which would make the log differ between runs.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+
+    def load(self, ids: tuple[str, ...]) -> None:
+        self._ids = list(reversed(ids))
+
+    def __call__(self) -> str:
+        if not self._ids:
+            raise RuntimeError("the writer needed an id the workload did not plan")
+        return self._ids.pop()
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = START
+        self.new_id = _IdFeed()  # pass as Journal(new_id=...) with this clock
 
     def __call__(self) -> datetime:
         return self.now
 
 
-class _FixedUuid4:
-    """Stands in for the ``uuid`` module inside the writer while ``expire_due`` runs.
-
-    ``expire_due`` takes no event ids, so the generator hands it ids from the seed.
-    """
-
-    def __init__(self, ids: tuple[str, ...]) -> None:
-        self._ids = list(reversed(ids))
-
-    def uuid4(self) -> uuid.UUID:
-        return uuid.UUID(self._ids.pop())
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(uuid, name)
-
-
-def apply(journal: Journal, op: Op) -> None:
+def apply(journal: Journal, op: Op, ids: _IdFeed | None = None) -> None:
     """Make one call on ``journal``; the caller sets the clock to ``op.t`` first."""
-    if op.name == "expire_due":
-        import journal.writer as writer_module
-
-        real = writer_module.uuid
-        writer_module.uuid = _FixedUuid4(op.ids)  # type: ignore[assignment]
-        try:
-            journal.expire_due(**op.kwargs)
-        finally:
-            writer_module.uuid = real
-        return
+    if op.name == "expire_due" and ids is not None:
+        ids.load(op.ids)
     getattr(journal, op.name)(**op.kwargs)
 
 
@@ -381,7 +378,7 @@ def replay(ops: Iterator[Op] | list[Op], journal: Journal, clock: _Clock) -> lis
     for op in ops:
         clock.now = op.t
         before = journal.last_pos
-        apply(journal, op)
+        apply(journal, op, clock.new_id)
         if journal.last_pos - before != op.events:
             raise AssertionError(
                 f"{op.name} appended {journal.last_pos - before} events, planned {op.events}"
@@ -408,7 +405,7 @@ def write_log(
     """Write the workload's log at ``path`` (new file); returns the position after each op."""
     clock = _Clock()
     ops = operations(seed, events, sessions=sessions, fixed_len=fixed_len, concurrency=concurrency)
-    with Journal.open(path, durability, clock=clock) as j:  # type: ignore[arg-type]
+    with Journal.open(path, durability, clock=clock, new_id=clock.new_id) as j:  # type: ignore[arg-type]
         return replay(ops, j, clock)
 
 
