@@ -90,6 +90,9 @@ class Receipt(NamedTuple):
     duplicate: bool = False
 
 
+_new_receipt = tuple.__new__
+
+
 class IdWindow:
     """Receipts of recent event ids: at least the last ``size``, at most twice that.
 
@@ -182,7 +185,11 @@ class JournalState:
         if event.ts > self.last_ts:
             self.last_ts = event.ts
         seq = self._fold(event)
-        receipt = Receipt(event.pos, event.id, getattr(event, "session_id", None), seq)
+        # tuple.__new__ skips the Python-level __new__ of the named tuple: this runs once
+        # per record when a large log is opened.
+        receipt = _new_receipt(
+            Receipt, (event.pos, event.id, getattr(event, "session_id", None), seq, False)
+        )
         if event.id not in self.recent_ids:  # a duplicate id in the log keeps its first
             if undo is not None:
                 undo.append(("id", event.id, None))
