@@ -1,7 +1,7 @@
 """Baselines of the projection section: the seed as written, and the ideal bulk load.
 
-* **Seed as written**: the seed's enhanced schema and triggers (``seed_schema.sql``, a
-  verbatim copy), its connection settings, and the SQL its functions run for each change,
+* **Seed as written**: the seed's enhanced schema and triggers (``tests/seed_schema.sql``,
+  the verbatim copy the seed-defect tests use), its connection settings, and the SQL its functions run for each change,
   5,000 events per transaction. Its defects stay in: the ``COUNT(*)`` trigger per message,
   the self-updating timestamp trigger, no FTS feed, the ``pre_delete`` snapshot erased with
   its session (a deleted session that is restored comes back as a bare row).
@@ -39,7 +39,7 @@ from journal.events import (
     TimeoutWarning,
 )
 
-SEED_SCHEMA = Path(__file__).resolve().parent / "seed_schema.sql"
+SEED_SCHEMA = Path(__file__).resolve().parent.parent / "tests" / "seed_schema.sql"
 SEED_BATCH = 5_000
 TABLES = ("models", "sessions", "messages", "session_metadata", "session_timeouts")
 COUNTERS = ("message_count", "total_tokens", "total_duration_seconds")
