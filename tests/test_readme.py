@@ -22,13 +22,20 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", README, flags=re.DOTALL)
 
 
-def test_python_example_runs(tmp_path: Path) -> None:
-    (example,) = blocks("python")
-    done = subprocess.run(
-        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+def test_python_examples_run_in_order(tmp_path: Path) -> None:
+    examples = blocks("python")
+    assert len(examples) == 2  # the writer, then reading and watching what it wrote
+    for example in examples:
+        done = subprocess.run(
+            [sys.executable, "-c", example],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
     assert (tmp_path / "sessions.jsonl").stat().st_size > 0
+    assert "Trip plan" in done.stdout or "Paris in May" in done.stdout
 
 
 def console_commands() -> list[list[str]]:
