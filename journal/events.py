@@ -252,6 +252,8 @@ def decode_line(line: bytes) -> AnyEvent:
         raise LineError(f"invalid event: {exc}", whole=True) from exc
     except msgspec.DecodeError as exc:  # a crafted line: the checksum matches, the JSON not
         raise LineError(f"invalid JSON: {exc}", whole=True) from exc
+    except RecursionError:  # nesting deeper than the decoder's stack allows
+        raise LineError("invalid JSON: nested too deeply", whole=True) from None
     # Every consumer does arithmetic on these; a bad one must fail here, as a bad line,
     # not later as a stray ValueError in the writer or the projector.
     for name, value in (("ts", event.ts), ("at", event.at)):

@@ -890,7 +890,7 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None
     try:
         raw = encode_json(dict(metadata))
         value: dict[str, Any] = msgspec.json.decode(raw)
-    except (TypeError, msgspec.EncodeError, UnicodeEncodeError) as exc:
+    except (TypeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError) as exc:
         raise InvalidValue(f"metadata is not JSON-serialisable: {exc}") from None
     if len(raw) > MAX_METADATA_VALUE_BYTES:
         raise InvalidValue(

@@ -9,13 +9,14 @@ next one) and nothing is written.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
-from typing import Any, assert_never
+from typing import Any, NamedTuple, assert_never
 
 import msgspec
 
-from journal import InvalidValue, Journal, Receipt
+from journal import ConflictError, InvalidValue, Journal, Receipt, ValidationError
 from journal.events import (
     AnyEvent,
     MessageAppended,
@@ -35,6 +36,7 @@ from journal.events import (
 from journal.writer import MAX_GROUP_EVENTS
 
 _input_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+_LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 _ENVELOPE_SET_BY_WRITER = ("pos", "v", "ts", "crc", "grp")
 
 
@@ -47,9 +49,17 @@ class InputError(InvalidValue):
         self.line = line
 
 
-def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[AnyEvent]:
+class Parsed(NamedTuple):
+    """One input event and where it came from."""
+
+    source: str
+    line: int
+    event: AnyEvent
+
+
+def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]:
     """Type every non-blank line; raise InputError naming the first bad one."""
-    events: list[AnyEvent] = []
+    events: list[Parsed] = []
     for number, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
@@ -61,7 +71,12 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[AnyEven
         try:
             fields = msgspec.json.decode(line)
         except msgspec.DecodeError as exc:
-            raise InputError(source, number, f"not JSON ({exc})") from None
+            reason = f"not JSON ({exc})"
+            if _LONE_HIGH_SURROGATE.search(line):  # the decoder calls this "truncated"
+                reason = "holds a lone UTF-16 surrogate escape; text must be valid Unicode"
+            raise InputError(source, number, reason) from None
+        except RecursionError:
+            raise InputError(source, number, "JSON nested too deeply") from None
         if not isinstance(fields, dict):
             raise InputError(source, number, "not a JSON object")
         present = [name for name in _ENVELOPE_SET_BY_WRITER if name in fields]
@@ -72,7 +87,7 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[AnyEven
         if isinstance(fields.get("type"), str) and fields["type"] == "timeout_warning":
             raise InputError(source, number, "timeout_warning is written by expire only")
         try:
-            events.append(_input_decoder.decode(line))
+            events.append(Parsed(source, number, _input_decoder.decode(line)))
         except msgspec.ValidationError as exc:
             raise InputError(source, number, str(exc)) from None
     if len(events) > MAX_GROUP_EVENTS:
@@ -83,12 +98,18 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[AnyEven
     return events
 
 
-def append_events(journal: Journal, events: list[AnyEvent]) -> list[Receipt]:
-    """Write the events as one atomic group; any invalid event writes nothing."""
+def append_events(journal: Journal, events: list[Parsed]) -> list[Receipt]:
+    """Write the events as one atomic group; any invalid event writes nothing.
+
+    A refusal by the writer is reported with the input line that caused it.
+    """
     receipts: list[Receipt] = []
     with journal.batch():
-        for event in events:
-            receipts.append(_append_one(journal, event))
+        for parsed in events:
+            try:
+                receipts.append(_append_one(journal, parsed.event))
+            except (ValidationError, ConflictError) as exc:
+                raise InputError(parsed.source, parsed.line, str(exc)) from exc
     return receipts
 
 

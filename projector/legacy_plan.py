@@ -422,7 +422,7 @@ def _meta_object(raw: Any, flags: list[str]) -> dict[str, Any] | None:
         return None
     try:
         value = msgspec.json.decode(raw.encode())
-    except (msgspec.DecodeError, UnicodeEncodeError):
+    except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
         flags.append("metadata_not_json")
         return None
     if not isinstance(value, dict):
@@ -433,7 +433,7 @@ def _meta_object(raw: Any, flags: list[str]) -> dict[str, Any] | None:
         return None
     try:
         again = msgspec.json.decode(encode_json(value))
-    except (msgspec.EncodeError, msgspec.DecodeError, TypeError):
+    except (msgspec.EncodeError, msgspec.DecodeError, TypeError, RecursionError):
         again = None
     if again != value:
         flags.append("metadata_not_json")

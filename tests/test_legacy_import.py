@@ -634,3 +634,19 @@ def test_unreadable_file_as_any_user(
     with pytest.raises(LegacyImportError, match=r"old\.db: cannot be read \(permission denied\)"):
         run(tmp_path, old)
     assert not any(out.iterdir())
+
+
+def test_metadata_nested_too_deeply_is_kept_as_text(tmp_path: Path, out: Path) -> None:
+    old = tmp_path / "old.db"
+    c = make_db(old)
+    session(c, "deep")
+    deep = "[" * 5000 + "]" * 5000
+    message(c, "deep", 1, "hello", metadata=deep)
+    c.commit()
+    c.close()
+    report = run(tmp_path, old)
+    assert report.ok, format_report(report)
+    assert "metadata_not_json" in report.anomaly_counts
+    conn = projection(out / "s.db")
+    (meta,) = conn.execute("SELECT metadata FROM messages WHERE session_id = 'deep'").fetchone()
+    assert deep in meta  # the raw text survives in the message's legacy record

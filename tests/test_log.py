@@ -293,3 +293,17 @@ def test_a_last_record_from_a_newer_version_is_never_cut_off(tmp_path: Path) -> 
     reader = LogReader(str(log))
     with pytest.raises(CorruptLog, match="newer version"):
         list(reader)
+
+
+def test_a_whole_line_nested_too_deeply_is_corruption_not_a_crash(tmp_path: Path) -> None:
+    from journal.events import checksum
+
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=1)
+    body = b'{"type":"session_paused","pos":%d,"x":%s}' % (
+        len(lines) + 1,
+        b"[" * 5000 + b"]" * 5000,
+    )
+    log.write_bytes(b"".join(lines) + body[:-1] + b',"crc":"%08x"}\n' % checksum(body))
+    with pytest.raises(CorruptLog, match="nested too deeply"):
+        list(LogReader(str(log)))

@@ -708,3 +708,12 @@ def test_unknown_durability_mode_is_bad_input(log: Path) -> None:
     with pytest.raises(InvalidValue, match="durability must be one of always, batch, none"):
         Journal.open(log, durability="sometimes")  # type: ignore[arg-type]
     assert not log.exists()
+
+
+def test_metadata_nested_too_deeply_is_bad_input(j: Journal, log: Path) -> None:
+    sid = j.create_session("gpt-4o")
+    deep: list[object] = []
+    for _ in range(5000):
+        deep = [deep]
+    with unchanged(log), pytest.raises(InvalidValue, match="not JSON-serialisable"):
+        j.append_message(sid, "user", "x", metadata={"deep": deep})

@@ -1,8 +1,8 @@
 """Several processes append to one log at once; audit positions, seqs and ids.
 
 Each worker process appends ``--appends`` messages, alternating between its own session
-and sessions shared by every worker, some of them larger than 64 KiB (larger than a pipe
-buffer or a page, so a write is never atomic by luck). The audit reads the log back:
+and sessions shared by every worker, lines from about 100 B to over 1 MiB (larger than a
+pipe buffer or a page, so a write is never atomic by luck). The audit reads the log back:
 every message present, positions gapless (the reader checks), ids unique, per-session seqs
 gapless from 1.
 
@@ -33,8 +33,13 @@ def worker(log: str, wid: int, appends: int, durability: str, go: str) -> None:
         own = j.create_session("m", session_id=f"worker-{wid}")
         for i in range(appends):
             sid = own if i % 2 else SHARED[i % 4 // 2]
-            big = i % 50 == 7
-            content = f"{wid}:{i}:" + ("y" * 70_000 if big else "z" * (i % 100))
+            if i % 400 == 123:
+                filler = "w" * (1 << 20)  # a 1 MiB line: many write() calls' worth
+            elif i % 50 == 7:
+                filler = "y" * 70_000
+            else:
+                filler = "z" * (100 + i % 100)
+            content = f"{wid}:{i}:{filler}"
             j.append_message(sid, "user", content)
 
 
