@@ -124,6 +124,18 @@ def writer(log: Path, seed: int, events: int) -> subprocess.Popen[bytes]:
     )
 
 
+def appender(log: Path, messages: int) -> subprocess.Popen[bytes]:
+    """Another process appends ``messages`` to a new session of an existing log."""
+    code = (
+        "import sys; from journal import Journal\n"
+        "with Journal.open(sys.argv[1], 'none') as j:\n"
+        "    sid = j.create_session(model_id='test/appender')\n"
+        "    for i in range(int(sys.argv[2])):\n"
+        "        j.append_message(sid, role='user', content=f'message {i}')\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, str(log), str(messages)])
+
+
 def write_log(log: Path, seed: int, events: int) -> None:
     assert writer(log, seed, events).wait(DEADLINE) == 0
 
@@ -174,14 +186,20 @@ def test_truncation_and_replacement_converge_to_a_rebuild(tmp_path: Path) -> Non
 
 def test_stop_and_restart_mid_stream(tmp_path: Path) -> None:
     log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
-    proc = writer(log, seed=5, events=4000)
+    write_log(log, seed=5, events=12_000)  # several batches of catch-up behind
+    behind = log_last_pos(log)
+    proc = appender(log, 3000)  # and a writer still appending
+    stopped_at = []
     try:
         for _ in range(3):
+            before = checkpoint_pos(db)
             w = Watcher(log, db)
-            wait_for(lambda: checkpoint_pos(db) > 0, "some progress", w)
-            w.close()
+            wait_for(lambda: checkpoint_pos(db) > before, "progress", w)  # noqa: B023
+            w.close()  # stops after the batch it is applying, mid-pass
+            stopped_at.append(checkpoint_pos(db))
     finally:
         assert proc.wait(DEADLINE) == 0
+    assert stopped_at[0] < behind
     w = Watcher(log, db)
     try:
         wait_for(converged(log, db), "the end of the log", w)
