@@ -23,6 +23,7 @@ Deletions and renames, rare, stay with triggers (messages_ad, sessions_au).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any, assert_never
 
@@ -287,7 +288,44 @@ def _exists(conn: sqlite3.Connection, session_id: str) -> bool:
     return row is not None
 
 
-def snapshot_context(conn: sqlite3.Connection, session_id: str, reason: str, when: str) -> bytes:
+# A session's messages as a snapshot keeps them, in seq order.
+SNAPSHOT_MESSAGES_SQL = (
+    "SELECT message_id, sequence_number, role, content, timestamp, tokens_used, "
+    "duration_seconds, metadata FROM messages WHERE session_id = ? ORDER BY sequence_number"
+)
+INSERT_SNAPSHOT_SQL = (
+    "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
+    "message_count, total_tokens, context_json, note, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?)"
+)
+_snapshot_encoder = msgspec.json.Encoder()  # configured as the log's encoder (encode_json)
+_MESSAGES_CUT = b',"messages":[],"snapshot_reason":'
+
+
+def snapshot_json(head: SnapshotContext, rows: Iterable[Sequence[Any]]) -> bytearray:
+    """``encode_json`` of ``head`` with ``messages`` (empty in ``head``) made of ``rows``
+    (SNAPSHOT_MESSAGES_SQL's), built in one buffer as the rows stream past: a long
+    session's snapshot is never held as rows, structs and text at once. Bound with
+    ``CAST(? AS TEXT)``, the buffer is stored as the same text its decoded string would be.
+    """
+    whole = encode_json(head)
+    # Inside a JSON string every '"' is escaped, so this text can only be the field itself.
+    cut = whole.rindex(_MESSAGES_CUT)
+    out = bytearray(whole[: cut + 13])  # up to and including ',"messages":['
+    sep = False
+    encode_into = _snapshot_encoder.encode_into
+    for r in rows:
+        if sep:
+            out += b","
+        sep = True
+        encode_into(SnapshotMessage(*r), out, -1)
+    out += whole[cut + 13 :]  # from the closing bracket on
+    return out
+
+
+def snapshot_context(
+    conn: sqlite3.Connection, session_id: str, reason: str, when: str
+) -> bytearray:
     """The session and its messages as JSON, as they are now (deterministic bytes)."""
     row = conn.execute(
         "SELECT session_id, title, model_id, model_name, created_at, status, message_count, "
@@ -305,36 +343,27 @@ def snapshot_context(conn: sqlite3.Connection, session_id: str, reason: str, whe
             (session_id,),
         )
     ]
-    messages = [
-        SnapshotMessage(*r)
-        for r in conn.execute(
-            "SELECT message_id, sequence_number, role, content, timestamp, tokens_used, "
-            "duration_seconds, metadata FROM messages WHERE session_id = ? "
-            "ORDER BY sequence_number",
-            (session_id,),
-        )
-    ]
     names = SNAPSHOT_SESSION_FIELDS
-    context = SnapshotContext(
+    head = SnapshotContext(
         **dict(zip(names, row, strict=True)),
         metadata=metadata,
-        messages=messages,
+        messages=[],
         snapshot_reason=reason,
         snapshot_time=when,
     )
-    return encode_json(context)
+    return snapshot_json(head, conn.execute(SNAPSHOT_MESSAGES_SQL, (session_id,)))
 
 
 def _snapshotted(conn: sqlite3.Connection, e: SessionSnapshotted) -> None:
     context = snapshot_context(conn, e.session_id, e.reason, e.when)
+    count, tokens = conn.execute(
+        "SELECT message_count, total_tokens FROM sessions WHERE session_id = ?", (e.session_id,)
+    ).fetchone()
     # snapshot_type is the event's reason (the seed stored 'timeout_warning' whatever the
     # reason was).
     conn.execute(
-        "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
-        "message_count, total_tokens, context_json, note, created_at) "
-        "SELECT ?, session_id, ?, ?, message_count, total_tokens, ?, ?, ? "
-        "FROM sessions WHERE session_id = ?",
-        (e.pos, e.reason, e.when, context.decode(), e.note, e.when, e.session_id),
+        INSERT_SNAPSHOT_SQL,
+        (e.pos, e.session_id, e.reason, e.when, count, tokens, context, e.note, e.when),
     )
 
 

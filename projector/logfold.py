@@ -57,19 +57,21 @@ class SessionTally:
 class LogTally:
     """Folds events into per-session tallies; mirrors the projection's rules, not its code."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hashes: bool = True) -> None:
+        # hashes=False: counts and tokens only (rebuild's checks need no content hash).
+        self.hashes = hashes
         self.sessions: dict[str, SessionTally] = {}
         # The tally as of each snapshot: a deleted session is restored from one.
         self._at_snapshot: dict[int, tuple[str, SessionTally]] = {}
 
     def observe(self, event: AnyEvent) -> None:
-        match event:
-            case SessionCreated():
-                self.sessions[event.session_id] = SessionTally()
-            case MessageAppended():
-                t = self.sessions.setdefault(event.session_id, SessionTally())
-                t.count += 1
-                t.tokens += event.tokens_used or 0
+        if type(event) is MessageAppended:  # the common case first
+            t = self.sessions.get(event.session_id)
+            if t is None:
+                t = self.sessions[event.session_id] = SessionTally()
+            t.count += 1
+            t.tokens += event.tokens_used or 0
+            if self.hashes:
                 t.digest.update(
                     message_digest_input(
                         event.pos,
@@ -82,6 +84,10 @@ class LogTally:
                         None if event.metadata is None else encode_json(event.metadata).decode(),
                     )
                 )
+            return
+        match event:
+            case SessionCreated():
+                self.sessions[event.session_id] = SessionTally()
             case SessionSnapshotted():
                 current = self.sessions.get(event.session_id)
                 if current is not None:

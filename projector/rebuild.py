@@ -18,13 +18,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
+import msgspec
+
+from journal.errors import CorruptLog
 from journal.log import fsync_directory
+from projector.apply import ApplyError
+from projector.bulk import bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
 from projector.db import create_schema
 from projector.errors import RebuildCheckFailed
 from projector.logfold import LogTally
+from projector.reading import Until
 
-REBUILD_BATCH_EVENTS: Final = 20_000
+REBUILD_BATCH_EVENTS: Final = 2_000
+# The new file's page cache, in KiB (negative: a size, not a page count): a fixed cap, so
+# a rebuild's memory does not grow with the database it writes.
+REBUILD_CACHE_KIB: Final = 16_384
+# What makes the bulk path give up and leave the log to the incremental one, which
+# reports the problem precisely (line, offset, session) or applies the log its own way.
+_BULK_REFUSALS: Final = (ApplyError, sqlite3.Error, CorruptLog, msgspec.MsgspecError)
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 
@@ -59,27 +71,14 @@ def rebuild(
     db = os.fspath(db_path)
     tmp = f"{db}.rebuild"
     remove_database(tmp)  # a build that crashed earlier
-    tally = LogTally()
+    stop = Until.of(until)  # a bad ``until`` fails before any work
+    result: CatchUpResult | None = None
+    if not quarantine and os.path.exists(log_path):
+        result = _bulk(tmp, log_path, stop, progress)
+    if result is None:
+        result = _incremental(tmp, log_path, until, progress, quarantine)
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
-        # Nothing here is worth a journal on disk: a crash leaves a file that is never
-        # used (the next rebuild removes it), so build in memory-journal mode, unsynced.
-        conn.execute("PRAGMA journal_mode = MEMORY")
-        conn.execute("PRAGMA synchronous = OFF")
-        conn.execute("PRAGMA foreign_keys = ON")
-        create_schema(conn)
-        result = catch_up(
-            conn,
-            log_path,
-            quarantine=quarantine,
-            batch_events=REBUILD_BATCH_EVENTS,
-            progress=progress,
-            until=until,
-            observer=tally.observe,
-        )
-        problems = quick_checks(conn, tally)
-        if problems:
-            raise RebuildCheckFailed(problems)
         sessions = int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
         conn.execute("PRAGMA journal_mode = DELETE")
     except BaseException:
@@ -104,6 +103,76 @@ def rebuild(
         result.quarantined,
         sessions=sessions,
     )
+
+
+def _open_new(tmp: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    # Nothing here is worth a journal on disk: a crash leaves a file that is never used
+    # (the next rebuild removes it), so build in memory-journal mode, unsynced.
+    conn.execute("PRAGMA journal_mode = MEMORY")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute(f"PRAGMA cache_size = -{REBUILD_CACHE_KIB}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def _bulk(
+    tmp: str, log_path: str | os.PathLike[str], stop: Until | None, progress: Progress | None
+) -> CatchUpResult | None:
+    """The bulk path into ``tmp``, checked; None when it gives up (``tmp`` removed)."""
+    tally = LogTally(hashes=False)
+    conn = _open_new(tmp)
+    try:
+        create_schema(conn)
+        try:
+            loaded = bulk_load(conn, log_path, until=stop, progress=progress,
+                               observer=tally.observe)  # fmt: skip
+        except _BULK_REFUSALS:
+            conn.close()
+            remove_database(tmp)
+            return None
+        problems = quick_checks(conn, tally)
+        if problems:
+            raise RebuildCheckFailed(problems)
+    except BaseException:
+        conn.close()
+        remove_database(tmp)
+        raise
+    conn.close()
+    cp = loaded.checkpoint
+    return CatchUpResult(loaded.events_applied, cp.log_pos, cp.log_offset, loaded.torn, 0)
+
+
+def _incremental(
+    tmp: str,
+    log_path: str | os.PathLike[str],
+    until: int | str | datetime | None,
+    progress: Progress | None,
+    quarantine: bool,
+) -> CatchUpResult:
+    """The incremental path (catch_up through the triggers) into ``tmp``, checked."""
+    tally = LogTally(hashes=False)
+    conn = _open_new(tmp)
+    try:
+        create_schema(conn)
+        result = catch_up(
+            conn,
+            log_path,
+            quarantine=quarantine,
+            batch_events=REBUILD_BATCH_EVENTS,
+            progress=progress,
+            until=until,
+            observer=tally.observe,
+        )
+        problems = quick_checks(conn, tally)
+        if problems:
+            raise RebuildCheckFailed(problems)
+    except BaseException:
+        conn.close()
+        remove_database(tmp)
+        raise
+    conn.close()
+    return result
 
 
 def _fsync_file(path: str) -> None:

@@ -1,0 +1,578 @@
+"""The bulk path of rebuild: the whole log folded in Python, rows written in bulk.
+
+``bulk_load`` fills a new, empty database (``create_schema`` just ran on it) with the very
+rows the incremental path (``catch_up`` through the triggers) would produce, faster:
+
+* sessions, their timeout rows, metadata and models are kept in Python while the log is
+  read and written once at the end; the counters are computed with the triggers'
+  arithmetic, in the same order (``total + COALESCE(d, 0)`` per message, in log order; a
+  restored session re-adds its messages in seq order from zero, as the triggers do), so
+  even ``total_duration_seconds`` is the same float, bit for bit;
+* messages go to the database in bounded batches with ``executemany`` while the triggers
+  and secondary indexes are absent (dropped at the start, created again at the end from
+  their own ``sqlite_master`` text, so the schema ends up the same), foreign keys off
+  (every reference is checked in Python instead);
+* the rare events that read messages back (a snapshot, an archive's ``pre_archive``
+  snapshot, a deletion, a restore) flush the pending messages first, then use the rows;
+* the full-text index is filled once at the end from messages joined with their session.
+
+Whatever the bulk path cannot apply (an event the projection refuses, a bad line) raises:
+rebuild then starts over on the incremental path, which reports it precisely. The tests
+prove the two paths equal row for row (``canonical_hash``) on random workloads.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Final
+
+from msgspec import UNSET
+
+from journal.events import (
+    AnyEvent,
+    MessageAppended,
+    ModelRegistered,
+    SessionArchived,
+    SessionCreated,
+    SessionDeleted,
+    SessionMetadataSet,
+    SessionPaused,
+    SessionRenamed,
+    SessionRestored,
+    SessionResumed,
+    SessionSnapshotted,
+    SessionTimedOut,
+    TimeoutWarning,
+    encode_json,
+)
+from journal.log import LogReader
+from projector.apply import (
+    FTS_FILL_SQL,
+    INSERT_SNAPSHOT_SQL,
+    SNAPSHOT_MESSAGES_SQL,
+    ApplyError,
+    SnapshotContext,
+    SnapshotMetadata,
+    _context_decoder,
+    _plus_seconds,
+    snapshot_json,
+)
+from projector.db import Checkpoint, write_checkpoint
+from projector.reading import Until, line_hash, read_bytes
+
+# Pending messages are written when either bound is reached: memory stays flat however
+# long the log is.
+FLUSH_ROWS: Final = 4_000
+FLUSH_BYTES: Final = 4 * 2**20
+
+INSERT_MESSAGE: Final = (
+    "INSERT INTO messages (message_id, session_id, sequence_number, role, content, "
+    "timestamp, tokens_used, duration_seconds, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+# The create_snapshot_on_archive trigger's INSERT, with the NEW row's values bound.
+ARCHIVE_SNAPSHOT_SQL: Final = """
+INSERT INTO session_snapshots (
+    snapshot_id, session_id, snapshot_type, snapshot_at, message_count, total_tokens,
+    context_json, created_at
+)
+VALUES (
+    :pos, :session_id, 'pre_archive', :updated_at, :message_count, :total_tokens,
+    json_object(
+        'session_id', :session_id,
+        'title', :title,
+        'model_id', :model_id,
+        'model_name', :model_name,
+        'message_count', :message_count,
+        'total_tokens', :total_tokens,
+        'created_at', :created_at,
+        'messages', json((
+            SELECT json_group_array(json_object(
+                'role', role, 'content', content, 'timestamp', timestamp,
+                'tokens', tokens_used
+            ))
+            FROM (
+                SELECT role, content, timestamp, tokens_used
+                FROM messages
+                WHERE session_id = :session_id
+                ORDER BY sequence_number
+            )
+        ))
+    ),
+    :updated_at
+)
+"""
+
+
+class _Session:
+    """A live session: its ``sessions`` row, its ``session_timeouts`` warning state and
+    its metadata (key -> [metadata_id, value])."""
+
+    __slots__ = (
+        "created_at", "expires_at", "hard", "idle", "last_activity", "last_event_pos",
+        "message_count", "metadata", "model_id", "model_name", "session_id", "status",
+        "title", "total_duration_seconds", "total_tokens", "updated_at", "warning_at",
+        "warning_sent",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        session_id: str,
+        created_at: str,
+        model_id: str | None,
+        model_name: str | None,
+        title: str | None,
+        status: str,
+        idle: int | None,
+        hard: int | None,
+        expires_at: str | None,
+        last_event_pos: int,
+    ) -> None:
+        self.session_id = session_id
+        self.created_at = created_at
+        self.updated_at = created_at
+        self.model_id = model_id
+        self.model_name = model_name
+        self.title = title
+        self.message_count = 0
+        self.total_tokens = 0
+        self.total_duration_seconds = 0.0
+        self.last_activity = created_at
+        self.status = status
+        self.idle = idle
+        self.hard = hard
+        self.expires_at = expires_at
+        self.last_event_pos = last_event_pos
+        self.warning_sent = 0
+        self.warning_at: str | None = None
+        self.metadata: dict[str, list[Any]] = {}
+
+    def session_row(self) -> tuple[Any, ...]:
+        return (
+            self.session_id, self.created_at, self.updated_at, self.model_id, self.model_name,
+            self.title, self.message_count, self.total_tokens, self.total_duration_seconds,
+            self.last_activity, self.status, self.idle, self.hard, self.expires_at,
+            self.last_event_pos,
+        )  # fmt: skip
+
+    def timeouts_row(self) -> tuple[Any, ...]:
+        return (
+            self.session_id, self.idle, self.hard, self.created_at, self.last_activity,
+            self.expires_at, self.warning_sent, self.warning_at,
+        )  # fmt: skip
+
+
+def _unknown(e: AnyEvent, session_id: str) -> ApplyError:
+    return ApplyError(
+        f"{type(e).__struct_config__.tag} for an unknown (or deleted) session", session_id
+    )
+
+
+class _Loader:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.models: dict[str, tuple[str, str | None, str]] = {}
+        self.sessions: dict[str, _Session] = {}
+        self.pending: list[tuple[Any, ...]] = []
+        self.pending_bytes = 0
+
+    # -- messages ----------------------------------------------------------------------
+    def flush(self) -> None:
+        if self.pending:
+            self.conn.executemany(INSERT_MESSAGE, self.pending)
+            self.pending = []
+            self.pending_bytes = 0
+
+    def _add_message(self, s: _Session, row: tuple[Any, ...], size: int) -> None:
+        """The counter trigger's arithmetic and the activity trigger's reset, then the row."""
+        s.message_count += 1
+        tokens, duration, when = row[6], row[7], row[5]
+        s.total_tokens += tokens if tokens is not None else 0
+        s.total_duration_seconds += duration if duration is not None else 0
+        s.last_activity = when
+        s.updated_at = when
+        s.last_event_pos = row[0]
+        if s.status == "idle" or s.status == "paused":
+            s.status = "active"
+        s.warning_sent = 0
+        s.warning_at = None
+        self.pending.append(row)
+        self.pending_bytes += size
+        if self.pending_bytes >= FLUSH_BYTES or len(self.pending) >= FLUSH_ROWS:
+            self.flush()
+
+    # -- events ------------------------------------------------------------------------
+    def apply(self, e: AnyEvent) -> None:
+        if type(e) is MessageAppended:
+            s = self.sessions.get(e.session_id)
+            if s is None:
+                raise ApplyError("message for an unknown (or deleted) session", e.session_id)
+            if e.seq != s.message_count + 1:
+                raise ApplyError(f"message seq {e.seq} after seq {s.message_count}", e.session_id)
+            content = e.content
+            self._add_message(
+                s,
+                (
+                    e.pos,
+                    e.session_id,
+                    e.seq,
+                    e.role,
+                    content,
+                    e.when,
+                    e.tokens_used,
+                    e.duration_seconds,
+                    None if e.metadata is None else encode_json(e.metadata).decode(),
+                ),
+                len(content),
+            )
+            return
+        match e:
+            case ModelRegistered():
+                if e.model_id not in self.models:
+                    self.models[e.model_id] = (e.model_name, e.provider, e.when)
+            case SessionCreated():
+                model = self.models.get(e.model_id)
+                if model is None:
+                    raise ApplyError(
+                        f"session uses model {e.model_id!r}, never registered", e.session_id
+                    )
+                if e.session_id in self.sessions:
+                    raise ApplyError("session created twice", e.session_id)
+                self.sessions[e.session_id] = _Session(
+                    e.session_id,
+                    e.when,
+                    e.model_id,
+                    e.model_name if e.model_name is not None else model[0],
+                    e.title,
+                    "active",
+                    e.idle_timeout_seconds,
+                    e.hard_timeout_seconds,
+                    _plus_seconds(e.when, e.hard_timeout_seconds),
+                    e.pos,
+                )
+            case SessionMetadataSet():
+                s = self._touch(e, e.session_id)
+                if e.value is None:
+                    s.metadata.pop(e.key, None)
+                elif e.key in s.metadata:
+                    s.metadata[e.key][1] = e.value
+                else:
+                    s.metadata[e.key] = [e.pos, e.value]
+            case SessionRenamed():
+                self._touch(e, e.session_id).title = e.title
+            case SessionPaused():
+                self._touch(e, e.session_id).status = "paused"
+            case SessionResumed():
+                s = self._touch(e, e.session_id)
+                s.status = "active"
+                self._activity(s, e.when)
+            case TimeoutWarning():
+                s = self.sessions.get(e.session_id)
+                if s is None:
+                    raise ApplyError(
+                        "timeout warning for an unknown (or deleted) session", e.session_id
+                    )
+                s.warning_sent = 1
+                s.warning_at = e.when
+            case SessionTimedOut():
+                self._touch(e, e.session_id).status = "idle" if e.kind == "idle" else "expired"
+            case SessionArchived():
+                s = self._touch(e, e.session_id)
+                old, s.status = s.status, "archived"
+                if old != "archived":
+                    self._archive_snapshot(s)
+            case SessionSnapshotted():
+                self._snapshotted(e)
+            case SessionRestored():
+                self._restored(e)
+            case SessionDeleted():
+                if self.sessions.pop(e.session_id, None) is None:
+                    raise ApplyError(
+                        "delete of an unknown (or already deleted) session", e.session_id
+                    )
+                self.flush()
+                self.conn.execute("DELETE FROM messages WHERE session_id = ?", (e.session_id,))
+            case _:  # pragma: no cover - every event type is handled above
+                raise AssertionError(f"unhandled event {e!r}")
+
+    def _touch(self, e: AnyEvent, session_id: str) -> _Session:
+        """``apply._update``'s stamps: updated_at and last_event_pos from the event."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            raise _unknown(e, session_id)
+        s.updated_at = e.when
+        s.last_event_pos = e.pos
+        return s
+
+    @staticmethod
+    def _activity(s: _Session, when: str) -> None:
+        s.last_activity = when
+        s.warning_sent = 0
+        s.warning_at = None
+
+    def _archive_snapshot(self, s: _Session) -> None:
+        self.flush()
+        self.conn.execute(
+            ARCHIVE_SNAPSHOT_SQL,
+            {
+                "pos": s.last_event_pos,
+                "session_id": s.session_id,
+                "updated_at": s.updated_at,
+                "message_count": s.message_count,
+                "total_tokens": s.total_tokens,
+                "title": s.title,
+                "model_id": s.model_id,
+                "model_name": s.model_name,
+                "created_at": s.created_at,
+            },
+        )
+
+    def _snapshotted(self, e: SessionSnapshotted) -> None:
+        s = self.sessions.get(e.session_id)
+        if s is None:
+            raise ApplyError("snapshot of an unknown (or deleted) session", e.session_id)
+        self.flush()
+        head = SnapshotContext(
+            session_id=s.session_id,
+            title=s.title,
+            model_id=s.model_id,
+            model_name=s.model_name,
+            created_at=s.created_at,
+            status=s.status,
+            message_count=s.message_count,
+            total_tokens=s.total_tokens,
+            total_duration_seconds=s.total_duration_seconds,
+            idle_timeout_seconds=s.idle,
+            hard_timeout_seconds=s.hard,
+            expires_at=s.expires_at,
+            last_activity=s.last_activity,
+            metadata=[SnapshotMetadata(m[0], key, m[1]) for key, m in sorted(s.metadata.items())],
+            messages=[],
+            snapshot_reason=e.reason,
+            snapshot_time=e.when,
+        )
+        context = snapshot_json(head, self.conn.execute(SNAPSHOT_MESSAGES_SQL, (s.session_id,)))
+        self.conn.execute(
+            INSERT_SNAPSHOT_SQL,
+            (
+                e.pos,
+                s.session_id,
+                e.reason,
+                e.when,
+                s.message_count,
+                s.total_tokens,
+                context,
+                e.note,
+                e.when,
+            ),
+        )
+
+    def _restored(self, e: SessionRestored) -> None:
+        s = self.sessions.get(e.session_id)
+        if s is None:
+            if e.snapshot_pos is None:
+                raise ApplyError(
+                    "restore of a deleted session without a snapshot_pos", e.session_id
+                )
+            s = self._recreate(e.session_id, e.snapshot_pos)
+        s.status = "active"
+        self._activity(s, e.when)
+        s.expires_at = _plus_seconds(e.when, s.hard)
+        s.updated_at = e.when
+        s.last_event_pos = e.pos
+
+    def _recreate(self, session_id: str, snapshot_pos: int) -> _Session:
+        """``apply._recreate_from_snapshot``: the row, its metadata, its messages in seq
+        order through the triggers' arithmetic."""
+        self.flush()
+        row = self.conn.execute(
+            "SELECT session_id, context_json FROM session_snapshots WHERE snapshot_id = ?",
+            (snapshot_pos,),
+        ).fetchone()
+        if row is None or row[0] != session_id:
+            raise ApplyError(
+                f"restore from snapshot {snapshot_pos}, not a snapshot of this session"
+            )
+        ctx = _context_decoder.decode(row[1])
+        if ctx.model_id is not None and ctx.model_id not in self.models:
+            raise ApplyError(f"restore of a session on model {ctx.model_id!r}, not registered")
+        s = _Session(
+            session_id,
+            ctx.created_at,
+            ctx.model_id,
+            ctx.model_name,
+            ctx.title,
+            ctx.status,
+            ctx.idle_timeout_seconds,
+            ctx.hard_timeout_seconds,
+            ctx.expires_at,
+            snapshot_pos,
+        )
+        self.sessions[session_id] = s
+        for md in ctx.metadata:
+            if md.key in s.metadata:
+                raise ApplyError("a snapshot with a metadata key twice", session_id)
+            s.metadata[md.key] = [md.metadata_id, md.value]
+        for m in ctx.messages:
+            if m.sequence_number != s.message_count + 1:
+                raise ApplyError("a snapshot whose seqs are not gapless", session_id)
+            self._add_message(
+                s,
+                (
+                    m.message_id,
+                    session_id,
+                    m.sequence_number,
+                    m.role,
+                    m.content,
+                    m.timestamp,
+                    m.tokens,
+                    m.duration_seconds,
+                    m.metadata,
+                ),
+                len(m.content),
+            )
+        return s
+
+    # -- the end -----------------------------------------------------------------------
+    def finish(self) -> None:
+        self.flush()
+        c = self.conn
+        c.executemany(
+            "INSERT INTO models (model_id, model_name, provider, created_at) VALUES (?, ?, ?, ?)",
+            [(mid, *m) for mid, m in self.models.items()],
+        )
+        c.executemany(
+            "INSERT INTO sessions (session_id, created_at, updated_at, model_id, model_name, "
+            "title, message_count, total_tokens, total_duration_seconds, last_activity, status, "
+            "idle_timeout_seconds, hard_timeout_seconds, expires_at, last_event_pos) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [s.session_row() for s in self.sessions.values()],
+        )
+        c.executemany(
+            "INSERT INTO session_timeouts (session_id, idle_timeout_seconds, "
+            "hard_timeout_seconds, created_at, last_activity, expires_at, timeout_warning_sent, "
+            "warning_sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [s.timeouts_row() for s in self.sessions.values()],
+        )
+        c.executemany(
+            "INSERT INTO session_metadata (metadata_id, session_id, key, value) "
+            "VALUES (?, ?, ?, ?)",
+            [
+                (m[0], s.session_id, key, m[1])
+                for s in self.sessions.values()
+                for key, m in s.metadata.items()
+            ],
+        )
+        c.execute(FTS_FILL_SQL, (0,))
+
+
+def _deferred_objects(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The triggers and secondary indexes (``type``, ``name``, ``sql``), in schema order."""
+    return [
+        (str(t), str(n), str(sql))
+        for t, n, sql in conn.execute(
+            "SELECT type, name, sql FROM sqlite_master "
+            "WHERE type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY rowid"
+        )
+    ]
+
+
+Observer = Callable[[AnyEvent], None]
+Progress = Callable[[int, int], None]
+
+
+class BulkResult:
+    """What ``bulk_load`` applied: the same figures as ``catch_up``'s result."""
+
+    def __init__(self, applied: int, cp: Checkpoint, torn: Any) -> None:
+        self.events_applied = applied
+        self.checkpoint = cp
+        self.torn = torn
+
+
+def bulk_load(
+    conn: sqlite3.Connection,
+    log_path: str | os.PathLike[str],
+    *,
+    until: Until | None = None,
+    progress: Progress | None = None,
+    observer: Observer | None = None,
+) -> BulkResult:
+    """Project the log (or its prefix) into ``conn``, a database with a fresh schema.
+
+    One transaction; raises (leaving ``conn`` to be thrown away) ApplyError for an event
+    the projection refuses, CorruptLog for a bad line, sqlite3.Error for a row a
+    constraint refuses.
+    """
+    path = os.fspath(log_path)
+    total = os.path.getsize(path) if os.path.exists(path) else 0
+    deferred = _deferred_objects(conn)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    conn.execute("BEGIN IMMEDIATE")
+    for kind, name, _sql in deferred:
+        conn.execute(f'DROP {kind.upper()} "{name}"')
+    loader = _Loader(conn)
+    apply = loader.apply
+    reader = LogReader(path)
+    records = iter(reader)
+    applied = 0
+    last: tuple[AnyEvent, int, int] | None = None  # event, start, end of the last line
+    group: list[tuple[AnyEvent, int, int]] = []
+    start = 0
+    next_progress = 0
+    for event, end in records:
+        grp = event.grp
+        if grp is not UNSET and grp[0] != grp[1]:
+            group.append((event, start, end))
+            start = end
+            continue
+        if group:
+            group.append((event, start, end))
+            if until is not None and not _includes(until, event):
+                break
+            for member, _s, _e in group:
+                apply(member)
+                if observer is not None:
+                    observer(member)
+            applied += len(group)
+            last = group[-1]
+            group = []
+        else:
+            if until is not None and not _includes(until, event):
+                break
+            apply(event)
+            if observer is not None:
+                observer(event)
+            applied += 1
+            last = (event, start, end)
+        start = end
+        if progress is not None and applied >= next_progress:
+            next_progress = applied + 20_000
+            progress(end, max(total, end))
+    records.close()  # type: ignore[attr-defined]
+    loader.finish()
+    for _kind, _name, sql in deferred:
+        conn.execute(sql)
+    cp = Checkpoint(0, 0, 0, "")
+    if last is not None:
+        event, line_start, line_end = last
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = read_bytes(fd, line_start, line_end)
+        finally:
+            os.close(fd)
+        cp = Checkpoint(line_end, event.pos, line_start, line_hash(data))
+        write_checkpoint(conn, cp)
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if progress is not None and last is not None:
+        progress(cp.log_offset, max(total, cp.log_offset))
+    return BulkResult(applied, cp, reader.torn)
+
+
+def _includes(until: Until, last: AnyEvent) -> bool:
+    if until.pos is not None and last.pos > until.pos:
+        return False
+    return not (until.ts is not None and last.ts > until.ts)

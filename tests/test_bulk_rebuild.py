@@ -1,0 +1,211 @@
+"""The bulk rebuild path gives the incremental path's database, row for row.
+
+``bulk_load`` folds the log in Python and writes rows in bulk with the triggers and
+secondary indexes deferred; ``catch_up`` applies it event by event through the triggers.
+Over random workloads with every event type, prefixes, and the benchmark workload, the
+two databases must have the same ``canonical_hash`` (every row, the counters' floats
+included) and the same schema text.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sqlite3
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from projection_helpers import OPS, REPO, open_journal, random_ops, rows, run_workload, write_lines
+
+from journal.events import MessageAppended, ModelRegistered, SessionCreated, encode_json
+from projector import InvariantViolation, canonical_hash, catch_up, connect, rebuild, verify
+from projector.apply import SnapshotContext, SnapshotMessage, SnapshotMetadata, snapshot_json
+from projector.bulk import bulk_load
+from projector.db import create_schema
+from projector.reading import Until
+
+rebuild_module = importlib.import_module("projector.rebuild")
+SCHEMA_SQL = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+
+
+def incremental(log: Path, db: Path, until: int | None = None) -> None:
+    conn = connect(db)
+    try:
+        create_schema(conn)
+        catch_up(conn, log, until=until)
+    finally:
+        conn.close()
+
+
+def bulk(log: Path, db: Path, until: int | None = None) -> Any:
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        create_schema(conn)
+        return bulk_load(conn, log, until=None if until is None else Until(pos=until))
+    finally:
+        conn.close()
+
+
+def assert_same(a: Path, b: Path) -> None:
+    assert canonical_hash(a) == canonical_hash(b)
+    assert rows(a, SCHEMA_SQL) == rows(b, SCHEMA_SQL)
+    assert rows(a, "PRAGMA user_version") == rows(b, "PRAGMA user_version")
+
+
+ops_strategy = st.lists(
+    st.tuples(st.integers(0, len(OPS) - 1), st.integers(0, 999), st.integers(0, 10**6)),
+    min_size=1,
+    max_size=80,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops_strategy, cut=st.floats(0.0, 1.0))
+def test_bulk_equals_incremental_on_random_workloads(
+    ops: list[tuple[int, int, int]], cut: float
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp, "log.jsonl")
+        run_workload(log, ops)
+        last = len(log.read_bytes().splitlines())
+        for n, until in enumerate((None, int(last * cut))):
+            a, b = Path(tmp, f"bulk{n}.db"), Path(tmp, f"incr{n}.db")
+            result = bulk(log, a, until)
+            incremental(log, b, until)
+            assert_same(a, b)
+            conn = connect(b)
+            try:
+                cp = conn.execute("SELECT log_pos, log_offset FROM projector_checkpoint")
+                assert cp.fetchone() == (result.checkpoint.log_pos, result.checkpoint.log_offset)
+            finally:
+                conn.close()
+
+
+def test_every_event_type_is_covered(tmp_path: Path) -> None:
+    """The fixed workload the equality tests start from holds every event type, including
+    restores of deleted sessions, archives and warnings (so no branch goes untested)."""
+    log = tmp_path / "log.jsonl"
+    run_workload(log, random_ops(7, 400))
+    tags = {json.loads(raw)["type"] for raw in log.read_bytes().splitlines()}
+    assert tags >= {
+        "model_registered", "session_created", "message_appended", "session_metadata_set",
+        "session_renamed", "session_paused", "session_resumed", "timeout_warning",
+        "session_timed_out", "session_archived", "session_snapshotted", "session_restored",
+        "session_deleted",
+    }  # fmt: skip
+    restored_deleted = [
+        json.loads(raw)
+        for raw in log.read_bytes().splitlines()
+        if b'"session_restored"' in raw and b'"snapshot_pos"' in raw
+    ]
+    assert restored_deleted
+    a, b = tmp_path / "bulk.db", tmp_path / "incr.db"
+    bulk(log, a)
+    incremental(log, b)
+    assert_same(a, b)
+    for prefix in range(1, len(log.read_bytes().splitlines()), 37):
+        a.unlink()
+        b.unlink()
+        bulk(log, a, prefix)
+        incremental(log, b, prefix)
+        assert_same(a, b)
+
+
+def test_workload_generator_log(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        workload = importlib.import_module("workload")
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    log = tmp_path / "w.jsonl"
+    workload.write_log(str(log), 3, 4_000, sessions=40, concurrency=40)
+    a, b = tmp_path / "bulk.db", tmp_path / "incr.db"
+    bulk(log, a)
+    incremental(log, b)
+    assert_same(a, b)
+    assert rows(a, "SELECT count(*) FROM session_snapshots")[0][0] > 0
+
+
+def test_durations_are_summed_in_log_order(tmp_path: Path) -> None:
+    """Float sums depend on their order: the bulk path adds in the triggers' order, also
+    for a session deleted and restored (its messages re-added in seq order from zero)."""
+    log = tmp_path / "log.jsonl"
+    durations = [1e16, 1.0, 1.0, 0.1, 0.2, 0.3, 3.3e-5, 7.77]
+    with open_journal(log) as j:
+        j.create_session(model_id="m", session_id="s")
+        for d in durations:
+            j.append_message("s", role="user", content="x", duration_seconds=d)
+        j.delete_session("s")
+        j.restore("s")
+        j.append_message("s", role="user", content="y", duration_seconds=0.1)
+    a, b = tmp_path / "bulk.db", tmp_path / "incr.db"
+    bulk(log, a)
+    incremental(log, b)
+    assert_same(a, b)
+    total = 0.0
+    for d in [*durations, 0.1]:
+        total += d
+    assert rows(a, "SELECT total_duration_seconds FROM sessions") == [(total,)]
+    assert total != sum(sorted([*durations, 0.1]))  # the order matters for these values
+    assert total != math.fsum([*durations, 0.1])
+
+
+def test_rebuild_takes_the_bulk_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log, db, ref = tmp_path / "log.jsonl", tmp_path / "p.db", tmp_path / "ref.db"
+    run_workload(log, random_ops(9, 200))
+
+    def no_incremental(*args: object) -> None:
+        raise AssertionError("the incremental path ran")
+
+    with monkeypatch.context() as m:
+        m.setattr(rebuild_module, "_incremental", no_incremental)
+        result = rebuild(log, db)
+    incremental(log, ref)
+    assert canonical_hash(db) == canonical_hash(ref)
+    assert result.last_pos == len(log.read_bytes().splitlines())
+    assert verify(log, db).ok
+
+
+def test_a_log_the_bulk_path_refuses_gets_the_incremental_error(tmp_path: Path) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    offsets = write_lines(
+        log,
+        [
+            ModelRegistered(model_id="m", model_name="M"),
+            SessionCreated(session_id="s", model_id="m"),
+            MessageAppended(session_id="s", seq=1, role="user", content="one"),
+            MessageAppended(session_id="s", seq=3, role="user", content="gap"),
+        ],
+    )
+    with pytest.raises(InvariantViolation) as err:
+        rebuild(log, db)
+    assert err.value.line == 4 and err.value.offset == offsets[3] and "seq 3" in str(err.value)
+    assert not db.exists() and not Path(f"{db}.rebuild").exists()
+
+
+def test_snapshot_json_is_the_whole_context_encoded() -> None:
+    messages = [
+        SnapshotMessage(7, 1, "user", 'a "quoted" ,"messages":[] text', "t1", 3, 0.5, None),
+        SnapshotMessage(9, 2, "assistant", "é ☃ 𝄞", "t2", None, None, '{"k":1}'),
+    ]
+    head = SnapshotContext(
+        session_id="s", title=',"messages":[],"snapshot_reason":', model_id="m",
+        model_name=None, created_at="t0", status="active", message_count=2, total_tokens=3,
+        total_duration_seconds=0.5, idle_timeout_seconds=None, hard_timeout_seconds=60,
+        expires_at=None, last_activity="t2", metadata=[SnapshotMetadata(4, "k", "v")],
+        messages=[], snapshot_reason="checkpoint", snapshot_time="t3",
+    )  # fmt: skip
+    whole = SnapshotContext(**{**_fields(head), "messages": messages})
+    rows_ = [tuple(_fields(m).values()) for m in messages]
+    assert bytes(snapshot_json(head, rows_)) == encode_json(whole)
+    assert bytes(snapshot_json(head, [])) == encode_json(head)
+
+
+def _fields(struct: Any) -> dict[str, Any]:
+    return {name: getattr(struct, name) for name in struct.__struct_fields__}
