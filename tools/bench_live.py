@@ -120,6 +120,8 @@ def _poller(log: str, db: str, out: str, rate: float, seconds: float) -> None:
         for i in range(int(rate * seconds)):
             due = start + i / rate
             now = time.monotonic()
+            if now > start + seconds and i >= 100:
+                break  # replay slower than the rate: keep to the time, not the count
             if due > now:
                 time.sleep(due - now)
             t = time.monotonic()
