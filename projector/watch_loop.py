@@ -106,7 +106,7 @@ def _stop_observer(observer: BaseObserver) -> None:
     observer.join()
 
 
-Signature = tuple[int, int, int, int, int]
+Signature = tuple[int, ...]
 
 
 def _signature(log_path: str) -> Signature | None:
@@ -310,9 +310,14 @@ class Worker:
         return result.rebuilt, result
 
     def _open_db(self) -> None:
+        # The identity is taken before connecting: if the file is swapped in between, the
+        # next pass sees an identity that does not match and opens the database again.
+        try:
+            st = os.stat(self.db)
+            self.db_id = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            self.db_id = None  # removed already: the next pass starts over with replay
         self.conn = connect(self.db)
-        st = os.stat(self.db)
-        self.db_id = (st.st_dev, st.st_ino)
 
     def _db_replaced(self) -> bool:
         # `rebuild` swaps in a new file by rename: a connection to the old one would
