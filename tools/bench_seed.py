@@ -1,8 +1,8 @@
 """Baselines of the projection section: the seed as written, and the ideal bulk load.
 
 * **Seed as written**: the seed's enhanced schema and triggers (``tests/seed_schema.sql``,
-  the verbatim copy the seed-defect tests use), its connection settings, and the SQL its functions run for each change,
-  5,000 events per transaction. Its defects stay in: the ``COUNT(*)`` trigger per message,
+  the verbatim copy the seed-defect tests use), its connection settings, and the SQL its
+  functions run for each change, 5,000 events per transaction. Its defects stay in: the ``COUNT(*)`` trigger per message,
   the self-updating timestamp trigger, no FTS feed, the ``pre_delete`` snapshot erased with
   its session (a deleted session that is restored comes back as a bare row).
 * **Ideal bulk load**: exactly the rows of a projector-built database, read out of it
