@@ -3,8 +3,9 @@
 * **Seed as written**: the seed's enhanced schema and triggers (``tests/seed_schema.sql``,
   the verbatim copy the seed-defect tests use), its connection settings, and the SQL its
   functions run for each change, 5,000 events per transaction. Its defects stay in: the
-  ``COUNT(*)`` trigger per message, the self-updating timestamp trigger, no FTS feed, the ``pre_delete`` snapshot erased with
-  its session (a deleted session that is restored comes back as a bare row).
+  ``COUNT(*)`` trigger per message, the self-updating timestamp trigger, no FTS feed, the
+  ``pre_delete`` snapshot erased with its session (a deleted session that is restored comes
+  back as a bare row).
 * **Ideal bulk load**: exactly the rows of a projector-built database, read out of it
   beforehand, written into the project's own tables, indexes and FTS (``schema/*.sql``
   without its triggers) with plain ``executemany`` in one transaction; the session
