@@ -121,6 +121,16 @@ ORDER BY m.message_id
 """
 
 
+# A restored session's messages (their ids older than the batch) into the index.
+RESTORED_FTS_SQL = (
+    "INSERT INTO sessions_fts (rowid, session_id, title, content, model_name) "
+    "SELECT m.message_id, m.session_id, s.title, m.content, s.model_name "
+    "FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id "
+    "WHERE m.session_id = ? "
+    "AND NOT EXISTS (SELECT 1 FROM sessions_fts AS f WHERE f.rowid = m.message_id)"
+)
+
+
 def fill_fts(conn: sqlite3.Connection, after_pos: int) -> None:
     """Index the messages of events after ``after_pos`` (the batch's starting checkpoint)."""
     conn.execute(FTS_FILL_SQL, (after_pos,))
@@ -439,14 +449,7 @@ def _recreate_from_snapshot(conn: sqlite3.Connection, session_id: str, snapshot_
         ],
     )
     # Their ids are older than the batch, so fill_fts would not see them: index them now.
-    conn.execute(
-        "INSERT INTO sessions_fts (rowid, session_id, title, content, model_name) "
-        "SELECT m.message_id, m.session_id, s.title, m.content, s.model_name "
-        "FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id "
-        "WHERE m.session_id = ? "
-        "AND NOT EXISTS (SELECT 1 FROM sessions_fts AS f WHERE f.rowid = m.message_id)",
-        (session_id,),
-    )
+    conn.execute(RESTORED_FTS_SQL, (session_id,))
 
 
 def _deleted(conn: sqlite3.Connection, e: SessionDeleted) -> None:

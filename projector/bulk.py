@@ -51,6 +51,7 @@ from journal.log import LogReader
 from projector.apply import (
     FTS_FILL_SQL,
     INSERT_SNAPSHOT_SQL,
+    RESTORED_FTS_SQL,
     SNAPSHOT_MESSAGES_SQL,
     ApplyError,
     SnapshotContext,
@@ -174,9 +175,34 @@ class _Loader:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.models: dict[str, tuple[str, str | None, str]] = {}
-        self.sessions: dict[str, _Session] = {}
+        self.sessions: dict[str, _Session | None] = {}
         self.pending: list[tuple[Any, ...]] = []
         self.pending_bytes = 0
+        self._restored_ids: set[str] = set()
+
+    # -- hooks: a new database keeps everything here until finish() ----------------------
+    def _get(self, session_id: str) -> _Session | None:
+        return self.sessions.get(session_id)
+
+    def _model(self, model_id: str) -> tuple[str, str | None, str] | None:
+        return self.models.get(model_id)
+
+    def _new_model(self, model_id: str, model: tuple[str, str | None, str]) -> None:
+        self.models[model_id] = model
+
+    def _born(self, s: _Session) -> None:
+        pass
+
+    def _metadata_changed(self, s: _Session) -> None:
+        pass
+
+    def _renamed(self, s: _Session) -> None:
+        pass
+
+    def _gone(self, session_id: str) -> None:
+        del self.sessions[session_id]
+        self.flush()
+        self.conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
 
     # -- messages ----------------------------------------------------------------------
     def flush(self) -> None:
@@ -206,7 +232,7 @@ class _Loader:
     # -- events ------------------------------------------------------------------------
     def apply(self, e: AnyEvent) -> None:
         if type(e) is MessageAppended:
-            s = self.sessions.get(e.session_id)
+            s = self.sessions.get(e.session_id) or self._get(e.session_id)
             if s is None:
                 raise ApplyError("message for an unknown (or deleted) session", e.session_id)
             if e.seq != s.message_count + 1:
@@ -230,17 +256,17 @@ class _Loader:
             return
         match e:
             case ModelRegistered():
-                if e.model_id not in self.models:
-                    self.models[e.model_id] = (e.model_name, e.provider, e.when)
+                if self._model(e.model_id) is None:
+                    self._new_model(e.model_id, (e.model_name, e.provider, e.when))
             case SessionCreated():
-                model = self.models.get(e.model_id)
+                model = self._model(e.model_id)
                 if model is None:
                     raise ApplyError(
                         f"session uses model {e.model_id!r}, never registered", e.session_id
                     )
-                if e.session_id in self.sessions:
+                if self._get(e.session_id) is not None:
                     raise ApplyError("session created twice", e.session_id)
-                self.sessions[e.session_id] = _Session(
+                s = self.sessions[e.session_id] = _Session(
                     e.session_id,
                     e.when,
                     e.model_id,
@@ -252,8 +278,10 @@ class _Loader:
                     _plus_seconds(e.when, e.hard_timeout_seconds),
                     e.pos,
                 )
+                self._born(s)
             case SessionMetadataSet():
                 s = self._touch(e, e.session_id)
+                self._metadata_changed(s)
                 if e.value is None:
                     s.metadata.pop(e.key, None)
                 elif e.key in s.metadata:
@@ -261,7 +289,9 @@ class _Loader:
                 else:
                     s.metadata[e.key] = [e.pos, e.value]
             case SessionRenamed():
-                self._touch(e, e.session_id).title = e.title
+                s = self._touch(e, e.session_id)
+                s.title = e.title
+                self._renamed(s)
             case SessionPaused():
                 self._touch(e, e.session_id).status = "paused"
             case SessionResumed():
@@ -269,7 +299,7 @@ class _Loader:
                 s.status = "active"
                 self._activity(s, e.when)
             case TimeoutWarning():
-                s = self.sessions.get(e.session_id)
+                s = self._get(e.session_id)
                 if s is None:
                     raise ApplyError(
                         "timeout warning for an unknown (or deleted) session", e.session_id
@@ -288,18 +318,17 @@ class _Loader:
             case SessionRestored():
                 self._restored(e)
             case SessionDeleted():
-                if self.sessions.pop(e.session_id, None) is None:
+                if self._get(e.session_id) is None:
                     raise ApplyError(
                         "delete of an unknown (or already deleted) session", e.session_id
                     )
-                self.flush()
-                self.conn.execute("DELETE FROM messages WHERE session_id = ?", (e.session_id,))
+                self._gone(e.session_id)
             case _:  # pragma: no cover - every event type is handled above
                 raise AssertionError(f"unhandled event {e!r}")
 
     def _touch(self, e: AnyEvent, session_id: str) -> _Session:
         """``apply._update``'s stamps: updated_at and last_event_pos from the event."""
-        s = self.sessions.get(session_id)
+        s = self._get(session_id)
         if s is None:
             raise _unknown(e, session_id)
         s.updated_at = e.when
@@ -330,7 +359,7 @@ class _Loader:
         )
 
     def _snapshotted(self, e: SessionSnapshotted) -> None:
-        s = self.sessions.get(e.session_id)
+        s = self._get(e.session_id)
         if s is None:
             raise ApplyError("snapshot of an unknown (or deleted) session", e.session_id)
         self.flush()
@@ -370,7 +399,7 @@ class _Loader:
         )
 
     def _restored(self, e: SessionRestored) -> None:
-        s = self.sessions.get(e.session_id)
+        s = self._get(e.session_id)
         if s is None:
             if e.snapshot_pos is None:
                 raise ApplyError(
@@ -396,7 +425,7 @@ class _Loader:
                 f"restore from snapshot {snapshot_pos}, not a snapshot of this session"
             )
         ctx = _context_decoder.decode(row[1])
-        if ctx.model_id is not None and ctx.model_id not in self.models:
+        if ctx.model_id is not None and self._model(ctx.model_id) is None:
             raise ApplyError(f"restore of a session on model {ctx.model_id!r}, not registered")
         s = _Session(
             session_id,
@@ -411,6 +440,9 @@ class _Loader:
             snapshot_pos,
         )
         self.sessions[session_id] = s
+        self._born(s)
+        self._metadata_changed(s)
+        self._restored_ids.add(session_id)
         for md in ctx.metadata:
             if md.key in s.metadata:
                 raise ApplyError("a snapshot with a metadata key twice", session_id)
@@ -436,9 +468,13 @@ class _Loader:
         return s
 
     # -- the end -----------------------------------------------------------------------
+    def live(self) -> list[_Session]:
+        return [s for s in self.sessions.values() if s is not None]
+
     def finish(self) -> None:
         self.flush()
         c = self.conn
+        live = self.live()
         c.executemany(
             "INSERT INTO models (model_id, model_name, provider, created_at) VALUES (?, ?, ?, ?)",
             [(mid, *m) for mid, m in self.models.items()],
@@ -448,24 +484,159 @@ class _Loader:
             "title, message_count, total_tokens, total_duration_seconds, last_activity, status, "
             "idle_timeout_seconds, hard_timeout_seconds, expires_at, last_event_pos) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [s.session_row() for s in self.sessions.values()],
+            [s.session_row() for s in live],
         )
         c.executemany(
             "INSERT INTO session_timeouts (session_id, idle_timeout_seconds, "
             "hard_timeout_seconds, created_at, last_activity, expires_at, timeout_warning_sent, "
             "warning_sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [s.timeouts_row() for s in self.sessions.values()],
+            [s.timeouts_row() for s in live],
         )
         c.executemany(
             "INSERT INTO session_metadata (metadata_id, session_id, key, value) "
             "VALUES (?, ?, ?, ?)",
-            [
-                (m[0], s.session_id, key, m[1])
-                for s in self.sessions.values()
-                for key, m in s.metadata.items()
-            ],
+            [(m[0], s.session_id, key, m[1]) for s in live for key, m in s.metadata.items()],
         )
         c.execute(FTS_FILL_SQL, (0,))
+
+
+SESSION_COLUMNS: Final = (
+    "session_id, created_at, updated_at, model_id, model_name, title, message_count, "
+    "total_tokens, total_duration_seconds, last_activity, status, idle_timeout_seconds, "
+    "hard_timeout_seconds, expires_at, last_event_pos"
+)
+
+
+class CatchUpLoader(_Loader):
+    """The fold on a database that already holds part of the log (one batch of catch-up,
+    triggers dropped inside its transaction). Sessions and models are read on first use;
+    a session's row is inserted when it is created (so the foreign keys hold at every
+    step) and given its final values at the end; a deletion deletes at once (the cascade
+    removes its rows; its full-text rows are removed first, as the messages_ad trigger
+    would)."""
+
+    def __init__(self, conn: sqlite3.Connection, after_pos: int) -> None:
+        super().__init__(conn)
+        self.after_pos = after_pos
+        self._meta_dirty: set[str] = set()
+        self._titles: set[str] = set()
+
+    def _get(self, session_id: str) -> _Session | None:
+        if session_id in self.sessions:
+            return self.sessions[session_id]
+        row = self.conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            self.sessions[session_id] = None
+            return None
+        s = _Session(row[0], row[1], row[3], row[4], row[5], row[10], row[11], row[12],
+                     row[13], row[14])  # fmt: skip
+        s.updated_at, s.message_count, s.total_tokens = row[2], row[6], row[7]
+        s.total_duration_seconds, s.last_activity = row[8], row[9]
+        warning = self.conn.execute(
+            "SELECT timeout_warning_sent, warning_sent_at FROM session_timeouts "
+            "WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        if warning is not None:
+            s.warning_sent, s.warning_at = warning
+        for metadata_id, key, value in self.conn.execute(
+            "SELECT metadata_id, key, value FROM session_metadata WHERE session_id = ?",
+            (session_id,),
+        ):
+            s.metadata[key] = [metadata_id, value]
+        self.sessions[session_id] = s
+        return s
+
+    def _model(self, model_id: str) -> tuple[str, str | None, str] | None:
+        model = self.models.get(model_id)
+        if model is None:
+            row = self.conn.execute(
+                "SELECT model_name, provider, created_at FROM models WHERE model_id = ?",
+                (model_id,),
+            ).fetchone()
+            if row is not None:
+                model = self.models[model_id] = (row[0], row[1], row[2])
+        return model
+
+    def _new_model(self, model_id: str, model: tuple[str, str | None, str]) -> None:
+        self.models[model_id] = model
+        self.conn.execute(
+            "INSERT INTO models (model_id, model_name, provider, created_at) VALUES (?, ?, ?, ?)",
+            (model_id, *model),
+        )
+
+    def _born(self, s: _Session) -> None:
+        self.conn.execute(
+            f"INSERT INTO sessions ({SESSION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            s.session_row(),
+        )
+        self.conn.execute(
+            "INSERT INTO session_timeouts (session_id, idle_timeout_seconds, "
+            "hard_timeout_seconds, created_at, last_activity, expires_at, timeout_warning_sent, "
+            "warning_sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            s.timeouts_row(),
+        )
+
+    def _metadata_changed(self, s: _Session) -> None:
+        self._meta_dirty.add(s.session_id)
+
+    def _renamed(self, s: _Session) -> None:
+        self._titles.add(s.session_id)
+
+    def _gone(self, session_id: str) -> None:
+        self.sessions[session_id] = None
+        self._restored_ids.discard(session_id)
+        self.flush()
+        self.conn.execute(
+            "DELETE FROM sessions_fts WHERE rowid IN "
+            "(SELECT message_id FROM messages WHERE session_id = ?)",
+            (session_id,),
+        )
+        self.conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+    def finish(self) -> None:
+        self.flush()
+        c = self.conn
+        live = self.live()
+        c.executemany(
+            "UPDATE sessions SET created_at = ?, updated_at = ?, model_id = ?, model_name = ?, "
+            "title = ?, message_count = ?, total_tokens = ?, total_duration_seconds = ?, "
+            "last_activity = ?, status = ?, idle_timeout_seconds = ?, "
+            "hard_timeout_seconds = ?, expires_at = ?, last_event_pos = ? WHERE session_id = ?",
+            [(*r[1:], r[0]) for r in (s.session_row() for s in live)],
+        )
+        c.executemany(
+            "UPDATE session_timeouts SET idle_timeout_seconds = ?, hard_timeout_seconds = ?, "
+            "created_at = ?, last_activity = ?, expires_at = ?, timeout_warning_sent = ?, "
+            "warning_sent_at = ? WHERE session_id = ?",
+            [(*r[1:], r[0]) for r in (s.timeouts_row() for s in live)],
+        )
+        for sid in sorted(self._meta_dirty):
+            s = self.sessions.get(sid)
+            if s is None:
+                continue
+            c.execute("DELETE FROM session_metadata WHERE session_id = ?", (sid,))
+            c.executemany(
+                "INSERT INTO session_metadata (metadata_id, session_id, key, value) "
+                "VALUES (?, ?, ?, ?)",
+                [(m[0], sid, key, m[1]) for key, m in s.metadata.items()],
+            )
+        # Renames: the index rows already there take the new title (sessions_au's work).
+        for sid in sorted(self._titles):
+            s = self.sessions.get(sid)
+            if s is not None:
+                c.execute(
+                    "UPDATE sessions_fts SET title = ?, model_name = ? WHERE rowid IN "
+                    "(SELECT message_id FROM messages WHERE session_id = ?)",
+                    (s.title, s.model_name, sid),
+                )
+        c.execute(FTS_FILL_SQL, (self.after_pos,))
+        # A restored session's messages keep their old ids: index them too.
+        for sid in sorted(self._restored_ids):
+            c.execute(RESTORED_FTS_SQL, (sid,))
 
 
 def _deferred_objects(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:

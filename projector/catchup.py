@@ -21,6 +21,7 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
 from projector.apply import ApplyError, apply_event, fill_fts
+from projector.bulk import CatchUpLoader
 from projector.db import (
     Checkpoint,
     connect,
@@ -35,6 +36,14 @@ from projector.errors import CheckpointMismatch, InvariantViolation
 from projector.reading import Record, Skipped, Until, line_hash, read_bytes, skip_bad_lines, units
 
 DEFAULT_BATCH_EVENTS: Final = 2_000
+# A batch also ends after this many bytes of log, so that memory stays bounded.
+BATCH_BYTES: Final = 16 * 2**20
+# From this much unread log on, batches take the bulk path (projector/bulk.py): the
+# events folded in Python, the rows written in bulk with the triggers dropped inside the
+# batch's transaction (and created again before its COMMIT: no reader ever sees the schema
+# without them). Below it (a live watcher's few new lines), events go one by one through
+# the triggers, where a batch costs no more than its events.
+BULK_MIN_BYTES: Final = 256 * 1024
 Progress = Callable[[int, int], None]
 
 
@@ -115,33 +124,57 @@ def catch_up(
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return CatchUpResult(0, cp.log_pos, cp.log_offset, None, 0)
-    batch = _Batch(conn, fd, cp, progress, os.fstat(fd).st_size)
-    quarantined = 0
+    size = os.fstat(fd).st_size
+    batch: _Batch
+    if observer is None and size - cp.log_offset >= BULK_MIN_BYTES:
+        batch = _BulkBatch(conn, fd, cp, progress, size)
+    else:
+        batch = _Batch(conn, fd, cp, progress, size)
     torn: TornTail | None = None
     try:
         while True:
-            reader = LogReader(path, batch.cp.log_offset, batch.cp.log_pos)
             try:
-                for unit in units(reader):
-                    if stop is not None and not stop.includes(unit):
-                        break
-                    batch.apply(unit, path, observer)
-                    if batch.pending >= batch_events:
-                        batch.commit()
-            except CorruptLog as exc:
-                batch.commit()  # every whole unit before the bad line is good
-                if not quarantine:
-                    raise
-                batch.quarantine(skip_bad_lines(path, reader, exc))
-                quarantined += 1
-                continue
-            torn = reader.torn
-            break
-        batch.commit()
+                torn = _drain(batch, path, stop, batch_events, quarantine, observer)
+                break
+            except _Refused:
+                # The bulk batch was rolled back: from its start, the events go one by one,
+                # and the incremental path applies them or reports the event precisely.
+                batch = _Batch.resume(batch)
     finally:
         batch.abort()
         os.close(fd)
-    return CatchUpResult(batch.applied, batch.cp.log_pos, batch.cp.log_offset, torn, quarantined)
+    return CatchUpResult(
+        batch.applied, batch.cp.log_pos, batch.cp.log_offset, torn, batch.quarantined
+    )
+
+
+def _drain(
+    batch: _Batch,
+    path: str,
+    stop: Until | None,
+    batch_events: int,
+    quarantine: bool,
+    observer: Callable[[AnyEvent], None] | None,
+) -> TornTail | None:
+    """Apply the log from the batch's checkpoint to its end (or ``stop``), committing as
+    batches fill; returns the torn tail found at the end, if any."""
+    while True:
+        reader = LogReader(path, batch.cp.log_offset, batch.cp.log_pos)
+        try:
+            for unit in units(reader):
+                if stop is not None and not stop.includes(unit):
+                    break
+                batch.apply(unit, path, observer)
+                if batch.pending >= batch_events or batch.pending_bytes >= BATCH_BYTES:
+                    batch.commit()
+        except CorruptLog as exc:
+            batch.commit()  # every whole unit before the bad line is good
+            if not quarantine:
+                raise
+            batch.quarantine(skip_bad_lines(path, reader, exc))
+            continue
+        batch.commit()
+        return reader.torn
 
 
 class _Batch:
@@ -161,8 +194,17 @@ class _Batch:
         self.progress = progress
         self.total = total
         self.pending = 0
+        self.pending_bytes = 0
         self.applied = 0
+        self.quarantined = 0
         self.last: Record | None = None
+
+    @classmethod
+    def resume(cls, other: _Batch) -> _Batch:
+        """A batch that goes on from ``other``'s last commit."""
+        batch = cls(other.conn, other.fd, other.cp, other.progress, other.total)
+        batch.applied, batch.quarantined = other.applied, other.quarantined
+        return batch
 
     def _begin(self) -> None:
         if not self.conn.in_transaction:
@@ -188,13 +230,17 @@ class _Batch:
             if observer is not None:
                 observer(rec.event)
         self.pending += len(unit)
+        self.pending_bytes += unit[-1].end - unit[0].start
         self.last = unit[-1]
+
+    def _before_commit(self) -> None:
+        fill_fts(self.conn, self.cp.log_pos)
 
     def commit(self) -> None:
         if self.last is None:
             return
         last = self.last
-        fill_fts(self.conn, self.cp.log_pos)
+        self._before_commit()
         cp = Checkpoint(
             log_offset=last.end,
             log_pos=last.event.pos,
@@ -206,13 +252,15 @@ class _Batch:
         self.cp = cp
         self.applied += self.pending
         self.pending = 0
+        self.pending_bytes = 0
         self.last = None
         if self.progress is not None:
             self.progress(cp.log_offset, max(self.total, cp.log_offset))
 
     def quarantine(self, skip: Skipped) -> None:
         """Record the bad bytes and move the checkpoint past them, in one transaction."""
-        self._begin()
+        if not self.conn.in_transaction:
+            self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute(
             "INSERT INTO projector_quarantine (line_offset, line, reason, data) "
             "VALUES (?, ?, ?, ?)",
@@ -227,13 +275,78 @@ class _Batch:
         write_checkpoint(self.conn, cp)
         self.conn.execute("COMMIT")
         self.cp = cp
+        self.quarantined += 1
 
     def abort(self) -> None:
         """Roll back what is not committed (an error, or the caller interrupted)."""
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self.pending = 0
+        self.pending_bytes = 0
         self.last = None
+
+
+class _Refused(Exception):
+    """The bulk path cannot apply an event; its batch was rolled back."""
+
+
+class _BulkBatch(_Batch):
+    """A batch on the bulk path: triggers dropped at BEGIN, created again before COMMIT
+    (a ROLLBACK restores them too), the events folded by a ``CatchUpLoader``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        fd: int,
+        cp: Checkpoint,
+        progress: Progress | None,
+        total: int,
+    ) -> None:
+        super().__init__(conn, fd, cp, progress, total)
+        self.triggers = [
+            (str(name), str(sql))
+            for name, sql in conn.execute(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY rowid"
+            )
+        ]
+        self.loader: CatchUpLoader | None = None
+
+    def apply(
+        self, unit: list[Record], path: str, observer: Callable[[AnyEvent], None] | None
+    ) -> None:
+        loader = self.loader
+        if loader is None:
+            self._begin()
+            for name, _sql in self.triggers:
+                self.conn.execute(f'DROP TRIGGER "{name}"')
+            loader = self.loader = CatchUpLoader(self.conn, self.cp.log_pos)
+        try:
+            for rec in unit:
+                loader.apply(rec.event)
+        except (ApplyError, sqlite3.IntegrityError) as exc:
+            self.abort()
+            raise _Refused from exc
+        self.pending += len(unit)
+        self.pending_bytes += unit[-1].end - unit[0].start
+        self.last = unit[-1]
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        except (ApplyError, sqlite3.IntegrityError) as exc:
+            self.abort()
+            raise _Refused from exc
+
+    def _before_commit(self) -> None:
+        assert self.loader is not None
+        self.loader.finish()
+        for _name, sql in self.triggers:
+            self.conn.execute(sql)
+        self.loader = None
+
+    def abort(self) -> None:
+        super().abort()
+        self.loader = None
 
 
 def replay(
