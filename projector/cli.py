@@ -28,6 +28,7 @@ from journal.errors import (
 )
 from journal.events import format_ts, parse_ts
 from projector import render
+from projector.watch import projection_lock
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -164,8 +165,9 @@ def demo(ctx: click.Context, as_json: bool) -> None:
 
     paths = _paths(ctx)
     result = write_demo(paths.log)
-    replay(paths.log, paths.db)
-    report = verify(paths.log, paths.db)
+    with projection_lock(paths.db):
+        replay(paths.log, paths.db)
+        report = verify(paths.log, paths.db)
     if as_json:
         _emit_json(
             {
@@ -208,7 +210,8 @@ def replay(ctx: click.Context, as_json: bool) -> None:
     from projector import replay as do_replay
 
     paths = _paths(ctx)
-    result = do_replay(paths.log, paths.db, progress=_progress("replay"))
+    with projection_lock(paths.db):
+        result = do_replay(paths.log, paths.db, progress=_progress("replay"))
     if as_json:
         _emit_json(result)
         return
@@ -253,9 +256,9 @@ def rebuild(ctx: click.Context, until: str | None, as_json: bool) -> None:
     from projector import rebuild as do_rebuild
 
     paths = _paths(ctx)
-    result = do_rebuild(
-        paths.log, paths.db, until=_parse_until(until), progress=_progress("rebuild")
-    )
+    until_value = _parse_until(until)
+    with projection_lock(paths.db):
+        result = do_rebuild(paths.log, paths.db, until=until_value, progress=_progress("rebuild"))
     if as_json:
         _emit_json(result)
         return
@@ -640,7 +643,10 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
     from projector.legacy_report import format_report
 
     paths = _paths(ctx)
-    report = do_import(old_db, paths.log, paths.db, dry_run=dry_run, progress=_progress("import"))
+    with projection_lock(paths.db):
+        report = do_import(
+            old_db, paths.log, paths.db, dry_run=dry_run, progress=_progress("import")
+        )
     if as_json:
         _emit_json(report.to_builtins())
     else:

@@ -45,6 +45,7 @@ __all__ = [
     "BatchReport",
     "format_report",
     "lock_path",
+    "projection_lock",
     "run_watch",
     "watch",
 ]
@@ -83,6 +84,21 @@ def _acquire_lock(db_path: str) -> int:
         os.close(fd)
         raise
     return fd
+
+
+@contextlib.contextmanager
+def projection_lock(db_path: str) -> Iterator[None]:
+    """Hold the lock a live projector holds, for a one-off writer of the database.
+
+    ``replay``, ``rebuild``, ``demo`` and ``import-legacy`` take it on the command line, so
+    they cannot race a running ``watch`` (a rebuild swapping the file under it, or two
+    catch-ups applying the same events); raises AlreadyWatching while one runs.
+    """
+    fd = _acquire_lock(db_path)
+    try:
+        yield
+    finally:
+        os.close(fd)
 
 
 def watch(

@@ -354,3 +354,18 @@ def test_append_creates_a_session_and_names_every_event(paths: tuple[str, str]) 
     )
     (receipt,) = json.loads(run(paths, "append", "--json", input=message).output)
     assert len(receipt["event_id"]) == 36 and receipt["seq"] == 1
+
+
+@pytest.mark.parametrize("command", [["replay"], ["rebuild"], ["demo"]])
+def test_projecting_commands_refuse_while_a_live_projector_runs(
+    demo: tuple[str, str], command: list[str]
+) -> None:
+    from projector.watch import projection_lock
+
+    before = Path(demo[1]).read_bytes()
+    with projection_lock(demo[1]):  # what a running `session-journal watch` holds
+        result = run(demo, *command)
+    assert result.exit_code == 2, result.output
+    assert "already watched by another live projector" in result.stderr
+    assert Path(demo[1]).read_bytes() == before
+    assert run(demo, *command).exit_code == 0  # and works again once it has stopped
