@@ -9,6 +9,7 @@ I/O problems; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -97,6 +98,15 @@ def _read_db(ctx: click.Context) -> Iterator[sqlite3.Connection]:
         yield conn
     finally:
         conn.close()
+
+
+def _invoked_as() -> str:
+    """How to run this command again: its name if that is on PATH, else the path used."""
+    name = os.path.basename(sys.argv[0]) or "session-journal"
+    found = shutil.which(name)
+    if found and os.path.realpath(found) == os.path.realpath(sys.argv[0]):
+        return name
+    return sys.argv[0] if os.sep in sys.argv[0] else "session-journal"
 
 
 def _progress(label: str) -> Callable[[int, int], None] | None:
@@ -189,15 +199,16 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"Projected into {paths.db}; verify: {'ok' if report.ok else 'PROBLEMS'}.\n")
     with _read_db(ctx) as conn:
         _print_sessions(_list(conn, None, None, None, 20))
-    click.echo(
-        "\nTry next:\n"
-        "  session-journal show demo-paris-trip\n"
-        "  session-journal search croissants\n"
-        "  session-journal stats --by day\n"
-        "  session-journal sessions --status archived\n"
-        "  session-journal verify\n"
-        f"  sqlite3 {paths.db} 'SELECT * FROM session_statistics'"
-    )
+    me = _invoked_as()
+    tries = [
+        "show demo-paris-trip",
+        "search croissants",
+        "stats --by day",
+        "sessions --status archived",
+        "verify",
+    ]
+    click.echo("\nTry next:\n" + "".join(f"  {me} {t}\n" for t in tries), nl=False)
+    click.echo(f"  sqlite3 {paths.db} 'SELECT * FROM session_statistics'")
     if not report.ok:
         ctx.exit(1)
 
