@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
+import msgspec
 from msgspec import UNSET
 
 from journal.events import (
@@ -65,46 +66,71 @@ from projector.reading import Until, line_hash, read_bytes
 
 # Pending messages are written when either bound is reached: memory stays flat however
 # long the log is.
-FLUSH_ROWS: Final = 4_000
-FLUSH_BYTES: Final = 4 * 2**20
+FLUSH_ROWS: Final = 2_000
+FLUSH_BYTES: Final = 2**20
 
 INSERT_MESSAGE: Final = (
     "INSERT INTO messages (message_id, session_id, sequence_number, role, content, "
     "timestamp, tokens_used, duration_seconds, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-# The create_snapshot_on_archive trigger's INSERT, with the NEW row's values bound.
-ARCHIVE_SNAPSHOT_SQL: Final = """
-INSERT INTO session_snapshots (
-    snapshot_id, session_id, snapshot_type, snapshot_at, message_count, total_tokens,
-    context_json, created_at
+# The create_snapshot_on_archive trigger's row, its context_json built by pre_archive_json.
+ARCHIVE_SNAPSHOT_SQL: Final = (
+    "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
+    "message_count, total_tokens, context_json, created_at) "
+    "VALUES (?, ?, 'pre_archive', ?, ?, ?, CAST(? AS TEXT), ?)"
 )
-VALUES (
-    :pos, :session_id, 'pre_archive', :updated_at, :message_count, :total_tokens,
-    json_object(
-        'session_id', :session_id,
-        'title', :title,
-        'model_id', :model_id,
-        'model_name', :model_name,
-        'message_count', :message_count,
-        'total_tokens', :total_tokens,
-        'created_at', :created_at,
-        'messages', json((
-            SELECT json_group_array(json_object(
-                'role', role, 'content', content, 'timestamp', timestamp,
-                'tokens', tokens_used
-            ))
-            FROM (
-                SELECT role, content, timestamp, tokens_used
-                FROM messages
-                WHERE session_id = :session_id
-                ORDER BY sequence_number
-            )
-        ))
-    ),
-    :updated_at
+ARCHIVE_MESSAGES_SQL: Final = (
+    "SELECT role, content, timestamp, tokens_used FROM messages WHERE session_id = ? "
+    "ORDER BY sequence_number"
 )
-"""
+_encoder = msgspec.json.Encoder()
+
+
+def pre_archive_json(
+    session_id: str,
+    title: str | None,
+    model_id: str | None,
+    model_name: str | None,
+    message_count: int,
+    total_tokens: int,
+    created_at: str,
+    messages: Iterable[Sequence[Any]],
+) -> bytearray:
+    """The bytes of the create_snapshot_on_archive trigger's ``json_object(...)``, built in
+    one buffer as the ``(role, content, timestamp, tokens)`` rows stream past (SQLite's
+    json functions hold a long session several times over). SQLite's JSON text and
+    msgspec's agree: compact, the same escapes (tests/test_bulk_rebuild.py checks every
+    character), integers in decimal, null for NULL."""
+    out = bytearray()
+    into = _encoder.encode_into
+    for key, value in (
+        (b'{"session_id":', session_id),
+        (b',"title":', title),
+        (b',"model_id":', model_id),
+        (b',"model_name":', model_name),
+        (b',"message_count":', message_count),
+        (b',"total_tokens":', total_tokens),
+        (b',"created_at":', created_at),
+    ):
+        out += key
+        into(value, out, -1)
+    out += b',"messages":['
+    sep = b""
+    for role, content, timestamp, tokens in messages:
+        out += sep
+        sep = b","
+        out += b'{"role":'
+        into(role, out, -1)
+        out += b',"content":'
+        into(content, out, -1)
+        out += b',"timestamp":'
+        into(timestamp, out, -1)
+        out += b',"tokens":'
+        into(tokens, out, -1)
+        out += b"}"
+    out += b"]}"
+    return out
 
 
 class _Session:
@@ -343,19 +369,27 @@ class _Loader:
 
     def _archive_snapshot(self, s: _Session) -> None:
         self.flush()
+        context = pre_archive_json(
+            s.session_id,
+            s.title,
+            s.model_id,
+            s.model_name,
+            s.message_count,
+            s.total_tokens,
+            s.created_at,
+            self.conn.execute(ARCHIVE_MESSAGES_SQL, (s.session_id,)),
+        )
         self.conn.execute(
             ARCHIVE_SNAPSHOT_SQL,
-            {
-                "pos": s.last_event_pos,
-                "session_id": s.session_id,
-                "updated_at": s.updated_at,
-                "message_count": s.message_count,
-                "total_tokens": s.total_tokens,
-                "title": s.title,
-                "model_id": s.model_id,
-                "model_name": s.model_name,
-                "created_at": s.created_at,
-            },
+            (
+                s.last_event_pos,
+                s.session_id,
+                s.updated_at,
+                s.message_count,
+                s.total_tokens,
+                context,
+                s.updated_at,
+            ),
         )
 
     def _snapshotted(self, e: SessionSnapshotted) -> None:

@@ -304,3 +304,45 @@ def test_a_refused_bulk_batch_is_applied_one_by_one(
     finally:
         conn.close()
     assert rows(db, "SELECT message_count FROM sessions") == [(2,)]
+
+
+def test_pre_archive_json_is_the_triggers_json() -> None:
+    """The bulk path builds the pre_archive context itself: byte for byte SQLite's
+    json_object, for every character a string may hold and for NULLs and no messages."""
+    from projector.bulk import pre_archive_json
+
+    conn = sqlite3.connect(":memory:")
+    try:
+        trigger = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'create_snapshot_on_archive'"
+        ).fetchone()
+        assert trigger is None  # (an empty database: the expression is taken from the file)
+        sql = (REPO / "schema" / "30_triggers.sql").read_text(encoding="utf-8")
+        start = sql.index("json_object(\n            'session_id'")
+        end = sql.index("        NEW.updated_at\n    );", start)
+        expression = sql[start:end].rstrip().rstrip(",").replace("NEW.", ":")
+        conn.execute(
+            "CREATE TABLE messages (session_id TEXT, sequence_number INTEGER, role TEXT, "
+            "content TEXT, timestamp TEXT, tokens_used INTEGER)"
+        )
+        chars = "".join(chr(c) for c in range(0x3000) if not 0xD800 <= c <= 0xDFFF)
+        texts = [chars, '"\\/\b\f\n\r\t\x00\x1f\x7f', "é ☃ 𝄞 \U0010ffff", ""]
+        for seq, text in enumerate(texts, 1):
+            tokens = None if seq % 2 else seq
+            conn.execute(
+                "INSERT INTO messages VALUES ('s', ?, 'user', ?, 't', ?)", (seq, text, tokens)
+            )
+        for sid, title, name in (("s", chars, None), ("none", None, "N")):
+            values = {
+                "session_id": sid, "title": title, "model_id": "m", "model_name": name,
+                "message_count": 4, "total_tokens": 6, "created_at": "c",
+            }  # fmt: skip
+            (want,) = conn.execute(f"SELECT {expression}", values).fetchone()
+            rows_ = conn.execute(
+                "SELECT role, content, timestamp, tokens_used FROM messages "
+                "WHERE session_id = ? ORDER BY sequence_number",
+                (sid,),
+            )
+            assert pre_archive_json(*values.values(), rows_).decode() == want
+    finally:
+        conn.close()
