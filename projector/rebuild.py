@@ -6,6 +6,12 @@ fold of the log), closed in rollback-journal mode with no side files, fsynced, a
 then renamed over the old file. A reader opens either the old database or the whole new
 one, never a half-built file. A failed build or check leaves the old database untouched.
 
+The new file is filled by the bulk path (projector/bulk.py: the log folded in Python, rows
+written in bulk, triggers and secondary indexes created after the load), which tests prove
+equal, row for row, to the incremental path (``catch_up`` through the triggers). A log the
+bulk path refuses (an event the projection cannot apply, a bad line), and quarantine mode,
+go through the incremental path, which applies or reports each event precisely.
+
 This is also ``recover``: a lost or damaged database comes back from the log.
 """
 
