@@ -70,6 +70,15 @@ def _paths(ctx: click.Context) -> _Paths:
     return paths
 
 
+def _paths_with_log(ctx: click.Context) -> _Paths:
+    """The paths, for a command that reads the log: a missing log is a mistake, not an
+    empty history (projecting "nothing" would empty the database)."""
+    paths = _paths(ctx)
+    if not os.path.exists(paths.log):
+        _fail(f"{paths.log}: no such log (use --log or SESSION_JOURNAL_LOG)")
+    return paths
+
+
 def _emit_json(obj: Any) -> None:
     click.echo(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
 
@@ -220,7 +229,7 @@ def replay(ctx: click.Context, as_json: bool) -> None:
     """Catch the database up with the log from its checkpoint."""
     from projector import replay as do_replay
 
-    paths = _paths(ctx)
+    paths = _paths_with_log(ctx)
     with projection_lock(paths.db):
         result = do_replay(paths.log, paths.db, progress=_progress("replay"))
     if as_json:
@@ -266,7 +275,7 @@ def rebuild(ctx: click.Context, until: str | None, as_json: bool) -> None:
     """Project the whole log into a new database, check it, then swap it in."""
     from projector import rebuild as do_rebuild
 
-    paths = _paths(ctx)
+    paths = _paths_with_log(ctx)
     until_value = _parse_until(until)
     with projection_lock(paths.db):
         result = do_rebuild(paths.log, paths.db, until=until_value, progress=_progress("rebuild"))
@@ -285,7 +294,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     """Prove the database matches the log; exit 1 if any problem is found."""
     from projector import verify as do_verify
 
-    paths = _paths(ctx)
+    paths = _paths_with_log(ctx)
     report = do_verify(paths.log, paths.db)
     if as_json:
         _emit_json({"ok": report.ok, **msgspec.to_builtins(report)})

@@ -369,3 +369,16 @@ def test_projecting_commands_refuse_while_a_live_projector_runs(
     assert "already watched by another live projector" in result.stderr
     assert Path(demo[1]).read_bytes() == before
     assert run(demo, *command).exit_code == 0  # and works again once it has stopped
+
+
+@pytest.mark.parametrize("command", ["replay", "rebuild", "verify"])
+def test_a_missing_log_is_an_error_and_the_database_is_kept(
+    demo: tuple[str, str], tmp_path: Path, command: str
+) -> None:
+    before = Path(demo[1]).read_bytes()
+    result = CliRunner().invoke(
+        main, ["--log", str(tmp_path / "typo.jsonl"), "--db", demo[1], command]
+    )
+    assert result.exit_code == 2
+    assert "typo.jsonl: no such log" in result.stderr
+    assert Path(demo[1]).read_bytes() == before
