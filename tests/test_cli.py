@@ -382,3 +382,17 @@ def test_a_missing_log_is_an_error_and_the_database_is_kept(
     assert result.exit_code == 2
     assert "typo.jsonl: no such log" in result.stderr
     assert Path(demo[1]).read_bytes() == before
+
+
+def test_json_keys_are_the_documented_ones(demo: tuple[str, str]) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+
+    def documented(command: str) -> set[str]:
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{command}` |"))
+        return set(row.split("`{", 1)[1].split("}`", 1)[0].replace(" ", "").split(","))
+
+    assert set(json.loads(run(demo, "replay", "--json").output)) == documented("replay")
+    assert set(json.loads(run(demo, "rebuild", "--json").output)) == documented("rebuild")
+    verify_keys = set(json.loads(run(demo, "verify", "--json").output))
+    assert verify_keys == {"ok", "problems", "sessions_checked", "log_last_pos", "checkpoint_pos"}
+    assert set(json.loads(run(demo, "demo", "--json").output)) == documented("demo")
