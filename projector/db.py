@@ -60,13 +60,32 @@ def schema_version() -> int:
     return (crc & 0x7FFFFFFF) or 1
 
 
+PRIVATE_MODE: Final = 0o600
+
+
+def create_private_file(path: str) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (an existing file is kept as
+    it is). SQLite gives a database's -wal and -shm files the database file's mode, so
+    conversations stay private whatever the umask."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, PRIVATE_MODE)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, PRIVATE_MODE)
+    finally:
+        os.close(fd)
+
+
 def connect(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A connection in WAL mode with foreign keys on, in autocommit mode.
 
     Transactions are explicit (``BEGIN IMMEDIATE`` … ``COMMIT``): the projector decides
     where a batch ends, never the sqlite3 module.
     """
-    conn = sqlite3.connect(os.fspath(db_path), isolation_level=None)
+    path = os.fspath(db_path)
+    create_private_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA journal_mode = WAL")

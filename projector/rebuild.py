@@ -31,7 +31,7 @@ from journal.log import fsync_directory
 from projector.apply import ApplyError
 from projector.bulk import bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
-from projector.db import create_schema
+from projector.db import create_private_file, create_schema
 from projector.errors import RebuildCheckFailed
 from projector.logfold import LogTally
 from projector.reading import Until
@@ -113,6 +113,7 @@ def rebuild(
 
 
 def _open_new(tmp: str) -> sqlite3.Connection:
+    create_private_file(tmp)
     conn = sqlite3.connect(tmp, isolation_level=None)
     # Nothing here is worth a journal on disk: a crash leaves a file that is never used
     # (the next rebuild removes it), so build in memory-journal mode, unsynced.
