@@ -140,6 +140,12 @@ def catch_up(
                 # The bulk batch was rolled back: from its start, the events go one by one,
                 # and the incremental path applies them or reports the event precisely.
                 batch = _Batch.resume(batch)
+            except _Moved:
+                # Another projector (a second replay, say) moved the checkpoint: go on
+                # from where it stopped, so every event is still applied exactly once.
+                moved = read_checkpoint(conn)
+                check_checkpoint(path, moved)
+                batch = _Batch.resume(batch, moved)
     finally:
         batch.abort()
         os.close(fd)
@@ -200,15 +206,20 @@ class _Batch:
         self.last: Record | None = None
 
     @classmethod
-    def resume(cls, other: _Batch) -> _Batch:
-        """A batch that goes on from ``other``'s last commit."""
-        batch = cls(other.conn, other.fd, other.cp, other.progress, other.total)
+    def resume(cls, other: _Batch, cp: Checkpoint | None = None) -> _Batch:
+        """A batch that goes on from ``other``'s last commit (or from ``cp``)."""
+        batch = cls(other.conn, other.fd, cp or other.cp, other.progress, other.total)
         batch.applied, batch.quarantined = other.applied, other.quarantined
         return batch
 
     def _begin(self) -> None:
         if not self.conn.in_transaction:
             self.conn.execute("BEGIN IMMEDIATE")
+            # Under the write lock now: if another projector committed since this one
+            # read the checkpoint, its events are in; applying them again would fail.
+            if read_checkpoint(self.conn) != self.cp:
+                self.conn.execute("ROLLBACK")
+                raise _Moved
 
     def apply(
         self, unit: list[Record], path: str, observer: Callable[[AnyEvent], None] | None
@@ -260,7 +271,7 @@ class _Batch:
     def quarantine(self, skip: Skipped) -> None:
         """Record the bad bytes and move the checkpoint past them, in one transaction."""
         if not self.conn.in_transaction:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._begin()
         self.conn.execute(
             "INSERT INTO projector_quarantine (line_offset, line, reason, data) "
             "VALUES (?, ?, ?, ?)",
@@ -288,6 +299,10 @@ class _Batch:
 
 class _Refused(Exception):
     """The bulk path cannot apply an event; its batch was rolled back."""
+
+
+class _Moved(Exception):
+    """The checkpoint moved under this batch: another projector committed first."""
 
 
 class _BulkBatch(_Batch):
