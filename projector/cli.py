@@ -295,7 +295,7 @@ def verify(ctx: click.Context, as_json: bool) -> None:
     from projector import verify as do_verify
 
     paths = _paths_with_log(ctx)
-    report = do_verify(paths.log, paths.db)
+    report = do_verify(paths.log, paths.db, progress=_progress("verify"))
     if as_json:
         _emit_json({"ok": report.ok, **msgspec.to_builtins(report)})
     elif report.ok:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -121,8 +122,16 @@ class _Findings:
             self.problems.append(Problem(kind, f"more than {_MAX_PER_KIND} problems of this kind"))
 
 
-def verify(log_path: str | os.PathLike[str], db_path: str | os.PathLike[str]) -> VerifyReport:
-    """Check the database at ``db_path`` against itself and the log at ``log_path``."""
+def verify(
+    log_path: str | os.PathLike[str],
+    db_path: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Check the database at ``db_path`` against itself and the log at ``log_path``.
+
+    ``progress(done, total)`` is told, in bytes of the log, how far the log check got.
+    """
     log, db = os.fspath(log_path), os.fspath(db_path)
     found = _Findings()
     if not os.path.exists(db):
@@ -148,7 +157,7 @@ def verify(log_path: str | os.PathLike[str], db_path: str | os.PathLike[str]) ->
             check_checkpoint(log, cp)
         except CheckpointMismatch as exc:
             found.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
-        tally, last_pos = _check_log(log, cp.log_pos, found)
+        tally, last_pos = _check_log(log, cp.log_pos, found, progress)
         sessions = _check_against_log(conn, tally, found)
         _record_outcome(conn, found)
     finally:
@@ -183,15 +192,22 @@ def _check_rows(conn: sqlite3.Connection, found: _Findings) -> None:
         )
 
 
-def _check_log(log: str, upto: int, found: _Findings) -> tuple[LogTally, int]:
+def _check_log(
+    log: str, upto: int, found: _Findings, progress: Callable[[int, int], None] | None
+) -> tuple[LogTally, int]:
     """Read the whole log, reporting its defects; fold it up to pos ``upto``."""
+    total = os.path.getsize(log) if os.path.exists(log) else 0
+    next_report = 0
     tally = LogTally()
     seen_ids: set[str] = set()
     offset, pos = 0, 0
     while True:
         reader = LogReader(log, offset, pos)
         try:
-            for event, _end in reader:
+            for event, end in reader:
+                if progress is not None and end >= next_report:
+                    progress(end, total)
+                    next_report = end + (1 << 20)
                 if event.id in seen_ids:
                     found.add("log", f"event id {event.id} is used twice", line=event.pos)
                 seen_ids.add(event.id)
@@ -202,6 +218,8 @@ def _check_log(log: str, upto: int, found: _Findings) -> tuple[LogTally, int]:
             skip = skip_bad_lines(log, reader, exc)
             offset, pos = skip.end, skip.next_pos
             continue
+        if progress is not None:
+            progress(total, total)
         if reader.torn is not None:
             t = reader.torn
             found.add(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from projection_helpers import execute, known_workload, rows
+from projection_helpers import execute, known_workload, random_ops, rows, run_workload
 
 from projector import replay, verify
 
@@ -87,3 +87,14 @@ def test_fts_row_removed_and_timeouts_desynced(projected: tuple[Path, Path]) -> 
 def test_missing_database(tmp_path: Path) -> None:
     report = verify(tmp_path / "log.jsonl", tmp_path / "none.db")
     assert not report.ok and "does not exist" in str(report.problems[0])
+
+
+def test_verify_reports_progress_through_the_log(tmp_path: Path) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    run_workload(log, random_ops(9, 60))
+    replay(log, db)
+    seen: list[tuple[int, int]] = []
+    assert verify(log, db, progress=lambda done, total: seen.append((done, total))).ok
+    size = log.stat().st_size
+    assert seen and seen[-1] == (size, size)
+    assert all(done <= total == size for done, total in seen)
