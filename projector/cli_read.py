@@ -1,0 +1,191 @@
+"""The read commands: sessions, show, search, stats, export. They only read the database."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from projector import render
+from projector.cli_support import emit_json, json_option, list_rows, print_sessions, read_db
+
+
+@click.command()
+@click.option(
+    "--status",
+    type=click.Choice(["active", "idle", "paused", "archived", "expired"]),
+    help="Only sessions in this state.",
+)
+@click.option("--model", help="Only sessions of this model (id or name).")
+@click.option("--since", help="Active since a date, time or span (2026-11-01, 12h, 7d).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(0))
+@json_option
+@click.pass_context
+def sessions(
+    ctx: click.Context,
+    status: str | None,
+    model: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List sessions, most recently active first."""
+    with read_db(ctx) as conn:
+        rows = list_rows(conn, status, model, since, limit)
+    if as_json:
+        emit_json(rows)
+    else:
+        print_sessions(rows)
+
+
+@click.command()
+@click.argument("session_id")
+@json_option
+@click.pass_context
+def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
+    """Print a session's transcript."""
+    from projector.queries import get_transcript
+
+    with read_db(ctx) as conn:
+        t = get_transcript(conn, session_id)
+    if as_json:
+        emit_json(t)
+        return
+    s = t.session
+    click.echo(click.style(s.title or "(untitled)", bold=True))
+    click.echo(
+        f"{s.session_id} · {s.model_name or s.model_id} · {s.status} · "
+        f"{s.message_count} messages · {render.human_tokens(s.total_tokens)} tokens · "
+        f"started {render.short_time(s.created_at)}"
+    )
+    for key, value in t.metadata.items():
+        click.echo(f"  {key}: {value}")
+    for m in t.messages:
+        extra = ", ".join(
+            x
+            for x in (
+                f"{m.tokens_used} tokens" if m.tokens_used is not None else "",
+                render.human_duration(m.duration_seconds),
+            )
+            if x
+        )
+        click.echo(
+            "\n"
+            + click.style(f"#{m.seq} {m.role}", bold=True)
+            + f"  {render.short_time(m.timestamp)}"
+            + (f"  ({extra})" if extra else "")
+        )
+        click.echo(m.content)
+
+
+@click.command()
+@click.argument("words", nargs=-1, required=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--fts",
+    "fts_syntax",
+    is_flag=True,
+    help="Pass WORDS to SQLite FTS5 as written (phrases, OR, NOT, prefix*).",
+)
+@json_option
+@click.pass_context
+def search(
+    ctx: click.Context, words: tuple[str, ...], limit: int, fts_syntax: bool, as_json: bool
+) -> None:
+    """Find messages containing every one of WORDS, best matches first."""
+    query = " ".join(words)
+    from projector.queries import search as do_search
+
+    with read_db(ctx) as conn:
+        hits = do_search(conn, query, limit=limit, fts_syntax=fts_syntax)
+    if as_json:
+        emit_json(hits)
+        return
+    if not hits:
+        click.echo("No matches.")
+    for h in hits:
+        click.echo(
+            click.style(f"{h.session_id} #{h.seq}", bold=True)
+            + f" {h.role} · {render.shorten(h.title, 40)} · "
+            f"{render.short_time(h.timestamp)}"
+        )
+        snippet = " ".join(h.snippet.split())
+        # Bold on a terminal; the ** markers stay when piped, so hits remain visible.
+        click.echo("  " + (render.highlight(snippet) if sys.stdout.isatty() else snippet))
+
+
+@click.command()
+@click.option("--by", type=click.Choice(["model", "day"]), default="model", show_default=True)
+@click.option("--since", help="Only messages since a date, time or span (2026-11-01, 7d).")
+@json_option
+@click.pass_context
+def stats(ctx: click.Context, by: str, since: str | None, as_json: bool) -> None:
+    """Sessions, messages, tokens and model time per model or per day."""
+    from projector.queries import usage_stats
+
+    with read_db(ctx) as conn:
+        rows = usage_stats(conn, by="day" if by == "day" else "model", since=since)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        click.echo("No messages.")
+        return
+    total = (
+        sum(r.sessions for r in rows),
+        sum(r.messages for r in rows),
+        sum(r.tokens for r in rows),
+        sum(r.duration_seconds for r in rows),
+    )
+    body = [
+        (
+            r.key,
+            r.sessions,
+            r.messages,
+            render.human_tokens(r.tokens),
+            render.human_duration(r.duration_seconds),
+        )
+        for r in rows
+    ]
+    body.append(
+        (
+            "TOTAL",
+            total[0],
+            total[1],
+            render.human_tokens(total[2]),
+            render.human_duration(total[3]),
+        )
+    )
+    click.echo(
+        render.table(
+            body, (by.upper(), "SESSIONS", "MESSAGES", "TOKENS", "MODEL TIME"), right=(1, 2, 3, 4)
+        )
+    )
+
+
+@click.command()
+@click.argument("session_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["markdown", "jsonl"]),
+    default="markdown",
+    show_default=True,
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.File("w", encoding="utf-8"),
+    default="-",
+    help="Write to this file instead of stdout.",
+)
+@click.pass_context
+def export(ctx: click.Context, session_id: str, fmt: str, output: Any) -> None:
+    """Export a session as Markdown or as JSON lines (one message a line)."""
+    from projector.export import to_jsonl, to_markdown
+    from projector.queries import get_transcript
+
+    with read_db(ctx) as conn:
+        t = get_transcript(conn, session_id)
+    output.write(to_markdown(t) if fmt == "markdown" else to_jsonl(t))

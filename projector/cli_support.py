@@ -1,0 +1,136 @@
+"""What the command line's modules share: paths from the global options, JSON output,
+one-line errors, progress bars and the session table."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn, TypeVar
+
+import click
+import msgspec
+
+from projector import render
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Paths(msgspec.Struct):
+    """The global --log and --db options."""
+
+    log: str
+    db: str
+
+
+def get_paths(ctx: click.Context) -> Paths:
+    """The --log and --db the group was given."""
+    paths = ctx.find_object(Paths)
+    assert paths is not None
+    return paths
+
+
+def paths_with_log(ctx: click.Context) -> Paths:
+    """The paths, for a command that reads the log: a missing log is a mistake, not an
+    empty history (projecting "nothing" would empty the database)."""
+    paths = get_paths(ctx)
+    if not os.path.exists(paths.log):
+        fail(f"{paths.log}: no such log (use --log or SESSION_JOURNAL_LOG)")
+    return paths
+
+
+def emit_json(obj: Any) -> None:
+    """Print ``obj`` (structs, dataclasses, builtins) as indented JSON."""
+    click.echo(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
+
+
+def json_option(fn: F) -> F:
+    """The ``--json`` flag every command that prints data takes."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON (stable keys) instead of text."
+    )(fn)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr, then exit (2: bad input or usage)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def read_db(ctx: click.Context) -> Iterator[sqlite3.Connection]:
+    """Open the projection for reading; say so plainly if it does not exist yet."""
+    from projector import connect
+
+    db = get_paths(ctx).db
+    if not os.path.exists(db):
+        fail(f"{db}: no database yet; run `session-journal replay` (or `demo`) first")
+    conn = connect(db)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def invoked_as() -> str:
+    """How to run this command again: its name if that is on PATH, else the path used."""
+    name = os.path.basename(sys.argv[0]) or "session-journal"
+    found = shutil.which(name)
+    if found and os.path.realpath(found) == os.path.realpath(sys.argv[0]):
+        return name
+    return sys.argv[0] if os.sep in sys.argv[0] else "session-journal"
+
+
+def progress_bar(label: str) -> Callable[[int, int], None] | None:
+    """A click progress bar over bytes of the log, only on a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        bar = state.get("bar")
+        if bar is None:
+            bar = click.progressbar(length=max(total, 1), label=label, file=sys.stderr)
+            bar.__enter__()
+            state["bar"], state["done"] = bar, 0
+        bar.update(done - state["done"])
+        state["done"] = done
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    return update
+
+
+def list_rows(
+    conn: sqlite3.Connection, status: str | None, model: str | None, since: str | None, limit: int
+) -> list[Any]:
+    from projector.queries import list_sessions
+
+    return list_sessions(conn, status=status, model=model, since=since, limit=limit)
+
+
+def print_sessions(rows: list[Any]) -> None:
+    if not rows:
+        click.echo("No sessions.")
+        return
+    click.echo(
+        render.table(
+            [
+                (
+                    r.session_id,
+                    render.shorten(r.title, 32),
+                    r.model_name or r.model_id,
+                    r.status,
+                    r.message_count,
+                    render.human_tokens(r.total_tokens),
+                    render.short_time(r.last_activity),
+                )
+                for r in rows
+            ],
+            ("ID", "TITLE", "MODEL", "STATUS", "MSGS", "TOKENS", "LAST ACTIVITY"),
+            right=(4, 5),
+        )
+    )

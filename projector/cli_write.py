@@ -1,0 +1,143 @@
+"""The write commands: append, snapshot, restore, archive, expire, import-legacy. They
+change the log; ``replay`` or ``watch`` bring the database up to date."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from journal import Journal
+from projector.cli_support import emit_json, get_paths, json_option, progress_bar
+from projector.watch import projection_lock
+
+
+def print_receipts(receipts: list[Any], as_json: bool) -> None:
+    if as_json:
+        emit_json([r._asdict() for r in receipts])
+        return
+    for r in receipts:
+        seq = f" seq {r.seq}" if r.seq is not None else ""
+        dup = " (already recorded)" if r.duplicate else ""
+        click.echo(f"pos {r.pos}: {r.event_id} session {r.session_id}{seq}{dup}")
+    click.echo(
+        "Run `session-journal replay` (or keep `watch` running) to update the database.", err=True
+    )
+
+
+@click.command()
+@click.argument("source", type=click.File("rb"), default="-")
+@json_option
+@click.pass_context
+def append(ctx: click.Context, source: Any, as_json: bool) -> None:
+    """Append JSON lines from SOURCE (a file, or - for stdin) as one atomic group.
+
+    Each line has the log's shape without pos, v, ts and crc; "id" (an idempotency key)
+    and "at" (when it happened) are optional. The whole input is validated first: one bad
+    line and nothing is written.
+    """
+    from projector.ingest import append_events, parse_lines
+
+    name = getattr(source, "name", "<stdin>")
+    events = parse_lines(source, "<stdin>" if name == "<stdin>" else str(name))
+    with Journal.open(get_paths(ctx).log) as j:
+        receipts = append_events(j, events)
+    print_receipts(receipts, as_json)
+
+
+@click.command()
+@click.argument("session_id")
+@click.option(
+    "--reason",
+    type=click.Choice(["checkpoint", "timeout_warning", "pre_archive", "pre_delete"]),
+    default="checkpoint",
+    show_default=True,
+)
+@click.option("--note", help="A note stored with the snapshot.")
+@json_option
+@click.pass_context
+def snapshot(
+    ctx: click.Context, session_id: str, reason: str, note: str | None, as_json: bool
+) -> None:
+    """Record a snapshot of a session and its messages as of now."""
+    with Journal.open(get_paths(ctx).log) as j:
+        print_receipts([j.snapshot(session_id, reason, note=note)], as_json)
+
+
+@click.command()
+@click.argument("session_id")
+@json_option
+@click.pass_context
+def restore(ctx: click.Context, session_id: str, as_json: bool) -> None:
+    """Reopen an idle, expired, archived or deleted session with fresh deadlines."""
+    with Journal.open(get_paths(ctx).log) as j:
+        print_receipts([j.restore(session_id)], as_json)
+
+
+@click.command()
+@click.argument("session_id")
+@json_option
+@click.pass_context
+def archive(ctx: click.Context, session_id: str, as_json: bool) -> None:
+    """Archive a session (its pre_archive snapshot is kept)."""
+    with Journal.open(get_paths(ctx).log) as j:
+        print_receipts([j.archive(session_id)], as_json)
+
+
+@click.command()
+@click.option("--now", "now_text", help="Decide as of this time (default: now).")
+@click.option(
+    "--warn-before",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds before a deadline at which a timeout_warning is written.",
+)
+@json_option
+@click.pass_context
+def expire(ctx: click.Context, now_text: str | None, warn_before: float, as_json: bool) -> None:
+    """Record the timeouts that are due: warnings, idle sessions, expired sessions."""
+    now = None
+    if now_text is not None:
+        try:
+            now = datetime.fromisoformat(now_text.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(
+                "use a time such as 2026-11-26T10:00:00Z", param_hint="--now"
+            ) from None
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=UTC)
+    with Journal.open(get_paths(ctx).log) as j:
+        receipts = j.expire_due(now, warn_before_seconds=warn_before)
+    if not receipts and not as_json:
+        click.echo("Nothing is due.")
+        return
+    print_receipts(receipts, as_json)
+
+
+@click.command("import-legacy")
+@click.argument("old_db", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the report; write nothing.")
+@json_option
+@click.pass_context
+def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool) -> None:
+    """Import an old AI-router sessions database (opened read-only), losing nothing.
+
+    Prints what was found (counter mismatches, orphans, gaps, invalid rows) and how each
+    was kept, then replays and verifies. Running it again appends nothing.
+    """
+    from projector.legacy import import_legacy as do_import
+    from projector.legacy_report import format_report
+
+    paths = get_paths(ctx)
+    with projection_lock(paths.db):
+        report = do_import(
+            old_db, paths.log, paths.db, dry_run=dry_run, progress=progress_bar("import")
+        )
+    if as_json:
+        emit_json(report.to_builtins())
+    else:
+        click.echo(format_report(report))
+    if not report.ok:
+        ctx.exit(1)
