@@ -192,6 +192,7 @@ TAGS: Final[dict[str, type[Event]]] = {str(cls.__struct_config__.tag): cls for c
 # Built once: msgspec's encoders and decoders are reusable and thread-safe.
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+event_decoder = _decoder  # for readers that decode many checked lines at once
 
 # `,"crc":"xxxxxxxx"}` closes every line: 8 lowercase hex digits of CRC-32.
 _CRC_PREFIX: Final = b',"crc":"'

@@ -22,7 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, assert_never
 
+from msgspec import UNSET
+
 from journal.events import (
+    EVENT_TYPES,
     AnyEvent,
     MessageAppended,
     ModelRegistered,
@@ -46,7 +49,12 @@ DEFAULT_ID_WINDOW: Final = 65_536
 
 
 class StateViolation(ValueError):
-    """An event the state cannot follow (unknown session, seq gap): a log defect."""
+    """An event the state cannot follow (unknown session, seq gap): a log defect.
+
+    ``index`` is the event's index in the list given to ``apply_many``.
+    """
+
+    index: int = 0
 
 
 @dataclass(slots=True)
@@ -91,6 +99,7 @@ class Receipt(NamedTuple):
 
 
 _new_receipt = tuple.__new__
+_TAG_OF: Final[dict[type, str]] = {cls: str(cls.__struct_config__.tag) for cls in EVENT_TYPES}
 
 
 class IdWindow:
@@ -195,6 +204,66 @@ class JournalState:
                 undo.append(("id", event.id, None))
             self.recent_ids.add(event.id, event.__struct_config__.tag, receipt)  # type: ignore[arg-type]
         return receipt
+
+    def apply_many(self, events: list[AnyEvent], remember_from: int = 0) -> None:
+        """``apply`` each event in turn (outside ``begin``): the loop that opens a log.
+
+        Messages, the bulk of any log, are folded inline; on a StateViolation the state
+        stands as after the events before the failing one (``exc.index``). Ids of the
+        events before index ``remember_from`` are not entered in the id window (the caller
+        knows that enough newer events follow to push them out of it).
+        """
+        assert self._undo is None
+        sessions = self.sessions
+        window = self.recent_ids
+        size = window.size
+        young, old = window._young, window._old
+        fold = self._fold
+        new = _new_receipt
+        tag_of = _TAG_OF
+        last_ts = self.last_ts
+        k = 0
+        seq: int | None
+        try:
+            for k, event in enumerate(events):
+                if type(event) is MessageAppended:
+                    s = sessions.get(event.session_id)
+                    seq = event.seq
+                    if s is None or seq != s.last_seq + 1:
+                        fold(event)  # raises the precise StateViolation
+                        raise AssertionError("unreachable")  # pragma: no cover
+                    if s.status != "active" and s.status in ("idle", "paused"):
+                        s.status = "active"
+                    s.last_seq = seq
+                    s.warned = False
+                    s.idle_since = event.ts if event.at is UNSET else event.at
+                    receipt = new(Receipt, (event.pos, event.id, event.session_id, seq, False))
+                else:
+                    self.last_pos = event.pos  # _fold reads it for pre_delete snapshots
+                    seq = fold(event)
+                    receipt = new(
+                        Receipt,
+                        (event.pos, event.id, getattr(event, "session_id", None), seq, False),
+                    )
+                eid = event.id
+                if k < remember_from:
+                    pass
+                elif eid not in young and eid not in old:  # a duplicate id keeps its first
+                    if len(young) >= size:
+                        old, young = young, {}
+                        window._old, window._young = old, young
+                    young[eid] = (tag_of[type(event)], receipt)
+                if event.ts > last_ts:
+                    last_ts = event.ts
+        except StateViolation as exc:
+            exc.index = k
+            if k:
+                self.last_pos = events[k - 1].pos
+            self.last_ts = last_ts
+            raise
+        if events:
+            self.last_pos = events[-1].pos
+        self.last_ts = last_ts
 
     def _edit(self, session_id: str) -> SessionState:
         """The session's state, to change in place; a copy is kept first for rollback."""

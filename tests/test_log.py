@@ -307,3 +307,62 @@ def test_a_whole_line_nested_too_deeply_is_corruption_not_a_crash(tmp_path: Path
     log.write_bytes(b"".join(lines) + body[:-1] + b',"crc":"%08x"}\n' % checksum(body))
     with pytest.raises(CorruptLog, match="nested too deeply"):
         list(LogReader(str(log)))
+
+
+def _fold_slowly(path: Path, window: int) -> tuple[object, ...]:
+    from journal.state import JournalState
+
+    state = JournalState(window)
+    for event, _ in read_log(str(path)):
+        state.apply(event)
+    return state.last_pos, state.last_ts, {k: v.fields() for k, v in state.sessions.items()}
+
+
+@pytest.mark.parametrize("chunk", [64, 700, 1 << 20])
+def test_opening_in_chunks_folds_what_the_line_by_line_reader_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    import journal.log
+    import journal.writer
+
+    path = tmp_path / "log.jsonl"
+    ids = []
+    with Journal.open(path, "none") as j:
+        for i in range(6):
+            sid = j.create_session("m", session_id=f"s{i}", first_message="hi")
+            with j.batch():  # groups, some of them crossing chunk boundaries
+                for n in range(i + 1):
+                    ids.append(j.append_message(sid, "user", f"m{n}" * (i * 7 + 1)).event_id)
+            j.pause(sid)
+    monkeypatch.setattr(journal.log, "_FAST_CHUNK", chunk)
+    monkeypatch.setattr(journal.writer, "_GC_PAUSE_BYTES", 0)
+    with Journal.open(path, "none", id_window=4) as j:
+        state = j._state
+        assert (
+            state.last_pos,
+            state.last_ts,
+            {k: v.fields() for k, v in state.sessions.items()},
+        ) == (_fold_slowly(path, 4))
+        # at least the last id_window ids are remembered, older ones need not be
+        pauses = [e.id for e, _ in read_log(str(path)) if e.pos > state.last_pos - 4]
+        assert all(j.receipt(i) is not None for i in pauses)
+        assert j.receipt(ids[0]) is None
+
+
+def test_a_torn_tail_of_many_lines_leaves_the_id_window_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import journal.writer
+
+    path = tmp_path / "log.jsonl"
+    with Journal.open(path, "none") as j:
+        sid = j.create_session("m", session_id="s")
+        receipts = [j.append_message(sid, "user", f"m{n}") for n in range(20)]
+    with open(path, "ab") as f:
+        f.write(b"garbage\n" * 10 + b"{")
+    monkeypatch.setattr(journal.writer, "_GC_PAUSE_BYTES", 0)
+    with Journal.open(path, "none", id_window=8) as j:
+        assert len(j.repairs) == 1
+        for r in receipts[-8:]:
+            assert j.receipt(r.event_id) == r
+        assert j.append_message("s", "user", "after").seq == 21
