@@ -86,6 +86,17 @@ ARCHIVE_MESSAGES_SQL: Final = (
 )
 _encoder = msgspec.json.Encoder()
 
+# The full-text rows of a new database: FTS_FILL_SQL's, all of them (nothing is indexed
+# yet), in the same order.
+FRESH_FTS_FILL_SQL: Final = (
+    "INSERT INTO sessions_fts (rowid, session_id, title, content, model_name) "
+    "SELECT m.message_id, m.session_id, s.title, m.content, s.model_name "
+    "FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id "
+    "ORDER BY m.message_id"
+)
+FRESH_FTS_SETTING: Final = "INSERT INTO sessions_fts (sessions_fts, rank) VALUES (?, ?)"
+FTS5_DEFAULT_AUTOMERGE: Final = 4
+
 
 def pre_archive_json(
     session_id: str,
@@ -531,7 +542,12 @@ class _Loader:
             "VALUES (?, ?, ?, ?)",
             [(m[0], s.session_id, key, m[1]) for s in live for key, m in s.metadata.items()],
         )
-        c.execute(FTS_FILL_SQL, (0,))
+        # The index is empty and every message is new: no per-row existence check. Its
+        # segments are not merged while it fills (each merge would rewrite them again and
+        # again); the setting is put back to FTS5's default afterwards.
+        c.execute(FRESH_FTS_SETTING, ("automerge", 0))
+        c.execute(FRESH_FTS_FILL_SQL)
+        c.execute(FRESH_FTS_SETTING, ("automerge", FTS5_DEFAULT_AUTOMERGE))
 
 
 SESSION_COLUMNS: Final = (
