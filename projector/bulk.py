@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
@@ -50,16 +51,16 @@ from journal.events import (
 )
 from journal.log import LogReader
 from projector.apply import (
+    _MESSAGES_CUT,
     FTS_FILL_SQL,
-    INSERT_SNAPSHOT_SQL,
     RESTORED_FTS_SQL,
     SNAPSHOT_MESSAGES_SQL,
     ApplyError,
     SnapshotContext,
+    SnapshotMessage,
     SnapshotMetadata,
-    _context_decoder,
     _plus_seconds,
-    snapshot_json,
+    _snapshot_encoder,
 )
 from projector.db import Checkpoint, write_checkpoint
 from projector.reading import Until, line_hash, read_bytes
@@ -80,6 +81,18 @@ ARCHIVE_SNAPSHOT_SQL: Final = (
     "message_count, total_tokens, context_json, created_at) "
     "VALUES (?, ?, 'pre_archive', ?, ?, ?, CAST(? AS TEXT), ?)"
 )
+# The same rows with their context_json last, as text of the given length, written after
+# the insert (_insert_streamed).
+ARCHIVE_SNAPSHOT_STREAMED_SQL: Final = (
+    "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
+    "message_count, total_tokens, created_at, context_json) "
+    "VALUES (?, ?, 'pre_archive', ?, ?, ?, ?, CAST(zeroblob(?) AS TEXT))"
+)
+SNAPSHOT_STREAMED_SQL: Final = (
+    "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
+    "message_count, total_tokens, note, created_at, context_json) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, CAST(zeroblob(?) AS TEXT))"
+)
 ARCHIVE_MESSAGES_SQL: Final = (
     "SELECT role, content, timestamp, tokens_used FROM messages WHERE session_id = ? "
     "ORDER BY sequence_number"
@@ -94,8 +107,39 @@ FRESH_FTS_FILL_SQL: Final = (
     "FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id "
     "ORDER BY m.message_id"
 )
+
+
+class _LazyContext(msgspec.Struct, frozen=True):
+    """SnapshotContext with its messages left undecoded (each a slice of the text)."""
+
+    session_id: str
+    title: str | None
+    model_id: str | None
+    model_name: str | None
+    created_at: str
+    status: str
+    message_count: int
+    total_tokens: int
+    total_duration_seconds: float
+    idle_timeout_seconds: int | None
+    hard_timeout_seconds: int | None
+    expires_at: str | None
+    last_activity: str
+    metadata: list[SnapshotMetadata]
+    messages: list[msgspec.Raw]
+    snapshot_reason: str
+    snapshot_time: str
+
+
+_lazy_context_decoder = msgspec.json.Decoder(_LazyContext)
+_message_decoder = msgspec.json.Decoder(SnapshotMessage)
 FRESH_FTS_SETTING: Final = "INSERT INTO sessions_fts (sessions_fts, rank) VALUES (?, ?)"
 FTS5_DEFAULT_AUTOMERGE: Final = 4
+
+
+Spill = Callable[[bytearray], None]
+# A value being built is handed on (and its buffer emptied) whenever it reaches this size.
+SPILL_BYTES: Final = 2**20
 
 
 def pre_archive_json(
@@ -114,6 +158,26 @@ def pre_archive_json(
     msgspec's agree: compact, the same escapes (tests/test_bulk_rebuild.py checks every
     character), integers in decimal, null for NULL."""
     out = bytearray()
+    _pre_archive_into(
+        out, session_id, title, model_id, model_name, message_count, total_tokens,
+        created_at, messages, None,
+    )  # fmt: skip
+    return out
+
+
+def _pre_archive_into(
+    out: bytearray,
+    session_id: str,
+    title: str | None,
+    model_id: str | None,
+    model_name: str | None,
+    message_count: int,
+    total_tokens: int,
+    created_at: str,
+    messages: Iterable[Sequence[Any]],
+    spill: Spill | None,
+) -> None:
+    """``pre_archive_json`` into ``out``, handed to ``spill`` piece by piece if given."""
     into = _encoder.encode_into
     for key, value in (
         (b'{"session_id":', session_id),
@@ -140,8 +204,63 @@ def pre_archive_json(
         out += b',"tokens":'
         into(tokens, out, -1)
         out += b"}"
+        if spill is not None and len(out) >= SPILL_BYTES:
+            spill(out)
     out += b"]}"
-    return out
+    if spill is not None:
+        spill(out)
+
+
+def _snapshot_into(
+    out: bytearray, head: SnapshotContext, rows: Iterable[Sequence[Any]], spill: Spill
+) -> None:
+    """``apply.snapshot_json(head, rows)``, the same bytes, handed to ``spill`` piece by
+    piece (tests/test_bulk_rebuild.py compares the two)."""
+    whole = encode_json(head)
+    cut = whole.rindex(_MESSAGES_CUT) + 13  # up to and including ',"messages":['
+    out += whole[:cut]
+    sep = False
+    encode_into = _snapshot_encoder.encode_into
+    for r in rows:
+        if sep:
+            out += b","
+        sep = True
+        encode_into(SnapshotMessage(*r), out, -1)
+        if len(out) >= SPILL_BYTES:
+            spill(out)
+    out += whole[cut:]  # from the closing bracket on
+    spill(out)
+
+
+def _insert_streamed(
+    conn: sqlite3.Connection,
+    sql: str,
+    params: Sequence[Any],
+    rowid: int,
+    build: Callable[[bytearray, Spill], None],
+) -> None:
+    """Insert a ``session_snapshots`` row whose ``context_json`` ``build`` writes.
+
+    A long session's context is not held as one value in Python, then bound (a copy),
+    cast and made into a record (copies again): it is built piece by piece into a
+    temporary file, the row inserted with text of the exact length (``sql`` takes it as
+    its last parameter: ``CAST(zeroblob(?) AS TEXT)``), and the pieces copied into that
+    text through incremental blob I/O. The value is the same text, typed TEXT."""
+    with tempfile.TemporaryFile(buffering=0) as spool:
+        size = 0
+
+        def spill(out: bytearray) -> None:
+            nonlocal size
+            spool.write(out)
+            size += len(out)
+            del out[:]
+
+        build(bytearray(), spill)
+        conn.execute(sql, (*params, size))
+        spool.seek(0)
+        with conn.blobopen("session_snapshots", "context_json", rowid) as blob:
+            while chunk := spool.read(SPILL_BYTES):
+                blob.write(chunk)
 
 
 class _Session:
@@ -380,28 +499,18 @@ class _Loader:
 
     def _archive_snapshot(self, s: _Session) -> None:
         self.flush()
-        context = pre_archive_json(
-            s.session_id,
-            s.title,
-            s.model_id,
-            s.model_name,
-            s.message_count,
-            s.total_tokens,
-            s.created_at,
-            self.conn.execute(ARCHIVE_MESSAGES_SQL, (s.session_id,)),
-        )
-        self.conn.execute(
-            ARCHIVE_SNAPSHOT_SQL,
-            (
-                s.last_event_pos,
-                s.session_id,
-                s.updated_at,
-                s.message_count,
-                s.total_tokens,
-                context,
-                s.updated_at,
+        rows = self.conn.execute(ARCHIVE_MESSAGES_SQL, (s.session_id,))
+        _insert_streamed(
+            self.conn,
+            ARCHIVE_SNAPSHOT_STREAMED_SQL,
+            (s.last_event_pos, s.session_id, s.updated_at, s.message_count, s.total_tokens,
+             s.updated_at),
+            s.last_event_pos,
+            lambda out, spill: _pre_archive_into(
+                out, s.session_id, s.title, s.model_id, s.model_name, s.message_count,
+                s.total_tokens, s.created_at, rows, spill,
             ),
-        )
+        )  # fmt: skip
 
     def _snapshotted(self, e: SessionSnapshotted) -> None:
         s = self._get(e.session_id)
@@ -427,21 +536,15 @@ class _Loader:
             snapshot_reason=e.reason,
             snapshot_time=e.when,
         )
-        context = snapshot_json(head, self.conn.execute(SNAPSHOT_MESSAGES_SQL, (s.session_id,)))
-        self.conn.execute(
-            INSERT_SNAPSHOT_SQL,
-            (
-                e.pos,
-                s.session_id,
-                e.reason,
-                e.when,
-                s.message_count,
-                s.total_tokens,
-                context,
-                e.note,
-                e.when,
-            ),
-        )
+        rows = self.conn.execute(SNAPSHOT_MESSAGES_SQL, (s.session_id,))
+        _insert_streamed(
+            self.conn,
+            SNAPSHOT_STREAMED_SQL,
+            (e.pos, s.session_id, e.reason, e.when, s.message_count, s.total_tokens, e.note,
+             e.when),
+            e.pos,
+            lambda out, spill: _snapshot_into(out, head, rows, spill),
+        )  # fmt: skip
 
     def _restored(self, e: SessionRestored) -> None:
         s = self._get(e.session_id)
@@ -461,15 +564,19 @@ class _Loader:
         """``apply._recreate_from_snapshot``: the row, its metadata, its messages in seq
         order through the triggers' arithmetic."""
         self.flush()
+        # The text as bytes (no str of it, no UTF-8 copy of that str), its messages decoded
+        # one at a time as they are added: a long session is not held as structs at once.
         row = self.conn.execute(
-            "SELECT session_id, context_json FROM session_snapshots WHERE snapshot_id = ?",
+            "SELECT session_id, CAST(context_json AS BLOB) FROM session_snapshots "
+            "WHERE snapshot_id = ?",
             (snapshot_pos,),
         ).fetchone()
         if row is None or row[0] != session_id:
             raise ApplyError(
                 f"restore from snapshot {snapshot_pos}, not a snapshot of this session"
             )
-        ctx = _context_decoder.decode(row[1])
+        ctx = _lazy_context_decoder.decode(row[1])
+        del row
         if ctx.model_id is not None and self._model(ctx.model_id) is None:
             raise ApplyError(f"restore of a session on model {ctx.model_id!r}, not registered")
         s = _Session(
@@ -492,7 +599,9 @@ class _Loader:
             if md.key in s.metadata:
                 raise ApplyError("a snapshot with a metadata key twice", session_id)
             s.metadata[md.key] = [md.metadata_id, md.value]
-        for m in ctx.messages:
+        decode_message = _message_decoder.decode
+        for raw in ctx.messages:
+            m = decode_message(raw)
             if m.sequence_number != s.message_count + 1:
                 raise ApplyError("a snapshot whose seqs are not gapless", session_id)
             self._add_message(

@@ -346,3 +346,55 @@ def test_pre_archive_json_is_the_triggers_json() -> None:
             assert pre_archive_json(*values.values(), rows_).decode() == want
     finally:
         conn.close()
+
+
+def test_streamed_contexts_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot texts built piece by piece (spilled every few bytes) equal the ones
+    built in one buffer."""
+    from projector import bulk as bulk_module
+
+    monkeypatch.setattr(bulk_module, "SPILL_BYTES", 5)
+    messages = [
+        SnapshotMessage(7, 1, "user", 'a "quoted" ,"messages":[] text', "t1", 3, 0.5, None),
+        SnapshotMessage(9, 2, "assistant", "é ☃ 𝄞" * 50, "t2", None, None, '{"k":1}'),
+    ]
+    head = SnapshotContext(
+        session_id="s", title=',"messages":[],"snapshot_reason":', model_id="m",
+        model_name=None, created_at="t0", status="active", message_count=2, total_tokens=3,
+        total_duration_seconds=0.5, idle_timeout_seconds=None, hard_timeout_seconds=60,
+        expires_at=None, last_activity="t2", metadata=[SnapshotMetadata(4, "k", "v")],
+        messages=[], snapshot_reason="checkpoint", snapshot_time="t3",
+    )  # fmt: skip
+    rows_ = [tuple(_fields(m).values()) for m in messages]
+    pieces: list[bytes] = []
+
+    def spill(out: bytearray) -> None:
+        pieces.append(bytes(out))
+        del out[:]
+
+    for given_rows in (rows_, []):
+        pieces.clear()
+        bulk_module._snapshot_into(bytearray(), head, given_rows, spill)
+        assert len(pieces) > 1 or not given_rows
+        assert b"".join(pieces) == bytes(snapshot_json(head, given_rows))
+    archive_rows = [("user", "x" * 20, "t1", 3), ("assistant", 'é\n"', "t2", None)]
+    head_values = ("s", None, "m", "M", 2, 3, "t0")
+    pieces.clear()
+    bulk_module._pre_archive_into(bytearray(), *head_values, archive_rows, spill)
+    assert len(pieces) > 1
+    assert b"".join(pieces) == bytes(bulk_module.pre_archive_json(*head_values, archive_rows))
+
+
+def test_snapshot_contexts_stay_text(tmp_path: Path) -> None:
+    """Contexts written through blob I/O are stored as TEXT, byte for byte the same as the
+    incremental path's."""
+    log = tmp_path / "log.jsonl"
+    run_workload(log, random_ops(7, 400))
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    incremental(log, a)
+    bulk(log, b)
+    assert_same(a, b)
+    sql = "SELECT snapshot_id, typeof(context_json), context_json FROM session_snapshots"
+    got = rows(b, sql)
+    assert got == rows(a, sql)
+    assert got and all(t == "text" for _, t, _ in got)
