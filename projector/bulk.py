@@ -23,6 +23,7 @@ prove the two paths equal row for row (``canonical_hash``) on random workloads.
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import tempfile
@@ -92,6 +93,11 @@ SNAPSHOT_STREAMED_SQL: Final = (
     "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
     "message_count, total_tokens, note, created_at, context_json) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, CAST(zeroblob(?) AS TEXT))"
+)
+SNAPSHOT_MESSAGES_AFTER_SQL: Final = (
+    "SELECT message_id, sequence_number, role, content, timestamp, tokens_used, "
+    "duration_seconds, metadata FROM messages WHERE session_id = ? AND sequence_number > ? "
+    "ORDER BY sequence_number"
 )
 ARCHIVE_MESSAGES_SQL: Final = (
     "SELECT role, content, timestamp, tokens_used FROM messages WHERE session_id = ? "
@@ -212,14 +218,20 @@ def _pre_archive_into(
 
 
 def _snapshot_into(
-    out: bytearray, head: SnapshotContext, rows: Iterable[Sequence[Any]], spill: Spill
-) -> None:
+    out: bytearray,
+    head: SnapshotContext,
+    rows: Iterable[Sequence[Any]],
+    spill: Spill,
+    earlier: Callable[[bytearray, Spill], bool] | None = None,
+) -> tuple[int, int]:
     """``apply.snapshot_json(head, rows)``, the same bytes, handed to ``spill`` piece by
-    piece (tests/test_bulk_rebuild.py compares the two)."""
+    piece (tests/test_bulk_rebuild.py compares the two). ``earlier``, if given, writes the
+    encoded messages before ``rows`` (without brackets; True if there were any). Returns
+    where the messages start and the length of what follows them."""
     whole = encode_json(head)
     cut = whole.rindex(_MESSAGES_CUT) + 13  # up to and including ',"messages":['
     out += whole[:cut]
-    sep = False
+    sep = earlier(out, spill) if earlier is not None else False
     encode_into = _snapshot_encoder.encode_into
     for r in rows:
         if sep:
@@ -228,8 +240,30 @@ def _snapshot_into(
         encode_into(SnapshotMessage(*r), out, -1)
         if len(out) >= SPILL_BYTES:
             spill(out)
-    out += whole[cut:]  # from the closing bracket on
+    tail = whole[cut:]  # from the closing bracket on
+    out += tail
     spill(out)
+    return cut, len(tail)
+
+
+def _copy_text(
+    conn: sqlite3.Connection, rowid: int, start: int, end: int, out: bytearray, spill: Spill
+) -> bool:
+    """Bytes ``start:end`` of a snapshot's context_json into ``out``; True if any."""
+    if end <= start:
+        return False
+    with conn.blobopen("session_snapshots", "context_json", rowid, readonly=True) as blob:
+        blob.seek(start)
+        left = end - start
+        while left:
+            chunk = blob.read(min(left, SPILL_BYTES))
+            if not chunk:
+                raise ApplyError(f"snapshot {rowid} is shorter than when it was written")
+            out += chunk
+            left -= len(chunk)
+            if len(out) >= SPILL_BYTES:
+                spill(out)
+    return True
 
 
 def _insert_streamed(
@@ -237,8 +271,8 @@ def _insert_streamed(
     sql: str,
     params: Sequence[Any],
     rowid: int,
-    build: Callable[[bytearray, Spill], None],
-) -> None:
+    build: Callable[[bytearray, Spill], Any],
+) -> int:
     """Insert a ``session_snapshots`` row whose ``context_json`` ``build`` writes.
 
     A long session's context is not held as one value in Python, then bound (a copy),
@@ -261,6 +295,7 @@ def _insert_streamed(
         with conn.blobopen("session_snapshots", "context_json", rowid) as blob:
             while chunk := spool.read(SPILL_BYTES):
                 blob.write(chunk)
+    return size
 
 
 class _Session:
@@ -269,9 +304,9 @@ class _Session:
 
     __slots__ = (
         "created_at", "expires_at", "hard", "idle", "last_activity", "last_event_pos",
-        "message_count", "metadata", "model_id", "model_name", "session_id", "status",
-        "title", "total_duration_seconds", "total_tokens", "updated_at", "warning_at",
-        "warning_sent",
+        "message_count", "metadata", "model_id", "model_name", "session_id", "snap",
+        "status", "title", "total_duration_seconds", "total_tokens", "updated_at",
+        "warning_at", "warning_sent",
     )  # fmt: skip
 
     def __init__(
@@ -305,6 +340,11 @@ class _Session:
         self.warning_sent = 0
         self.warning_at: str | None = None
         self.metadata: dict[str, list[Any]] = {}
+        # The last snapshot this fold wrote of the session: (snapshot_id, message_count,
+        # start, end of its messages in context_json). Messages are only ever appended
+        # while this object lives (a deletion ends it, a restore makes a new one), so the
+        # next snapshot copies those bytes and encodes only the messages after them.
+        self.snap: tuple[int, int, int, int] | None = None
 
     def session_row(self) -> tuple[Any, ...]:
         return (
@@ -536,15 +576,24 @@ class _Loader:
             snapshot_reason=e.reason,
             snapshot_time=e.when,
         )
-        rows = self.conn.execute(SNAPSHOT_MESSAGES_SQL, (s.session_id,))
-        _insert_streamed(
-            self.conn,
+        conn, prev = self.conn, s.snap
+        earlier: Callable[[bytearray, Spill], bool] | None = None
+        if prev is None:
+            rows = conn.execute(SNAPSHOT_MESSAGES_SQL, (s.session_id,))
+        else:
+            rows = conn.execute(SNAPSHOT_MESSAGES_AFTER_SQL, (s.session_id, prev[1]))
+            earlier = functools.partial(_copy_text, conn, prev[0], prev[2], prev[3])
+        where: list[tuple[int, int]] = []
+        size = _insert_streamed(
+            conn,
             SNAPSHOT_STREAMED_SQL,
             (e.pos, s.session_id, e.reason, e.when, s.message_count, s.total_tokens, e.note,
              e.when),
             e.pos,
-            lambda out, spill: _snapshot_into(out, head, rows, spill),
+            lambda out, spill: where.append(_snapshot_into(out, head, rows, spill, earlier)),
         )  # fmt: skip
+        start, tail = where[0]
+        s.snap = (e.pos, s.message_count, start, size - tail)
 
     def _restored(self, e: SessionRestored) -> None:
         s = self._get(e.session_id)

@@ -398,3 +398,19 @@ def test_snapshot_contexts_stay_text(tmp_path: Path) -> None:
     got = rows(b, sql)
     assert got == rows(a, sql)
     assert got and all(t == "text" for _, t, _ in got)
+
+
+def test_repeated_snapshots_across_a_deletion_and_restore(tmp_path: Path) -> None:
+    """A later snapshot of a session copies the messages of its earlier one, but only while
+    the session lives on: after a deletion and restore it starts over."""
+    log = tmp_path / "log.jsonl"
+    ops = [OPS.index("create")] + [OPS.index("message")] * 3 + [OPS.index("snapshot")]
+    ops += [OPS.index("message")] * 2 + [OPS.index("snapshot"), OPS.index("snapshot")]
+    ops += [OPS.index("delete"), OPS.index("restore")] + [OPS.index("message")] * 2
+    ops += [OPS.index("snapshot"), OPS.index("message"), OPS.index("snapshot")]
+    assert run_workload(log, [(op, 0, n) for n, op in enumerate(ops)]) == len(ops)
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    incremental(log, a)
+    bulk(log, b)
+    assert_same(a, b)
+    assert len(rows(b, "SELECT 1 FROM session_snapshots")) >= 6
