@@ -89,6 +89,7 @@ ARCHIVE_SNAPSHOT_STREAMED_SQL: Final = (
     "message_count, total_tokens, created_at, context_json) "
     "VALUES (?, ?, 'pre_archive', ?, ?, ?, ?, CAST(zeroblob(?) AS TEXT))"
 )
+_ZEROS: Final = "CAST(zeroblob(?) AS TEXT)"
 SNAPSHOT_STREAMED_SQL: Final = (
     "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
     "message_count, total_tokens, note, created_at, context_json) "
@@ -183,7 +184,8 @@ def _pre_archive_into(
     messages: Iterable[Sequence[Any]],
     spill: Spill | None,
 ) -> None:
-    """``pre_archive_json`` into ``out``, handed to ``spill`` piece by piece if given."""
+    """``pre_archive_json`` into ``out``, the buffer handed to ``spill`` (which empties it)
+    as it grows, if given; the last piece is left in ``out``."""
     into = _encoder.encode_into
     for key, value in (
         (b'{"session_id":', session_id),
@@ -213,8 +215,6 @@ def _pre_archive_into(
         if spill is not None and len(out) >= SPILL_BYTES:
             spill(out)
     out += b"]}"
-    if spill is not None:
-        spill(out)
 
 
 def _snapshot_into(
@@ -225,9 +225,10 @@ def _snapshot_into(
     earlier: Callable[[bytearray, Spill], bool] | None = None,
 ) -> tuple[int, int]:
     """``apply.snapshot_json(head, rows)``, the same bytes, handed to ``spill`` piece by
-    piece (tests/test_bulk_rebuild.py compares the two). ``earlier``, if given, writes the
-    encoded messages before ``rows`` (without brackets; True if there were any). Returns
-    where the messages start and the length of what follows them."""
+    piece, the last left in ``out`` (tests/test_bulk_rebuild.py compares the two).
+    ``earlier``, if given, writes the encoded messages before ``rows`` (without brackets;
+    True if there were any). Returns where the messages start and the length of what
+    follows them."""
     whole = encode_json(head)
     cut = whole.rindex(_MESSAGES_CUT) + 13  # up to and including ',"messages":['
     out += whole[:cut]
@@ -242,7 +243,6 @@ def _snapshot_into(
             spill(out)
     tail = whole[cut:]  # from the closing bracket on
     out += tail
-    spill(out)
     return cut, len(tail)
 
 
@@ -276,25 +276,37 @@ def _insert_streamed(
     """Insert a ``session_snapshots`` row whose ``context_json`` ``build`` writes.
 
     A long session's context is not held as one value in Python, then bound (a copy),
-    cast and made into a record (copies again): it is built piece by piece into a
-    temporary file, the row inserted with text of the exact length (``sql`` takes it as
-    its last parameter: ``CAST(zeroblob(?) AS TEXT)``), and the pieces copied into that
-    text through incremental blob I/O. The value is the same text, typed TEXT."""
-    with tempfile.TemporaryFile(buffering=0) as spool:
-        size = 0
+    cast and made into a record (copies again): once it outgrows SPILL_BYTES it is built
+    piece by piece into a temporary file, the row inserted with text of the exact length
+    (``sql`` takes it as its last parameter: ``CAST(zeroblob(?) AS TEXT)``), and the
+    pieces copied into that text through incremental blob I/O. The value is the same
+    text, typed TEXT. A shorter value is bound as it is (``CAST(? AS TEXT)``)."""
+    out = bytearray()
+    spool: Any = None
+    size = 0
 
-        def spill(out: bytearray) -> None:
-            nonlocal size
-            spool.write(out)
-            size += len(out)
-            del out[:]
+    def spill(piece: bytearray) -> None:
+        nonlocal spool, size
+        if spool is None:
+            spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed below
+        spool.write(piece)
+        size += len(piece)
+        del piece[:]
 
-        build(bytearray(), spill)
+    try:
+        build(out, spill)
+        if spool is None:  # a short value: bound as it is
+            conn.execute(sql.replace(_ZEROS, "CAST(? AS TEXT)"), (*params, out))
+            return len(out)
+        spill(out)
         conn.execute(sql, (*params, size))
         spool.seek(0)
         with conn.blobopen("session_snapshots", "context_json", rowid) as blob:
             while chunk := spool.read(SPILL_BYTES):
                 blob.write(chunk)
+    finally:
+        if spool is not None:
+            spool.close()
     return size
 
 

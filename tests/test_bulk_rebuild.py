@@ -374,20 +374,28 @@ def test_streamed_contexts_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -
 
     for given_rows in (rows_, []):
         pieces.clear()
-        bulk_module._snapshot_into(bytearray(), head, given_rows, spill)
+        out = bytearray()
+        bulk_module._snapshot_into(out, head, given_rows, spill)
         assert len(pieces) > 1 or not given_rows
-        assert b"".join(pieces) == bytes(snapshot_json(head, given_rows))
+        assert b"".join(pieces) + out == bytes(snapshot_json(head, given_rows))
     archive_rows = [("user", "x" * 20, "t1", 3), ("assistant", 'é\n"', "t2", None)]
     head_values = ("s", None, "m", "M", 2, 3, "t0")
     pieces.clear()
-    bulk_module._pre_archive_into(bytearray(), *head_values, archive_rows, spill)
+    out = bytearray()
+    bulk_module._pre_archive_into(out, *head_values, archive_rows, spill)
     assert len(pieces) > 1
-    assert b"".join(pieces) == bytes(bulk_module.pre_archive_json(*head_values, archive_rows))
+    assert b"".join(pieces) + out == bytes(bulk_module.pre_archive_json(*head_values, archive_rows))
 
 
-def test_snapshot_contexts_stay_text(tmp_path: Path) -> None:
-    """Contexts written through blob I/O are stored as TEXT, byte for byte the same as the
-    incremental path's."""
+@pytest.mark.parametrize("spill_bytes", [64, 2**20])
+def test_snapshot_contexts_stay_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill_bytes: int
+) -> None:
+    """Contexts written through blob I/O (all of them with a small spill size), or bound
+    whole, are stored as TEXT, byte for byte the same as the incremental path's."""
+    from projector import bulk as bulk_module
+
+    monkeypatch.setattr(bulk_module, "SPILL_BYTES", spill_bytes)
     log = tmp_path / "log.jsonl"
     run_workload(log, random_ops(7, 400))
     a, b = tmp_path / "a.db", tmp_path / "b.db"
@@ -400,9 +408,15 @@ def test_snapshot_contexts_stay_text(tmp_path: Path) -> None:
     assert got and all(t == "text" for _, t, _ in got)
 
 
-def test_repeated_snapshots_across_a_deletion_and_restore(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spill_bytes", [64, 2**20])
+def test_repeated_snapshots_across_a_deletion_and_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill_bytes: int
+) -> None:
     """A later snapshot of a session copies the messages of its earlier one, but only while
     the session lives on: after a deletion and restore it starts over."""
+    from projector import bulk as bulk_module
+
+    monkeypatch.setattr(bulk_module, "SPILL_BYTES", spill_bytes)
     log = tmp_path / "log.jsonl"
     ops = [OPS.index("create")] + [OPS.index("message")] * 3 + [OPS.index("snapshot")]
     ops += [OPS.index("message")] * 2 + [OPS.index("snapshot"), OPS.index("snapshot")]
