@@ -255,6 +255,8 @@ def decode_line(line: bytes) -> AnyEvent:
         raise LineError(f"invalid JSON: {exc}", whole=True) from exc
     except RecursionError:  # nesting deeper than the decoder's stack allows
         raise LineError("invalid JSON: nested too deeply", whole=True) from None
+    except UnicodeDecodeError as exc:  # the decoder raises this, not DecodeError
+        raise LineError(f"invalid UTF-8 at byte {exc.start}", whole=True) from None
     # Every consumer does arithmetic on these; a bad one must fail here, as a bad line,
     # not later as a stray ValueError in the writer or the projector.
     for name, value in (("ts", event.ts), ("at", event.at)):

@@ -77,6 +77,8 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
             raise InputError(source, number, reason) from None
         except RecursionError:
             raise InputError(source, number, "JSON nested too deeply") from None
+        except UnicodeDecodeError as exc:  # the decoder raises this, not DecodeError
+            raise InputError(source, number, f"not UTF-8 (byte {exc.start})") from None
         if not isinstance(fields, dict):
             raise InputError(source, number, "not a JSON object")
         present = [name for name in _ENVELOPE_SET_BY_WRITER if name in fields]

@@ -150,6 +150,7 @@ def _with_crc(body: bytes) -> bytes:
         (b'{"type":"session_paused","pos":"1","session_id":"s"}', "invalid event"),
         (b'{"type":"session_paused","pos":1,"session_id":"s",}', "invalid JSON"),
         (b'{"type":"session_paused","pos":1,"session_id":"s","ts":"yesterday"}', "ts"),
+        (b'{"type":"session_paused","pos":1,"session_id":"s\x80"}', "invalid UTF-8"),
         (
             b'{"type":"session_paused","pos":1,"session_id":"s","ts":"2026-13-40T00:00:00.000000Z"}',
             "ts",

@@ -104,6 +104,7 @@ def test_arbitrary_bytes_never_crash_and_never_half_write(tmp_path: Path, data: 
         (b'\xef\xbb\xbf{"type":"session_paused","session_id":"s-1"}', "byte-order mark"),
         (b'{"type":"session_renamed","session_id":"s-1","title":"a","title":"b"}', None),
         (b'{"type":"session_renamed","session_id":"s-1","title":"\\ud800"}', "surrogate"),
+        (b'{"type":"session_renamed","session_id":"s-1","title":"\x80"}', "not UTF-8"),
         (b"[" * 2000 + b"]" * 2000, "line 1"),
         (
             b'{"type":"message_appended","session_id":"s-1","seq":2,"role":"user",'
