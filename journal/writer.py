@@ -18,7 +18,6 @@ import gc
 import logging
 import math
 import os
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -58,10 +57,8 @@ from journal.events import (
     SessionSnapshotted,
     SessionTimedOut,
     TimeoutWarning,
-    encode_json,
     encode_line,
     format_ts,
-    parse_ts,
     ts_seconds,
 )
 from journal.log import Durability, LogFile, LogReader, TornTail
@@ -73,23 +70,27 @@ from journal.state import (
     SessionState,
     StateViolation,
 )
+from journal.validation import (
+    MAX_GROUP_BYTES,
+    MAX_GROUP_EVENTS,
+    MAX_METADATA_VALUE_BYTES,
+    check_at,
+    check_content,
+    check_count,
+    check_duration,
+    check_event_id,
+    check_metadata,
+    check_model_id,
+    check_session_id,
+    check_text,
+    check_timeout,
+)
 
 log = logging.getLogger("journal")
 
-# Documented limits (README "Limits").
-MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
-MAX_TEXT_CHARS: Final = 10_000  # titles, metadata keys, model names
-MAX_METADATA_VALUE_BYTES: Final = 64 * 1024
-MAX_GROUP_EVENTS: Final = 10_000
-MAX_GROUP_BYTES: Final = 64 * 1024 * 1024
-MAX_TIMEOUT_SECONDS: Final = 10 * 365 * 86400
-DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
 _GC_PAUSE_BYTES: Final = 16 * 1024 * 1024
+DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
 
-# Session ids end up in file names of exports and in URLs: no slashes, no spaces.
-_SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-# Model ids such as "openai/gpt-4o" or "anthropic/claude-3.5-sonnet@2024-10-22".
-_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
 
 E = TypeVar("E", bound=Event)
@@ -362,7 +363,7 @@ class Journal:
     def _duplicate(self, event_id: str | None, tag: str, session_id: str | None) -> Receipt | None:
         if event_id is None:
             return None
-        _check_event_id(event_id)
+        check_event_id(event_id)
         seen = self._state.recent_ids.get(event_id)
         if seen is None:
             return None
@@ -377,7 +378,7 @@ class Journal:
     def _session(
         self, session_id: str, operation: str, allowed: frozenset[str] | None = None
     ) -> SessionState:
-        _check_session_id(session_id)
+        check_session_id(session_id)
         s = self._state.sessions.get(session_id)
         if s is None:
             raise UnknownSession(session_id)
@@ -417,9 +418,9 @@ class Journal:
         event_id: str | None = None,
     ) -> Receipt:
         """Record a model (done automatically on its first use by a session)."""
-        _check_model_id(model_id)
-        _check_text("model_name", model_name)
-        _check_text("provider", provider)
+        check_model_id(model_id)
+        check_text("model_name", model_name)
+        check_text("provider", provider)
         with self._writing() as w:
             dup = self._duplicate(event_id, "model_registered", None)
             if dup is not None:
@@ -454,13 +455,13 @@ class Journal:
         ``append_message``. An unknown model is registered in the same atomic group.
         """
         sid = session_id if session_id is not None else self._new_id()
-        _check_session_id(sid)
-        _check_model_id(model_id)
-        _check_text("model_name", model_name)
-        _check_text("title", title)
-        _check_timeout("idle_timeout_seconds", idle_timeout_seconds)
-        _check_timeout("hard_timeout_seconds", hard_timeout_seconds)
-        at = _check_at(at)
+        check_session_id(sid)
+        check_model_id(model_id)
+        check_text("model_name", model_name)
+        check_text("title", title)
+        check_timeout("idle_timeout_seconds", idle_timeout_seconds)
+        check_timeout("hard_timeout_seconds", hard_timeout_seconds)
+        at = check_at(at)
         message = _first_message_kwargs(first_message)
         with self._writing() as w:
             dup = self._duplicate(event_id, "session_created", session_id)
@@ -513,13 +514,13 @@ class Journal:
         """Append a message; ``expected_seq`` is the last seq the caller saw (0 for none)."""
         if role not in ROLES:
             raise InvalidValue(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        _check_content(content)
-        _check_count("tokens_used", tokens_used)
-        _check_duration(duration_seconds)
-        meta = _check_metadata(metadata)
+        check_content(content)
+        check_count("tokens_used", tokens_used)
+        check_duration(duration_seconds)
+        meta = check_metadata(metadata)
         if expected_seq is not None:
-            _check_count("expected_seq", expected_seq)
-        at = _check_at(at)
+            check_count("expected_seq", expected_seq)
+        at = check_at(at)
         with self._writing() as w:
             dup = self._duplicate(event_id, "message_appended", session_id)
             if dup is not None:
@@ -552,15 +553,15 @@ class Journal:
         at: datetime | str | None = None,
     ) -> Receipt:
         """Set (or, with None, clear) one metadata key of a session."""
-        _check_text("key", key, required=True)
+        check_text("key", key, required=True)
         if value is not None:
-            _check_text("value", value, limit=MAX_METADATA_VALUE_BYTES)
+            check_text("value", value, limit=MAX_METADATA_VALUE_BYTES)
             size = len(value.encode("utf-8"))
             if size > MAX_METADATA_VALUE_BYTES:
                 raise InvalidValue(
                     f"value is {size} bytes of UTF-8; the limit is {MAX_METADATA_VALUE_BYTES}"
                 )
-        at = _check_at(at)
+        at = check_at(at)
         return self._simple(
             SessionMetadataSet(session_id=session_id, key=key, value=value),
             "set metadata",
@@ -571,7 +572,7 @@ class Journal:
 
     def rename(self, session_id: str, title: str | None, *, event_id: str | None = None) -> Receipt:
         """Give the session a new title."""
-        _check_text("title", title)
+        check_text("title", title)
         return self._simple(
             SessionRenamed(session_id=session_id, title=title), "rename", None, event_id
         )
@@ -585,7 +586,7 @@ class Journal:
             "pause",
             frozenset({"active", "idle"}),
             event_id,
-            _check_at(at),
+            check_at(at),
         )
 
     def resume(self, session_id: str, *, event_id: str | None = None) -> Receipt:
@@ -607,7 +608,7 @@ class Journal:
             raise InvalidValue(
                 f"reason must be one of {', '.join(SNAPSHOT_REASONS)}, not {reason!r}"
             )
-        _check_text("note", note)
+        check_text("note", note)
         return self._simple(
             SessionSnapshotted(
                 session_id=session_id,
@@ -628,7 +629,7 @@ class Journal:
             "archive",
             frozenset({"active", "idle", "paused", "expired"}),
             event_id,
-            _check_at(at),
+            check_at(at),
         )
 
     def time_out(
@@ -647,7 +648,7 @@ class Journal:
         """
         if kind not in ("idle", "hard"):
             raise InvalidValue(f"kind must be 'idle' or 'hard', not {kind!r}")
-        at = _check_at(at)
+        at = check_at(at)
         if at is None:
             as_of = format_ts(self._now())
         else:
@@ -816,141 +817,6 @@ def _count_lines(fd: int, start: int, end: int) -> int:
         count += chunk.count(b"\n")
         start += len(chunk)
     return count
-
-
-# -- input checks (pure, run before the lock is taken) ---------------------------------
-def _check_session_id(value: object) -> None:
-    if not isinstance(value, str) or not _SESSION_ID.fullmatch(value):
-        raise InvalidValue(
-            f"malformed session id {value!r}: use 1-128 characters from "
-            "A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"
-        )
-
-
-def _check_model_id(value: object) -> None:
-    if not isinstance(value, str) or not _MODEL_ID.fullmatch(value):
-        raise InvalidValue(
-            f"malformed model id {value!r}: use 1-200 characters from "
-            "A-Z a-z 0-9 . _ : @ / + -, starting with a letter or digit"
-        )
-
-
-def _check_event_id(value: object) -> None:
-    try:
-        ok = isinstance(value, str) and str(uuid.UUID(value)) == value
-    except ValueError:
-        ok = False
-    if not ok:
-        raise InvalidValue(
-            f"malformed event id {value!r}: use a UUID in canonical "
-            "lowercase form, e.g. str(uuid.uuid4())"
-        )
-
-
-def _check_text(
-    name: str, value: object, *, required: bool = False, limit: int = MAX_TEXT_CHARS
-) -> None:
-    if value is None and not required:
-        return
-    if not isinstance(value, str) or (required and not value):
-        raise InvalidValue(f"{name} must be a non-empty string, not {value!r}")
-    if len(value) > limit:
-        raise InvalidValue(f"{name} is {len(value)} characters long; the limit is {limit}")
-    _check_encodable(name, value)
-
-
-def _check_encodable(name: str, value: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidValue(
-            f"{name} holds a lone surrogate (\\u{ord(value[exc.start]):04x}) "
-            f"at character {exc.start}; it is not valid UTF-8"
-        ) from None
-    if "\x00" in value:
-        raise InvalidValue(f"{name} holds a NUL character at {value.index(chr(0))}")
-
-
-def _check_content(content: object) -> None:
-    if not isinstance(content, str):
-        raise InvalidValue(f"content must be a string, not {type(content).__name__}")
-    if not content:
-        raise InvalidValue("content is empty")
-    if (
-        len(content) > MAX_CONTENT_BYTES
-        or len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES
-    ):
-        raise InvalidValue(f"content is over the limit of {MAX_CONTENT_BYTES} bytes of UTF-8")
-    _check_encodable("content", content)
-
-
-def _check_count(name: str, value: object) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidValue(f"{name} must be a whole number >= 0, not {value!r}")
-    if value > 2**63 - 1:
-        raise InvalidValue(f"{name} {value} does not fit in 64 bits")
-
-
-def _check_duration(value: object) -> None:
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise InvalidValue(f"duration_seconds must be a finite number >= 0, not {value!r}")
-
-
-def _check_timeout(name: str, value: object) -> None:
-    if value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not (1 <= value <= MAX_TIMEOUT_SECONDS)
-    ):
-        raise InvalidValue(
-            f"{name} must be None or a whole number of seconds from 1 to "
-            f"{MAX_TIMEOUT_SECONDS}, not {value!r}"
-        )
-
-
-def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if metadata is None:
-        return None
-    if not isinstance(metadata, Mapping):
-        raise InvalidValue(f"metadata must be a JSON object, not {type(metadata).__name__}")
-    try:
-        raw = encode_json(dict(metadata))
-        value: dict[str, Any] = msgspec.json.decode(raw)
-    except (TypeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError) as exc:
-        raise InvalidValue(f"metadata is not JSON-serialisable: {exc}") from None
-    if len(raw) > MAX_METADATA_VALUE_BYTES:
-        raise InvalidValue(
-            f"metadata is {len(raw)} bytes of JSON; the limit is {MAX_METADATA_VALUE_BYTES}"
-        )
-    if value != dict(metadata):
-        raise InvalidValue(
-            "metadata does not survive a JSON round trip (NaN, infinity or non-string keys?)"
-        )
-    return value
-
-
-def _check_at(at: datetime | str | None) -> datetime | str | None:
-    if at is None:
-        return None
-    try:
-        if isinstance(at, str):
-            parse_ts(at)
-        else:
-            format_ts(at)
-    except ValueError as exc:
-        raise InvalidValue(f"at: {exc}") from None
-    return at
 
 
 def _first_message_kwargs(first: str | Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ from journal.events import (
     SessionTimedOut,
     TimeoutWarning,
 )
-from journal.writer import MAX_GROUP_EVENTS
+from journal.validation import MAX_GROUP_EVENTS
 
 _input_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 _LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")

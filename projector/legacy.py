@@ -94,7 +94,7 @@ import msgspec
 from journal import Journal
 from journal.events import MessageAppended, ModelRegistered, SessionCreated
 from journal.log import read_log
-from journal.writer import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
+from journal.validation import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
 from projector.catchup import replay
 from projector.legacy_plan import (
     RECORD_KEY,

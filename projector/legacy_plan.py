@@ -15,7 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from journal.events import ROLES, encode_json
-from journal.writer import (
+from journal.validation import (
     MAX_CONTENT_BYTES,
     MAX_METADATA_VALUE_BYTES,
     MAX_TEXT_CHARS,

@@ -28,12 +28,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
+from journal import validation
 from projector.legacy_source import BadText
 
-# The writer's id rules (journal/writer.py), repeated so that the import can choose an id
-# the writer will accept instead of failing on it.
-SESSION_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
-MODEL_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
+# The writer's own id rules, so that the import can choose an id the writer will accept
+# instead of failing on it.
+SESSION_ID: Final = validation.SESSION_ID
+MODEL_ID: Final = validation.MODEL_ID
 # Token counts and durations above these are treated as corrupt: summing a few of them
 # would overflow SQLite's 64-bit integers (or reach infinity) in the projection.
 MAX_TOKENS: Final = 10**12

@@ -26,7 +26,7 @@ from journal import (
 )
 from journal import events as ev
 from journal.events import format_ts
-from journal.writer import MAX_CONTENT_BYTES
+from journal.validation import MAX_CONTENT_BYTES
 
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 

@@ -1,0 +1,167 @@
+"""The writer's input checks and documented limits (README "Limits").
+
+Pure functions, run before the log is locked: each raises InvalidValue with a message a
+person can act on, and nothing has been written when it does. The legacy importer uses
+the same rules to choose values the writer will accept.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import msgspec
+
+from journal.errors import InvalidValue
+from journal.events import encode_json, format_ts, parse_ts
+
+# Documented limits (README "Limits").
+MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
+MAX_TEXT_CHARS: Final = 10_000  # titles, metadata keys, model names
+MAX_METADATA_VALUE_BYTES: Final = 64 * 1024
+MAX_GROUP_EVENTS: Final = 10_000
+MAX_GROUP_BYTES: Final = 64 * 1024 * 1024
+MAX_TIMEOUT_SECONDS: Final = 10 * 365 * 86400
+
+# Session ids end up in file names of exports and in URLs: no slashes, no spaces.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+# Model ids such as "openai/gpt-4o" or "anthropic/claude-3.5-sonnet@2024-10-22".
+MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,199}")
+
+
+def check_session_id(value: object) -> None:
+    if not isinstance(value, str) or not SESSION_ID.fullmatch(value):
+        raise InvalidValue(
+            f"malformed session id {value!r}: use 1-128 characters from "
+            "A-Z a-z 0-9 . _ : @ -, starting with a letter or digit"
+        )
+
+
+def check_model_id(value: object) -> None:
+    if not isinstance(value, str) or not MODEL_ID.fullmatch(value):
+        raise InvalidValue(
+            f"malformed model id {value!r}: use 1-200 characters from "
+            "A-Z a-z 0-9 . _ : @ / + -, starting with a letter or digit"
+        )
+
+
+def check_event_id(value: object) -> None:
+    try:
+        ok = isinstance(value, str) and str(uuid.UUID(value)) == value
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidValue(
+            f"malformed event id {value!r}: use a UUID in canonical "
+            "lowercase form, e.g. str(uuid.uuid4())"
+        )
+
+
+def check_text(
+    name: str, value: object, *, required: bool = False, limit: int = MAX_TEXT_CHARS
+) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidValue(f"{name} must be a non-empty string, not {value!r}")
+    if len(value) > limit:
+        raise InvalidValue(f"{name} is {len(value)} characters long; the limit is {limit}")
+    check_encodable(name, value)
+
+
+def check_encodable(name: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidValue(
+            f"{name} holds a lone surrogate (\\u{ord(value[exc.start]):04x}) "
+            f"at character {exc.start}; it is not valid UTF-8"
+        ) from None
+    if "\x00" in value:
+        raise InvalidValue(f"{name} holds a NUL character at {value.index(chr(0))}")
+
+
+def check_content(content: object) -> None:
+    if not isinstance(content, str):
+        raise InvalidValue(f"content must be a string, not {type(content).__name__}")
+    if not content:
+        raise InvalidValue("content is empty")
+    if (
+        len(content) > MAX_CONTENT_BYTES
+        or len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES
+    ):
+        raise InvalidValue(f"content is over the limit of {MAX_CONTENT_BYTES} bytes of UTF-8")
+    check_encodable("content", content)
+
+
+def check_count(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidValue(f"{name} must be a whole number >= 0, not {value!r}")
+    if value > 2**63 - 1:
+        raise InvalidValue(f"{name} {value} does not fit in 64 bits")
+
+
+def check_duration(value: object) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidValue(f"duration_seconds must be a finite number >= 0, not {value!r}")
+
+
+def check_timeout(name: str, value: object) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (1 <= value <= MAX_TIMEOUT_SECONDS)
+    ):
+        raise InvalidValue(
+            f"{name} must be None or a whole number of seconds from 1 to "
+            f"{MAX_TIMEOUT_SECONDS}, not {value!r}"
+        )
+
+
+def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if metadata is None:
+        return None
+    if not isinstance(metadata, Mapping):
+        raise InvalidValue(f"metadata must be a JSON object, not {type(metadata).__name__}")
+    try:
+        raw = encode_json(dict(metadata))
+        value: dict[str, Any] = msgspec.json.decode(raw)
+    except (TypeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError) as exc:
+        raise InvalidValue(f"metadata is not JSON-serialisable: {exc}") from None
+    if len(raw) > MAX_METADATA_VALUE_BYTES:
+        raise InvalidValue(
+            f"metadata is {len(raw)} bytes of JSON; the limit is {MAX_METADATA_VALUE_BYTES}"
+        )
+    if value != dict(metadata):
+        raise InvalidValue(
+            "metadata does not survive a JSON round trip (NaN, infinity or non-string keys?)"
+        )
+    return value
+
+
+def check_at(at: datetime | str | None) -> datetime | str | None:
+    if at is None:
+        return None
+    try:
+        if isinstance(at, str):
+            parse_ts(at)
+        else:
+            format_ts(at)
+    except ValueError as exc:
+        raise InvalidValue(f"at: {exc}") from None
+    return at
