@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
-from typing import BinaryIO, Final, Literal
+from typing import BinaryIO, Final, Generic, Literal, TypeVar
 
 import msgspec
 from msgspec import UNSET
@@ -45,9 +45,12 @@ from journal.errors import (
 from journal.events import (
     CRC_SUFFIX_LEN,
     AnyEvent,
+    Event,
     LineError,
-    decode_line,
+    StateEvent,
+    decode_checked,
     event_decoder,
+    state_decoder,
     verify_checksum,
 )
 
@@ -120,15 +123,13 @@ class TornTail:
     reason: str
 
 
-class LogReader:
-    """Yields ``(event, byte offset just after it)`` from ``start`` to the last whole record.
+E = TypeVar("E", bound=Event)
 
-    ``start_pos`` is the ``pos`` of the record that ends at ``start`` (0 at the start of the
-    file): positions must continue from it without a gap. Members of an atomic group are
-    yielded only once the whole group has been read. After iteration, ``end`` is the offset
-    after the last yielded record, ``last_pos`` its position and ``torn`` describes a torn
-    tail (or is None). Raises CorruptLog for a bad line followed by valid ones.
-    """
+
+class _Reader(Generic[E]):
+    """The log reader, generic in the events it decodes (see LogReader, StateReader)."""
+
+    decoder: msgspec.json.Decoder[E]
 
     def __init__(self, path: str, start: int = 0, start_pos: int = 0) -> None:
         self.path = path
@@ -137,7 +138,7 @@ class LogReader:
         self.last_pos = start_pos
         self.torn: TornTail | None = None
 
-    def __iter__(self) -> Iterator[tuple[AnyEvent, int]]:
+    def __iter__(self) -> Iterator[tuple[E, int]]:
         try:
             f = open(self.path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -146,7 +147,7 @@ class LogReader:
             f.seek(self.start)
             yield from self._records(f)
 
-    def batches(self) -> Iterator[tuple[list[AnyEvent], int, list[bytes]]]:
+    def batches(self) -> Iterator[tuple[list[E], int, list[bytes]]]:
         """Like iterating, but in runs: ``(events, offset of the first, their lines)``.
 
         Whole chunks of the file are checked (checksums, positions, groups) and decoded by
@@ -174,7 +175,7 @@ class LogReader:
                     carry = data
                     continue
                 carry = data[cut:]
-                run = _fast_run(data, cut, pos)
+                run = _fast_run(data, cut, pos, self.decoder)
                 if run is None:
                     break
                 events, lines, used = run
@@ -190,10 +191,10 @@ class LogReader:
             yield [event], offset, []
             offset = end
 
-    def _records(self, f: BinaryIO) -> Iterator[tuple[AnyEvent, int]]:
+    def _records(self, f: BinaryIO) -> Iterator[tuple[E, int]]:
         offset = self.start
         pos = self.last_pos
-        group: list[tuple[AnyEvent, int]] = []
+        group: list[tuple[E, int]] = []
         group_start = offset
         for line in f:
             line_start = offset
@@ -205,7 +206,7 @@ class LogReader:
                 self._tear(tail_start, offset, tail_line, "unterminated last line")
                 return
             try:
-                event = decode_line(line[:-1])
+                event = decode_checked(line[:-1], self.decoder)
             except LineError as exc:
                 if exc.whole:
                     # Written whole (its checksum holds), so not a torn write: treating it
@@ -295,7 +296,7 @@ class LogReader:
             first = False
         self._tear(tail_start, end, tail_line, reason)
 
-    def _broken_group(self, group: list[tuple[AnyEvent, int]], start: int) -> CorruptLog:
+    def _broken_group(self, group: list[tuple[E, int]], start: int) -> CorruptLog:
         first = group[0][0]
         assert first.grp is not UNSET
         return CorruptLog(
@@ -304,6 +305,30 @@ class LogReader:
             line=first.pos,
             offset=start,
         )
+
+
+class LogReader(_Reader[AnyEvent]):
+    """Yields ``(event, byte offset just after it)`` from ``start`` to the last whole record.
+
+    ``start_pos`` is the ``pos`` of the record that ends at ``start`` (0 at the start of the
+    file): positions must continue from it without a gap. Members of an atomic group are
+    yielded only once the whole group has been read. After iteration, ``end`` is the offset
+    after the last yielded record, ``last_pos`` its position and ``torn`` describes a torn
+    tail (or is None). Raises CorruptLog for a bad line followed by valid ones.
+    """
+
+    decoder = event_decoder
+
+
+class StateReader(_Reader[StateEvent]):
+    """A LogReader that decodes messages as ``MessageHeader``: what a writer's state needs.
+
+    Every line's checksum, envelope, position and group are checked as by LogReader; a
+    message's body (role, content, tokens, metadata) is skipped, not decoded. It was
+    checked when written, and the projector, which stores it, decodes it whole.
+    """
+
+    decoder = state_decoder
 
 
 _RECORD_START: Final = b'{"type":"'
@@ -545,7 +570,9 @@ _crc32 = zlib.crc32
 _CLOSE_CRC: Final = b"}"
 
 
-def _fast_run(data: bytes, cut: int, pos: int) -> tuple[list[AnyEvent], list[bytes], int] | None:
+def _fast_run(
+    data: bytes, cut: int, pos: int, decoder: msgspec.json.Decoder[E]
+) -> tuple[list[E], list[bytes], int] | None:
     """Check and decode ``data[:cut]`` (whole lines) in one go: (events, lines, bytes used).
 
     None when anything is amiss (the caller reads those lines again one by one, which
@@ -572,7 +599,7 @@ def _fast_run(data: bytes, cut: int, pos: int) -> tuple[list[AnyEvent], list[byt
     if not all(map(operator.eq, actual, expected)):
         return None
     try:
-        events: list[AnyEvent] = event_decoder.decode_lines(data[:cut])
+        events: list[E] = decoder.decode_lines(data[:cut])
         list(map(datetime.fromisoformat, map(_get_ts, events)))
         for event in events:
             if event.at is not UNSET:

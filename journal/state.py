@@ -19,6 +19,7 @@ Status lifecycle::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, assert_never
 
@@ -26,8 +27,9 @@ from msgspec import UNSET
 
 from journal.events import (
     EVENT_TYPES,
-    AnyEvent,
+    Event,
     MessageAppended,
+    MessageHeader,
     ModelRegistered,
     SessionArchived,
     SessionCreated,
@@ -39,6 +41,7 @@ from journal.events import (
     SessionResumed,
     SessionSnapshotted,
     SessionTimedOut,
+    StateEvent,
     TimeoutWarning,
     ts_seconds,
 )
@@ -99,7 +102,8 @@ class Receipt(NamedTuple):
 
 
 _new_receipt = tuple.__new__
-_TAG_OF: Final[dict[type, str]] = {cls: str(cls.__struct_config__.tag) for cls in EVENT_TYPES}
+_STATE_TYPES: Final[tuple[type[Event], ...]] = (*EVENT_TYPES, MessageHeader)
+_TAG_OF: Final[dict[type, str]] = {cls: str(cls.__struct_config__.tag) for cls in _STATE_TYPES}
 
 
 class IdWindow:
@@ -185,7 +189,7 @@ class JournalState:
                 self.last_pos, self.last_ts = old
 
     # -- folding events -----------------------------------------------------------------
-    def apply(self, event: AnyEvent) -> Receipt:
+    def apply(self, event: StateEvent) -> Receipt:
         """Fold one event (already validated, or read from the log) into the state."""
         undo = self._undo
         if undo is not None:
@@ -205,7 +209,7 @@ class JournalState:
             self.recent_ids.add(event.id, event.__struct_config__.tag, receipt)  # type: ignore[arg-type]
         return receipt
 
-    def apply_many(self, events: list[AnyEvent], remember_from: int = 0) -> None:
+    def apply_many(self, events: Sequence[StateEvent], remember_from: int = 0) -> None:
         """``apply`` each event in turn (outside ``begin``): the loop that opens a log.
 
         Messages, the bulk of any log, are folded inline; on a StateViolation the state
@@ -226,7 +230,7 @@ class JournalState:
         seq: int | None
         try:
             for k, event in enumerate(events):
-                if type(event) is MessageAppended:
+                if type(event) is MessageHeader or type(event) is MessageAppended:
                     s = sessions.get(event.session_id)
                     seq = event.seq
                     if s is None or seq != s.last_seq + 1:
@@ -237,22 +241,21 @@ class JournalState:
                     s.last_seq = seq
                     s.warned = False
                     s.idle_since = event.ts if event.at is UNSET else event.at
-                    receipt = new(Receipt, (event.pos, event.id, event.session_id, seq, False))
                 else:
                     self.last_pos = event.pos  # _fold reads it for pre_delete snapshots
                     seq = fold(event)
-                    receipt = new(
-                        Receipt,
-                        (event.pos, event.id, getattr(event, "session_id", None), seq, False),
-                    )
-                eid = event.id
-                if k < remember_from:
-                    pass
-                elif eid not in young and eid not in old:  # a duplicate id keeps its first
-                    if len(young) >= size:
-                        old, young = young, {}
-                        window._old, window._young = old, young
-                    young[eid] = (tag_of[type(event)], receipt)
+                # Older events than the window keeps cost no receipt: most of a large log.
+                if k >= remember_from:
+                    eid = event.id
+                    if eid not in young and eid not in old:  # a duplicate id keeps its first
+                        if len(young) >= size:
+                            old, young = young, {}
+                            window._old, window._young = old, young
+                        receipt = new(
+                            Receipt,
+                            (event.pos, eid, getattr(event, "session_id", None), seq, False),
+                        )
+                        young[eid] = (tag_of[type(event)], receipt)
                 if event.ts > last_ts:
                     last_ts = event.ts
         except StateViolation as exc:
@@ -273,10 +276,10 @@ class JournalState:
             self._undo.append(("session", session_id, SessionState(*s.fields())))
         return s
 
-    def _fold(self, event: AnyEvent) -> int | None:
+    def _fold(self, event: StateEvent) -> int | None:
         """Apply the event's effect; returns the message seq for messages."""
         match event:
-            case MessageAppended():
+            case MessageHeader():  # or a whole MessageAppended, its subclass
                 s = self._edit(event.session_id)
                 if event.seq != s.last_seq + 1:
                     raise StateViolation(

@@ -61,7 +61,7 @@ from journal.events import (
     format_ts,
     ts_seconds,
 )
-from journal.log import Durability, LogFile, LogReader, TornTail
+from journal.log import Durability, LogFile, StateReader, TornTail
 from journal.state import (
     DEFAULT_ID_WINDOW,
     OPEN_STATUSES,
@@ -225,22 +225,25 @@ class Journal:
                 "something other than this library",
                 path=self.path,
             )
-        reader = LogReader(self.path, self._end, self._state.last_pos)
+        reader = StateReader(self.path, self._end, self._state.last_pos)
         # Opening a large log allocates millions of short-lived objects and keeps few of
         # them: cyclic GC passes would cost a third of the time and collect nothing.
         paused = mine.st_size - self._end > _GC_PAUSE_BYTES and gc.isenabled()
         if paused:
             gc.disable()
-        # Only the last ``id_window`` ids are remembered: on a long stretch, count its
-        # lines (a fast pass over the page cache) and skip entering the older ones.
-        skip = 0
+        # Only the last ``id_window`` ids are remembered: on a long stretch, find where its
+        # last lines start (reading back from the end) and skip entering the older ones.
+        first, remember_from = self._end, self._end
         if paused:
-            skip = _count_lines(self._log.fd, self._end, mine.st_size) - self._state.recent_ids.size
+            remember_from = _last_lines_start(
+                self._log.fd, self._end, mine.st_size, self._state.recent_ids.size
+            )
         try:
             for events, start, lines in reader.batches():
                 try:
-                    self._state.apply_many(events, skip)
-                    skip -= len(events)
+                    self._state.apply_many(
+                        events, _lines_before(remember_from, start, reader.end, lines, len(events))
+                    )
                 except StateViolation as exc:
                     k = exc.index
                     self._end = start + sum(map(len, lines[:k])) + k
@@ -254,7 +257,7 @@ class Journal:
                 gc.enable()
         if reader.torn is not None:
             self._repair(reader.torn)
-            if skip > -self._state.recent_ids.size:
+            if remember_from > first:
                 # Lines of the torn tail were counted: the window may hold fewer ids than
                 # promised. Rare (after a crash): fold the log again, now free of the tail.
                 self._state = JournalState(self._state.recent_ids.size)
@@ -807,16 +810,42 @@ class Journal:
         return False
 
 
-def _count_lines(fd: int, start: int, end: int) -> int:
-    """Newlines in bytes ``start`` to ``end`` of the file."""
-    count = 0
-    while start < end:
-        chunk = os.pread(fd, min(end - start, 1 << 22), start)
-        if not chunk:
+_BACK_CHUNK = 1 << 22
+
+
+def _last_lines_start(fd: int, start: int, end: int, lines: int) -> int:
+    """Where the last ``lines`` lines of bytes ``start`` to ``end`` begin (``start`` if
+    there are no more), read backwards from the end so only that stretch is read."""
+    remaining = lines  # newlines to step over before the one that precedes them
+    at = end
+    while at > start:
+        size = min(at - start, _BACK_CHUNK)
+        chunk = os.pread(fd, size, at - size)
+        found = chunk.count(b"\n")
+        if found > remaining:
+            cut = len(chunk)
+            for _ in range(remaining + 1):
+                cut = chunk.rfind(b"\n", 0, cut)
+            return at - size + cut + 1
+        remaining -= found
+        at -= size
+    return start
+
+
+def _lines_before(offset: int, start: int, end: int, lines: list[bytes], count: int) -> int:
+    """How many of a run of ``count`` records (bytes ``start`` to ``end``, their ``lines``
+    when known) begin before byte ``offset``."""
+    if end <= offset:
+        return count
+    if start >= offset:
+        return 0
+    before = 0
+    for line in lines:
+        if start >= offset:
             break
-        count += chunk.count(b"\n")
-        start += len(chunk)
-    return count
+        start += len(line) + 1
+        before += 1
+    return before
 
 
 def _first_message_kwargs(first: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
