@@ -21,7 +21,7 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
 from projector.apply import ApplyError, apply_event, fill_fts
-from projector.bulk import CatchUpLoader
+from projector.bulk_catchup import CatchUpLoader
 from projector.db import (
     Checkpoint,
     connect,

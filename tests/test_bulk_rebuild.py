@@ -309,7 +309,7 @@ def test_a_refused_bulk_batch_is_applied_one_by_one(
 def test_pre_archive_json_is_the_triggers_json() -> None:
     """The bulk path builds the pre_archive context itself: byte for byte SQLite's
     json_object, for every character a string may hold and for NULLs and no messages."""
-    from projector.bulk import pre_archive_json
+    from projector.bulk_snapshots import pre_archive_json
 
     conn = sqlite3.connect(":memory:")
     try:
@@ -351,7 +351,7 @@ def test_pre_archive_json_is_the_triggers_json() -> None:
 def test_streamed_contexts_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The snapshot texts built piece by piece (spilled every few bytes) equal the ones
     built in one buffer."""
-    from projector import bulk as bulk_module
+    from projector import bulk_snapshots as bulk_module
 
     monkeypatch.setattr(bulk_module, "SPILL_BYTES", 5)
     messages = [
@@ -375,14 +375,14 @@ def test_streamed_contexts_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -
     for given_rows in (rows_, []):
         pieces.clear()
         out = bytearray()
-        bulk_module._snapshot_into(out, head, given_rows, spill)
+        bulk_module.snapshot_into(out, head, given_rows, spill)
         assert len(pieces) > 1 or not given_rows
         assert b"".join(pieces) + out == bytes(snapshot_json(head, given_rows))
     archive_rows = [("user", "x" * 20, "t1", 3), ("assistant", 'é\n"', "t2", None)]
     head_values = ("s", None, "m", "M", 2, 3, "t0")
     pieces.clear()
     out = bytearray()
-    bulk_module._pre_archive_into(out, *head_values, archive_rows, spill)
+    bulk_module.pre_archive_into(out, *head_values, archive_rows, spill)
     assert len(pieces) > 1
     assert b"".join(pieces) + out == bytes(bulk_module.pre_archive_json(*head_values, archive_rows))
 
@@ -393,7 +393,7 @@ def test_snapshot_contexts_stay_text(
 ) -> None:
     """Contexts written through blob I/O (all of them with a small spill size), or bound
     whole, are stored as TEXT, byte for byte the same as the incremental path's."""
-    from projector import bulk as bulk_module
+    from projector import bulk_snapshots as bulk_module
 
     monkeypatch.setattr(bulk_module, "SPILL_BYTES", spill_bytes)
     log = tmp_path / "log.jsonl"
@@ -414,7 +414,7 @@ def test_repeated_snapshots_across_a_deletion_and_restore(
 ) -> None:
     """A later snapshot of a session copies the messages of its earlier one, but only while
     the session lives on: after a deletion and restore it starts over."""
-    from projector import bulk as bulk_module
+    from projector import bulk_snapshots as bulk_module
 
     monkeypatch.setattr(bulk_module, "SPILL_BYTES", spill_bytes)
     log = tmp_path / "log.jsonl"

@@ -1,0 +1,149 @@
+"""The bulk path of catch-up: the fold of ``bulk.Loader`` on a database that already
+holds part of the log (see projector/catchup.py, which drops the triggers inside the
+batch's transaction and creates them again before its COMMIT)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from projector.apply import FTS_FILL_SQL, RESTORED_FTS_SQL
+from projector.bulk import FoldSession, Loader
+
+SESSION_COLUMNS: Final = (
+    "session_id, created_at, updated_at, model_id, model_name, title, message_count, "
+    "total_tokens, total_duration_seconds, last_activity, status, idle_timeout_seconds, "
+    "hard_timeout_seconds, expires_at, last_event_pos"
+)
+
+
+class CatchUpLoader(Loader):
+    """The fold on a database that already holds part of the log (one batch of catch-up,
+    triggers dropped inside its transaction). Sessions and models are read on first use;
+    a session's row is inserted when it is created (so the foreign keys hold at every
+    step) and given its final values at the end; a deletion deletes at once (the cascade
+    removes its rows; its full-text rows are removed first, as the messages_ad trigger
+    would)."""
+
+    def __init__(self, conn: sqlite3.Connection, after_pos: int) -> None:
+        super().__init__(conn)
+        self.after_pos = after_pos
+        self._meta_dirty: set[str] = set()
+        self._titles: set[str] = set()
+
+    def _get(self, session_id: str) -> FoldSession | None:
+        if session_id in self.sessions:
+            return self.sessions[session_id]
+        row = self.conn.execute(
+            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            self.sessions[session_id] = None
+            return None
+        s = FoldSession(row[0], row[1], row[3], row[4], row[5], row[10], row[11], row[12],
+                     row[13], row[14])  # fmt: skip
+        s.updated_at, s.message_count, s.total_tokens = row[2], row[6], row[7]
+        s.total_duration_seconds, s.last_activity = row[8], row[9]
+        warning = self.conn.execute(
+            "SELECT timeout_warning_sent, warning_sent_at FROM session_timeouts "
+            "WHERE session_id = ?",
+            (session_id,),
+        ).fetchone()
+        if warning is not None:
+            s.warning_sent, s.warning_at = warning
+        for metadata_id, key, value in self.conn.execute(
+            "SELECT metadata_id, key, value FROM session_metadata WHERE session_id = ?",
+            (session_id,),
+        ):
+            s.metadata[key] = [metadata_id, value]
+        self.sessions[session_id] = s
+        return s
+
+    def _model(self, model_id: str) -> tuple[str, str | None, str] | None:
+        model = self.models.get(model_id)
+        if model is None:
+            row = self.conn.execute(
+                "SELECT model_name, provider, created_at FROM models WHERE model_id = ?",
+                (model_id,),
+            ).fetchone()
+            if row is not None:
+                model = self.models[model_id] = (row[0], row[1], row[2])
+        return model
+
+    def _new_model(self, model_id: str, model: tuple[str, str | None, str]) -> None:
+        self.models[model_id] = model
+        self.conn.execute(
+            "INSERT INTO models (model_id, model_name, provider, created_at) VALUES (?, ?, ?, ?)",
+            (model_id, *model),
+        )
+
+    def _born(self, s: FoldSession) -> None:
+        self.conn.execute(
+            f"INSERT INTO sessions ({SESSION_COLUMNS}) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            s.session_row(),
+        )
+        self.conn.execute(
+            "INSERT INTO session_timeouts (session_id, idle_timeout_seconds, "
+            "hard_timeout_seconds, created_at, last_activity, expires_at, timeout_warning_sent, "
+            "warning_sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            s.timeouts_row(),
+        )
+
+    def _metadata_changed(self, s: FoldSession) -> None:
+        self._meta_dirty.add(s.session_id)
+
+    def _renamed(self, s: FoldSession) -> None:
+        self._titles.add(s.session_id)
+
+    def _gone(self, session_id: str) -> None:
+        self.sessions[session_id] = None
+        self._restored_ids.discard(session_id)
+        self.flush()
+        self.conn.execute(
+            "DELETE FROM sessions_fts WHERE rowid IN "
+            "(SELECT message_id FROM messages WHERE session_id = ?)",
+            (session_id,),
+        )
+        self.conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+    def finish(self) -> None:
+        self.flush()
+        c = self.conn
+        live = self.live()
+        c.executemany(
+            "UPDATE sessions SET created_at = ?, updated_at = ?, model_id = ?, model_name = ?, "
+            "title = ?, message_count = ?, total_tokens = ?, total_duration_seconds = ?, "
+            "last_activity = ?, status = ?, idle_timeout_seconds = ?, "
+            "hard_timeout_seconds = ?, expires_at = ?, last_event_pos = ? WHERE session_id = ?",
+            [(*r[1:], r[0]) for r in (s.session_row() for s in live)],
+        )
+        c.executemany(
+            "UPDATE session_timeouts SET idle_timeout_seconds = ?, hard_timeout_seconds = ?, "
+            "created_at = ?, last_activity = ?, expires_at = ?, timeout_warning_sent = ?, "
+            "warning_sent_at = ? WHERE session_id = ?",
+            [(*r[1:], r[0]) for r in (s.timeouts_row() for s in live)],
+        )
+        for sid in sorted(self._meta_dirty):
+            s = self.sessions.get(sid)
+            if s is None:
+                continue
+            c.execute("DELETE FROM session_metadata WHERE session_id = ?", (sid,))
+            c.executemany(
+                "INSERT INTO session_metadata (metadata_id, session_id, key, value) "
+                "VALUES (?, ?, ?, ?)",
+                [(m[0], sid, key, m[1]) for key, m in s.metadata.items()],
+            )
+        # Renames: the index rows already there take the new title (sessions_au's work).
+        for sid in sorted(self._titles):
+            s = self.sessions.get(sid)
+            if s is not None:
+                c.execute(
+                    "UPDATE sessions_fts SET title = ?, model_name = ? WHERE rowid IN "
+                    "(SELECT message_id FROM messages WHERE session_id = ?)",
+                    (s.title, s.model_name, sid),
+                )
+        c.execute(FTS_FILL_SQL, (self.after_pos,))
+        # A restored session's messages keep their old ids: index them too.
+        for sid in sorted(self._restored_ids):
+            c.execute(RESTORED_FTS_SQL, (sid,))
