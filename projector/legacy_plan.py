@@ -8,6 +8,7 @@ it and records every deviation from the old row as an ``Anomaly`` for the report
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -46,9 +47,25 @@ MESSAGE_META_BYTES: Final = MAX_METADATA_VALUE_BYTES - 4096
 CONTENT_PART_BYTES: Final = MAX_CONTENT_BYTES
 
 
+_NAMESPACE_BYTES: Final = NAMESPACE.bytes
+
+
+def uuid5_hex(identity: list[Any] | tuple[Any, ...]) -> str:
+    """``uuid.uuid5(NAMESPACE, <identity as JSON>).hex``, computed directly.
+
+    The same bits as ``uuid.uuid5`` (SHA-1 of the namespace and the name, version 5, RFC
+    4122 variant) without building a ``UUID`` object: an import computes one per event.
+    """
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + encode_json(identity)).digest()[:16])
+    digest[6] = digest[6] & 0x0F | 0x50  # version 5
+    digest[8] = digest[8] & 0x3F | 0x80  # variant RFC 4122
+    return digest.hex()
+
+
 def event_id(*identity: Any) -> str:
     """A uuid5 over the row's identity in the old file (never the file's name or path)."""
-    return str(uuid.uuid5(NAMESPACE, encode_json(list(identity)).decode()))
+    x = uuid5_hex(identity)
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def marker(reason: str) -> str:
@@ -132,7 +149,7 @@ class Planner:
 
     def allocate(self, preferred: str | None, identity: list[Any], eid: str) -> str:
         """``preferred`` if the writer accepts it and no other session holds it."""
-        suffix = uuid.uuid5(NAMESPACE, encode_json(identity).decode()).hex
+        suffix = uuid5_hex(identity)
         candidates = []
         if preferred is not None and SESSION_ID.fullmatch(preferred):
             candidates.append(preferred)

@@ -17,17 +17,18 @@ only columns written from the wall clock (excluded from determinism and canonica
 
 from __future__ import annotations
 
+import operator
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from journal.errors import CorruptLog
-from journal.events import format_ts
-from journal.log import LogReader
+from journal.events import AnyEvent, format_ts
+from journal.log import LogReader, TornTail
 from projector.catchup import check_checkpoint
 from projector.db import connect, read_checkpoint, schema_version, user_version
 from projector.errors import CheckpointMismatch
@@ -36,6 +37,9 @@ from projector.reading import skip_bad_lines
 from projector.rebuild import counter_mismatches
 
 _MAX_PER_KIND: Final = 100  # a badly damaged database is summarised, not listed in full
+_event_id = operator.attrgetter("id")
+# An event id's fingerprint for the uniqueness check: Python's string hash (64 bits).
+_fingerprint: Callable[[str], int] = hash
 
 
 @dataclass(frozen=True)
@@ -192,43 +196,98 @@ def _check_rows(conn: sqlite3.Connection, found: _Findings) -> None:
         )
 
 
+class _Runs:
+    """The whole log as runs of events (the reader's chunks), bad lines stepped over.
+
+    Each bad line is reported to ``found`` (if given); after iteration ``last_pos`` and
+    ``torn`` describe the end of the log.
+    """
+
+    def __init__(
+        self,
+        log: str,
+        found: _Findings | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.log = log
+        self.found = found
+        self.progress = progress
+        self.last_pos = 0
+        self.torn: TornTail | None = None
+
+    def __iter__(self) -> Iterator[list[AnyEvent]]:
+        total = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+        next_report = 0
+        offset, pos = 0, 0
+        while True:
+            reader = LogReader(self.log, offset, pos)
+            try:
+                for events, _start, _lines in reader.batches():
+                    yield events
+                    if self.progress is not None and reader.end >= next_report:
+                        self.progress(reader.end, total)
+                        next_report = reader.end + (1 << 20)
+            except CorruptLog as exc:
+                if self.found is not None:
+                    self.found.add("log", exc.reason, line=exc.line, offset=exc.offset)
+                skip = skip_bad_lines(self.log, reader, exc)
+                offset, pos = skip.end, skip.next_pos
+                continue
+            if self.progress is not None:
+                self.progress(total, total)
+            self.last_pos, self.torn = reader.last_pos, reader.torn
+            return
+
+
 def _check_log(
     log: str, upto: int, found: _Findings, progress: Callable[[int, int], None] | None
 ) -> tuple[LogTally, int]:
-    """Read the whole log, reporting its defects; fold it up to pos ``upto``."""
-    total = os.path.getsize(log) if os.path.exists(log) else 0
-    next_report = 0
+    """Read the whole log, reporting its defects; fold it up to pos ``upto``.
+
+    Ids are checked for uniqueness by their hash, a 64-bit int: a set of those takes half
+    the memory of a set of the id strings. Two ids with one hash are only suspects; a
+    second pass, run only when there are suspects, compares the ids themselves, so a
+    collision is never reported and every real repeat is.
+    """
     tally = LogTally()
-    seen_ids: set[str] = set()
-    offset, pos = 0, 0
-    while True:
-        reader = LogReader(log, offset, pos)
-        try:
-            for event, end in reader:
-                if progress is not None and end >= next_report:
-                    progress(end, total)
-                    next_report = end + (1 << 20)
-                if event.id in seen_ids:
-                    found.add("log", f"event id {event.id} is used twice", line=event.pos)
-                seen_ids.add(event.id)
+    observe = tally.observe
+    seen: set[int] = set()
+    suspects: set[int] = set()
+    runs = _Runs(log, found, progress)
+    for events in runs:
+        for fingerprint in map(_fingerprint, map(_event_id, events)):
+            if fingerprint in seen:
+                suspects.add(fingerprint)
+            seen.add(fingerprint)
+        if events[-1].pos <= upto:
+            for event in events:
+                observe(event)
+        else:
+            for event in events:
                 if event.pos <= upto:
-                    tally.observe(event)
-        except CorruptLog as exc:
-            found.add("log", exc.reason, line=exc.line, offset=exc.offset)
-            skip = skip_bad_lines(log, reader, exc)
-            offset, pos = skip.end, skip.next_pos
-            continue
-        if progress is not None:
-            progress(total, total)
-        if reader.torn is not None:
-            t = reader.torn
-            found.add(
-                "log",
-                f"torn tail of {t.length} bytes ({t.reason}): a crash, or a write in progress",
-                line=t.line,
-                offset=t.offset,
-            )
-        return tally, reader.last_pos
+                    observe(event)
+    if runs.torn is not None:
+        t = runs.torn
+        found.add(
+            "log",
+            f"torn tail of {t.length} bytes ({t.reason}): a crash, or a write in progress",
+            line=t.line,
+            offset=t.offset,
+        )
+    if suspects:
+        _repeated_ids(log, suspects, found)
+    return tally, runs.last_pos
+
+
+def _repeated_ids(log: str, suspects: set[int], found: _Findings) -> None:
+    """Report every id used again, at the line that repeats it (bad lines told already)."""
+    seen: set[str] = set()
+    for events in _Runs(log):
+        for event in events:
+            if _fingerprint(event.id) in suspects:
+                if event.id in seen:
+                    found.add("log", f"event id {event.id} is used twice", line=event.pos)
+                seen.add(event.id)
 
 
 def _check_against_log(conn: sqlite3.Connection, tally: LogTally, found: _Findings) -> int:
@@ -236,12 +295,16 @@ def _check_against_log(conn: sqlite3.Connection, tally: LogTally, found: _Findin
     db: dict[str, SessionTally] = {}
     for (sid,) in conn.execute("SELECT session_id FROM sessions"):
         db[str(sid)] = SessionTally()
+    current: object = object()  # no session yet (not even NULL)
+    t = SessionTally()
     for row in conn.execute(
         "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
         "tokens_used, duration_seconds, metadata FROM messages "
         "ORDER BY session_id, sequence_number"
     ):
-        t = db.setdefault(str(row[0]), SessionTally())
+        if row[0] != current:  # rows come session by session
+            current = row[0]
+            t = db.setdefault(str(current), SessionTally())
         t.count += 1
         t.tokens += row[6] or 0
         t.digest.update(message_digest_input(*row[1:]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal
-from projector import legacy
+from journal.events import encode_json
+from projector import RebuildCheckFailed, canonical_hash, legacy, replay
 from projector.legacy import LegacyImportError, format_report, import_legacy
-from projector.legacy_plan import RECORD_KEY
+from projector.legacy_plan import NAMESPACE, RECORD_KEY, event_id, uuid5_hex
 from projector.legacy_values import from_jsonable, normalise_ts
 
 # The seed's pre-enhancement tables without their constraints: the old app's files hold
@@ -279,6 +281,31 @@ def test_idempotent_beyond_the_writer_id_window(
     log_bytes = (out / "s.jsonl").read_bytes()
     assert run(tmp_path, old).events_written == 0
     assert (out / "s.jsonl").read_bytes() == log_bytes
+
+
+def test_new_database_is_the_projection_a_replay_gives(tmp_path: Path, out: Path) -> None:
+    old = tmp_path / "old.db"
+    messy(old)
+    assert run(tmp_path, old).ok
+    replay(out / "s.jsonl", tmp_path / "replayed.db")
+    assert canonical_hash(out / "s.db") == canonical_hash(tmp_path / "replayed.db")
+
+
+def test_projection_failing_the_rebuild_checks_is_replayed_and_verified(
+    tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "old.db"
+    n = messy(old)
+    built: list[Path] = []
+
+    def failing(log: Path, db: Path) -> None:
+        built.append(db)
+        raise RebuildCheckFailed(["session 's': message_count 1 but 2 messages"])
+
+    monkeypatch.setattr("projector.legacy_check.rebuild", failing)
+    report = run(tmp_path, old)
+    assert built == [str(out / "s.db")]
+    assert report.ok and report.verify_ok and report.messages_checked == n
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, out: Path) -> None:
@@ -650,3 +677,38 @@ def test_metadata_nested_too_deeply_is_kept_as_text(tmp_path: Path, out: Path) -
     conn = projection(out / "s.db")
     (meta,) = conn.execute("SELECT metadata FROM messages WHERE session_id = 'deep'").fetchone()
     assert deep in meta  # the raw text survives in the message's legacy record
+
+
+# -- event ids: computed with hashlib, the very ids uuid.uuid5 gives ----------------------
+identity_parts = st.recursive(
+    st.one_of(
+        st.none(),
+        st.text(st.characters(exclude_categories=["Cs"]), max_size=40),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(
+            st.text(st.characters(exclude_categories=["Cs"]), max_size=8), inner, max_size=3
+        ),
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(identity=st.lists(identity_parts, min_size=1, max_size=6))
+def test_event_ids_are_uuid5_of_the_identity(identity: list[Any]) -> None:
+    # The definition the import's ids have always had (ids in existing logs depend on it).
+    name = encode_json(identity).decode()
+    expected = uuid.uuid5(NAMESPACE, name)
+    assert event_id(*identity) == str(expected)
+    assert uuid5_hex(identity) == uuid5_hex(tuple(identity)) == expected.hex
+    assert uuid.UUID(event_id(*identity)).version == 5
+
+
+def test_event_ids_of_earlier_imports_are_unchanged() -> None:
+    # Ids an earlier version wrote: a re-import must recognise them and append nothing.
+    assert event_id("model", "gpt-4o") == "b1c7dfca-7655-5314-b5d4-b2e6604cd028"
+    assert event_id("session", "s1", T0, "message", 7) == "f0a6e159-29b1-58b7-870b-11d49c8dfeb9"

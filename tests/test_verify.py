@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
+import msgspec
 import pytest
 from projection_helpers import execute, known_workload, random_ops, rows, run_workload
 
+from journal.events import decode_line, encode_line
 from projector import replay, verify
 
 
@@ -98,3 +101,38 @@ def test_verify_reports_progress_through_the_log(tmp_path: Path) -> None:
     size = log.stat().st_size
     assert seen and seen[-1] == (size, size)
     assert all(done <= total == size for done, total in seen)
+
+
+def append_with_id_of(log: Path, index: int) -> int:
+    """Append a whole, well-formed line that reuses the id of line ``index``; its pos."""
+    lines = log.read_bytes().splitlines()
+    earlier, last = decode_line(lines[index]), decode_line(lines[-1])
+    again = msgspec.structs.replace(last, pos=last.pos + 1, id=earlier.id, grp=msgspec.UNSET)
+    with log.open("ab") as f:
+        f.write(encode_line(again))
+    return again.pos
+
+
+def used_twice(log: Path, db: Path) -> list[tuple[str, int | None]]:
+    return [(str(p), p.line) for p in verify(log, db).problems if "used twice" in p.message]
+
+
+def test_event_id_used_twice(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    first_id = decode_line(log.read_bytes().splitlines()[0]).id
+    pos = append_with_id_of(log, 0)
+    assert used_twice(log, db) == [(f"[log] line {pos}: event id {first_id} is used twice", pos)]
+    again = append_with_id_of(log, 0)  # a third use is reported too, at its own line
+    assert [line for _, line in used_twice(log, db)] == [pos, again]
+
+
+def test_ids_that_only_share_a_fingerprint_are_not_repeats(
+    projected: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every id with the same fingerprint: all suspects, and the ids themselves decide.
+    module = importlib.import_module("projector.verify")  # the package exports the function
+    monkeypatch.setattr(module, "_fingerprint", lambda event_id: 0)
+    log, db = projected
+    assert verify(log, db).ok
+    pos = append_with_id_of(log, 3)
+    assert [line for _, line in used_twice(log, db)] == [pos]
