@@ -352,6 +352,10 @@ def read_log(path: str, start: int = 0, start_pos: int = 0) -> Iterator[tuple[An
     return iter(LogReader(path, start, start_pos))
 
 
+# Consecutive threads of one process that may take the log without releasing the flock.
+MAX_HANDOFFS: Final = 32
+
+
 class LogFile:
     """One append handle on the log: locking, whole-record writes and group commit.
 
@@ -373,6 +377,14 @@ class LogFile:
         self.fd, self.created = open_log_for_append(path)
         self._lock = threading.RLock()
         self._lock_depth = 0
+        self._flock_held = False
+        # Threads waiting for ``_lock``, so that the holder can pass the flock on to them.
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._handoffs = 0
+        # Bumped whenever the flock is taken afresh: while it stays the same, this process
+        # has held the log the whole time and no other writer can have appended.
+        self.lock_epoch = 0
         self._cond = threading.Condition(threading.Lock())
         self._written = 0  # appends made through this handle
         self._synced = 0  # appends covered by a completed fsync
@@ -391,18 +403,55 @@ class LogFile:
     # -- locking -------------------------------------------------------------------------
     @contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive access across threads (RLock) and processes (flock), re-entrant."""
-        with self._lock:
-            self._check_open()
-            if self._lock_depth == 0:
+        """Exclusive access across threads (RLock) and processes (flock), re-entrant.
+
+        When other threads of this process are waiting, the flock is handed on with the
+        thread lock instead of being released and taken again (at most ``MAX_HANDOFFS``
+        times in a row, so other processes get their turn): each flock call releases the
+        GIL, and under contention every release costs a trip through the GIL queue.
+        """
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            self._lock.acquire()
+        except BaseException:  # interrupted while waiting: a flock kept for us is let go
+            with self._waiting_lock:
+                self._waiting -= 1
+            if self._lock.acquire(blocking=False):
+                try:
+                    if self._lock_depth == 0 and self._flock_held:
+                        self._release_flock()
+                finally:
+                    self._lock.release()
+            raise
+        with self._waiting_lock:
+            self._waiting -= 1
+        try:
+            if self._lock_depth == 0 and not self._flock_held:
+                self._check_open()
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
+                self._flock_held = True
+                self._handoffs = 0
+                self.lock_epoch += 1
             self._lock_depth += 1
             try:
+                self._check_open()
                 yield
             finally:
                 self._lock_depth -= 1
                 if self._lock_depth == 0:
-                    fcntl.flock(self.fd, fcntl.LOCK_UN)
+                    self._release_flock()
+        finally:
+            self._lock.release()
+
+    def _release_flock(self) -> None:
+        """Release the flock, or keep it for a waiting thread (``_lock`` held)."""
+        if self._waiting and self._handoffs < MAX_HANDOFFS and not self._closed:
+            self._handoffs += 1
+            return
+        self._flock_held = False
+        if not self._closed:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     def size(self) -> int:
         """The file's current length (hold the lock for a stable answer)."""

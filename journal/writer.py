@@ -151,6 +151,7 @@ class Journal:
         self._log = LogFile(self.path, durability, batch_interval_ms / 1000)
         self._state = JournalState(id_window)
         self._end = 0  # byte offset up to which the state has read the log
+        self._caught_up_in = 0  # the LogFile.lock_epoch of the last catch-up
         self._pending: _Pending | None = None
         self._pending_owner: int | None = None
         self.repairs: list[Repair] = []
@@ -307,7 +308,10 @@ class Journal:
             return
         token = 0
         with self._log.locked():
-            self._catch_up()
+            if self._log.lock_epoch != self._caught_up_in:
+                self._catch_up()
+                # Until the flock is let go, nobody else can append: no need to look again.
+                self._caught_up_in = self._log.lock_epoch
             pending = _Pending(user_batch)
             self._pending, self._pending_owner = pending, me
             self._state.begin()

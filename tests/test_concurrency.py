@@ -10,6 +10,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from journal import Journal, JournalClosed, read_log
 from journal.events import MessageAppended
 
@@ -155,3 +157,53 @@ def test_close_while_threads_append(tmp_path: Path) -> None:
             t.join(timeout=60)
         assert sorted(set(outcomes)) <= ["closed", "done"] and len(outcomes) == 4
         audit(log)
+
+
+def test_threads_hand_the_flock_on_a_bounded_number_of_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While threads queue for the log, the flock passes between them without being
+    released; after MAX_HANDOFFS it is released, so other processes get their turn."""
+    import fcntl
+    import time
+
+    import journal.log
+    from journal.log import LogFile
+
+    calls: list[int] = []
+    real_flock = fcntl.flock
+
+    class RecordingFcntl:
+        LOCK_EX, LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
+
+        @staticmethod
+        def flock(fd: int, op: int) -> None:
+            calls.append(op)
+            real_flock(fd, op)
+
+    real_append = LogFile.append
+
+    def slow_append(self: LogFile, data: bytes, at: int) -> int:
+        time.sleep(0.002)  # hold the lock long enough for the other threads to queue
+        return real_append(self, data, at)
+
+    monkeypatch.setattr(journal.log, "fcntl", RecordingFcntl)
+    monkeypatch.setattr(journal.log, "MAX_HANDOFFS", 3)
+    monkeypatch.setattr(LogFile, "append", slow_append)
+    log = tmp_path / "s.jsonl"
+    with Journal.open(log, "none") as j:
+        sids = [j.create_session("m", session_id=f"s{k}") for k in range(4)]
+        calls.clear()
+
+        def work(k: int) -> None:
+            for i in range(20):
+                j.append_message(sids[k], "user", f"{k}/{i}")
+
+        run_threads(4, work)
+    takes = calls.count(fcntl.LOCK_EX)
+    assert calls.count(fcntl.LOCK_UN) == takes  # every flock taken was released
+    assert takes < 80  # handed on at least once
+    assert takes >= 80 // 4  # never more than 1 + 3 holders per flock
+    n, seqs = audit(log)
+    assert n == 1 + 4 + 80
+    assert all(seqs[s] == list(range(1, 21)) for s in sids)
