@@ -348,9 +348,10 @@ def _write(
 ) -> None:
     total = sum(len(p.messages) for p in plans)
     done = 0
-    # "batch" durability: an interrupted import is finished by running it again; close()
-    # makes everything durable before the projection reads it.
-    with Journal.open(log, durability="batch") as j:
+    # No fsync per group, nor every few ms ("batch" mode's, measured at a sixth of the
+    # writing time): an interrupted import is finished by running it again, so what
+    # matters is that all of it is durable before the projection reads it (_sync_log).
+    with Journal.open(log, durability="none") as j:
         _register_models(j, src, idx, report)
         for plan in plans:
             wrote = False
@@ -369,6 +370,17 @@ def _write(
                 if progress is not None:
                     progress(done, total)
             report.sessions_written += wrote
+    _sync_log(log)
+
+
+def _sync_log(log: str) -> None:
+    """fsync the log: every byte written through any descriptor of the file is on disk
+    after this returns (its directory entry is synced by the writer when it creates it)."""
+    fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _register_models(j: Journal, src: OldDatabase, idx: LogIndex, report: ImportReport) -> None:

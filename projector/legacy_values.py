@@ -192,16 +192,21 @@ def as_count(value: Any) -> tuple[int | None, str | None]:
 
 
 def as_duration(value: Any) -> tuple[float | int | None, str | None]:
-    """A duration in seconds: (value for the writer, flag or None). NULL stays NULL."""
+    """A duration in seconds: (value for the writer, flag or None). NULL stays NULL.
+
+    -0.0 becomes 0.0: SQLite keeps no sign on a zero, so the projection could not hold
+    what the log said (and verify would find the two apart).
+    """
     if value is None:
         return None, None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        ok = math.isfinite(value) and 0 <= value <= MAX_DURATION
-        return (value, None) if ok else (None, "invalid_duration")
+        if not (math.isfinite(value) and 0 <= value <= MAX_DURATION):
+            return None, "invalid_duration"
+        return value + 0, None  # -0.0 + 0 is 0.0; any other value stays as it is
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
         number = float(value.strip())
         if math.isfinite(number) and 0 <= number <= MAX_DURATION:
-            return number, "duration_converted"
+            return number + 0.0, "duration_converted"
     return None, "invalid_duration"
 
 

@@ -22,6 +22,7 @@ import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -125,6 +126,12 @@ class _Findings:
         elif n == _MAX_PER_KIND + 1:
             self.problems.append(Problem(kind, f"more than {_MAX_PER_KIND} problems of this kind"))
 
+    def extend(self, other: _Findings) -> None:
+        """Append ``other``'s problems (of kinds this one has not counted) after these."""
+        assert not self._per_kind.keys() & other._per_kind.keys()
+        self.problems += other.problems
+        self._per_kind.update(other._per_kind)
+
 
 def verify(
     log_path: str | os.PathLike[str],
@@ -154,19 +161,39 @@ def verify(
                 f"schema version {version} is not the projector's {schema_version()}: rebuild",
             )
             return VerifyReport(found.problems)
-        _check_sqlite(conn, found)
-        _check_rows(conn, found)
-        cp = read_checkpoint(conn)
-        try:
-            check_checkpoint(log, cp)
-        except CheckpointMismatch as exc:
-            found.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
-        tally, last_pos = _check_log(log, cp.log_pos, found, progress)
-        sessions = _check_against_log(conn, tally, found)
+        # The database's own checks run inside SQLite, which lets go of the GIL: on another
+        # core they overlap the two folds, of the log and of the messages, which are Python.
+        # Each side notes its problems apart; they are reported in one order.
+        with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
+            own = pool.submit(_check_database, db)
+            messages = pool.submit(_fold_messages, db)
+            cp = read_checkpoint(conn)
+            against_log = _Findings()
+            try:
+                check_checkpoint(log, cp)
+            except CheckpointMismatch as exc:
+                against_log.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
+            tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
+            found = own.result()
+            folded = messages.result()
+        found.extend(against_log)
+        _check_against_log(folded, tally, found)
         _record_outcome(conn, found)
     finally:
         conn.close()
-    return VerifyReport(found.problems, sessions, last_pos, cp.log_pos)
+    return VerifyReport(found.problems, len(folded), last_pos, cp.log_pos)
+
+
+def _check_database(db: str) -> _Findings:
+    """The database against itself, on a connection of its own (made in its thread)."""
+    found = _Findings()
+    conn = connect(db)
+    try:
+        _check_sqlite(conn, found)
+        _check_rows(conn, found)
+    finally:
+        conn.close()
+    return found
 
 
 def _check_sqlite(conn: sqlite3.Connection, found: _Findings) -> None:
@@ -290,24 +317,34 @@ def _repeated_ids(log: str, suspects: set[int], found: _Findings) -> None:
                 seen.add(event.id)
 
 
-def _check_against_log(conn: sqlite3.Connection, tally: LogTally, found: _Findings) -> int:
+def _fold_messages(db_path: str) -> dict[str, SessionTally]:
+    """Per-session count, tokens and content hash of the database's messages, every
+    session included (on a connection of its own, made in its thread)."""
+    conn = connect(db_path)
+    try:
+        db: dict[str, SessionTally] = {}
+        for (sid,) in conn.execute("SELECT session_id FROM sessions"):
+            db[str(sid)] = SessionTally()
+        current: object = object()  # no session yet (not even NULL)
+        t = SessionTally()
+        for row in conn.execute(
+            "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
+            "tokens_used, duration_seconds, metadata FROM messages "
+            "ORDER BY session_id, sequence_number"
+        ):
+            if row[0] != current:  # rows come session by session
+                current = row[0]
+                t = db.setdefault(str(current), SessionTally())
+            t.count += 1
+            t.tokens += row[6] or 0
+            t.digest.update(message_digest_input(*row[1:]))
+    finally:
+        conn.close()
+    return db
+
+
+def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Findings) -> None:
     """Per-session count, tokens and content hash of the database against the log's."""
-    db: dict[str, SessionTally] = {}
-    for (sid,) in conn.execute("SELECT session_id FROM sessions"):
-        db[str(sid)] = SessionTally()
-    current: object = object()  # no session yet (not even NULL)
-    t = SessionTally()
-    for row in conn.execute(
-        "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
-        "tokens_used, duration_seconds, metadata FROM messages "
-        "ORDER BY session_id, sequence_number"
-    ):
-        if row[0] != current:  # rows come session by session
-            current = row[0]
-            t = db.setdefault(str(current), SessionTally())
-        t.count += 1
-        t.tokens += row[6] or 0
-        t.digest.update(message_digest_input(*row[1:]))
     for sid in sorted(db.keys() | tally.sessions.keys()):
         got, want = db.get(sid), tally.sessions.get(sid)
         if want is None:
@@ -325,7 +362,6 @@ def _check_against_log(conn: sqlite3.Connection, tally: LogTally, found: _Findin
             )
         elif got.content_hash != want.content_hash:
             found.add("log_mismatch", "message contents differ from the log", session_id=sid)
-    return len(db)
 
 
 def _record_outcome(conn: sqlite3.Connection, found: _Findings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import uuid
@@ -306,6 +307,29 @@ def test_projection_failing_the_rebuild_checks_is_replayed_and_verified(
     report = run(tmp_path, old)
     assert built == [str(out / "s.db")]
     assert report.ok and report.verify_ok and report.messages_checked == n
+
+
+def test_log_is_on_disk_before_it_is_projected(
+    tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "old.db"
+    messy(old)
+    seen: list[tuple[str, int]] = []
+    real_fsync, real_project = os.fsync, legacy.project
+
+    def fsync(fd: int) -> None:
+        seen.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def project(*args: Any) -> None:
+        seen.append(("project", 0))
+        real_project(*args)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(legacy, "project", project)
+    assert run(tmp_path, old).ok
+    log_synced = ("fsync", (out / "s.jsonl").stat().st_ino)
+    assert log_synced in seen[: seen.index(("project", 0))]
 
 
 def test_dry_run_writes_nothing(tmp_path: Path, out: Path) -> None:
@@ -712,3 +736,22 @@ def test_event_ids_of_earlier_imports_are_unchanged() -> None:
     # Ids an earlier version wrote: a re-import must recognise them and append nothing.
     assert event_id("model", "gpt-4o") == "b1c7dfca-7655-5314-b5d4-b2e6604cd028"
     assert event_id("session", "s1", T0, "message", 7) == "f0a6e159-29b1-58b7-870b-11d49c8dfeb9"
+
+
+def test_negative_zero_duration_is_imported_as_zero(tmp_path: Path, out: Path) -> None:
+    # SQLite keeps no sign on a zero: a -0.0 in the log would never match its projection.
+    old = tmp_path / "old.db"
+    c = make_db(old)
+    session(c, "s")
+    message(c, "s", 1, "hello", duration_seconds=-0.0)
+    message(c, "s", 2, "again", duration_seconds="-0")
+    c.commit()
+    c.close()
+    report = run(tmp_path, old)
+    assert report.ok, format_report(report)
+    durations = [
+        msgspec.json.decode(line).get("duration_seconds")
+        for line in (out / "s.jsonl").read_bytes().splitlines()
+    ]
+    assert [d for d in durations if d is not None] == [0.0, 0.0]
+    assert not any(math.copysign(1, d) < 0 for d in durations if d is not None)
