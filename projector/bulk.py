@@ -93,6 +93,10 @@ FRESH_FTS_FILL_SQL: Final = (
 
 FRESH_FTS_SETTING: Final = "INSERT INTO sessions_fts (sessions_fts, rank) VALUES (?, ?)"
 FTS5_DEFAULT_AUTOMERGE: Final = 4
+# The terms FTS5 gathers in memory before writing them out as a segment: 1 MiB by default.
+# A new index written with a larger buffer has fewer, larger segments to write and merge.
+FTS5_DEFAULT_HASHSIZE: Final = 2**20
+FRESH_FTS_HASHSIZE: Final = 8 * 2**20
 
 
 class FoldSession:
@@ -501,7 +505,9 @@ class Loader:
         # segments are not merged while it fills (each merge would rewrite them again and
         # again); the setting is put back to FTS5's default afterwards.
         c.execute(FRESH_FTS_SETTING, ("automerge", 0))
+        c.execute(FRESH_FTS_SETTING, ("hashsize", FRESH_FTS_HASHSIZE))
         c.execute(FRESH_FTS_FILL_SQL)
+        c.execute(FRESH_FTS_SETTING, ("hashsize", FTS5_DEFAULT_HASHSIZE))
         c.execute(FRESH_FTS_SETTING, ("automerge", FTS5_DEFAULT_AUTOMERGE))
 
 
@@ -553,42 +559,48 @@ def bulk_load(
     loader = Loader(conn)
     apply = loader.apply
     reader = LogReader(path)
-    records = iter(reader)
     applied = 0
     last: tuple[AnyEvent, int, int] | None = None  # event, start, end of the last line
-    group: list[tuple[AnyEvent, int, int]] = []
-    start = 0
+    group: list[AnyEvent] = []
     next_progress = 0
-    for event, end in records:
-        grp = event.grp
-        if grp is not UNSET and grp[0] != grp[1]:
-            group.append((event, start, end))
-            start = end
-            continue
-        if group:
-            group.append((event, start, end))
+    # Runs of whole lines checked and decoded in C (whole groups only), or single events
+    # where a chunk had to be read line by line (a group's members then come one by one).
+    for events, start, lines in reader.batches():
+        if lines:
+            done = until is not None and not _includes(until, events[-1])
+            if done:
+                assert until is not None
+                del events[_included(events, until) :]
+            for event in events:
+                apply(event)
+            if observer is not None:
+                for event in events:
+                    observer(event)
+            if events:
+                k = len(events)
+                end = start + sum(map(len, lines[:k])) + k
+                last = (events[-1], end - len(lines[k - 1]) - 1, end)
+                applied += k
+            if done:
+                break
+        else:
+            event = events[0]
+            grp = event.grp
+            group.append(event)
+            if grp is not UNSET and grp[0] != grp[1]:
+                continue
             if until is not None and not _includes(until, event):
                 break
-            for member, _s, _e in group:
+            for member in group:
                 apply(member)
                 if observer is not None:
                     observer(member)
             applied += len(group)
-            last = group[-1]
+            last = (event, start, reader.end)
             group = []
-        else:
-            if until is not None and not _includes(until, event):
-                break
-            apply(event)
-            if observer is not None:
-                observer(event)
-            applied += 1
-            last = (event, start, end)
-        start = end
         if progress is not None and applied >= next_progress:
             next_progress = applied + 20_000
-            progress(end, max(total, end))
-    records.close()  # type: ignore[attr-defined]
+            progress(reader.end, max(total, reader.end))
     loader.finish()
     for _kind, _name, sql in deferred:
         conn.execute(sql)
@@ -607,6 +619,17 @@ def bulk_load(
     if progress is not None and last is not None:
         progress(cp.log_offset, max(total, cp.log_offset))
     return BulkResult(applied, cp, reader.torn)
+
+
+def _included(events: list[AnyEvent], until: Until) -> int:
+    """How many of ``events`` (a run of whole units, the last not included) belong to the
+    prefix: a unit is judged by its last member, and pos and ts only grow along the log."""
+    k = 0
+    while _includes(until, events[k]):
+        k += 1
+    while k and (grp := events[k - 1].grp) is not UNSET and grp[0] != grp[1]:
+        k -= 1  # a group member whose group ends beyond the prefix
+    return k
 
 
 def _includes(until: Until, last: AnyEvent) -> bool:
