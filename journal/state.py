@@ -19,6 +19,7 @@ Status lifecycle::
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, assert_never
@@ -102,6 +103,7 @@ class Receipt(NamedTuple):
 
 
 _new_receipt = tuple.__new__
+_get_ts = operator.attrgetter("ts")
 _STATE_TYPES: Final[tuple[type[Event], ...]] = (*EVENT_TYPES, MessageHeader)
 _TAG_OF: Final[dict[type, str]] = {cls: str(cls.__struct_config__.tag) for cls in _STATE_TYPES}
 
@@ -256,17 +258,15 @@ class JournalState:
                             (event.pos, eid, getattr(event, "session_id", None), seq, False),
                         )
                         young[eid] = (tag_of[type(event)], receipt)
-                if event.ts > last_ts:
-                    last_ts = event.ts
         except StateViolation as exc:
             exc.index = k
             if k:
                 self.last_pos = events[k - 1].pos
-            self.last_ts = last_ts
+                self.last_ts = max(last_ts, max(map(_get_ts, events[:k])))
             raise
         if events:
             self.last_pos = events[-1].pos
-        self.last_ts = last_ts
+            self.last_ts = max(last_ts, max(map(_get_ts, events)))
 
     def _edit(self, session_id: str) -> SessionState:
         """The session's state, to change in place; a copy is kept first for rollback."""
