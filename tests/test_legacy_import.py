@@ -6,6 +6,7 @@ import math
 import os
 import sqlite3
 import uuid
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal
-from journal.events import encode_json
+from journal.events import encode_json, format_ts
 from projector import RebuildCheckFailed, canonical_hash, legacy, replay
 from projector.legacy import LegacyImportError, format_report, import_legacy
 from projector.legacy_plan import NAMESPACE, RECORD_KEY, event_id, uuid5_hex
-from projector.legacy_values import from_jsonable, normalise_ts
+from projector.legacy_values import from_jsonable, normalise_ts, parse_when
 
 # The seed's pre-enhancement tables without their constraints: the old app's files hold
 # what those constraints would refuse; content and the numbers are untyped here, as in
@@ -601,6 +602,26 @@ def test_output_same_as_input_is_refused(tmp_path: Path) -> None:
 )
 def test_timestamp_formats(raw: Any, expected: str | None, flag: str | None) -> None:
     assert normalise_ts(raw) == (expected, flag)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.none()
+    ),
+    offset_minutes=st.one_of(st.none(), st.integers(-23 * 60, 23 * 60)),
+    sep=st.sampled_from([" ", "T"]),
+    timespec=st.sampled_from(["seconds", "milliseconds", "microseconds", "auto"]),
+)
+def test_timestamps_in_the_log_form_are_format_ts(
+    moment: datetime, offset_minutes: int | None, sep: str, timespec: str
+) -> None:
+    if offset_minutes is not None:
+        moment = moment.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    text = moment.isoformat(sep=sep, timespec=timespec)
+    when = parse_when(text)
+    assert when is not None
+    assert normalise_ts(text) == (format_ts(when.astimezone(UTC)), None)
 
 
 # -- fuzz: whatever SQLite can store, only documented outcomes, nothing lost --------------
