@@ -82,21 +82,35 @@ INSERT_MESSAGE: Final = (
     "timestamp, tokens_used, duration_seconds, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
-# The full-text rows of a new database: FTS_FILL_SQL's, all of them (nothing is indexed
-# yet), in the same order.
-FRESH_FTS_FILL_SQL: Final = (
+# The full-text rows of the messages after a pos: FTS_FILL_SQL's, in the same order,
+# without its per-row existence check: on the bulk path no message after the batch's
+# starting pos is indexed before the batch ends (rebuild's index is empty; a catch-up
+# batch indexes its messages only in finish(), and a restored session's older messages
+# have ids before that pos).
+FTS_FILL_NEW_SQL: Final = (
     "INSERT INTO sessions_fts (rowid, session_id, title, content, model_name) "
     "SELECT m.message_id, m.session_id, s.title, m.content, s.model_name "
     "FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id "
-    "ORDER BY m.message_id"
+    "WHERE m.message_id > ? ORDER BY m.message_id"
 )
-
-FRESH_FTS_SETTING: Final = "INSERT INTO sessions_fts (sessions_fts, rank) VALUES (?, ?)"
+FTS_SETTING: Final = "INSERT INTO sessions_fts (sessions_fts, rank) VALUES (?, ?)"
 FTS5_DEFAULT_AUTOMERGE: Final = 4
 # The terms FTS5 gathers in memory before writing them out as a segment: 1 MiB by default.
-# A new index written with a larger buffer has fewer, larger segments to write and merge.
+# Filled with a larger buffer, the index gets fewer, larger segments to write and merge.
 FTS5_DEFAULT_HASHSIZE: Final = 2**20
-FRESH_FTS_HASHSIZE: Final = 8 * 2**20
+BULK_FTS_HASHSIZE: Final = 8 * 2**20
+
+
+def fill_fts_after(conn: sqlite3.Connection, after_pos: int) -> None:
+    """Index every message after ``after_pos`` in one statement (FTS_FILL_NEW_SQL). Its
+    segments are not merged while it fills (each merge would rewrite them again and
+    again), its term buffer is BULK_FTS_HASHSIZE; both settings are put back to FTS5's
+    defaults afterwards, so later writes merge as usual."""
+    conn.execute(FTS_SETTING, ("automerge", 0))
+    conn.execute(FTS_SETTING, ("hashsize", BULK_FTS_HASHSIZE))
+    conn.execute(FTS_FILL_NEW_SQL, (after_pos,))
+    conn.execute(FTS_SETTING, ("hashsize", FTS5_DEFAULT_HASHSIZE))
+    conn.execute(FTS_SETTING, ("automerge", FTS5_DEFAULT_AUTOMERGE))
 
 
 class FoldSession:
@@ -501,14 +515,7 @@ class Loader:
             "VALUES (?, ?, ?, ?)",
             [(m[0], s.session_id, key, m[1]) for s in live for key, m in s.metadata.items()],
         )
-        # The index is empty and every message is new: no per-row existence check. Its
-        # segments are not merged while it fills (each merge would rewrite them again and
-        # again); the setting is put back to FTS5's default afterwards.
-        c.execute(FRESH_FTS_SETTING, ("automerge", 0))
-        c.execute(FRESH_FTS_SETTING, ("hashsize", FRESH_FTS_HASHSIZE))
-        c.execute(FRESH_FTS_FILL_SQL)
-        c.execute(FRESH_FTS_SETTING, ("hashsize", FTS5_DEFAULT_HASHSIZE))
-        c.execute(FRESH_FTS_SETTING, ("automerge", FTS5_DEFAULT_AUTOMERGE))
+        fill_fts_after(c, 0)
 
 
 def _deferred_objects(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from projector.apply import FTS_FILL_SQL, RESTORED_FTS_SQL
-from projector.bulk import FoldSession, Loader
+from projector.apply import RESTORED_FTS_SQL
+from projector.bulk import FoldSession, Loader, fill_fts_after
 
 SESSION_COLUMNS: Final = (
     "session_id, created_at, updated_at, model_id, model_name, title, message_count, "
@@ -143,7 +143,7 @@ class CatchUpLoader(Loader):
                     "(SELECT message_id FROM messages WHERE session_id = ?)",
                     (s.title, s.model_name, sid),
                 )
-        c.execute(FTS_FILL_SQL, (self.after_pos,))
+        fill_fts_after(c, self.after_pos)
         # A restored session's messages keep their old ids: index them too.
         for sid in sorted(self._restored_ids):
             c.execute(RESTORED_FTS_SQL, (sid,))
