@@ -118,6 +118,8 @@ def check_messages(
 
 
 def _same(a: Any, b: Any) -> bool:
+    if type(a) is str and type(b) is str:  # nearly every message
+        return a == b
     if isinstance(a, BadText) or isinstance(b, BadText):
         return isinstance(a, BadText) and isinstance(b, BadText) and bytes(a) == bytes(b)
     return bool(jsonable(a) == jsonable(b) and type(a) is type(b))

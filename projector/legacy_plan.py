@@ -73,7 +73,7 @@ def marker(reason: str) -> str:
     return f"[session-journal import: {reason}; the original row is in metadata.legacy]"
 
 
-@dataclass
+@dataclass(slots=True)
 class MessagePlan:
     event_id: str
     row: Row  # the old row, as read

@@ -2,10 +2,10 @@
 
 An old-style AI-router database (``tools/legacy_fixture.py``, the seed's migrated schema,
 5 % of its counters drifted) is imported with ``projector.legacy.import_legacy``: plan,
-write the log, replay it into a new database, verify it and check every message against
-the source. The baseline is ``projector.rebuild`` of the log that import wrote, into
-another database: what projecting those events costs on its own. The ratio says how much
-an import costs beyond rebuilding its result.
+write the log, project it into a new database (the bulk path ``rebuild`` takes), verify
+it and check every message against the source. The baseline is ``projector.rebuild`` of
+the log that import wrote, into another database: what projecting those events costs on
+its own. The ratio says how much an import costs beyond rebuilding its result.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def run(ctx: Context, section: Section) -> None:
             3.0,
             f"{sessions:,} sessions x {per_session} messages (migrated schema, 5 % of "
             f"counters drifted); {report.events_written:,} events written; the import "
-            f"replays, verifies and checks every message against the source",
+            f"projects, verifies and checks every message against the source",
         )
     )
     state["log"].unlink()
