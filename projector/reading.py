@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import accumulate
 
 from msgspec import UNSET
 
@@ -30,13 +31,30 @@ class Record:
 
 
 def units(reader: LogReader) -> Iterator[list[Record]]:
-    """Group the reader's records into units (the reader yields a group only when whole)."""
-    start = reader.start
+    """Group the reader's records into units, from its runs (``LogReader.batches``:
+    chunks checked and decoded by loops in C).
+
+    A run read line by line holds one event, and a group's members then arrive one run
+    at a time: a member's line ends where the next one starts (the reader's ``end`` is
+    already the whole group's)."""
     unit: list[Record] = []
-    for event, end in reader:
-        unit.append(Record(event, start, end))
-        start = end
-        if event.grp is UNSET or event.grp[0] == event.grp[1]:
+    for events, start, lines in reader.batches():
+        if lines:
+            offsets = list(accumulate([len(line) + 1 for line in lines], initial=start))
+            for i, event in enumerate(events):
+                unit.append(Record(event, offsets[i], offsets[i + 1]))
+                grp = event.grp
+                if grp is UNSET or grp[0] == grp[1]:
+                    yield unit
+                    unit = []
+            continue
+        event = events[0]
+        if unit:  # the previous member of this group ends where this one starts
+            prev = unit[-1]
+            unit[-1] = Record(prev.event, prev.start, start)
+        unit.append(Record(event, start, reader.end))
+        grp = event.grp
+        if grp is UNSET or grp[0] == grp[1]:
             yield unit
             unit = []
 

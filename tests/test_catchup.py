@@ -329,3 +329,36 @@ def test_two_projectors_at_once_apply_every_event_exactly_once(tmp_path: Path) -
     assert sum(r.events_applied for r in done) == last - first  # none twice, none lost
     rebuild(log, ref)
     assert canonical_hash(db) == canonical_hash(ref)
+
+
+@pytest.mark.parametrize("line_by_line", [False, True])
+def test_units_are_whole_groups_with_their_lines_byte_ranges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line_by_line: bool
+) -> None:
+    """Read in C-checked chunks or line by line (a chunk that failed a check), the log
+    comes in the same units: every event with the exact bytes of its line, a group's
+    members together."""
+    import importlib
+
+    from journal.log import LogReader
+    from projector.reading import units
+
+    log = tmp_path / "log.jsonl"
+    run_workload(log, random_ops(11, 300))
+    data = log.read_bytes()
+    starts = [0]
+    for raw in data.splitlines(keepends=True):
+        starts.append(starts[-1] + len(raw))
+    if line_by_line:
+        monkeypatch.setattr(importlib.import_module("journal.log"), "_fast_run", lambda *a: None)
+    got = list(units(LogReader(str(log))))
+    assert [(r.event.pos, r.start, r.end) for u in got for r in u] == [
+        (n, starts[n - 1], starts[n]) for n in range(1, len(starts))
+    ]
+    assert any(len(u) > 1 for u in got)
+    for u in got:
+        grps = [r.event.grp for r in u]
+        if len(u) == 1:
+            assert grps[0] is msgspec.UNSET
+        else:
+            assert grps == [(i, len(u)) for i in range(1, len(u) + 1)]
