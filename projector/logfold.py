@@ -34,6 +34,8 @@ def message_digest_input(
     metadata_json: str | None,
 ) -> bytes:
     """The bytes a message adds to its session's content hash."""
+    if duration is not None:
+        duration += 0.0  # -0.0 in the log is 0.0 in SQLite, which keeps no sign on a zero
     row: list[Any] = [message_id, seq, role, content, timestamp, tokens, duration, metadata_json]
     return encode_json(row) + b"\n"
 

@@ -136,3 +136,19 @@ def test_ids_that_only_share_a_fingerprint_are_not_repeats(
     assert verify(log, db).ok
     pos = append_with_id_of(log, 3)
     assert [line for _, line in used_twice(log, db)] == [pos]
+
+
+@pytest.mark.parametrize("build", ["replay", "rebuild"])
+def test_a_negative_zero_duration_verifies(tmp_path: Path, build: str) -> None:
+    """-0.0 passes the writer's check (it is not below 0); SQLite stores it as 0.0."""
+    import projector
+    from journal import Journal
+
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    with Journal.open(log, "none") as j:
+        sid = j.create_session("m", session_id="s")
+        j.append_message(sid, "assistant", "hi", duration_seconds=-0.0)
+    assert b'"duration_seconds":-0.0' in log.read_bytes()
+    getattr(projector, build)(log, db)
+    report = verify(log, db)
+    assert report.ok, report.problems

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from journal import (
     IdempotencyConflict,
@@ -717,3 +719,33 @@ def test_metadata_nested_too_deeply_is_bad_input(j: Journal, log: Path) -> None:
         deep = [deep]
     with unchanged(log), pytest.raises(InvalidValue, match="not JSON-serialisable"):
         j.append_message(sid, "user", "x", metadata={"deep": deep})
+
+
+def _one_char_changed(u: uuid.UUID, at: int, ch: str) -> str:
+    text = str(u)
+    return text[: at % 36] + ch + text[at % 36 + 1 :]
+
+
+@given(
+    st.one_of(
+        st.uuids().map(str),
+        st.uuids().map(lambda u: str(u).upper()),
+        st.uuids().map(lambda u: u.hex),
+        st.uuids().map(lambda u: f"{{{u}}}"),
+        st.builds(_one_char_changed, st.uuids(), st.integers(0, 35), st.characters()),
+        st.text(max_size=40),
+    )
+)
+def test_event_ids_are_exactly_the_uuids_in_canonical_form(value: str) -> None:
+    from journal.validation import check_event_id
+
+    try:
+        canonical = str(uuid.UUID(value)) == value
+    except ValueError:
+        canonical = False
+    try:
+        check_event_id(value)
+        accepted = True
+    except InvalidValue:
+        accepted = False
+    assert accepted == canonical
