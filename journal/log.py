@@ -165,19 +165,18 @@ class _Reader(Generic[E]):
         offset = self.start
         with f:
             pos = self.last_pos
-            f.seek(offset)
-            carry = b""
+            size = _FAST_CHUNK
             while True:
-                block = f.read(max(_FAST_CHUNK, len(carry)))
-                if not block:
-                    break
-                data = carry + block if carry else block
-                cut = data.rfind(b"\n") + 1
+                # Read from the first unused byte each time, rather than joining a carried
+                # partial line to the next chunk: that join would copy every chunk.
+                block = os.pread(f.fileno(), size, offset)
+                cut = block.rfind(b"\n") + 1
                 if not cut:
-                    carry = data
+                    if len(block) < size:
+                        break  # the end: an unterminated line, or nothing
+                    size *= 2  # one line longer than a chunk
                     continue
-                carry = data[cut:]
-                run = _fast_run(data, cut, pos, self.decoder)
+                run = _fast_run(block, cut, pos, self.decoder)
                 if run is None:
                     break
                 events, lines, used = run
@@ -185,8 +184,15 @@ class _Reader(Generic[E]):
                     start, offset, pos = offset, offset + used, events[-1].pos
                     self.end, self.last_pos = offset, pos
                     yield events, start, lines
-                if used < cut:  # an open group at the end of the chunk: read it again
-                    carry = data[used:]
+                # An atomic group still open at the end of the chunk is read again with
+                # the next one; a chunk holding nothing but part of a group grows, unless
+                # it reached the end (a torn group: line by line below).
+                if used:
+                    size = _FAST_CHUNK
+                elif len(block) < size:
+                    break
+                else:
+                    size *= 2
         # What is left (a torn tail, a chunk that failed a check): line by line from there.
         self.start = offset
         for event, end in self:
@@ -630,8 +636,8 @@ def _fast_run(
     None when anything is amiss (the caller reads those lines again one by one, which
     names the defect). A group still open at the end is left out (``used < cut``).
     """
-    lines = data[:cut].split(b"\n")
-    lines.pop()  # after the last newline: empty
+    lines = data.split(b"\n")
+    lines.pop()  # after the last newline: part of a line, or nothing
     n = len(lines)
     if min(map(len, lines)) <= CRC_SUFFIX_LEN:
         return None
@@ -649,7 +655,7 @@ def _fast_run(
     if not all(map(operator.eq, actual, expected)):
         return None
     try:
-        events: list[E] = decoder.decode_lines(data[:cut])
+        events: list[E] = decoder.decode_lines(memoryview(data)[:cut])
         list(map(datetime.fromisoformat, map(_get_ts, events)))
         ats = set(map(_get_at, events))
         ats.discard(UNSET)

@@ -436,3 +436,29 @@ def test_the_writer_reads_a_message_header_and_the_projector_the_whole_message(
         list(LogReader(str(path)))
     assert err.value.line == msg + 1
     assert "content" in str(err.value)
+
+
+@pytest.mark.parametrize("chunk", [64, 700, 1 << 20])
+@pytest.mark.parametrize("cut_members", [1, 2])
+def test_chunked_reading_stops_before_a_torn_group_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, cut_members: int
+) -> None:
+    import journal.log
+
+    path = tmp_path / "log.jsonl"
+    with Journal.open(path, "none") as j:
+        sid = j.create_session("m", session_id="s")
+        for n in range(5):
+            j.append_message(sid, "user", f"m{n}")
+        with j.batch():
+            for n in range(3):
+                j.append_message(sid, "user", "g" * 300)
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = b"".join(lines[:-cut_members])
+    path.write_bytes(kept)
+    monkeypatch.setattr(journal.log, "_FAST_CHUNK", chunk)
+    reader = LogReader(str(path))
+    got = [e.pos for events, _, _ in reader.batches() for e in events]
+    assert got == list(range(1, len(lines) - 3 + 1))
+    assert reader.torn is not None and reader.torn.line == len(lines) - 2
+    assert reader.torn.offset + reader.torn.length == len(kept)
