@@ -210,6 +210,11 @@ class Loader:
     def _renamed(self, s: FoldSession) -> None:
         pass
 
+    def _stored_snap(self, s: FoldSession) -> tuple[int, int, int, int] | None:
+        """A snapshot already in the database whose messages ``s`` begins with, as
+        ``FoldSession.snap``; a new database holds none this fold did not write."""
+        return None
+
     def _gone(self, session_id: str) -> None:
         del self.sessions[session_id]
         self.flush()
@@ -391,7 +396,7 @@ class Loader:
             snapshot_reason=e.reason,
             snapshot_time=e.when,
         )
-        conn, prev = self.conn, s.snap
+        conn, prev = self.conn, s.snap or self._stored_snap(s)
         earlier: Callable[[bytearray, Spill], bool] | None = None
         if prev is None:
             rows = conn.execute(SNAPSHOT_MESSAGES_SQL, (s.session_id,))

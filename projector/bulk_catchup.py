@@ -9,6 +9,7 @@ from typing import Final
 
 from projector.apply import RESTORED_FTS_SQL
 from projector.bulk import FoldSession, Loader, fill_fts_after
+from projector.bulk_snapshots import messages_span
 
 SESSION_COLUMNS: Final = (
     "session_id, created_at, updated_at, model_id, model_name, title, message_count, "
@@ -95,6 +96,28 @@ class CatchUpLoader(Loader):
 
     def _renamed(self, s: FoldSession) -> None:
         self._titles.add(s.session_id)
+
+    def _stored_snap(self, s: FoldSession) -> tuple[int, int, int, int] | None:
+        """The session's latest stored snapshot (but a pre_archive one, which holds other
+        fields), if its messages are the first ones of ``s``: a message id is the pos of
+        its event, so the same id at the snapshot's last seq means the same messages up
+        to there (a restore from an older snapshot gives that seq a new message)."""
+        row = self.conn.execute(
+            "SELECT snapshot_id, message_count FROM session_snapshots WHERE session_id = ? "
+            "AND snapshot_type != 'pre_archive' ORDER BY snapshot_id DESC LIMIT 1",
+            (s.session_id,),
+        ).fetchone()
+        if row is None or not 0 < row[1] <= s.message_count:
+            return None
+        span = messages_span(self.conn, row[0])
+        if span is None:
+            return None
+        same = self.conn.execute(
+            "SELECT 1 FROM messages WHERE session_id = ? AND sequence_number = ? "
+            "AND message_id = ?",
+            (s.session_id, row[1], span[2]),
+        ).fetchone()
+        return (row[0], row[1], span[0], span[1]) if same else None
 
     def _gone(self, session_id: str) -> None:
         self.sessions[session_id] = None

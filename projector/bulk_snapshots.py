@@ -243,3 +243,37 @@ def insert_streamed(
         if spool is not None:
             spool.close()
     return size
+
+
+_MESSAGES_OPEN: Final = b',"messages":['
+_MESSAGES_CLOSE: Final = b'],"snapshot_reason":'
+_LAST_MESSAGE: Final = b'{"message_id":'
+# How far into a stored context its messages are looked for, from either end.
+_SPAN_SEARCH: Final = 64 * 1024
+
+
+def messages_span(conn: sqlite3.Connection, snapshot_id: int) -> tuple[int, int, int] | None:
+    """Where the messages of a stored snapshot context (``apply.snapshot_json``'s text)
+    are: ``(start, end, message_id of the last)``, the bytes between its brackets; None
+    if it holds none or they are not near enough to its ends to be found cheaply.
+
+    The markers cannot occur inside a JSON string (a quote in one is escaped), so the
+    first ``,"messages":[`` and the last ``],"snapshot_reason":`` are the real ones."""
+    with conn.blobopen("session_snapshots", "context_json", snapshot_id, readonly=True) as blob:
+        size = len(blob)
+        head = blob.read(min(size, _SPAN_SEARCH))
+        at = head.find(_MESSAGES_OPEN)
+        if at < 0:
+            return None
+        start = at + len(_MESSAGES_OPEN)
+        tail_from = max(start, size - _SPAN_SEARCH)
+        blob.seek(tail_from)
+        tail = blob.read(size - tail_from)
+    close = tail.rfind(_MESSAGES_CLOSE)
+    last = tail.rfind(_LAST_MESSAGE, 0, max(close, 0))
+    if close < 0 or last < 0:
+        return None
+    digits = tail[last + len(_LAST_MESSAGE) :].split(b",", 1)[0]
+    if not digits.isdigit():
+        return None
+    return start, tail_from + close, int(digits)

@@ -23,7 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from projection_helpers import OPS, REPO, open_journal, random_ops, rows, run_workload, write_lines
 
-from journal.events import MessageAppended, ModelRegistered, SessionCreated, encode_json
+from journal.events import (
+    MessageAppended,
+    ModelRegistered,
+    SessionCreated,
+    SessionDeleted,
+    SessionRestored,
+    SessionSnapshotted,
+    encode_json,
+)
 from projector import InvariantViolation, canonical_hash, catch_up, connect, rebuild, verify
 from projector.apply import SnapshotContext, SnapshotMessage, SnapshotMetadata, snapshot_json
 from projector.bulk import bulk_load
@@ -454,3 +462,50 @@ def test_repeated_snapshots_across_a_deletion_and_restore(
     bulk(log, b)
     assert_same(a, b)
     assert len(rows(b, "SELECT 1 FROM session_snapshots")) >= 6
+
+
+@pytest.mark.parametrize("spill_bytes", [64, 2**20])
+def test_catch_up_copies_a_stored_snapshot_only_while_the_session_begins_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill_bytes: int
+) -> None:
+    """A bulk catch-up batch's first snapshot of a session copies the messages of the
+    session's latest stored snapshot, unless a restore from an older one replaced them
+    (the same seq, another message): then it reads them all from the database."""
+    from projector import bulk_snapshots
+
+    monkeypatch.setattr(bulk_snapshots, "SPILL_BYTES", spill_bytes)
+
+    def msg(seq: int) -> MessageAppended:
+        return MessageAppended(session_id="s", seq=seq, role="user", content=f'm{seq} "q"')
+
+    events = [
+        ModelRegistered(model_id="m", model_name="M"),
+        SessionCreated(session_id="s", model_id="m"),
+        *[msg(n) for n in (1, 2, 3)],
+        SessionSnapshotted(session_id="s"),  # pos 6: three messages
+        *[msg(n) for n in (4, 5)],
+        SessionSnapshotted(session_id="s"),  # pos 9: five messages
+        SessionDeleted(session_id="s"),
+        SessionRestored(session_id="s", snapshot_pos=6),  # back to three
+        *[msg(n) for n in (4, 5, 6)],  # seq 5 is another message now
+        SessionSnapshotted(session_id="s"),
+        msg(7),
+        SessionSnapshotted(session_id="s"),
+    ]
+    log = tmp_path / "log.jsonl"
+    write_lines(log, events)
+    want = tmp_path / "want.db"
+    monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", 10**12)
+    incremental(log, want)
+    monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", 0)
+    for cut in range(1, len(events)):
+        db = tmp_path / f"cut{cut}.db"
+        monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", 10**12)
+        incremental(log, db, until=cut)
+        monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", 0)
+        conn = connect(db)
+        try:
+            catch_up(conn, log)
+        finally:
+            conn.close()
+        assert_same(db, want)
