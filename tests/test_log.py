@@ -451,7 +451,7 @@ def test_chunked_reading_stops_before_a_torn_group_at_the_end(
         for n in range(5):
             j.append_message(sid, "user", f"m{n}")
         with j.batch():
-            for n in range(3):
+            for _ in range(3):
                 j.append_message(sid, "user", "g" * 300)
     lines = path.read_bytes().splitlines(keepends=True)
     kept = b"".join(lines[:-cut_members])
