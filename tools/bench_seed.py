@@ -7,10 +7,12 @@
   ``pre_delete`` snapshot erased with its session (a deleted session that is restored comes
   back as a bare row).
 * **Ideal bulk load**: exactly the rows of a projector-built database, read out of it
-  beforehand, written into the project's own tables, indexes and FTS (``schema/*.sql``
-  without its triggers) with plain ``executemany`` in one transaction; the session
-  counters by one set-based UPDATE. No log to read, no decisions: a floor for the time a
-  rebuild can take.
+  beforehand, written with plain ``executemany`` in one transaction, the session counters
+  by one set-based UPDATE. No log to read, no decisions. Two schemas: the seed's own
+  tables, indexes and FTS without its triggers (``seed_ideal_load``: the naive bulk load
+  of the seed schema, which rebuild is held to), and the project's (``ideal_load``,
+  ``schema/*.sql`` without its triggers: fewer indexes, so a stricter floor, also used
+  for catch-up).
 """
 
 from __future__ import annotations
@@ -222,8 +224,7 @@ def read_rows(db: Path) -> Rows:
 def schema_without_triggers() -> str:
     from projector.db import schema_files
 
-    sql = "\n".join(text for _name, text in schema_files())
-    return re.sub(r"CREATE\s+TRIGGER\b.*?\bEND\s*;", "", sql, flags=re.S | re.I)
+    return _without_triggers("\n".join(text for _name, text in schema_files()))
 
 
 def ideal_connect(path: Path, bulk: bool = False) -> sqlite3.Connection:
@@ -286,6 +287,57 @@ def ideal_load(rows: Rows, db: Path) -> None:
         conn.execute("COMMIT")
     finally:
         conn.close()
+
+
+def _without_triggers(sql: str) -> str:
+    return re.sub(r"CREATE\s+TRIGGER\b.*?\bEND\s*;", "", sql, flags=re.S | re.I)
+
+
+def seed_ideal_load(rows: Rows, db: Path) -> Rows:
+    """The same rows, loaded the same way, into the seed's own tables, indexes and FTS.
+
+    The "naive bulk load of the seed schema": ``tests/seed_schema.sql`` without its
+    triggers (its redundant and write-amplifying indexes stay). Columns the seed lacks
+    (``last_event_pos``, a snapshot's ``note``) are left out, and so are the snapshots of
+    deleted sessions, which the seed's foreign key cannot hold. Returns the rows loaded.
+    """
+    conn = ideal_connect(db, bulk=True)
+    loaded: Rows = {}
+    try:
+        conn.executescript(_without_triggers(SEED_SCHEMA.read_text(encoding="utf-8")))
+        live = {r[0] for r in rows["sessions"][1]}
+        conn.execute("BEGIN IMMEDIATE")
+        for table in (*TABLES, "session_snapshots", "sessions_fts"):
+            cols, data = rows[table]
+            if table != "sessions_fts":
+                seed_cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                keep = [i for i, c in enumerate(cols) if c in seed_cols]
+                cols = [cols[i] for i in keep]
+                data = [tuple(r[i] for i in keep) for r in data]
+            if table == "session_snapshots":
+                sid = cols.index("session_id")
+                data = [r for r in data if r[sid] in live]
+            loaded[table] = (cols, data)
+            _insert(conn, table, cols, _zero_counters(cols, data) if table == "sessions" else data)
+        conn.execute(_COUNT_UPDATE.format(where=""))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return loaded
+
+
+def read_columns(db: Path, loaded: Rows) -> Rows:
+    """The rows of ``db`` in the tables and columns of ``loaded``, in the same order."""
+    conn = sqlite3.connect(str(db))
+    try:
+        out: Rows = {}
+        for table, (cols, _data) in loaded.items():
+            key = "rowid" if table == "sessions_fts" else cols[0]
+            cur = conn.execute(f"SELECT {', '.join(cols)} FROM {table} ORDER BY {key}")
+            out[table] = (cols, cur.fetchall())
+    finally:
+        conn.close()
+    return out
 
 
 def ideal_catch_up(before: Rows, after: Rows, db: Path) -> None:
