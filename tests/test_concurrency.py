@@ -77,6 +77,32 @@ def test_four_processes_append_500_each() -> None:
     assert stats["large_lines"] >= 40
 
 
+def test_processes_of_several_threads_append_together() -> None:
+    """Threads pass the flock among themselves; other processes still get their turns."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(TOOLS / "concurrent_writers.py"),
+            "--procs",
+            "3",
+            "--threads",
+            "3",
+            "--appends",
+            "150",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["exit_codes"] == [0, 0, 0] and stats["threads"] == 3
+    assert stats["messages"] == 3 * 3 * 150 and stats["missing"] == 0
+    assert stats["ids_unique"] and stats["seqs_gapless"]
+
+
 def test_several_journal_objects_in_one_process(tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"
     with Journal.open(log) as j:

@@ -1,13 +1,16 @@
 """Several processes append to one log at once; audit positions, seqs and ids.
 
-Each worker process appends ``--appends`` messages, alternating between its own session
-and sessions shared by every worker, lines from about 100 B to over 1 MiB (larger than a
-pipe buffer or a page, so a write is never atomic by luck). The audit reads the log back:
+Each worker process runs ``--threads`` threads sharing one ``Journal`` (so the flock
+passes between them as well as between processes); each thread appends ``--appends``
+messages, alternating between its own session and sessions shared by every worker, lines
+from about 100 B to over 1 MiB (larger than a pipe buffer or a page, so a write is never
+atomic by luck). The audit reads the log back:
 every message present, positions gapless (the reader checks), ids unique, per-session seqs
 gapless from 1.
 
     python tools/concurrent_writers.py --procs 4 --appends 500
     python tools/concurrent_writers.py --procs 8 --appends 5000 --durability batch
+    python tools/concurrent_writers.py --procs 4 --threads 4 --appends 500
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -24,26 +28,35 @@ from pathlib import Path
 SHARED = ("shared-0", "shared-1")
 
 
-def worker(log: str, wid: int, appends: int, durability: str, go: str) -> None:
+def worker(log: str, wid: int, appends: int, durability: str, go: str, threads: int) -> None:
     from journal import Journal
 
     while not Path(go).exists():  # start together
         time.sleep(0.001)
     with Journal.open(log, durability=durability) as j:  # type: ignore[arg-type]
-        own = j.create_session("m", session_id=f"worker-{wid}")
-        for i in range(appends):
-            sid = own if i % 2 else SHARED[i % 4 // 2]
-            if i % 400 == 123:
-                filler = "w" * (1 << 20)  # a 1 MiB line: many write() calls' worth
-            elif i % 50 == 7:
-                filler = "y" * 70_000
-            else:
-                filler = "z" * (100 + i % 100)
-            content = f"{wid}:{i}:{filler}"
-            j.append_message(sid, "user", content)
+
+        def appender(t: int) -> None:
+            own = j.create_session("m", session_id=f"worker-{wid}-{t}")
+            for i in range(appends):
+                sid = own if i % 2 else SHARED[i % 4 // 2]
+                if i % 400 == 123:
+                    filler = "w" * (1 << 20)  # a 1 MiB line: many write() calls' worth
+                elif i % 50 == 7:
+                    filler = "y" * 70_000
+                else:
+                    filler = "z" * (100 + i % 100)
+                j.append_message(sid, "user", f"{wid}.{t}:{i}:{filler}")
+
+        pool = [threading.Thread(target=appender, args=(t,)) for t in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
 
 
-def run(workdir: Path, procs: int, appends: int, durability: str) -> dict[str, object]:
+def run(
+    workdir: Path, procs: int, appends: int, durability: str, threads: int = 1
+) -> dict[str, object]:
     from journal import Journal, read_log
     from journal.events import MessageAppended
 
@@ -63,6 +76,7 @@ def run(workdir: Path, procs: int, appends: int, durability: str) -> dict[str, o
                 str(appends),
                 durability,
                 str(go),
+                str(threads),
             ]
         )
         for w in range(procs)
@@ -81,9 +95,12 @@ def run(workdir: Path, procs: int, appends: int, durability: str) -> dict[str, o
             seqs[event.session_id].append(event.seq)
             contents.add(event.content.split(":", 2)[0] + ":" + event.content.split(":", 2)[1])
             big += len(event.content) > 65_536
-    expected = {f"{w}:{i}" for w in range(procs) for i in range(appends)}
+    expected = {
+        f"{w}.{t}:{i}" for w in range(procs) for t in range(threads) for i in range(appends)
+    }
     return {
         "procs": procs,
+        "threads": threads,
         "appends": appends,
         "exit_codes": codes,
         "records": records,
@@ -98,18 +115,19 @@ def run(workdir: Path, procs: int, appends: int, durability: str) -> dict[str, o
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--appends", type=int, default=500)
     parser.add_argument("--durability", default="always")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--worker", nargs=5)
+    parser.add_argument("--worker", nargs=6)
     args = parser.parse_args()
     if args.worker:
-        log, wid, n, durability, go = args.worker
-        worker(log, int(wid), int(n), durability, go)
+        log, wid, n, durability, go, threads = args.worker
+        worker(log, int(wid), int(n), durability, go, int(threads))
         return
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        stats = run(Path(tmp), args.procs, args.appends, args.durability)
+        stats = run(Path(tmp), args.procs, args.appends, args.durability, args.threads)
     stats["seconds"] = round(time.perf_counter() - start, 2)
     ok = (
         stats["missing"] == 0
@@ -121,7 +139,8 @@ def main() -> None:
         print(json.dumps(stats))
     else:
         print(
-            f"{args.procs} processes x {args.appends} appends: {stats['messages']} messages, "
+            f"{args.procs} processes x {args.threads} threads x {args.appends} appends: "
+            f"{stats['messages']} messages, "
             f"{stats['missing']} missing, positions gapless, ids unique: {stats['ids_unique']}, "
             f"seqs gapless: {stats['seqs_gapless']}, {stats['large_lines']} lines > 64 KiB, "
             f"{stats['seconds']} s"
