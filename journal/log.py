@@ -26,7 +26,6 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -360,6 +359,21 @@ def read_log(path: str, start: int = 0, start_pos: int = 0) -> Iterator[tuple[An
     return iter(LogReader(path, start, start_pos))
 
 
+class _Locked:
+    """``with log.locked():`` — a plain context manager: this runs on every append."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self, log: LogFile) -> None:
+        self._log = log
+
+    def __enter__(self) -> None:
+        self._log._acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._log._release()
+
+
 # Consecutive threads of one process that may take the log without releasing the flock.
 MAX_HANDOFFS: Final = 32
 
@@ -390,6 +404,7 @@ class LogFile:
         self._waiting = 0
         self._waiting_lock = threading.Lock()
         self._handoffs = 0
+        self._locked = _Locked(self)
         # Bumped whenever the flock is taken afresh: while it stays the same, this process
         # has held the log the whole time and no other writer can have appended.
         self.lock_epoch = 0
@@ -409,8 +424,7 @@ class LogFile:
             self._flusher.start()
 
     # -- locking -------------------------------------------------------------------------
-    @contextmanager
-    def locked(self) -> Iterator[None]:
+    def locked(self) -> _Locked:
         """Exclusive access across threads (RLock) and processes (flock), re-entrant.
 
         When other threads of this process are waiting, the flock is handed on with the
@@ -418,6 +432,9 @@ class LogFile:
         times in a row, so other processes get their turn): each flock call releases the
         GIL, and under contention every release costs a trip through the GIL queue.
         """
+        return self._locked
+
+    def _acquire(self) -> None:
         with self._waiting_lock:
             self._waiting += 1
         try:
@@ -441,14 +458,19 @@ class LogFile:
                 self._flock_held = True
                 self._handoffs = 0
                 self.lock_epoch += 1
-            self._lock_depth += 1
-            try:
-                self._check_open()
-                yield
-            finally:
-                self._lock_depth -= 1
-                if self._lock_depth == 0:
-                    self._release_flock()
+            self._check_open()
+        except BaseException:
+            if self._lock_depth == 0 and self._flock_held:
+                self._release_flock()
+            self._lock.release()
+            raise
+        self._lock_depth += 1
+
+    def _release(self) -> None:
+        try:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                self._release_flock()
         finally:
             self._lock.release()
 
