@@ -397,6 +397,10 @@ class LogFile:
         self.path = path
         self.durability = durability
         self.fd, self.created = open_log_for_append(path)
+        opened = os.fstat(self.fd)
+        # Which file this handle writes: an open file keeps its inode, so a path that
+        # shows these again still names it.
+        self.identity = (opened.st_ino, opened.st_dev)
         self._lock = threading.RLock()
         self._lock_depth = 0
         self._flock_held = False

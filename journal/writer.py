@@ -207,11 +207,10 @@ class Journal:
     def _catch_up(self) -> None:
         """Fold what was appended since our last look (lock held); repair a torn tail."""
         try:
-            on_disk = os.stat(self.path)
+            mine = os.stat(self.path)  # the path still names our file: its size is ours
         except FileNotFoundError:
-            on_disk = None
-        mine = os.fstat(self._log.fd)
-        if on_disk is None or (on_disk.st_ino, on_disk.st_dev) != (mine.st_ino, mine.st_dev):
+            mine = None
+        if mine is None or (mine.st_ino, mine.st_dev) != self._log.identity:
             raise LogError(
                 f"{self.path}: the log was moved or replaced while open; "
                 "close the journal and open it again",
