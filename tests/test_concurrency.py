@@ -9,6 +9,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,54 +54,33 @@ def run_threads(n: int, target: Callable[[int], None]) -> None:
     assert errors == []
 
 
-def test_four_processes_append_500_each() -> None:
+def concurrent_writers(*args: str) -> dict[str, Any]:
+    """Run tools/concurrent_writers.py with ``args``; its audit, which must have passed."""
     out = subprocess.run(
-        [
-            sys.executable,
-            str(TOOLS / "concurrent_writers.py"),
-            "--procs",
-            "4",
-            "--appends",
-            "500",
-            "--json",
-        ],
+        [sys.executable, str(TOOLS / "concurrent_writers.py"), *args, "--json"],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    stats = json.loads(out.stdout)
+    stats: dict[str, Any] = json.loads(out.stdout)
+    assert stats["missing"] == 0 and stats["ids_unique"] and stats["seqs_gapless"]
+    return stats
+
+
+def test_four_processes_append_500_each() -> None:
+    stats = concurrent_writers("--procs", "4", "--appends", "500")
     assert stats["exit_codes"] == [0, 0, 0, 0]
-    assert stats["messages"] == 2000 and stats["missing"] == 0
-    assert stats["ids_unique"] and stats["seqs_gapless"]
+    assert stats["messages"] == 2000
     assert stats["large_lines"] >= 40
 
 
 def test_processes_of_several_threads_append_together() -> None:
     """Threads pass the flock among themselves; other processes still get their turns."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(TOOLS / "concurrent_writers.py"),
-            "--procs",
-            "3",
-            "--threads",
-            "3",
-            "--appends",
-            "150",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    stats = json.loads(out.stdout)
+    stats = concurrent_writers("--procs", "3", "--threads", "3", "--appends", "150")
     assert stats["exit_codes"] == [0, 0, 0] and stats["threads"] == 3
-    assert stats["messages"] == 3 * 3 * 150 and stats["missing"] == 0
-    assert stats["ids_unique"] and stats["seqs_gapless"]
+    assert stats["messages"] == 3 * 3 * 150
 
 
 def test_several_journal_objects_in_one_process(tmp_path: Path) -> None:
