@@ -152,3 +152,46 @@ def test_a_negative_zero_duration_verifies(tmp_path: Path, build: str) -> None:
     getattr(projector, build)(log, db)
     report = verify(log, db)
     assert report.ok, report.problems
+
+
+def test_the_log_half_computed_apart_gives_the_same_report(
+    projected: tuple[Path, Path],
+) -> None:
+    from projector.verify import check_log
+
+    log, db = projected
+    append_with_id_of(log, 0)  # a log problem: an id used twice
+    replay(log, db)
+    execute(db, "UPDATE messages SET content = 'forged' WHERE session_id = 'a' "
+                "AND sequence_number = 2")  # fmt: skip
+    apart = check_log(log)
+    with_half = verify(log, db, log_check=apart)
+    alone = verify(log, db)
+    assert with_half.problems == alone.problems
+    assert {p.kind for p in alone.problems} >= {"log", "log_mismatch"}
+    assert with_half.log_last_pos == alone.log_last_pos == apart.last_pos
+
+
+def test_a_log_half_that_ends_elsewhere_is_not_used(projected: tuple[Path, Path]) -> None:
+    from journal import Journal
+    from projector.verify import check_log
+
+    log, db = projected
+    stale = check_log(log)
+    with Journal.open(log, "none") as j:
+        j.append_message("a", "user", "one more")
+    replay(log, db)
+    report = verify(log, db, log_check=stale)  # ends before the checkpoint: read again
+    assert report.ok, report.problems
+    assert report.log_last_pos == stale.last_pos + 1
+
+
+def test_an_import_verifies_without_its_helper_process(tmp_path: Path) -> None:
+    from concurrent.futures import Future
+
+    from projector.legacy_check import finish_log_check
+
+    failed: Future[object] = Future()
+    failed.set_exception(RuntimeError("the helper process died"))
+    assert finish_log_check(None) is None
+    assert finish_log_check(failed) is None  # type: ignore[arg-type]
