@@ -8,10 +8,8 @@ problem in the report (``check_problems``), as is a session whose import record 
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sqlite3
-from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from typing import Any
 
 import msgspec
@@ -23,47 +21,24 @@ from projector.legacy_report import ImportReport
 from projector.legacy_source import BadText
 from projector.legacy_values import from_jsonable, jsonable
 from projector.rebuild import rebuild
-from projector.verify import LogCheck, check_log, verify
+from projector.verify import verify
 
 
 def project(log: str, db: str, report: ImportReport) -> None:
     """Project the log into ``db`` and verify it; the outcome goes into the report."""
-    log_check: LogCheck | None = None
     if os.path.exists(db):
         replay(log, db)  # an earlier import's projection: catch it up
     else:
         # A new database: the bulk path, the one ``rebuild`` takes, much faster than a
         # replay. Should its own checks fail, the replay builds the database instead and
-        # verify, below, names what is wrong, as for any projection. Meanwhile verify's
-        # reading of the log runs in another process, on another core.
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = start_log_check(pool, log)
-            try:
-                rebuild(log, db)
-            except RebuildCheckFailed:
-                replay(log, db)
-            log_check = finish_log_check(pending)
-    result = verify(log, db, log_check=log_check)
+        # verify, below, names what is wrong, as for any projection.
+        try:
+            rebuild(log, db)
+        except RebuildCheckFailed:
+            replay(log, db)
+    result = verify(log, db)
     report.verify_ok = bool(result.ok)
     report.verify_problems = [str(p) for p in result.problems]
-
-
-def start_log_check(pool: Executor, log: str) -> Future[LogCheck] | None:
-    """verify's reading of the log, started in ``pool``; None if it could not start."""
-    try:
-        return pool.submit(check_log, log)
-    except (OSError, RuntimeError, BrokenExecutor):  # no process to be had: verify reads it
-        return None
-
-
-def finish_log_check(pending: Future[LogCheck] | None) -> LogCheck | None:
-    """Its result, or None (verify then reads the log itself) if it failed."""
-    if pending is None:
-        return None
-    try:
-        return pending.result()
-    except Exception:  # a failed helper costs time, never correctness: verify reads the log
-        return None
 
 
 def _record(conn: sqlite3.Connection, sid: str) -> dict[str, Any]:

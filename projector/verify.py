@@ -20,7 +20,6 @@ from __future__ import annotations
 import operator
 import os
 import sqlite3
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -127,12 +126,6 @@ class _Findings:
         elif n == _MAX_PER_KIND + 1:
             self.problems.append(Problem(kind, f"more than {_MAX_PER_KIND} problems of this kind"))
 
-    def adopt(self, problems: list[Problem]) -> None:
-        """Take problems found elsewhere (already capped per kind) as they are."""
-        for problem in problems:
-            self.problems.append(problem)
-            self._per_kind[problem.kind] += 1
-
     def extend(self, other: _Findings) -> None:
         """Append ``other``'s problems (of kinds this one has not counted) after these."""
         assert not self._per_kind.keys() & other._per_kind.keys()
@@ -140,41 +133,15 @@ class _Findings:
         self._per_kind.update(other._per_kind)
 
 
-@dataclass(frozen=True)
-class LogCheck:
-    """The log's half of verify, folded to the end of the log: its problems, and per live
-    session (message count, tokens, content hash). ``check_log`` computes it on its own,
-    so that it can run in another process while the database is built."""
-
-    problems: list[Problem]
-    sessions: dict[str, tuple[int, int, str]]
-    last_pos: int
-
-
-def check_log(log_path: str | os.PathLike[str]) -> LogCheck:
-    """The log's half of verify, for ``verify(..., log_check=...)``."""
-    found = _Findings()
-    tally, last_pos = _check_log(os.fspath(log_path), sys.maxsize, found, None)
-    return LogCheck(found.problems, _summary(tally), last_pos)
-
-
-def _summary(tally: LogTally) -> dict[str, tuple[int, int, str]]:
-    return {sid: (t.count, t.tokens, t.content_hash) for sid, t in tally.sessions.items()}
-
-
 def verify(
     log_path: str | os.PathLike[str],
     db_path: str | os.PathLike[str],
     *,
     progress: Callable[[int, int], None] | None = None,
-    log_check: LogCheck | None = None,
 ) -> VerifyReport:
     """Check the database at ``db_path`` against itself and the log at ``log_path``.
 
     ``progress(done, total)`` is told, in bytes of the log, how far the log check got.
-    ``log_check``, from ``check_log`` on the same log, is used instead of reading the log
-    again when it ends where the database's checkpoint does (the log's half is then the
-    same); otherwise the log is read here.
     """
     log, db = os.fspath(log_path), os.fspath(db_path)
     found = _Findings()
@@ -206,16 +173,11 @@ def verify(
                 check_checkpoint(log, cp)
             except CheckpointMismatch as exc:
                 against_log.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
-            if log_check is not None and log_check.last_pos == cp.log_pos:
-                against_log.adopt(log_check.problems)
-                want, last_pos = log_check.sessions, log_check.last_pos
-            else:
-                tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
-                want = _summary(tally)
+            tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
             found = own.result()
             folded = messages.result()
         found.extend(against_log)
-        _check_against_log(folded, want, found)
+        _check_against_log(folded, tally, found)
         _record_outcome(conn, found)
     finally:
         conn.close()
@@ -381,26 +343,24 @@ def _fold_messages(db_path: str) -> dict[str, SessionTally]:
     return db
 
 
-def _check_against_log(
-    db: dict[str, SessionTally], log: dict[str, tuple[int, int, str]], found: _Findings
-) -> None:
+def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Findings) -> None:
     """Per-session count, tokens and content hash of the database against the log's."""
-    for sid in sorted(db.keys() | log.keys()):
-        got, want = db.get(sid), log.get(sid)
+    for sid in sorted(db.keys() | tally.sessions.keys()):
+        got, want = db.get(sid), tally.sessions.get(sid)
         if want is None:
             found.add("log_mismatch", "in the database but not live in the log", session_id=sid)
         elif got is None:
             found.add(
                 "log_mismatch", "live in the log but missing from the database", session_id=sid
             )
-        elif (got.count, got.tokens) != want[:2]:
+        elif (got.count, got.tokens) != (want.count, want.tokens):
             found.add(
                 "log_mismatch",
                 f"{got.count} messages / {got.tokens} tokens in the database, "
-                f"{want[0]} / {want[1]} in the log",
+                f"{want.count} / {want.tokens} in the log",
                 session_id=sid,
             )
-        elif got.content_hash != want[2]:
+        elif got.content_hash != want.content_hash:
             found.add("log_mismatch", "message contents differ from the log", session_id=sid)
 
 
