@@ -10,30 +10,19 @@ its own. The ratio says how much an import costs beyond rebuilding its result.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from benchlib import Context, Figure, Section, best_of, timed
 from legacy_fixture import build_legacy_db
 
+import projector
+from projector.legacy import import_legacy
+from projector.rebuild import remove_database
+
 SEED = 7
 
 
-def _remove(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        p = Path(f"{path}{suffix}")
-        if p.exists():
-            p.unlink()
-
-
 def run(ctx: Context, section: Section) -> None:
-    try:
-        import projector
-        from projector.legacy import import_legacy
-    except ImportError:
-        section.status = "skipped"
-        section.message = "the legacy import (projector.legacy) is not available"
-        return
     sessions, per_session = ctx.size.legacy
     old = ctx.fresh("legacy.db")
     messages = build_legacy_db(old, sessions, per_session, SEED, schema="migrated")
@@ -45,7 +34,7 @@ def run(ctx: Context, section: Section) -> None:
         report = state["report"]
         if not report.ok:
             raise AssertionError(f"the legacy import failed: {report.check_problems[:3]}")
-        _remove(db)
+        remove_database(str(db))
         if "log" in state:
             state["log"].unlink()
         state["log"] = log
@@ -54,7 +43,7 @@ def run(ctx: Context, section: Section) -> None:
     def rebuilt() -> float:
         db = ctx.fresh("rebuild.db")
         t = timed(lambda: projector.rebuild(str(state["log"]), str(db)))
-        _remove(db)
+        remove_database(str(db))
         return t
 
     t_import, t_rebuild = best_of(ctx.size.rounds, imported, rebuilt)

@@ -308,12 +308,6 @@ def run(ctx: Any, section: Any) -> None:
     """Fill the ``live`` section of ``tools/bench.py`` (a benchlib Context and Section)."""
     from benchlib import Figure
 
-    try:
-        import projector.watch  # noqa: F401
-    except ImportError:
-        section.status = "skipped"
-        section.message = "the live projector (projector.watch) is not available"
-        return
     sustain_s, burst, idle_s = ctx.size.live
     r = run_live(
         ctx.size.name != "full",

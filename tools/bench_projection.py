@@ -29,27 +29,12 @@ from bench_seed import (
 )
 from benchlib import Context, Figure, Section, best_of, child_peak_rss_mib, timed
 
+import projector
 from journal import LogReader
+from projector.rebuild import remove_database
 
 SEED = 1
 REBUILD_CODE = "import sys, projector\nprojector.rebuild(sys.argv[1], sys.argv[2])\n"
-
-
-def _projector() -> Any:
-    try:
-        import projector
-    except ImportError:
-        return None
-    if not (hasattr(projector, "rebuild") and hasattr(projector, "replay")):
-        return None
-    return projector
-
-
-def _remove_db(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        p = Path(f"{path}{suffix}")
-        if p.exists():
-            p.unlink()
 
 
 def _copy_db(src: Path, dst: Path) -> None:
@@ -81,7 +66,7 @@ def rebuild(ctx: Context, pj: Any) -> Figure:
     def project() -> float:
         db = ctx.fresh("rebuild.db")
         t = timed(lambda: pj.rebuild(str(log), str(db)))
-        _remove_db(db)
+        remove_database(str(db))
         return t
 
     def ideal_seed() -> float:
@@ -90,7 +75,7 @@ def rebuild(ctx: Context, pj: Any) -> Figure:
         t = timed(lambda: loaded.append(seed_ideal_load(rows, db)))
         if read_columns(db, loaded[0]) != loaded[0]:
             raise AssertionError("the seed-schema bulk load did not hold the rebuilt rows")
-        _remove_db(db)
+        remove_database(str(db))
         return t
 
     def ideal_own() -> float:
@@ -98,7 +83,7 @@ def rebuild(ctx: Context, pj: Any) -> Figure:
         t = timed(lambda: ideal_load(rows, db))
         if read_rows(db) != rows:
             raise AssertionError("the ideal bulk load did not reproduce the rebuilt rows")
-        _remove_db(db)
+        remove_database(str(db))
         return t
 
     t_project, t_seed, t_own = best_of(ctx.size.rounds, project, ideal_seed, ideal_own)
@@ -129,7 +114,7 @@ def _replay_time(ctx: Context, pj: Any, log: Path, half: Path) -> float:
     db = ctx.fresh("catchup.db")
     _copy_db(half, db)
     t = timed(lambda: pj.replay(str(log), str(db)))
-    _remove_db(db)
+    remove_database(str(db))
     return t
 
 
@@ -150,7 +135,7 @@ def replay(ctx: Context, pj: Any) -> list[Figure]:
         t = timed(lambda: ideal_catch_up(before, after, db))
         if read_rows(db) != after:
             raise AssertionError("the ideal catch-up did not reproduce the replayed rows")
-        _remove_db(db)
+        remove_database(str(db))
         return t
 
     def seed() -> float:
@@ -164,7 +149,7 @@ def replay(ctx: Context, pj: Any) -> list[Figure]:
                 loader.models[e.session_id] = (e.model_id, e.model_name)  # type: ignore[union-attr]
         t = timed(lambda: loader.load(events[mid:]))
         conn.close()
-        _remove_db(db)
+        remove_database(str(db))
         return t
 
     t_project, t_ideal, t_seed = best_of(
@@ -230,7 +215,7 @@ def rebuild_memory(ctx: Context) -> Figure:
     for log in (small, large):
         db = ctx.fresh("mem.db")
         peaks.append(child_peak_rss_mib(REBUILD_CODE, str(log), str(db)))
-        _remove_db(db)
+        remove_database(str(db))
     return Figure(
         f"rebuild peak RSS, {n:,} events",
         peaks[1],
@@ -246,11 +231,7 @@ def rebuild_memory(ctx: Context) -> Figure:
 
 
 def run(ctx: Context, section: Section) -> None:
-    pj = _projector()
-    if pj is None:
-        section.status = "skipped"
-        section.message = "projector not available yet (no projector.rebuild / projector.replay)"
-        return
+    pj = projector
     section.figures.append(rebuild(ctx, pj))
     section.figures.extend(replay(ctx, pj))
     section.figures.append(catch_up_by_length(ctx, pj))

@@ -134,7 +134,7 @@ class Section:
     """A section's outcome: figures, or a status line saying why there are none."""
 
     name: str
-    status: Literal["ok", "skipped", "not built yet", "error"] = "ok"
+    status: Literal["ok", "skipped", "error"] = "ok"
     message: str = ""
     figures: list[Figure] = field(default_factory=list)
     seconds: float = 0.0
