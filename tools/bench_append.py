@@ -49,23 +49,6 @@ def _chunks(lines: list[bytes], ends: list[int]) -> list[bytes]:
     return out
 
 
-def _raw_write(path: Path, chunks: list[bytes], fsync: bool) -> float:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    try:
-        start = time.perf_counter()
-        for chunk in chunks:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
-            if fsync:
-                os.fsync(fd)
-        elapsed = time.perf_counter() - start
-    finally:
-        os.close(fd)
-    os.unlink(path)
-    return elapsed
-
-
 def _replay(ctx: Context, ops: list[workload.Op], durability: str, expected: bytes) -> float:
     path = ctx.fresh(f"{durability}.jsonl")
     clock = workload.make_clock()
