@@ -70,30 +70,46 @@ def check_checkpoint(log_path: str, cp: Checkpoint) -> None:
     """Raise CheckpointMismatch unless the line the checkpoint covers is still in the log."""
     if cp.log_offset == 0:
         return
+    fd = _open_log(log_path, cp)
+    if fd is None:
+        return
     try:
-        fd = os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
+        _check_checkpoint_at(fd, os.fstat(fd).st_size, log_path, cp)
+    finally:
+        os.close(fd)
+
+
+def _open_log(log_path: str, cp: Checkpoint) -> int | None:
+    """The log opened for reading; None if it does not exist and ``cp`` covers nothing
+    (CheckpointMismatch if it does)."""
+    try:
+        return os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
+        if cp.log_offset == 0:
+            return None
         raise CheckpointMismatch(
             "the log does not exist", path=log_path, offset=cp.log_offset, pos=cp.log_pos
         ) from None
-    try:
-        size = os.fstat(fd).st_size
-        if size < cp.log_offset:
-            raise CheckpointMismatch(
-                f"the log is only {size} bytes long",
-                path=log_path,
-                offset=cp.log_offset,
-                pos=cp.log_pos,
-            )
-        if line_hash(read_bytes(fd, cp.line_start, cp.log_offset)) != cp.line_hash:
-            raise CheckpointMismatch(
-                "the line there has different bytes",
-                path=log_path,
-                offset=cp.log_offset,
-                pos=cp.log_pos,
-            )
-    finally:
-        os.close(fd)
+
+
+def _check_checkpoint_at(fd: int, size: int, log_path: str, cp: Checkpoint) -> None:
+    """``check_checkpoint`` on the log open as ``fd``, ``size`` bytes long."""
+    if cp.log_offset == 0:
+        return
+    if size < cp.log_offset:
+        raise CheckpointMismatch(
+            f"the log is only {size} bytes long",
+            path=log_path,
+            offset=cp.log_offset,
+            pos=cp.log_pos,
+        )
+    if line_hash(read_bytes(fd, cp.line_start, cp.log_offset)) != cp.line_hash:
+        raise CheckpointMismatch(
+            "the line there has different bytes",
+            path=log_path,
+            offset=cp.log_offset,
+            pos=cp.log_pos,
+        )
 
 
 def catch_up(
@@ -119,12 +135,15 @@ def catch_up(
         raise ValueError("batch_events must be at least 1")
     stop = Until.of(until)
     cp = read_checkpoint(conn)
-    check_checkpoint(path, cp)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    fd = _open_log(path, cp)
+    if fd is None:
         return CatchUpResult(0, cp.log_pos, cp.log_offset, None, 0)
-    size = os.fstat(fd).st_size
+    try:
+        size = os.fstat(fd).st_size
+        _check_checkpoint_at(fd, size, path, cp)
+    except BaseException:
+        os.close(fd)
+        raise
     batch: _Batch
     if observer is None and size - cp.log_offset >= BULK_MIN_BYTES:
         batch = _BulkBatch(conn, fd, cp, progress, size)
@@ -240,6 +259,10 @@ class _Batch:
                 ) from exc
             if observer is not None:
                 observer(rec.event)
+        self._took(unit)
+
+    def _took(self, unit: list[Record]) -> None:
+        """Count an applied unit into the open transaction."""
         self.pending += len(unit)
         self.pending_bytes += unit[-1].end - unit[0].start
         self.last = unit[-1]
@@ -270,8 +293,7 @@ class _Batch:
 
     def quarantine(self, skip: Skipped) -> None:
         """Record the bad bytes and move the checkpoint past them, in one transaction."""
-        if not self.conn.in_transaction:
-            self._begin()
+        self._begin()
         self.conn.execute(
             "INSERT INTO projector_quarantine (line_offset, line, reason, data) "
             "VALUES (?, ?, ?, ?)",
@@ -341,9 +363,7 @@ class _BulkBatch(_Batch):
         except (ApplyError, sqlite3.IntegrityError) as exc:
             self.abort()
             raise _Refused from exc
-        self.pending += len(unit)
-        self.pending_bytes += unit[-1].end - unit[0].start
-        self.last = unit[-1]
+        self._took(unit)
 
     def commit(self) -> None:
         try:
