@@ -18,7 +18,7 @@ from projector.catchup import replay
 from projector.errors import RebuildCheckFailed
 from projector.legacy_plan import RECORD_KEY, MessagePlan, SessionPlan
 from projector.legacy_report import ImportReport
-from projector.legacy_source import BadText
+from projector.legacy_source import BadText, readonly_uri
 from projector.legacy_values import from_jsonable, jsonable
 from projector.rebuild import rebuild
 from projector.verify import verify
@@ -64,8 +64,7 @@ def check_messages(
 ) -> None:
     """Every old message is in the projection, and gives back its old content."""
     problems = report.check_problems
-    uri = "file:" + os.path.abspath(db).replace("?", "%3f").replace("#", "%23") + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True)
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         for plan in plans:
             sid = plan.session_id

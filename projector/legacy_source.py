@@ -149,7 +149,7 @@ def _open(path: str) -> sqlite3.Connection:
         raise LegacyImportError(path, f"cannot be read ({exc.strerror})") from exc
     if header != b"SQLite format 3\x00":
         raise LegacyImportError(path, "is not a SQLite database (no SQLite header)")
-    uri = "file:" + _uri_path(os.path.abspath(path)) + "?mode=ro"
+    uri = readonly_uri(path)
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.text_factory = _text
@@ -160,9 +160,11 @@ def _open(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _uri_path(path: str) -> str:
+def readonly_uri(path: str) -> str:
+    """A ``mode=ro`` SQLite URI for ``path``, whatever characters its name holds."""
     # '?' and '#' would end the path part of the URI, '%' starts an escape.
-    return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    quoted = os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{quoted}?mode=ro"
 
 
 def _quote(name: str) -> str:

@@ -776,3 +776,14 @@ def test_negative_zero_duration_is_imported_as_zero(tmp_path: Path, out: Path) -
     ]
     assert [d for d in durations if d is not None] == [0.0, 0.0]
     assert not any(math.copysign(1, d) < 0 for d in durations if d is not None)
+
+
+def test_paths_with_uri_characters(tmp_path: Path) -> None:
+    # '%41' would read as 'A', '?' and '#' would end the path, in an unescaped SQLite URI.
+    where = tmp_path / "100%41 ?#"
+    where.mkdir()
+    old = where / "old.db"
+    n = messy(old)
+    report = import_legacy(old, where / "s.jsonl", where / "s.db")
+    assert report.ok, report.check_problems
+    assert report.messages_checked == n
