@@ -222,8 +222,8 @@ event_decoder = _decoder  # for readers that decode many checked lines at once
 state_decoder: msgspec.json.Decoder[StateEvent] = msgspec.json.Decoder(StateEvent)
 
 # `,"crc":"xxxxxxxx"}` closes every line: 8 lowercase hex digits of CRC-32.
-_CRC_PREFIX: Final = b',"crc":"'
-_CRC_PREFIX_LEN: Final = len(_CRC_PREFIX)
+CRC_PREFIX: Final = b',"crc":"'
+_CRC_PREFIX_LEN: Final = len(CRC_PREFIX)
 CRC_SUFFIX_LEN: Final = _CRC_PREFIX_LEN + 8 + 2
 
 
@@ -248,13 +248,13 @@ def checksum(body: bytes) -> int:
 def encode_line(event: Event) -> bytes:
     """The event as one log line: JSON, the checksum field last, and ``\\n``."""
     body = _encoder.encode(event)
-    return b'%s%s%08x"}\n' % (body[:-1], _CRC_PREFIX, checksum(body))
+    return b'%s%s%08x"}\n' % (body[:-1], CRC_PREFIX, checksum(body))
 
 
 def verify_checksum(line: bytes) -> None:
     """Raise LineError unless ``line`` (without its ``\\n``) ends with its own valid CRC."""
     cut = len(line) - CRC_SUFFIX_LEN
-    if cut < 1 or line[cut : cut + _CRC_PREFIX_LEN] != _CRC_PREFIX or line[-2:] != b'"}':
+    if cut < 1 or line[cut : cut + _CRC_PREFIX_LEN] != CRC_PREFIX or line[-2:] != b'"}':
         raise LineError("not a record (no checksum at the end of the line)")
     digits = line[cut + _CRC_PREFIX_LEN : -2]
     if not digits.isalnum():  # int() would also take signs, spaces and underscores

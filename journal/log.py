@@ -44,6 +44,7 @@ from journal.errors import (
     UnsafeLogPath,
 )
 from journal.events import (
+    CRC_PREFIX,
     CRC_SUFFIX_LEN,
     AnyEvent,
     Event,
@@ -641,7 +642,6 @@ class LogFile:
 
 # -- the fast path: chunks of lines checked and decoded by loops that run in C ----------
 _FAST_CHUNK: Final = 1 << 20
-_CRC_OPEN: Final = b',"crc":"'
 _body = operator.itemgetter(slice(None, -CRC_SUFFIX_LEN))
 _crc_open = operator.itemgetter(slice(-CRC_SUFFIX_LEN, -10))
 _crc_digits = operator.itemgetter(slice(-10, -2))
@@ -668,7 +668,7 @@ def _fast_run(
     if min(map(len, lines)) <= CRC_SUFFIX_LEN:
         return None
     if not (
-        all(map(operator.eq, map(_crc_open, lines), repeat(_CRC_OPEN)))
+        all(map(operator.eq, map(_crc_open, lines), repeat(CRC_PREFIX)))
         and all(map(operator.eq, map(_crc_close, lines), repeat(b'"}')))
     ):
         return None
