@@ -3,6 +3,7 @@ crashes, and determinism over random workloads."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -34,7 +35,12 @@ from journal.events import (
     MessageAppended,
     ModelRegistered,
     SessionCreated,
+    SessionDeleted,
     SessionRenamed,
+    SessionRestored,
+    SessionSnapshotted,
+    TimeoutWarning,
+    format_ts,
     parse_ts,
 )
 from projector import (
@@ -184,6 +190,49 @@ def test_invariant_violation_is_an_error_with_its_line(
         assert read_checkpoint(conn).log_pos == 4  # the batches before it committed
     finally:
         conn.close()
+
+
+TS0 = format_ts(T0)
+
+
+@pytest.mark.parametrize(
+    ("bad", "needle"),
+    [
+        (SessionCreated(session_id="t", model_id="nope"), "never registered"),
+        (SessionRenamed(session_id="nobody", title="x"), "session_renamed for an unknown"),
+        (SessionSnapshotted(session_id="nobody"), "snapshot of an unknown"),
+        (SessionDeleted(session_id="nobody"), "delete of an unknown"),
+        (
+            TimeoutWarning(session_id="nobody", kind="idle", deadline=TS0, as_of=TS0),
+            "timeout warning for an unknown",
+        ),
+        (SessionRestored(session_id="nobody"), "without a snapshot_pos"),
+        (SessionRestored(session_id="nobody", snapshot_pos=2), "not a snapshot of this session"),
+    ],
+)
+def test_every_path_refuses_an_event_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: object, needle: str
+) -> None:
+    """Event by event, in a bulk catch-up batch (rolled back, then applied one by one) and
+    in a rebuild (the bulk load gives up, the incremental path reports): the same error."""
+    log = tmp_path / "log.jsonl"
+    offsets = write_lines(log, [*base_events(), bad])  # type: ignore[list-item]
+    catchup_module = importlib.import_module("projector.catchup")
+    for n, bulk_min in enumerate((10**12, 0)):
+        monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", bulk_min)
+        conn = connect(tmp_path / f"{n}.db")
+        try:
+            create_schema(conn)
+            with pytest.raises(InvariantViolation, match=needle) as err:
+                catch_up(conn, log, batch_events=2)  # the batches before it commit
+            assert (err.value.line, err.value.offset) == (5, offsets[4])
+            assert read_checkpoint(conn).log_pos == 4
+        finally:
+            conn.close()
+    with pytest.raises(InvariantViolation, match=needle) as err:
+        rebuild(log, tmp_path / "r.db")
+    assert (err.value.line, err.value.offset) == (5, offsets[4])
+    assert not (tmp_path / "r.db").exists()
 
 
 def test_checkpoint_ahead_of_log_is_detected_and_rebuilt(tmp_path: Path) -> None:
@@ -362,3 +411,61 @@ def test_units_are_whole_groups_with_their_lines_byte_ranges(
             assert grps[0] is msgspec.UNSET
         else:
             assert grps == [(i, len(u)) for i in range(1, len(u) + 1)]
+
+
+def test_catch_up_refuses_batches_of_no_events_before_any_work(tmp_path: Path) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    write_lines(log, base_events())
+    conn = connect(db)
+    try:
+        create_schema(conn)
+        with pytest.raises(ValueError, match="batch_events"):
+            catch_up(conn, log, batch_events=0)
+        assert read_checkpoint(conn).log_pos == 0
+    finally:
+        conn.close()
+
+
+def test_a_missing_log_is_nothing_to_apply_until_the_checkpoint_covers_some_of_it(
+    tmp_path: Path,
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    conn = connect(db)
+    try:
+        create_schema(conn)
+        assert catch_up(conn, log) == CatchUpResult(0, 0, 0, None, 0)
+        write_lines(log, base_events())
+        assert catch_up(conn, log).last_pos == 4
+        log.unlink()
+        with pytest.raises(CheckpointMismatch, match="does not exist"):
+            catch_up(conn, log)
+        assert read_checkpoint(conn).log_pos == 4
+    finally:
+        conn.close()
+    result = replay(log, db)  # the projection of no log at all
+    assert result.rebuilt and "does not exist" in (result.rebuild_reason or "")
+    assert rows(db, "SELECT count(*) FROM sessions") == [(0,)]
+
+
+@pytest.mark.parametrize(
+    ("until", "needle"),
+    [
+        (True, "not a bool"),
+        (datetime(2026, 3, 1, 9), "timezone-aware"),
+        ("yesterday", "neither a position nor an RFC 3339 time"),
+    ],
+)
+def test_a_bad_until_fails_before_any_work(tmp_path: Path, until: object, needle: str) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    write_lines(log, base_events())
+    conn = connect(db)
+    try:
+        create_schema(conn)
+        with pytest.raises(ValueError, match=needle):
+            catch_up(conn, log, until=until)  # type: ignore[arg-type]
+        assert read_checkpoint(conn).log_pos == 0
+    finally:
+        conn.close()
+    with pytest.raises(ValueError, match=needle):
+        rebuild(log, tmp_path / "r.db", until=until)  # type: ignore[arg-type]
+    assert not (tmp_path / "r.db").exists()

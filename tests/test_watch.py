@@ -257,6 +257,16 @@ def test_second_watcher_is_refused(tmp_path: Path) -> None:
     Watcher(log, db).close()
 
 
+@pytest.mark.parametrize("poll_interval", [0.0, -1.0])
+def test_a_poll_interval_that_is_not_positive_is_refused_before_the_lock(
+    tmp_path: Path, poll_interval: float
+) -> None:
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    with pytest.raises(ValueError, match="poll_interval"):
+        watch(str(log), str(db), stop=threading.Event(), poll_interval=poll_interval)
+    assert not Path(lock_path(str(db))).exists() and not db.exists()
+
+
 def test_torn_last_line_is_waited_for_then_applied(tmp_path: Path) -> None:
     log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
     with Journal.open(str(log), "none") as j:
