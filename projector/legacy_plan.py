@@ -323,7 +323,7 @@ class Planner:
                 flags.append("renumbered")
             legacy: dict[str, Any] = {}
             if flags:
-                legacy = {k: jsonable(v) for k, v in row.items() if k != "_rowid_"}
+                legacy = _plain(row)
                 legacy.setdefault("message_id", jsonable(mid))
                 if keep_content:
                     legacy.pop("content", None)
@@ -389,8 +389,9 @@ class Planner:
                 seen.add(key)
                 plan.metadata.append((key, value, ident))
             else:
-                irregular.append({"flag": problem, "row": _plain(row)})
-                self.note(problem, plan, f"metadata row {_plain(row)!r:.200}; kept in {RECORD_KEY}")
+                plain = _plain(row)
+                irregular.append({"flag": problem, "row": plain})
+                self.note(problem, plan, f"metadata row {plain!r:.200}; kept in {RECORD_KEY}")
         if irregular:
             plan.record["metadata_rows"] = irregular
 
@@ -449,13 +450,14 @@ def _meta_object(raw: Any, flags: list[str]) -> dict[str, Any] | None:
         flags.append("metadata_reserved_key")
         return None
     try:
-        again = msgspec.json.decode(encode_json(value))
+        encoded = encode_json(value)
+        round_trips = msgspec.json.decode(encoded) == value
     except (msgspec.EncodeError, msgspec.DecodeError, TypeError, RecursionError):
-        again = None
-    if again != value:
+        round_trips = False
+    if not round_trips:
         flags.append("metadata_not_json")
         return None
-    if len(encode_json(value)) > MESSAGE_META_BYTES:
+    if len(encoded) > MESSAGE_META_BYTES:
         flags.append("metadata_too_large")
         return None
     return value
