@@ -81,8 +81,8 @@ def check_regular_file(path: str, st: os.stat_result) -> None:
         )
 
 
-def open_log_for_append(path: str) -> tuple[int, bool]:
-    """Open (creating 0600 if needed) the log for appending; returns (fd, created).
+def open_log_for_append(path: str) -> tuple[int, os.stat_result]:
+    """Open (creating 0600 if needed) the log for appending; returns (fd, its fstat).
 
     Refuses symlinks (``O_NOFOLLOW``), hard links and non-regular files.
     """
@@ -105,14 +105,15 @@ def open_log_for_append(path: str) -> tuple[int, bool]:
     except OSError as exc:
         raise LogError(f"{path}: cannot create: {exc.strerror}", path=path) from exc
     try:
-        check_regular_file(path, os.fstat(fd))
+        opened = os.fstat(fd)
+        check_regular_file(path, opened)
         if created:
             os.fchmod(fd, FILE_MODE)  # whatever the umask: conversations are private
             fsync_directory(os.path.dirname(os.path.abspath(path)))
     except BaseException:
         os.close(fd)
         raise
-    return fd, created
+    return fd, opened
 
 
 @dataclass(frozen=True)
@@ -397,8 +398,7 @@ class LogFile:
             )
         self.path = path
         self.durability = durability
-        self.fd, self.created = open_log_for_append(path)
-        opened = os.fstat(self.fd)
+        self.fd, opened = open_log_for_append(path)
         # Which file this handle writes: an open file keeps its inode, so a path that
         # shows these again still names it.
         self.identity = (opened.st_ino, opened.st_dev)
@@ -487,10 +487,6 @@ class LogFile:
         self._flock_held = False
         if not self._closed:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
-
-    def size(self) -> int:
-        """The file's current length (hold the lock for a stable answer)."""
-        return os.fstat(self.fd).st_size
 
     # -- writing -------------------------------------------------------------------------
     def append(self, data: bytes, at: int) -> int:
