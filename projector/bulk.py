@@ -579,7 +579,7 @@ def bulk_load(
     # where a chunk had to be read line by line (a group's members then come one by one).
     for events, start, lines in reader.batches():
         if lines:
-            done = until is not None and not _includes(until, events[-1])
+            done = until is not None and not until.admits(events[-1])
             if done:
                 assert until is not None
                 del events[_included(events, until) :]
@@ -601,7 +601,7 @@ def bulk_load(
             group.append(event)
             if grp is not UNSET and grp[0] != grp[1]:
                 continue
-            if until is not None and not _includes(until, event):
+            if until is not None and not until.admits(event):
                 break
             for member in group:
                 apply(member)
@@ -637,14 +637,8 @@ def _included(events: list[AnyEvent], until: Until) -> int:
     """How many of ``events`` (a run of whole units, the last not included) belong to the
     prefix: a unit is judged by its last member, and pos and ts only grow along the log."""
     k = 0
-    while _includes(until, events[k]):
+    while until.admits(events[k]):
         k += 1
     while k and (grp := events[k - 1].grp) is not UNSET and grp[0] != grp[1]:
         k -= 1  # a group member whose group ends beyond the prefix
     return k
-
-
-def _includes(until: Until, last: AnyEvent) -> bool:
-    if until.pos is not None and last.pos > until.pos:
-        return False
-    return not (until.ts is not None and last.ts > until.ts)

@@ -98,7 +98,10 @@ class Until:
 
     def includes(self, unit: list[Record]) -> bool:
         """A unit belongs to the prefix only as a whole: judged by its last member."""
-        last = unit[-1].event
+        return self.admits(unit[-1].event)
+
+    def admits(self, last: AnyEvent) -> bool:
+        """Whether the unit that ends with the event ``last`` belongs to the prefix."""
         if self.pos is not None and last.pos > self.pos:
             return False
         return not (self.ts is not None and last.ts > self.ts)
