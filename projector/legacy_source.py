@@ -171,12 +171,13 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _rows(conn: sqlite3.Connection, table: str, order: str) -> Iterator[tuple[int | None, Row]]:
-    """Every row as (rowid, {column: value}); rowid None for a WITHOUT ROWID table."""
+def _rows(conn: sqlite3.Connection, table: str) -> Iterator[tuple[int | None, Row]]:
+    """Every row in rowid order as (rowid, {column: value}); rowid None (and the table's
+    own order) for a WITHOUT ROWID table."""
     cols = [r[1] for r in conn.execute(f"PRAGMA table_info({_quote(table)})")]
     select = ", ".join(_quote(c) for c in cols)
     try:
-        cur = conn.execute(f"SELECT _rowid_, {select} FROM {_quote(table)} ORDER BY {order}")
+        cur = conn.execute(f"SELECT _rowid_, {select} FROM {_quote(table)} ORDER BY _rowid_")
         with_rowid = True
     except sqlite3.OperationalError:
         cur = conn.execute(f"SELECT {select} FROM {_quote(table)}")
@@ -232,11 +233,11 @@ def _read(conn: sqlite3.Connection, path: str) -> OldDatabase:
 
     by_key: dict[Any, OldSession] = {}
     sessions: list[OldSession] = []
-    for rowid, row in _rows(conn, "sessions", "_rowid_"):
+    for rowid, row in _rows(conn, "sessions"):
         key = row["session_id"]
         s = OldSession(key=key, rowid=rowid, row=row)
         if key is None or key in by_key:
-            s.duplicate_of = None if key is None else key
+            s.duplicate_of = key  # None for a NULL id: that row is not a second one
         else:
             by_key[key] = s
         sessions.append(s)
@@ -255,16 +256,16 @@ def _read(conn: sqlite3.Connection, path: str) -> OldDatabase:
         return s
 
     plan = (
-        ("messages", "messages", "_rowid_"),
-        ("session_metadata", "metadata", "_rowid_"),
-        ("session_timeouts", "timeouts", "_rowid_"),
-        ("session_snapshots", "snapshots", "_rowid_"),
+        ("messages", "messages"),
+        ("session_metadata", "metadata"),
+        ("session_timeouts", "timeouts"),
+        ("session_snapshots", "snapshots"),
     )
-    for table, attr, order in plan:
+    for table, attr in plan:
         counts[table] = 0
         if table not in tables:
             continue
-        for rowid, row in _rows(conn, table, order):
+        for rowid, row in _rows(conn, table):
             row["_rowid_"] = rowid
             counts[table] += 1
             if "session_id" not in row:
@@ -272,7 +273,7 @@ def _read(conn: sqlite3.Connection, path: str) -> OldDatabase:
             getattr(owner(table, row["session_id"]), attr).append(row)
     models: list[Row] = []
     if "models" in tables and "model_id" in tables["models"]:
-        models = [row for _, row in _rows(conn, "models", "_rowid_")]
+        models = [row for _, row in _rows(conn, "models")]
     counts["models"] = len(models)
     conn.execute("COMMIT")
     return OldDatabase(
