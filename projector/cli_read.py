@@ -9,12 +9,13 @@ import click
 
 from projector import render
 from projector.cli_support import emit_json, json_option, list_rows, print_sessions, read_db
+from projector.queries import STATUSES
 
 
 @click.command()
 @click.option(
     "--status",
-    type=click.Choice(["active", "idle", "paused", "archived", "expired"]),
+    type=click.Choice(STATUSES),
     help="Only sessions in this state.",
 )
 @click.option("--model", help="Only sessions of this model (id or name).")
