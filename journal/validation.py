@@ -151,14 +151,14 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
-def check_at(at: datetime | str | None) -> datetime | str | None:
+def check_at(at: datetime | str | None) -> str | None:
+    """``at`` as the log's timestamp text (None stays None)."""
     if at is None:
         return None
     try:
         if isinstance(at, str):
             parse_ts(at)
-        else:
-            format_ts(at)
+            return at
+        return format_ts(at)
     except ValueError as exc:
         raise InvalidValue(f"at: {exc}") from None
-    return at

@@ -346,7 +346,7 @@ class Journal:
         return token
 
     def _add(
-        self, pending: _Pending, event: E, event_id: str | None, at: datetime | str | None = None
+        self, pending: _Pending, event: E, event_id: str | None, at: str | None = None
     ) -> Receipt:
         """Give the event its envelope, fold it into the state and queue it."""
         if len(pending.groups[-1]) >= MAX_GROUP_EVENTS:
@@ -360,7 +360,7 @@ class Journal:
             "ts": ts,
         }
         if at is not None:
-            envelope["at"] = at if isinstance(at, str) else format_ts(at)
+            envelope["at"] = at
         stamped: AnyEvent = msgspec.structs.replace(event, **envelope)  # type: ignore[assignment]
         receipt = self._state.apply(stamped)
         pending.groups[-1].append(stamped)
@@ -655,10 +655,7 @@ class Journal:
         if kind not in ("idle", "hard"):
             raise InvalidValue(f"kind must be 'idle' or 'hard', not {kind!r}")
         at = check_at(at)
-        if at is None:
-            as_of = format_ts(self._now())
-        else:
-            as_of = at if isinstance(at, str) else format_ts(at)
+        as_of = format_ts(self._now()) if at is None else at
         allowed = frozenset({"active"} if kind == "idle" else {"active", "idle", "paused"})
         return self._simple(
             SessionTimedOut(session_id=session_id, kind=kind, as_of=as_of),
@@ -766,7 +763,7 @@ class Journal:
         operation: str,
         allowed: frozenset[str] | None,
         event_id: str | None,
-        at: datetime | str | None = None,
+        at: str | None = None,
     ) -> Receipt:
         """Validate the session's status and append one event about it."""
         session_id: str = event.session_id  # type: ignore[union-attr]
