@@ -127,6 +127,18 @@ def test_arbitrary_bytes_never_crash_and_never_half_write(tmp_path: Path, data: 
             + b'"}',
             "content is over the limit",
         ),
+        (b'[{"type":"session_paused","session_id":"s-1"}]', "^input: line 1: not a JSON object"),
+        (
+            b'{"type":"timeout_warning","session_id":"s-1","kind":"idle",'
+            b'"deadline":"2026-11-26T10:00:00.000000Z","as_of":"2026-11-26T09:55:00.000000Z"}',
+            "^input: line 1: timeout_warning is written by expire only",
+        ),
+        (
+            b'{"type":"session_paused","session_id":"s-1"}\n'
+            b'{"type":"session_timed_out","session_id":"s-1","kind":"idle",'
+            b'"as_of":"2026-11-26T10:00:00.000000Z"}',
+            "^input: line 2: session_timed_out events are written by `session-journal expire`",
+        ),
         (
             b'{"type":"session_renamed","session_id":"../../etc/passwd","title":"x"}',
             "malformed session id",
