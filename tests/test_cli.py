@@ -245,6 +245,21 @@ def test_rebuild_until_and_back(demo: tuple[str, str]) -> None:
     assert run(demo, "verify").exit_code == 0
 
 
+def test_rebuild_until_a_time(demo: tuple[str, str]) -> None:
+    result = run(demo, "rebuild", "--until", "2000-01-01T00:00:00Z", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["events_applied"] == 0
+    assert run(demo, "rebuild").exit_code == 0
+
+
+def test_rebuild_until_rejects_garbage(demo: tuple[str, str]) -> None:
+    before = Path(demo[1]).read_bytes()
+    result = run(demo, "rebuild", "--until", "yesterday")
+    assert result.exit_code == 2
+    assert "--until" in result.stderr and "use a position" in result.stderr
+    assert Path(demo[1]).read_bytes() == before
+
+
 def test_verify_reports_damage_with_exit_1(demo: tuple[str, str]) -> None:
     import sqlite3
 
