@@ -20,9 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -128,27 +129,17 @@ def _bulk(
     tmp: str, log_path: str | os.PathLike[str], stop: Until | None, progress: Progress | None
 ) -> CatchUpResult | None:
     """The bulk path into ``tmp``, checked; None when it gives up (``tmp`` removed)."""
-    tally = LogTally(hashes=False)
-    conn = _open_new(tmp)
-    try:
-        create_schema(conn)
+
+    def load(conn: sqlite3.Connection, tally: LogTally) -> CatchUpResult | None:
         try:
             loaded = bulk_load(conn, log_path, until=stop, progress=progress,
                                observer=tally.observe)  # fmt: skip
         except _BULK_REFUSALS:
-            conn.close()
-            remove_database(tmp)
             return None
-        problems = quick_checks(conn, tally)
-        if problems:
-            raise RebuildCheckFailed(problems)
-    except BaseException:
-        conn.close()
-        remove_database(tmp)
-        raise
-    conn.close()
-    cp = loaded.checkpoint
-    return CatchUpResult(loaded.events_applied, cp.log_pos, cp.log_offset, loaded.torn, 0)
+        cp = loaded.checkpoint
+        return CatchUpResult(loaded.events_applied, cp.log_pos, cp.log_offset, loaded.torn, 0)
+
+    return _build(tmp, load)
 
 
 def _incremental(
@@ -159,11 +150,9 @@ def _incremental(
     quarantine: bool,
 ) -> CatchUpResult:
     """The incremental path (catch_up through the triggers) into ``tmp``, checked."""
-    tally = LogTally(hashes=False)
-    conn = _open_new(tmp)
-    try:
-        create_schema(conn)
-        result = catch_up(
+    return _build(
+        tmp,
+        lambda conn, tally: catch_up(
             conn,
             log_path,
             quarantine=quarantine,
@@ -171,15 +160,33 @@ def _incremental(
             progress=progress,
             until=until,
             observer=tally.observe,
-        )
-        problems = quick_checks(conn, tally)
-        if problems:
-            raise RebuildCheckFailed(problems)
+        ),
+    )
+
+
+_Built = TypeVar("_Built", CatchUpResult, CatchUpResult | None)
+
+
+def _build(tmp: str, load: Callable[[sqlite3.Connection, LogTally], _Built]) -> _Built:
+    """A new database at ``tmp`` with the schema, filled by ``load`` (its events told to
+    the tally it is given) and checked against that tally. Whatever fails, or a ``load``
+    that returns None (gives up), leaves no file behind."""
+    tally = LogTally(hashes=False)
+    conn = _open_new(tmp)
+    try:
+        create_schema(conn)
+        result = load(conn, tally)
+        if result is not None:
+            problems = quick_checks(conn, tally)
+            if problems:
+                raise RebuildCheckFailed(problems)
     except BaseException:
         conn.close()
         remove_database(tmp)
         raise
     conn.close()
+    if result is None:
+        remove_database(tmp)
     return result
 
 
