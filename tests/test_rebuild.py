@@ -62,8 +62,9 @@ def test_rebuild_replaces_atomically_and_cleans_wal(tmp_path: Path) -> None:
     assert rows(db, "PRAGMA journal_mode") == [("delete",)]  # closed without side files
 
 
+@pytest.mark.parametrize("quarantine", [False, True])  # the bulk path, the incremental one
 def test_failed_checks_keep_the_old_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quarantine: bool
 ) -> None:
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     known_workload(log)
@@ -71,7 +72,7 @@ def test_failed_checks_keep_the_old_database(
     old = canonical_hash(db)
     monkeypatch.setattr(rebuild_module, "quick_checks", lambda conn, tally: ["planted problem"])
     with pytest.raises(RebuildCheckFailed, match="planted problem"):
-        rebuild(log, db)
+        rebuild(log, db, quarantine=quarantine)
     assert canonical_hash(db) == old
     assert not (tmp_path / "p.db.rebuild").exists()
 
