@@ -57,7 +57,13 @@ class RebuildResult(CatchUpResult):
 
 def remove_database(path: str) -> None:
     """Remove a database file and its side files, if present."""
-    for suffix in ("", *_SIDE_FILES):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    _remove_side_files(path)
+
+
+def _remove_side_files(path: str) -> None:
+    for suffix in _SIDE_FILES:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + suffix)
 
@@ -99,9 +105,7 @@ def rebuild(
     os.replace(tmp, db)
     # Side files of the old database must not be mistaken for the new one's: a -wal
     # replayed into another file corrupts it. _retire checkpointed and truncated them.
-    for suffix in _SIDE_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(db + suffix)
+    _remove_side_files(db)
     fsync_directory(os.path.dirname(os.path.abspath(db)))
     return RebuildResult(
         result.events_applied,
