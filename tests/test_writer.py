@@ -28,7 +28,7 @@ from journal import (
 )
 from journal import events as ev
 from journal.events import format_ts
-from journal.validation import MAX_CONTENT_BYTES
+from journal.validation import MAX_CONTENT_BYTES, MAX_METADATA_VALUE_BYTES, MAX_TEXT_CHARS
 
 T0 = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 
@@ -98,6 +98,7 @@ def test_the_design_cards_example(log: Path) -> None:
         j.restore(sid)
         j.delete_session(sid)
         assert j.status(sid) == "deleted"
+        assert not j.closed
     types = [type(e).__struct_config__.tag for e in events(log)]
     assert types == [
         "model_registered",
@@ -114,6 +115,7 @@ def test_the_design_cards_example(log: Path) -> None:
         "session_deleted",
     ]
     assert [e.pos for e in events(log)] == list(range(1, 13))
+    assert j.closed
     with pytest.raises(JournalClosed, match="closed"):
         j.rename(sid, "after close")
 
@@ -287,6 +289,20 @@ BAD_INPUT: list[tuple[str, Call, type[Exception], str]] = [
         "metadata must be a JSON object",
     ),
     (
+        "oversized message metadata",
+        lambda j: j.append_message(
+            SID, "user", "hi", metadata={"k": "x" * MAX_METADATA_VALUE_BYTES}
+        ),
+        InvalidValue,
+        rf"metadata is \d+ bytes of JSON; the limit is {MAX_METADATA_VALUE_BYTES}",
+    ),
+    (
+        "long title",
+        lambda j: j.rename(SID, "t" * (MAX_TEXT_CHARS + 1)),
+        InvalidValue,
+        f"title is {MAX_TEXT_CHARS + 1} characters long; the limit is {MAX_TEXT_CHARS}",
+    ),
+    (
         "empty metadata key",
         lambda j: j.set_metadata(SID, "", "v"),
         InvalidValue,
@@ -361,6 +377,12 @@ BAD_INPUT: list[tuple[str, Call, type[Exception], str]] = [
         "role must be one of",
     ),
     (
+        "first message neither text nor mapping",
+        lambda j: j.create_session("m2", session_id="s2", first_message=42),
+        InvalidValue,
+        "first_message must be a string or a mapping",
+    ),
+    (
         "empty first message",
         lambda j: j.create_session("m2", session_id="s2", first_message=""),
         InvalidValue,
@@ -397,6 +419,13 @@ def test_bad_input_raises_its_error_and_writes_nothing(
     assert j.append_message(SID, "user", "next").seq == 2
     assert [e.pos for e in events(log)] == list(range(1, last + 2))
     assert "s2" not in j._state.sessions and "m2" not in j._state.models
+
+
+def test_a_clock_without_a_time_zone_is_refused_before_anything_is_written(log: Path) -> None:
+    with Journal.open(log, clock=lambda: datetime(2026, 1, 1)) as j, unchanged(log):
+        with pytest.raises(InvalidValue, match="clock must return a timezone-aware datetime"):
+            j.create_session("m")
+        assert j.last_pos == 0 and j._state.models == set()
 
 
 @pytest.mark.parametrize(
@@ -483,6 +512,34 @@ def test_delete_retry_is_idempotent(j: Journal, log: Path) -> None:
     r = j.delete_session(sid, event_id=eid)
     with unchanged(log):
         assert j.delete_session(sid, event_id=eid) == r._replace(duplicate=True)
+
+
+def test_a_retry_of_every_call_returns_the_first_receipt(j: Journal, log: Path) -> None:
+    """Each call of a session's life, retried with its event_id at once and again after
+    the session moved on, writes nothing and returns the first call's receipt."""
+    sid = j.create_session("m", session_id=SID)
+    calls: list[Callable[[str], Any]] = [
+        lambda e: j.register_model("m2", event_id=e),
+        lambda e: j.set_metadata(sid, "k", "v", event_id=e),
+        lambda e: j.rename(sid, "t", event_id=e),
+        lambda e: j.pause(sid, event_id=e),
+        lambda e: j.resume(sid, event_id=e),
+        lambda e: j.snapshot(sid, event_id=e),
+        lambda e: j.time_out(sid, "idle", event_id=e),
+        lambda e: j.archive(sid, event_id=e),
+        lambda e: j.restore(sid, event_id=e),
+    ]
+    done = []
+    for call in calls:
+        eid = str(uuid.uuid4())
+        first = call(eid)
+        assert first.duplicate is False and first.event_id == eid
+        with unchanged(log):
+            assert call(eid) == first._replace(duplicate=True)
+        done.append((call, eid, first))
+    with unchanged(log):
+        for call, eid, first in done:
+            assert call(eid) == first._replace(duplicate=True)
 
 
 # -- timeouts --------------------------------------------------------------------------------
