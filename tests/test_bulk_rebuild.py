@@ -223,10 +223,12 @@ def test_a_log_the_bulk_path_refuses_gets_the_incremental_error(tmp_path: Path) 
     assert not db.exists() and not Path(f"{db}.rebuild").exists()
 
 
-def test_snapshot_json_is_the_whole_context_encoded() -> None:
+def sample_context(text: str) -> tuple[list[SnapshotMessage], SnapshotContext]:
+    """Two messages (the second's content ``text``) and a context head (no messages) with
+    the markers snapshot_json cuts at inside its strings."""
     messages = [
         SnapshotMessage(7, 1, "user", 'a "quoted" ,"messages":[] text', "t1", 3, 0.5, None),
-        SnapshotMessage(9, 2, "assistant", "é ☃ 𝄞", "t2", None, None, '{"k":1}'),
+        SnapshotMessage(9, 2, "assistant", text, "t2", None, None, '{"k":1}'),
     ]
     head = SnapshotContext(
         session_id="s", title=',"messages":[],"snapshot_reason":', model_id="m",
@@ -235,6 +237,11 @@ def test_snapshot_json_is_the_whole_context_encoded() -> None:
         expires_at=None, last_activity="t2", metadata=[SnapshotMetadata(4, "k", "v")],
         messages=[], snapshot_reason="checkpoint", snapshot_time="t3",
     )  # fmt: skip
+    return messages, head
+
+
+def test_snapshot_json_is_the_whole_context_encoded() -> None:
+    messages, head = sample_context("é ☃ 𝄞")
     whole = SnapshotContext(**{**_fields(head), "messages": messages})
     rows_ = [tuple(_fields(m).values()) for m in messages]
     assert bytes(snapshot_json(head, rows_)) == encode_json(whole)
@@ -388,17 +395,7 @@ def test_streamed_contexts_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -
     from projector import bulk_snapshots as bulk_module
 
     monkeypatch.setattr(bulk_module, "SPILL_BYTES", 5)
-    messages = [
-        SnapshotMessage(7, 1, "user", 'a "quoted" ,"messages":[] text', "t1", 3, 0.5, None),
-        SnapshotMessage(9, 2, "assistant", "é ☃ 𝄞" * 50, "t2", None, None, '{"k":1}'),
-    ]
-    head = SnapshotContext(
-        session_id="s", title=',"messages":[],"snapshot_reason":', model_id="m",
-        model_name=None, created_at="t0", status="active", message_count=2, total_tokens=3,
-        total_duration_seconds=0.5, idle_timeout_seconds=None, hard_timeout_seconds=60,
-        expires_at=None, last_activity="t2", metadata=[SnapshotMetadata(4, "k", "v")],
-        messages=[], snapshot_reason="checkpoint", snapshot_time="t3",
-    )  # fmt: skip
+    messages, head = sample_context("é ☃ 𝄞" * 50)
     rows_ = [tuple(_fields(m).values()) for m in messages]
     pieces: list[bytes] = []
 
