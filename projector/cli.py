@@ -10,7 +10,6 @@ commands that keep the projection current; ``cli_read`` and ``cli_write`` hold t
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -22,7 +21,7 @@ from journal.errors import (
     JournalError,
     LogWriteError,
 )
-from journal.events import format_ts, parse_ts
+from journal.events import format_ts
 from projector import cli_read, cli_write
 from projector.cli_support import (
     Paths,
@@ -181,12 +180,10 @@ def _parse_until(text: str | None) -> int | str | None:
         return None
     if text.isdigit():
         return int(text)
+    from projector.queries import parse_time
+
     try:
-        return format_ts(
-            parse_ts(text)
-            if text.endswith("Z") and "." in text
-            else datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-        )
+        return format_ts(parse_time(text))
     except ValueError:
         raise click.BadParameter(
             "use a position (1234) or a time (2026-11-26T10:00:00Z)", param_hint="--until"

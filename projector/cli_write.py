@@ -3,7 +3,6 @@ change the log; ``replay`` or ``watch`` bring the database up to date."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -98,16 +97,16 @@ def archive(ctx: click.Context, session_id: str, as_json: bool) -> None:
 @click.pass_context
 def expire(ctx: click.Context, now_text: str | None, warn_before: float, as_json: bool) -> None:
     """Record the timeouts that are due: warnings, idle sessions, expired sessions."""
+    from projector.queries import parse_time
+
     now = None
     if now_text is not None:
         try:
-            now = datetime.fromisoformat(now_text.replace("Z", "+00:00"))
+            now = parse_time(now_text)
         except ValueError:
             raise click.BadParameter(
                 "use a time such as 2026-11-26T10:00:00Z", param_hint="--now"
             ) from None
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
     with Journal.open(get_paths(ctx).log) as j:
         receipts = j.expire_due(now, warn_before_seconds=warn_before)
     if not receipts and not as_json:

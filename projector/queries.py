@@ -116,6 +116,15 @@ def _summary(row: sqlite3.Row | tuple[Any, ...]) -> SessionSummary:
     )
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time as a person types it: ``Z`` or an offset, else UTC.
+
+    Raises ValueError if it is not one.
+    """
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def parse_since(text: str) -> str:
     """A date (2026-11-01), an RFC 3339 time, or a span back from now (90m, 12h, 7d)."""
     span = re.fullmatch(r"(\d+)([mhd])", text.strip())
@@ -126,14 +135,12 @@ def parse_since(text: str) -> str:
         if len(text) == 10:
             d = date.fromisoformat(text)
             return format_ts(datetime(d.year, d.month, d.day, tzinfo=UTC))
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = parse_time(text)
     except ValueError:
         raise QueryError(
             f"--since {text!r}: use a date (2026-11-01), a time "
             "(2026-11-01T09:30:00Z) or a span (90m, 12h, 7d)"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
     return format_ts(moment)
 
 

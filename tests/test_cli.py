@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -250,6 +252,22 @@ def test_rebuild_until_a_time(demo: tuple[str, str]) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["events_applied"] == 0
     assert run(demo, "rebuild").exit_code == 0
+
+
+def test_times_without_an_offset_are_utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--until, --now and --since read a time without an offset as UTC, as the log is."""
+    from projector.cli import _parse_until
+    from projector.queries import parse_since, parse_time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert _parse_until("2026-11-26T10:00:00") == "2026-11-26T10:00:00.000000Z"
+        assert parse_time("2026-11-26T10:00:00") == datetime(2026, 11, 26, 10, tzinfo=UTC)
+        assert parse_since("2026-11-26T10:00:00") == "2026-11-26T10:00:00.000000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_rebuild_until_rejects_garbage(demo: tuple[str, str]) -> None:
