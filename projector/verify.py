@@ -148,13 +148,17 @@ def verify(
     if not os.path.exists(db):
         found.add("database", f"{db} does not exist: run replay or rebuild")
         return VerifyReport(found.problems)
-    conn = connect(db)
     try:
+        conn = connect(db)  # a file that is not a database fails here already
         try:
             version = user_version(conn)
-        except sqlite3.DatabaseError as exc:
-            found.add("database", f"{db} is not a readable database: {exc}")
-            return VerifyReport(found.problems)
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.DatabaseError as exc:
+        found.add("database", f"{db} is not a readable database: {exc}")
+        return VerifyReport(found.problems)
+    try:
         if version != schema_version():
             found.add(
                 "schema",

@@ -152,3 +152,18 @@ def test_a_negative_zero_duration_verifies(tmp_path: Path, build: str) -> None:
     getattr(projector, build)(log, db)
     report = verify(log, db)
     assert report.ok, report.problems
+
+
+def test_an_unreadable_or_stale_database_is_reported_not_checked(
+    projected: tuple[Path, Path],
+) -> None:
+    log, db = projected
+    execute(db, "PRAGMA user_version = 12345")
+    report = verify(log, db)
+    assert [p.kind for p in report.problems] == ["schema"]
+    assert "schema version 12345" in str(report.problems[0])
+    db.unlink()
+    db.write_bytes(b"this is not a database, but it is long enough to have a header" * 100)
+    report = verify(log, db)
+    assert [p.kind for p in report.problems] == ["database"]
+    assert "not a readable database" in str(report.problems[0])
