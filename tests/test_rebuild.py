@@ -101,3 +101,15 @@ def test_replay_rebuilds_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     result = replay(log, db)
     assert result.rebuilt and "not a readable database" in (result.rebuild_reason or "")
     assert rows(db, "SELECT count(*) FROM sessions") == [(3,)]
+
+
+def test_a_build_left_by_a_crash_is_started_afresh(tmp_path: Path) -> None:
+    log, db, ref = tmp_path / "log.jsonl", tmp_path / "p.db", tmp_path / "ref.db"
+    known_workload(log)
+    rebuild(log, ref)
+    for suffix in ("", "-journal", "-wal"):  # a half-built file and its side files
+        Path(f"{db}.rebuild{suffix}").write_bytes(b"half a database" * 100)
+    result = rebuild(log, db)
+    assert result.sessions == 3
+    assert canonical_hash(db) == canonical_hash(ref)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "p.db", "ref.db"]
