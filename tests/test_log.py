@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import CorruptLog, Journal, LogError, LogReader, UnsafeLogPath, read_log
+from journal import events as ev
 
 
 def make_log(path: Path, messages: int = 5, big: int = 0) -> list[bytes]:
@@ -156,6 +160,35 @@ def test_a_gap_in_positions_is_corruption(tmp_path: Path) -> None:
         list(read_log(str(log)))
 
 
+@pytest.mark.parametrize(
+    ("make", "needle"),
+    [
+        (lambda: ev.MessageAppended(session_id="s1", seq=4, role="user", content="x"), "seq 4"),
+        (lambda: ev.SessionRenamed(session_id="nobody", title="t"), "unknown session"),
+        (lambda: ev.SessionCreated(session_id="s1", model_id="m-1"), "created twice"),
+        (lambda: ev.SessionCreated(session_id="s2", model_id="m-2"), "before it is registered"),
+    ],
+)
+def test_writer_refuses_a_record_its_state_cannot_follow_and_names_it(
+    tmp_path: Path, make: Callable[[], ev.Event], needle: str
+) -> None:
+    """Whole, checksummed records that break the session rules: an error naming the line
+    and its offset, never a repair."""
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=2)
+    ts = "2030-01-01T00:00:00.000000Z"
+    bad = ev.encode_line(
+        msgspec.structs.replace(make(), pos=len(lines) + 1, id=str(uuid.uuid4()), ts=ts)
+    )
+    damaged = b"".join(lines) + bad
+    log.write_bytes(damaged)
+    at = len(damaged) - len(bad)
+    with pytest.raises(LogError, match=rf"line {len(lines) + 1} \(byte offset {at}\): .*{needle}"):
+        Journal.open(log)
+    assert log.read_bytes() == damaged
+    assert list(tmp_path.glob("*.torn-*")) == []
+
+
 def test_reader_resumes_from_an_offset(tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"
     lines = make_log(log)
@@ -261,6 +294,16 @@ def test_log_replaced_while_open_is_a_clear_error(tmp_path: Path) -> None:
         assert log.read_bytes() == before
 
 
+def test_log_removed_while_open_is_a_clear_error(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+    make_log(log)
+    with Journal.open(log) as j:
+        log.unlink()
+        with pytest.raises(LogError, match="moved or replaced while open"):
+            j.append_message("s1", role="user", content="lost?")
+    assert not log.exists()
+
+
 def test_log_shrunk_while_open_is_a_clear_error(tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"
     lines = make_log(log)
@@ -334,6 +377,8 @@ def test_opening_in_chunks_folds_what_the_line_by_line_reader_does(
                 for n in range(i + 1):
                     ids.append(j.append_message(sid, "user", f"m{n}" * (i * 7 + 1)).event_id)
             j.pause(sid)
+            if i % 2:  # a message makes a paused session active again
+                j.append_message(sid, "user", "back")
     monkeypatch.setattr(journal.log, "_FAST_CHUNK", chunk)
     monkeypatch.setattr(journal.writer, "_GC_PAUSE_BYTES", 0)
     with Journal.open(path, "none", id_window=4) as j:
@@ -347,6 +392,19 @@ def test_opening_in_chunks_folds_what_the_line_by_line_reader_does(
         pauses = [e.id for e, _ in read_log(str(path)) if e.pos > state.last_pos - 4]
         assert all(j.receipt(i) is not None for i in pauses)
         assert j.receipt(ids[0]) is None
+
+
+def test_reopening_remembers_the_receipts_of_the_last_id_window_events(tmp_path: Path) -> None:
+    path = tmp_path / "log.jsonl"
+    with Journal.open(path, "none") as j:
+        sid = j.create_session("m", session_id="s")
+        receipts = [j.append_message(sid, "user", f"m{n}") for n in range(20)]
+        receipts += [j.rename(sid, f"t{n}") for n in range(3)]
+    with Journal.open(path, "none", id_window=4) as j:  # small log: every id passes through
+        assert all(j.receipt(r.event_id) == r for r in receipts[-4:])
+        assert j.receipt(receipts[0].event_id) is None
+        r = receipts[-1]
+        assert j.rename(sid, "t2", event_id=r.event_id) == r._replace(duplicate=True)
 
 
 def test_a_torn_tail_of_many_lines_leaves_the_id_window_full(
