@@ -29,12 +29,12 @@ from projector.cli_support import (
     get_paths,
     invoked_as,
     json_option,
-    list_rows,
     paths_with_log,
     print_sessions,
     progress_bar,
     read_db,
 )
+from projector.queries import list_sessions, parse_time
 from projector.watch import projection_lock
 
 # Errors that mean "the data or the disk is in trouble", not "you typed something wrong".
@@ -132,7 +132,7 @@ def demo(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"The demo sessions are already in {paths.log}; nothing written.")
     click.echo(f"Projected into {paths.db}; verify: {'ok' if report.ok else 'PROBLEMS'}.\n")
     with read_db(ctx) as conn:
-        print_sessions(list_rows(conn, None, None, None, 20))
+        print_sessions(list_sessions(conn, limit=20))
     me = invoked_as()
     tries = [
         "show demo-paris-trip",
@@ -180,8 +180,6 @@ def _parse_until(text: str | None) -> int | str | None:
         return None
     if text.isdigit():
         return int(text)
-    from projector.queries import parse_time
-
     try:
         return format_ts(parse_time(text))
     except ValueError:

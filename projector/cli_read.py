@@ -8,8 +8,10 @@ from typing import Any
 import click
 
 from projector import render
-from projector.cli_support import emit_json, json_option, list_rows, print_sessions, read_db
-from projector.queries import STATUSES
+from projector.cli_support import emit_json, json_option, print_sessions, read_db
+from projector.export import to_jsonl, to_markdown
+from projector.queries import STATUSES, get_transcript, list_sessions, usage_stats
+from projector.queries import search as do_search
 
 
 @click.command()
@@ -33,7 +35,7 @@ def sessions(
 ) -> None:
     """List sessions, most recently active first."""
     with read_db(ctx) as conn:
-        rows = list_rows(conn, status, model, since, limit)
+        rows = list_sessions(conn, status=status, model=model, since=since, limit=limit)
     if as_json:
         emit_json(rows)
     else:
@@ -46,8 +48,6 @@ def sessions(
 @click.pass_context
 def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
     """Print a session's transcript."""
-    from projector.queries import get_transcript
-
     with read_db(ctx) as conn:
         t = get_transcript(conn, session_id)
     if as_json:
@@ -96,8 +96,6 @@ def search(
 ) -> None:
     """Find messages containing every one of WORDS, best matches first."""
     query = " ".join(words)
-    from projector.queries import search as do_search
-
     with read_db(ctx) as conn:
         hits = do_search(conn, query, limit=limit, fts_syntax=fts_syntax)
     if as_json:
@@ -123,8 +121,6 @@ def search(
 @click.pass_context
 def stats(ctx: click.Context, by: str, since: str | None, as_json: bool) -> None:
     """Sessions, messages, tokens and model time per model or per day."""
-    from projector.queries import usage_stats
-
     with read_db(ctx) as conn:
         rows = usage_stats(conn, by="day" if by == "day" else "model", since=since)
     if as_json:
@@ -184,9 +180,6 @@ def stats(ctx: click.Context, by: str, since: str | None, as_json: bool) -> None
 @click.pass_context
 def export(ctx: click.Context, session_id: str, fmt: str, output: Any) -> None:
     """Export a session as Markdown or as JSON lines (one message a line)."""
-    from projector.export import to_jsonl, to_markdown
-    from projector.queries import get_transcript
-
     with read_db(ctx) as conn:
         t = get_transcript(conn, session_id)
     output.write(to_markdown(t) if fmt == "markdown" else to_jsonl(t))

@@ -104,14 +104,6 @@ def progress_bar(label: str) -> Callable[[int, int], None] | None:
     return update
 
 
-def list_rows(
-    conn: sqlite3.Connection, status: str | None, model: str | None, since: str | None, limit: int
-) -> list[Any]:
-    from projector.queries import list_sessions
-
-    return list_sessions(conn, status=status, model=model, since=since, limit=limit)
-
-
 def print_sessions(rows: list[Any]) -> None:
     if not rows:
         click.echo("No sessions.")

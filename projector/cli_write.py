@@ -9,6 +9,7 @@ import click
 
 from journal import Journal
 from projector.cli_support import emit_json, get_paths, json_option, progress_bar
+from projector.queries import parse_time
 from projector.watch import projection_lock
 
 
@@ -97,8 +98,6 @@ def archive(ctx: click.Context, session_id: str, as_json: bool) -> None:
 @click.pass_context
 def expire(ctx: click.Context, now_text: str | None, warn_before: float, as_json: bool) -> None:
     """Record the timeouts that are due: warnings, idle sessions, expired sessions."""
-    from projector.queries import parse_time
-
     now = None
     if now_text is not None:
         try:
