@@ -103,6 +103,40 @@ def test_a_group_missing_its_last_member_before_other_records_is_corruption(
         list(read_log(str(log)))
 
 
+@pytest.mark.parametrize(
+    ("grps", "message"),
+    [
+        ([(2, 2)], r"line 4 \(byte offset \d+\): group member 2 of 2 out of order"),
+        ([(1, 1)], "group member 1 of 1 out of order"),
+        ([(1, 3), (3, 3)], r"line 4 \(byte offset \d+\): atomic group has only 1 of its 3"),
+        ([(1, 3), (2, 2)], "atomic group has only 1 of its 3 records"),
+    ],
+)
+def test_group_members_out_of_order_are_corruption(
+    tmp_path: Path, grps: list[tuple[int, int]], message: str
+) -> None:
+    """Whole records (valid checksums) whose group framing is impossible."""
+    from journal.events import SessionRenamed, encode_line
+
+    log = tmp_path / "s.jsonl"
+    with Journal.open(log) as j:
+        sid = j.create_session("m", first_message="x")  # a group of 3 at pos 1..3
+    ts = "2030-01-01T00:00:00.000000Z"
+    crafted = [
+        encode_line(
+            SessionRenamed(pos=4 + k, id=f"r{k}", ts=ts, session_id=sid, title="t", grp=grp)
+        )
+        for k, grp in enumerate(grps)
+    ]
+    damaged = log.read_bytes() + b"".join(crafted)
+    log.write_bytes(damaged)
+    with pytest.raises(CorruptLog, match=message):
+        Journal.open(log)
+    assert log.read_bytes() == damaged
+    with pytest.raises(CorruptLog, match=message):
+        list(read_log(str(log)))
+
+
 def test_an_exception_in_a_batch_writes_nothing_and_restores_the_state(tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"
     with Journal.open(log) as j:
