@@ -117,6 +117,18 @@ def test_batch_mode_syncs_in_the_background_and_stops_on_close(
         j.append_message(sid, "user", "y")
 
 
+def test_batch_mode_close_syncs_what_the_flusher_has_not_yet(tmp_path: Path, fake: FakeOS) -> None:
+    j = Journal.open(tmp_path / "s.jsonl", durability="batch", batch_interval_ms=3_600_000)
+    fake.fd = j._log.fd
+    sid = j.create_session("m")
+    j.append_message(sid, "user", "x")
+    assert fake.count("write") == 2 and fake.count("fsync") == 0  # acknowledged unsynced
+    j.close()
+    assert fake.count("fsync") == 1
+    j.close()  # closing again does nothing
+    assert fake.count("fsync") == 1
+
+
 def test_failing_fsync_raises_poisons_the_handle_and_is_never_retried(
     tmp_path: Path, fake: FakeOS
 ) -> None:
