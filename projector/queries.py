@@ -119,10 +119,15 @@ def _summary(row: sqlite3.Row | tuple[Any, ...]) -> SessionSummary:
 def parse_time(text: str) -> datetime:
     """An ISO 8601 time as a person types it: ``Z`` or an offset, else UTC.
 
-    Raises ValueError if it is not one.
+    Raises ValueError if it is not one, or if it lies outside the years 1 to 9999 in UTC.
     """
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)  # the same instant; every caller works in UTC
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def parse_since(text: str) -> str:

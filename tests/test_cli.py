@@ -429,3 +429,18 @@ def test_json_keys_are_the_documented_ones(demo: tuple[str, str]) -> None:
     verify_keys = set(json.loads(run(demo, "verify", "--json").output))
     assert verify_keys == {"ok", "problems", "sessions_checked", "log_last_pos", "checkpoint_pos"}
     assert set(json.loads(run(demo, "demo", "--json").output)) == documented("demo")
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("expire", "--now"), ("rebuild", "--until"), ("sessions", "--since")],
+)
+def test_a_time_outside_the_calendar_in_utc_is_a_usage_error(
+    demo: tuple[str, str], command: str, option: str
+) -> None:
+    """The year 1 at +01:00 is the year 0 in UTC: a clear error, nothing changed."""
+    before = Path(demo[0]).read_bytes(), Path(demo[1]).read_bytes()
+    result = run(demo, command, option, "0001-01-01T00:00:00+01:00")
+    assert result.exit_code == 2, result.output + result.stderr
+    assert option in result.stderr
+    assert (Path(demo[0]).read_bytes(), Path(demo[1]).read_bytes()) == before
