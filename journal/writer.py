@@ -122,6 +122,7 @@ class _Pending:
 
     user_batch: bool
     groups: list[list[AnyEvent]] = field(default_factory=lambda: [[]])
+    ts: str | None = None  # when these events are recorded: one time for all of them
 
     def split(self) -> None:
         """Start a new atomic group (ignored inside a user's batch, which is one group)."""
@@ -353,7 +354,9 @@ class Journal:
             raise GroupTooLarge(
                 f"an atomic group holds at most {MAX_GROUP_EVENTS} events; nothing was written"
             )
-        ts = max(format_ts(self._now()), self._state.last_ts)  # clamp a clock that steps back
+        ts = pending.ts
+        if ts is None:  # the clock is read once per write, whatever the number of events
+            ts = pending.ts = max(format_ts(self._now()), self._state.last_ts)  # never back
         envelope: dict[str, Any] = {
             "pos": self._state.last_pos + 1,
             "id": event_id or self._new_id(),

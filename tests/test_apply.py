@@ -30,7 +30,7 @@ def test_every_row_comes_from_the_log(tmp_path: Path) -> None:
         ("gpt-4o", "gpt-4o", "2026-03-01T09:00:01.000000Z")
     ]
     assert rows(db, "SELECT message_id, sequence_number, timestamp, metadata FROM messages") == [
-        (r.pos, 1, "2026-03-01T09:00:03.000000Z", '{"lang":"en"}')
+        (r.pos, 1, "2026-03-01T09:00:02.000000Z", '{"lang":"en"}')
     ]
     assert rows(db, "SELECT metadata_id, key, value FROM session_metadata") == [
         (m.pos, "channel", "app")  # the id of the event that first set the key
@@ -41,10 +41,10 @@ def test_every_row_comes_from_the_log(tmp_path: Path) -> None:
         "total_tokens, total_duration_seconds, last_event_pos FROM sessions",
     ) == [
         (
-            "2026-03-01T09:00:02.000000Z",
-            "2026-03-01T09:00:05.000000Z",  # the last metadata event
-            "2026-03-01T09:00:03.000000Z",  # the message
-            "2026-03-01T09:10:02.000000Z",  # created + hard timeout
+            "2026-03-01T09:00:01.000000Z",  # one write: the model and the session
+            "2026-03-01T09:00:04.000000Z",  # the last metadata event
+            "2026-03-01T09:00:02.000000Z",  # the message
+            "2026-03-01T09:10:01.000000Z",  # created + hard timeout
             1, 3, 0.25, 5,
         )
     ]  # fmt: skip

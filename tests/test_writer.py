@@ -707,6 +707,25 @@ def test_clock_stepping_back_is_clamped(j: Journal, log: Path, clock: Clock) -> 
     assert stamps[3] == format_ts(T0 + timedelta(seconds=3600))
 
 
+def test_one_write_reads_the_clock_once_and_its_events_share_that_time(log: Path) -> None:
+    readings: list[datetime] = []
+
+    def clock() -> datetime:
+        readings.append(T0 + timedelta(seconds=len(readings)))
+        return readings[-1]
+
+    with Journal.open(log, clock=clock) as j:
+        sid = j.create_session("m", first_message="hi")  # 3 events: model, session, message
+        with j.batch():
+            for n in range(5):
+                j.append_message(sid, "assistant", f"part {n}")
+        j.append_message(sid, "user", "thanks")
+    assert len(readings) == 3
+    assert [e.ts for e in events(log)] == [format_ts(readings[0])] * 3 + [
+        format_ts(readings[1])
+    ] * 5 + [format_ts(readings[2])]
+
+
 def test_clamping_holds_across_writers(log: Path) -> None:
     with Journal.open(log, clock=Clock(T0 + timedelta(days=1))) as ahead:
         sid = ahead.create_session("m")
