@@ -95,7 +95,7 @@ from journal import Journal
 from journal.events import MessageAppended, ModelRegistered, SessionCreated
 from journal.log import read_log
 from journal.validation import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
-from projector.legacy_check import check_messages, project
+from projector.legacy_check import project
 from projector.legacy_plan import (
     MessagePlan,
     Planner,
@@ -171,8 +171,7 @@ def import_legacy(
         report.sessions_already_present = len(present)
         if not dry_run:
             _write(log, source, plans, idx, report, progress)
-            project(log, db, report)
-            check_messages(db, plans, idx.messages, report)
+            project(log, db, plans, idx.messages, report)
     report.source_unchanged = file_digest(old) == source.sha256
     return report
 

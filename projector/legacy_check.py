@@ -1,44 +1,77 @@
 """The end of ``import-legacy``: project the log it wrote, verify it, check every message.
 
-``project`` builds the projection and runs ``projector.verify`` on it; ``check_messages``
-then reads every imported message back from the projection and compares it with the old
-row it came from: a message missing, or whose content, role or metadata differs, is a
-problem in the report (``check_problems``), as is a session whose import record is damaged.
+``project`` builds the projection, then runs ``projector.verify`` on it and, beside it,
+``check_messages``, which reads every imported message back from the projection and
+compares it with the old row it came from: a message missing, or whose content, role or
+metadata differs, is a problem in the report (``check_problems``), as is a session whose
+import record is damaged.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 
 from projector.catchup import replay
-from projector.errors import RebuildCheckFailed
 from projector.legacy_plan import RECORD_KEY, MessagePlan, SessionPlan
 from projector.legacy_report import ImportReport
 from projector.legacy_source import BadText, readonly_uri
 from projector.legacy_values import from_jsonable, jsonable
-from projector.rebuild import rebuild
-from projector.verify import verify
+from projector.rebuild import rebuild, remove_database
+from projector.verify import LogAhead, verify
 
 
-def project(log: str, db: str, report: ImportReport) -> None:
-    """Project the log into ``db`` and verify it; the outcome goes into the report."""
+def project(
+    log: str,
+    db: str,
+    plans: list[SessionPlan],
+    positions: dict[str, tuple[str, int]],
+    report: ImportReport,
+) -> None:
+    """Project the log into ``db``, verify it and check every message; outcomes go into
+    the report."""
     if os.path.exists(db):
         replay(log, db)  # an earlier import's projection: catch it up
-    else:
-        # A new database: the bulk path, the one ``rebuild`` takes, much faster than a
-        # replay. Should its own checks fail, the replay builds the database instead and
-        # verify, below, names what is wrong, as for any projection.
-        try:
-            rebuild(log, db)
-        except RebuildCheckFailed:
-            replay(log, db)
-    result = verify(log, db)
+        _verify_and_check(log, db, plans, positions, report, None)
+        return
+    # A new database: the bulk path, the one ``rebuild`` takes, much faster than a replay,
+    # with verify's reading of the log running beside it. Its own checks are skipped, as
+    # verify makes them all; should verify find the result wrong, a replay builds the
+    # database again, and verify, run once more, names what is wrong, as for any projection.
+    ahead = LogAhead(log)
+    try:
+        rebuild(log, db, checked=False)
+    except BaseException:
+        ahead.close()
+        raise
+    if not _verify_and_check(log, db, plans, positions, report, ahead):
+        remove_database(db)
+        replay(log, db)
+        _verify_and_check(log, db, plans, positions, report, None)
+
+
+def _verify_and_check(
+    log: str,
+    db: str,
+    plans: list[SessionPlan],
+    positions: dict[str, tuple[str, int]],
+    report: ImportReport,
+    ahead: LogAhead | None,
+) -> bool:
+    """verify and check_messages side by side: each is largely SQLite, on a connection of
+    its own. True if both found nothing wrong."""
+    with ThreadPoolExecutor(1, thread_name_prefix="import-check") as pool:
+        checking = pool.submit(check_messages, db, plans, positions)
+        result = verify(log, db, ahead=ahead)
+        checked, problems = checking.result()
     report.verify_ok = bool(result.ok)
     report.verify_problems = [str(p) for p in result.problems]
+    report.messages_checked, report.check_problems = checked, problems
+    return result.ok and not problems
 
 
 def _record(conn: sqlite3.Connection, sid: str) -> dict[str, Any]:
@@ -60,10 +93,11 @@ def check_messages(
     db: str,
     plans: list[SessionPlan],
     positions: dict[str, tuple[str, int]],
-    report: ImportReport,
-) -> None:
-    """Every old message is in the projection, and gives back its old content."""
-    problems = report.check_problems
+) -> tuple[int, list[str]]:
+    """Every old message is in the projection, and gives back its old content: the
+    number of messages found so, and the problems."""
+    problems: list[str] = []
+    checked = 0
     conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         for plan in plans:
@@ -109,11 +143,12 @@ def check_messages(
                     problems.append(f"session {sid}: message {_mid(m)} metadata differs")
                 old = m.row.get("content")
                 if _same(original, old):
-                    report.messages_checked += 1
+                    checked += 1
                 else:
                     problems.append(f"session {sid}: message {_mid(m)} content differs")
     finally:
         conn.close()
+    return checked, problems
 
 
 def _same(a: Any, b: Any) -> bool:

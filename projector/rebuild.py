@@ -30,7 +30,7 @@ import msgspec
 from journal.errors import CorruptLog
 from journal.log import fsync_directory
 from projector.apply import ApplyError
-from projector.bulk import bulk_load
+from projector.bulk import Observer, bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
 from projector.db import create_private_file, create_schema
 from projector.errors import RebuildCheckFailed
@@ -75,12 +75,15 @@ def rebuild(
     until: int | str | datetime | None = None,
     progress: Progress | None = None,
     quarantine: bool = False,
+    checked: bool = True,
 ) -> RebuildResult:
     """Project the log (or its prefix up to ``until``, a pos or a recorded time) into a new
     database and atomically replace ``db_path`` with it.
 
     Raises RebuildCheckFailed (old file kept) if the new database fails its checks, and
-    the errors of ``catch_up`` for a log the projection cannot follow.
+    the errors of ``catch_up`` for a log the projection cannot follow. ``checked=False``
+    skips those checks, for a caller that runs ``verify`` on the result at once (it makes
+    every one of them, and more) and does not depend on the old file being kept.
     """
     db = os.fspath(db_path)
     tmp = f"{db}.rebuild"
@@ -88,9 +91,9 @@ def rebuild(
     stop = Until.of(until)  # a bad ``until`` fails before any work
     result: CatchUpResult | None = None
     if not quarantine and os.path.exists(log_path):
-        result = _bulk(tmp, log_path, stop, progress)
+        result = _bulk(tmp, log_path, stop, progress, checked)
     if result is None:
-        result = _incremental(tmp, log_path, until, progress, quarantine)
+        result = _incremental(tmp, log_path, until, progress, quarantine, checked)
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
         sessions = int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
@@ -130,20 +133,24 @@ def _open_new(tmp: str) -> sqlite3.Connection:
 
 
 def _bulk(
-    tmp: str, log_path: str | os.PathLike[str], stop: Until | None, progress: Progress | None
+    tmp: str,
+    log_path: str | os.PathLike[str],
+    stop: Until | None,
+    progress: Progress | None,
+    checked: bool,
 ) -> CatchUpResult | None:
-    """The bulk path into ``tmp``, checked; None when it gives up (``tmp`` removed)."""
+    """The bulk path into ``tmp``; None when it gives up (``tmp`` removed)."""
 
-    def load(conn: sqlite3.Connection, tally: LogTally) -> CatchUpResult | None:
+    def load(conn: sqlite3.Connection, observer: Observer | None) -> CatchUpResult | None:
         try:
             loaded = bulk_load(conn, log_path, until=stop, progress=progress,
-                               observer=tally.observe)  # fmt: skip
+                               observer=observer)  # fmt: skip
         except _BULK_REFUSALS:
             return None
         cp = loaded.checkpoint
         return CatchUpResult(loaded.events_applied, cp.log_pos, cp.log_offset, loaded.torn, 0)
 
-    return _build(tmp, load)
+    return _build(tmp, load, checked)
 
 
 def _incremental(
@@ -152,35 +159,39 @@ def _incremental(
     until: int | str | datetime | None,
     progress: Progress | None,
     quarantine: bool,
+    checked: bool,
 ) -> CatchUpResult:
-    """The incremental path (catch_up through the triggers) into ``tmp``, checked."""
+    """The incremental path (catch_up through the triggers) into ``tmp``."""
     return _build(
         tmp,
-        lambda conn, tally: catch_up(
+        lambda conn, observer: catch_up(
             conn,
             log_path,
             quarantine=quarantine,
             batch_events=REBUILD_BATCH_EVENTS,
             progress=progress,
             until=until,
-            observer=tally.observe,
+            observer=observer,
         ),
+        checked,
     )
 
 
 _Built = TypeVar("_Built", CatchUpResult, CatchUpResult | None)
 
 
-def _build(tmp: str, load: Callable[[sqlite3.Connection, LogTally], _Built]) -> _Built:
-    """A new database at ``tmp`` with the schema, filled by ``load`` (its events told to
-    the tally it is given) and checked against that tally. Whatever fails, or a ``load``
-    that returns None (gives up), leaves no file behind."""
+def _build(
+    tmp: str, load: Callable[[sqlite3.Connection, Observer | None], _Built], checked: bool
+) -> _Built:
+    """A new database at ``tmp`` with the schema, filled by ``load`` and, if ``checked``,
+    checked against a tally of the events ``load`` tells its observer of. Whatever fails,
+    or a ``load`` that returns None (gives up), leaves no file behind."""
     tally = LogTally(hashes=False)
     conn = _open_new(tmp)
     try:
         create_schema(conn)
-        result = load(conn, tally)
-        if result is not None:
+        result = load(conn, tally.observe if checked else None)
+        if result is not None and checked:
             problems = quick_checks(conn, tally)
             if problems:
                 raise RebuildCheckFailed(problems)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from journal import Journal
 from journal.events import encode_json, format_ts
-from projector import RebuildCheckFailed, canonical_hash, legacy, replay
+from projector import canonical_hash, legacy, legacy_check, replay
 from projector.legacy import LegacyImportError, format_report, import_legacy
 from projector.legacy_plan import NAMESPACE, RECORD_KEY, event_id, uuid5_hex
 from projector.legacy_values import from_jsonable, normalise_ts, parse_when
@@ -293,21 +293,27 @@ def test_new_database_is_the_projection_a_replay_gives(tmp_path: Path, out: Path
     assert canonical_hash(out / "s.db") == canonical_hash(tmp_path / "replayed.db")
 
 
-def test_projection_failing_the_rebuild_checks_is_replayed_and_verified(
+def test_a_wrong_bulk_projection_is_caught_by_verify_and_replayed(
     tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = tmp_path / "old.db"
     n = messy(old)
-    built: list[Path] = []
+    built: list[tuple[str, bool]] = []
+    real_rebuild = legacy_check.rebuild
 
-    def failing(log: Path, db: Path) -> None:
-        built.append(db)
-        raise RebuildCheckFailed(["session 's': message_count 1 but 2 messages"])
+    def wrong(log: str, db: str, *, checked: bool = True) -> None:
+        built.append((db, checked))
+        real_rebuild(log, db, checked=checked)
+        with sqlite3.connect(db) as conn:  # a bulk path gone wrong: one message altered
+            conn.execute("UPDATE messages SET content = 'wrong' WHERE message_id = "
+                          "(SELECT min(message_id) FROM messages)")  # fmt: skip
 
-    monkeypatch.setattr("projector.legacy_check.rebuild", failing)
+    monkeypatch.setattr(legacy_check, "rebuild", wrong)
     report = run(tmp_path, old)
-    assert built == [str(out / "s.db")]
+    assert built == [(str(out / "s.db"), False)]  # verify makes the checks rebuild skips
     assert report.ok and report.verify_ok and report.messages_checked == n
+    replay(out / "s.jsonl", tmp_path / "replayed.db")
+    assert canonical_hash(out / "s.db") == canonical_hash(tmp_path / "replayed.db")
 
 
 def test_log_is_on_disk_before_it_is_projected(

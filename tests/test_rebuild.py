@@ -77,6 +77,18 @@ def test_failed_checks_keep_the_old_database(
     assert not (tmp_path / "p.db.rebuild").exists()
 
 
+@pytest.mark.parametrize("quarantine", [False, True])
+def test_unchecked_rebuild_skips_the_checks_and_builds_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quarantine: bool
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    rebuild(log, tmp_path / "checked.db", quarantine=quarantine)
+    monkeypatch.setattr(rebuild_module, "quick_checks", lambda conn, tally: ["planted problem"])
+    rebuild(log, db, quarantine=quarantine, checked=False)
+    assert canonical_hash(db) == canonical_hash(tmp_path / "checked.db")
+
+
 def test_quick_checks_compare_with_the_log(tmp_path: Path) -> None:
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     known_workload(log)

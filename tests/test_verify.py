@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from projection_helpers import execute, known_workload, random_ops, rows, run_workload
 
+from journal import Journal
 from journal.events import decode_line, encode_line
-from projector import replay, verify
+from projector import rebuild, replay, verify
+from projector.verify import LogAhead
 
 
 @pytest.fixture
@@ -167,3 +170,65 @@ def test_an_unreadable_or_stale_database_is_reported_not_checked(
     report = verify(log, db)
     assert [p.kind for p in report.problems] == ["database"]
     assert "not a readable database" in str(report.problems[0])
+
+
+@pytest.fixture
+def log_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every reading of the log by verify's log check."""
+    module = importlib.import_module("projector.verify")
+    real, reads = module._check_log, []
+
+    def counted(log: str, *args: Any) -> Any:
+        reads.append(log)
+        return real(log, *args)
+
+    monkeypatch.setattr(module, "_check_log", counted)
+    return reads
+
+
+def test_a_log_check_started_ahead_of_the_build_is_used(
+    tmp_path: Path, log_reads: list[str]
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    ahead = LogAhead(log)
+    rebuild(log, db, checked=False)
+    report = verify(log, db, ahead=ahead)
+    assert report.ok and report.sessions_checked == 3 and len(log_reads) == 1
+
+
+def test_a_log_check_ahead_reports_what_verify_reports(
+    tmp_path: Path, log_reads: list[str]
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    replay(log, db)
+    data = log.read_bytes()
+    at = data.index(b"Leek soup")
+    log.write_bytes(data[:at] + b"Leak" + data[at + 4 :])  # a line below the checkpoint
+    plain = verify(log, db)
+    early = verify(log, db, ahead=LogAhead(log))
+    assert len(log_reads) == 2  # one each: the early one was used
+    assert [str(p) for p in early.problems] == [str(p) for p in plain.problems]
+    assert any("checksum" in str(p) for p in early.problems)
+
+
+def test_a_log_that_grew_after_the_check_ahead_is_read_again(
+    tmp_path: Path, log_reads: list[str]
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    ahead = LogAhead(log)
+    ahead.close()  # it has read the log as it was
+    with Journal.open(log, "none") as j:
+        j.append_message("a", "user", "one more")
+    rebuild(log, db, checked=False)  # the checkpoint is past what the check read
+    assert verify(log, db, ahead=ahead).ok and len(log_reads) == 2
+
+    ahead = LogAhead(log)
+    ahead.close()
+    with log.open("ab") as f:
+        f.write(b'{"pos":')  # a torn tail after both the check and the build
+    report = verify(log, db, ahead=ahead)
+    assert len(log_reads) == 4  # read again, so the tail is seen
+    assert [p.kind for p in report.problems] == ["log"] and "torn tail" in str(report.problems[0])
