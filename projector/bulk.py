@@ -539,12 +539,15 @@ Progress = Callable[[int, int], None]
 
 
 class BulkResult:
-    """What ``bulk_load`` applied: the same figures as ``catch_up``'s result."""
+    """What ``bulk_load`` applied: the same figures as ``catch_up``'s result, and
+    ``examined``: the bytes of the log it looked at (a torn tail included) if it read the
+    log to its end, None if it stopped at ``until``."""
 
-    def __init__(self, applied: int, cp: Checkpoint, torn: Any) -> None:
+    def __init__(self, applied: int, cp: Checkpoint, torn: Any, examined: int | None) -> None:
         self.events_applied = applied
         self.checkpoint = cp
         self.torn = torn
+        self.examined = examined
 
 
 def bulk_load(
@@ -575,6 +578,7 @@ def bulk_load(
     last: tuple[AnyEvent, int, int] | None = None  # event, start, end of the last line
     group: list[AnyEvent] = []
     next_progress = 0
+    examined: int | None = None  # set if the loop reads the log to its end
     # Runs of whole lines checked and decoded in C (whole groups only), or single events
     # where a chunk had to be read line by line (a group's members then come one by one).
     for events, start, lines in reader.batches():
@@ -613,6 +617,8 @@ def bulk_load(
         if progress is not None and applied >= next_progress:
             next_progress = applied + 20_000
             progress(reader.end, max(total, reader.end))
+    else:
+        examined = reader.end + (reader.torn.length if reader.torn is not None else 0)
     loader.finish()
     for _kind, _name, sql in deferred:
         conn.execute(sql)
@@ -630,7 +636,7 @@ def bulk_load(
     conn.execute("PRAGMA foreign_keys = ON")
     if progress is not None and last is not None:
         progress(cp.log_offset, max(total, cp.log_offset))
-    return BulkResult(applied, cp, reader.torn)
+    return BulkResult(applied, cp, reader.torn, examined)
 
 
 def _included(events: list[AnyEvent], until: Until) -> int:

@@ -21,8 +21,9 @@ from projector.legacy_plan import RECORD_KEY, MessagePlan, SessionPlan
 from projector.legacy_report import ImportReport
 from projector.legacy_source import BadText, readonly_uri
 from projector.legacy_values import from_jsonable, jsonable
+from projector.logfold import LogWitness
 from projector.rebuild import rebuild, remove_database
-from projector.verify import LogAhead, verify
+from projector.verify import verify
 
 
 def project(
@@ -38,17 +39,13 @@ def project(
         replay(log, db)  # an earlier import's projection: catch it up
         _verify_and_check(log, db, plans, positions, report, None)
         return
-    # A new database: the bulk path, the one ``rebuild`` takes, much faster than a replay,
-    # with verify's reading of the log running beside it. Its own checks are skipped, as
-    # verify makes them all; should verify find the result wrong, a replay builds the
+    # A new database: the bulk path, the one ``rebuild`` takes, much faster than a replay.
+    # It folds the log for verify as it reads it (the witness), and skips its own checks,
+    # which verify makes too. Should verify find the result wrong, a replay builds the
     # database again, and verify, run once more, names what is wrong, as for any projection.
-    ahead = LogAhead(log)
-    try:
-        rebuild(log, db, checked=False)
-    except BaseException:
-        ahead.close()
-        raise
-    if not _verify_and_check(log, db, plans, positions, report, ahead):
+    witness = LogWitness()
+    rebuild(log, db, checked=False, witness=witness)
+    if not _verify_and_check(log, db, plans, positions, report, witness):
         remove_database(db)
         replay(log, db)
         _verify_and_check(log, db, plans, positions, report, None)
@@ -60,13 +57,13 @@ def _verify_and_check(
     plans: list[SessionPlan],
     positions: dict[str, tuple[str, int]],
     report: ImportReport,
-    ahead: LogAhead | None,
+    witness: LogWitness | None,
 ) -> bool:
     """verify and check_messages side by side: each is largely SQLite, on a connection of
     its own. True if both found nothing wrong."""
     with ThreadPoolExecutor(1, thread_name_prefix="import-check") as pool:
         checking = pool.submit(check_messages, db, plans, positions)
-        result = verify(log, db, ahead=ahead)
+        result = verify(log, db, witness=witness)
         checked, problems = checking.result()
     report.verify_ok = bool(result.ok)
     report.verify_problems = [str(p) for p in result.problems]

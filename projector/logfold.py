@@ -3,12 +3,14 @@
 An independent fold (no SQL) of message counts, tokens and a content hash per live
 session. Rebuild checks its fresh database against it and verify the projection;
 ``message_digest`` is the one definition of a message's bytes for the content hash, used
-on both sides.
+on both sides. ``LogWitness`` is verify's fold made on the events a rebuild reads.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +23,10 @@ from journal.events import (
     SessionSnapshotted,
     encode_json,
 )
+from journal.log import TornTail
+
+# An event id's fingerprint for verify's uniqueness check: Python's string hash (64 bits).
+fingerprint: Callable[[str], int] = hash
 
 
 def message_digest_input(
@@ -103,3 +109,57 @@ class LogTally:
                         self.sessions[event.session_id] = saved[1].copy()
             case _:
                 pass  # other events do not change messages
+
+
+class LogWitness:
+    """verify's reading of the log, made on the events a rebuild reads as it builds.
+
+    A rebuild reads and decodes the whole log; verify would read and decode it again, to
+    fold it (per-session counts, tokens, content hashes) and to check its ids. Given to
+    ``rebuild(..., witness=)``, this makes the same fold, and takes the same id
+    fingerprints, from the events the rebuild applies, so that ``verify(..., witness=)``
+    need not read the log again. The fold is still verify's own, not the projection's.
+
+    It stands for the log only if the rebuild read that file to its end (``read_whole``)
+    and the file has not changed since: verify checks that, and the checkpoint, and
+    otherwise reads the log itself, as it always does.
+    """
+
+    def __init__(self) -> None:
+        self.tally = LogTally()
+        self.seen: set[int] = set()  # fingerprints of the ids
+        self.suspects: set[int] = set()  # fingerprints seen twice: perhaps a repeated id
+        self.last_pos = 0
+        self.torn: TornTail | None = None
+        self._file: tuple[int, int, int] | None = None  # (dev, inode, size) read whole
+
+    def observe(self, event: AnyEvent) -> None:
+        self.tally.observe(event)
+        mark = fingerprint(event.id)
+        if mark in self.seen:
+            self.suspects.add(mark)
+        self.seen.add(mark)
+
+    def read_whole(self, log: str, last_pos: int, torn: TornTail | None, examined: int) -> None:
+        """The rebuild read ``log`` up to byte ``examined`` (its torn tail included) and
+        observed every event up to ``last_pos``: if that is the whole file, it stands."""
+        self.last_pos, self.torn = last_pos, torn
+        identity = file_identity(log)
+        self._file = identity if identity is not None and identity[2] == examined else None
+
+    def discard(self) -> None:
+        """The rebuild did not observe the whole log: verify must read it."""
+        self._file = None
+
+    def stands_for(self, log: str, upto: int) -> bool:
+        """True if this is the fold of ``log`` as it is now, up to pos ``upto``."""
+        return self._file is not None and self._file == file_identity(log) and self.last_pos == upto
+
+
+def file_identity(path: str) -> tuple[int, int, int] | None:
+    """(device, inode, size) of the file, None if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size

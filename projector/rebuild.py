@@ -28,13 +28,14 @@ from typing import Final, TypeVar
 import msgspec
 
 from journal.errors import CorruptLog
+from journal.events import AnyEvent
 from journal.log import fsync_directory
 from projector.apply import ApplyError
 from projector.bulk import Observer, bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
 from projector.db import create_private_file, create_schema
 from projector.errors import RebuildCheckFailed
-from projector.logfold import LogTally
+from projector.logfold import LogTally, LogWitness
 from projector.reading import Until
 
 REBUILD_BATCH_EVENTS: Final = 2_000
@@ -76,6 +77,7 @@ def rebuild(
     progress: Progress | None = None,
     quarantine: bool = False,
     checked: bool = True,
+    witness: LogWitness | None = None,
 ) -> RebuildResult:
     """Project the log (or its prefix up to ``until``, a pos or a recorded time) into a new
     database and atomically replace ``db_path`` with it.
@@ -84,15 +86,22 @@ def rebuild(
     the errors of ``catch_up`` for a log the projection cannot follow. ``checked=False``
     skips those checks, for a caller that runs ``verify`` on the result at once (it makes
     every one of them, and more) and does not depend on the old file being kept.
+    ``witness``: verify's fold of the log, made on the events this rebuild reads (see
+    ``LogWitness``; only the bulk path, without ``until``, makes it).
     """
     db = os.fspath(db_path)
     tmp = f"{db}.rebuild"
     remove_database(tmp)  # a build that crashed earlier
     stop = Until.of(until)  # a bad ``until`` fails before any work
     result: CatchUpResult | None = None
+    if witness is not None and stop is not None:
+        witness.discard()  # a prefix is not the log
+        witness = None
     if not quarantine and os.path.exists(log_path):
-        result = _bulk(tmp, log_path, stop, progress, checked)
+        result = _bulk(tmp, os.fspath(log_path), stop, progress, checked, witness)
     if result is None:
+        if witness is not None:
+            witness.discard()
         result = _incremental(tmp, log_path, until, progress, quarantine, checked)
     conn = sqlite3.connect(tmp, isolation_level=None)
     try:
@@ -134,23 +143,36 @@ def _open_new(tmp: str) -> sqlite3.Connection:
 
 def _bulk(
     tmp: str,
-    log_path: str | os.PathLike[str],
+    log_path: str,
     stop: Until | None,
     progress: Progress | None,
     checked: bool,
+    witness: LogWitness | None,
 ) -> CatchUpResult | None:
     """The bulk path into ``tmp``; None when it gives up (``tmp`` removed)."""
 
     def load(conn: sqlite3.Connection, observer: Observer | None) -> CatchUpResult | None:
+        if witness is not None:
+            observer = _both(observer, witness.observe) if observer else witness.observe
         try:
             loaded = bulk_load(conn, log_path, until=stop, progress=progress,
                                observer=observer)  # fmt: skip
         except _BULK_REFUSALS:
             return None
         cp = loaded.checkpoint
+        if witness is not None and loaded.examined is not None:
+            witness.read_whole(log_path, cp.log_pos, loaded.torn, loaded.examined)
         return CatchUpResult(loaded.events_applied, cp.log_pos, cp.log_offset, loaded.torn, 0)
 
     return _build(tmp, load, checked)
+
+
+def _both(first: Observer, second: Observer) -> Observer:
+    def observe(event: AnyEvent) -> None:
+        first(event)
+        second(event)
+
+    return observe
 
 
 def _incremental(

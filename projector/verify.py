@@ -20,7 +20,6 @@ from __future__ import annotations
 import operator
 import os
 import sqlite3
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,14 +33,18 @@ from journal.log import LogReader, TornTail
 from projector.catchup import check_checkpoint
 from projector.db import connect, read_checkpoint, schema_version, user_version
 from projector.errors import CheckpointMismatch
-from projector.logfold import LogTally, SessionTally, message_digest_input
+from projector.logfold import (
+    LogTally,
+    LogWitness,
+    SessionTally,
+    fingerprint,
+    message_digest_input,
+)
 from projector.reading import skip_bad_lines
 from projector.rebuild import counter_mismatches
 
 _MAX_PER_KIND: Final = 100  # a badly damaged database is summarised, not listed in full
 _event_id = operator.attrgetter("id")
-# An event id's fingerprint for the uniqueness check: Python's string hash (64 bits).
-_fingerprint: Callable[[str], int] = hash
 
 
 @dataclass(frozen=True)
@@ -134,66 +137,18 @@ class _Findings:
         self._per_kind.update(other._per_kind)
 
 
-class LogAhead:
-    """The log's half of ``verify``, started before the database it checks is built.
-
-    Checking and folding the log is Python, which holds the GIL; building a database is
-    largely SQLite, which lets it go. Started first, on a thread of its own, the log check
-    overlaps the build (``import-legacy`` runs one around its rebuild). It reads the log
-    to its end as it finds it; ``verify(..., ahead=)`` takes the result only if the log is
-    still that file at that size and the database's checkpoint is its last line, and
-    otherwise reads the log again, as it always does.
-    """
-
-    def __init__(self, log_path: str | os.PathLike[str]) -> None:
-        self._found = _Findings()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="verify-log")
-        self._future = self._pool.submit(self._check, os.fspath(log_path))
-
-    def _check(self, log: str) -> tuple[LogTally, int, tuple[int, int, int] | None]:
-        before = _file_identity(log)
-        tally, runs = _check_log(log, sys.maxsize, self._found, None)
-        after = _file_identity(log)
-        read_whole = before is not None and after == (before[0], before[1], runs.examined)
-        return tally, runs.last_pos, after if read_whole else None
-
-    def result(self, log: str, upto: int) -> tuple[LogTally, int, _Findings] | None:
-        """The log's tally, last pos and problems, if still true of ``log`` up to ``upto``."""
-        try:
-            tally, last_pos, identity = self._future.result()
-        except Exception:  # verify reads the log again, and names what went wrong
-            return None
-        finally:
-            self.close()
-        if identity is None or identity != _file_identity(log) or last_pos != upto:
-            return None
-        return tally, last_pos, self._found
-
-    def close(self) -> None:
-        """Wait for the check to end (it is not needed: the caller gave up)."""
-        self._pool.shutdown(wait=True)
-
-
-def _file_identity(path: str) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_dev, st.st_ino, st.st_size
-
-
 def verify(
     log_path: str | os.PathLike[str],
     db_path: str | os.PathLike[str],
     *,
     progress: Callable[[int, int], None] | None = None,
-    ahead: LogAhead | None = None,
+    witness: LogWitness | None = None,
 ) -> VerifyReport:
     """Check the database at ``db_path`` against itself and the log at ``log_path``.
 
     ``progress(done, total)`` is told, in bytes of the log, how far the log check got.
-    ``ahead``: the log's check, started while the database was being built; used if the
-    log and the checkpoint are still what it read (else the log is read again).
+    ``witness``: the fold of the log a rebuild made as it built ``db_path`` (see
+    ``rebuild``); used instead of reading the log if it still stands for it.
     """
     log, db = os.fspath(log_path), os.fspath(db_path)
     found = _Findings()
@@ -229,13 +184,11 @@ def verify(
                 check_checkpoint(log, cp)
             except CheckpointMismatch as exc:
                 against_log.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
-            early = ahead.result(log, cp.log_pos) if ahead is not None else None
-            if early is None:
-                tally, runs = _check_log(log, cp.log_pos, against_log, progress)
-                last_pos = runs.last_pos
+            if witness is not None and witness.stands_for(log, cp.log_pos):
+                tally, last_pos = witness.tally, witness.last_pos
+                _check_log_end(log, witness.torn, witness.suspects, against_log)
             else:
-                tally, last_pos, log_found = early
-                against_log.extend(log_found)
+                tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
             found = own.result()
             folded = messages.result()
         found.extend(against_log)
@@ -303,7 +256,6 @@ class _Runs:
         self.progress = progress
         self.last_pos = 0
         self.torn: TornTail | None = None
-        self.examined = 0  # bytes of the log looked at, a torn tail included
 
     def __iter__(self) -> Iterator[list[AnyEvent]]:
         total = os.path.getsize(self.log) if os.path.exists(self.log) else 0
@@ -326,13 +278,12 @@ class _Runs:
             if self.progress is not None:
                 self.progress(total, total)
             self.last_pos, self.torn = reader.last_pos, reader.torn
-            self.examined = reader.end + (reader.torn.length if reader.torn else 0)
             return
 
 
 def _check_log(
     log: str, upto: int, found: _Findings, progress: Callable[[int, int], None] | None
-) -> tuple[LogTally, _Runs]:
+) -> tuple[LogTally, int]:
     """Read the whole log, reporting its defects; fold it up to pos ``upto``.
 
     Ids are checked for uniqueness by their hash, a 64-bit int: a set of those takes half
@@ -346,10 +297,10 @@ def _check_log(
     suspects: set[int] = set()
     runs = _Runs(log, found, progress)
     for events in runs:
-        for fingerprint in map(_fingerprint, map(_event_id, events)):
-            if fingerprint in seen:
-                suspects.add(fingerprint)
-            seen.add(fingerprint)
+        for mark in map(fingerprint, map(_event_id, events)):
+            if mark in seen:
+                suspects.add(mark)
+            seen.add(mark)
         if events[-1].pos <= upto:
             for event in events:
                 observe(event)
@@ -357,17 +308,21 @@ def _check_log(
             for event in events:
                 if event.pos <= upto:
                     observe(event)
-    if runs.torn is not None:
-        t = runs.torn
+    _check_log_end(log, runs.torn, suspects, found)
+    return tally, runs.last_pos
+
+
+def _check_log_end(log: str, torn: TornTail | None, suspects: set[int], found: _Findings) -> None:
+    """What the whole log's reading leaves to report: a torn tail, repeated ids."""
+    if torn is not None:
         found.add(
             "log",
-            f"torn tail of {t.length} bytes ({t.reason}): a crash, or a write in progress",
-            line=t.line,
-            offset=t.offset,
+            f"torn tail of {torn.length} bytes ({torn.reason}): a crash, or a write in progress",
+            line=torn.line,
+            offset=torn.offset,
         )
     if suspects:
         _repeated_ids(log, suspects, found)
-    return tally, runs
 
 
 def _repeated_ids(log: str, suspects: set[int], found: _Findings) -> None:
@@ -375,7 +330,7 @@ def _repeated_ids(log: str, suspects: set[int], found: _Findings) -> None:
     seen: set[str] = set()
     for events in _Runs(log):
         for event in events:
-            if _fingerprint(event.id) in suspects:
+            if fingerprint(event.id) in suspects:
                 if event.id in seen:
                     found.add("log", f"event id {event.id} is used twice", line=event.pos)
                 seen.add(event.id)

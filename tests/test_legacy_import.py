@@ -301,9 +301,9 @@ def test_a_wrong_bulk_projection_is_caught_by_verify_and_replayed(
     built: list[tuple[str, bool]] = []
     real_rebuild = legacy_check.rebuild
 
-    def wrong(log: str, db: str, *, checked: bool = True) -> None:
-        built.append((db, checked))
-        real_rebuild(log, db, checked=checked)
+    def wrong(log: str, db: str, **options: Any) -> None:
+        built.append((db, options["checked"]))
+        real_rebuild(log, db, **options)
         with sqlite3.connect(db) as conn:  # a bulk path gone wrong: one message altered
             conn.execute("UPDATE messages SET content = 'wrong' WHERE message_id = "
                           "(SELECT min(message_id) FROM messages)")  # fmt: skip

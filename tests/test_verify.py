@@ -13,7 +13,7 @@ from projection_helpers import execute, known_workload, random_ops, rows, run_wo
 from journal import Journal
 from journal.events import decode_line, encode_line
 from projector import rebuild, replay, verify
-from projector.verify import LogAhead
+from projector.logfold import LogWitness
 
 
 @pytest.fixture
@@ -134,7 +134,7 @@ def test_ids_that_only_share_a_fingerprint_are_not_repeats(
 ) -> None:
     # Every id with the same fingerprint: all suspects, and the ids themselves decide.
     module = importlib.import_module("projector.verify")  # the package exports the function
-    monkeypatch.setattr(module, "_fingerprint", lambda event_id: 0)
+    monkeypatch.setattr(module, "fingerprint", lambda event_id: 0)
     log, db = projected
     assert verify(log, db).ok
     pos = append_with_id_of(log, 3)
@@ -145,7 +145,6 @@ def test_ids_that_only_share_a_fingerprint_are_not_repeats(
 def test_a_negative_zero_duration_verifies(tmp_path: Path, build: str) -> None:
     """-0.0 passes the writer's check (it is not below 0); SQLite stores it as 0.0."""
     import projector
-    from journal import Journal
 
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     with Journal.open(log, "none") as j:
@@ -186,49 +185,50 @@ def log_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
-def test_a_log_check_started_ahead_of_the_build_is_used(
+def test_a_rebuilds_witness_stands_for_reading_the_log(
     tmp_path: Path, log_reads: list[str]
 ) -> None:
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     known_workload(log)
-    ahead = LogAhead(log)
-    rebuild(log, db, checked=False)
-    report = verify(log, db, ahead=ahead)
-    assert report.ok and report.sessions_checked == 3 and len(log_reads) == 1
-
-
-def test_a_log_check_ahead_reports_what_verify_reports(
-    tmp_path: Path, log_reads: list[str]
-) -> None:
-    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
-    known_workload(log)
-    replay(log, db)
-    data = log.read_bytes()
-    at = data.index(b"Leek soup")
-    log.write_bytes(data[:at] + b"Leak" + data[at + 4 :])  # a line below the checkpoint
-    plain = verify(log, db)
-    early = verify(log, db, ahead=LogAhead(log))
-    assert len(log_reads) == 2  # one each: the early one was used
-    assert [str(p) for p in early.problems] == [str(p) for p in plain.problems]
-    assert any("checksum" in str(p) for p in early.problems)
-
-
-def test_a_log_that_grew_after_the_check_ahead_is_read_again(
-    tmp_path: Path, log_reads: list[str]
-) -> None:
-    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
-    known_workload(log)
-    ahead = LogAhead(log)
-    ahead.close()  # it has read the log as it was
-    with Journal.open(log, "none") as j:
-        j.append_message("a", "user", "one more")
-    rebuild(log, db, checked=False)  # the checkpoint is past what the check read
-    assert verify(log, db, ahead=ahead).ok and len(log_reads) == 2
-
-    ahead = LogAhead(log)
-    ahead.close()
+    append_with_id_of(log, 2)  # an id used twice: reported from the witness too
     with log.open("ab") as f:
-        f.write(b'{"pos":')  # a torn tail after both the check and the build
-    report = verify(log, db, ahead=ahead)
-    assert len(log_reads) == 4  # read again, so the tail is seen
+        f.write(b'{"pos":')  # and a torn tail
+    witness = LogWitness()
+    rebuild(log, db, checked=False, witness=witness)
+    plain = verify(log, db)
+    assert len(log_reads) == 1
+    witnessed = verify(log, db, witness=witness)
+    assert len(log_reads) == 1  # the witness was used: no second reading
+    assert [str(p) for p in witnessed.problems] == [str(p) for p in plain.problems]
+    assert {p.kind for p in plain.problems} == {"log"} and len(plain.problems) == 2
+    folded = {sid: (t.count, t.tokens, t.content_hash) for sid, t in witness.tally.sessions.items()}
+    module = importlib.import_module("projector.verify")
+    tally = module._check_log(log, 10**9, module._Findings(), None)[0]
+    assert folded == {sid: (t.count, t.tokens, t.content_hash) for sid, t in tally.sessions.items()}
+
+
+def test_a_witness_of_another_log_than_the_one_verified_is_not_used(
+    tmp_path: Path, log_reads: list[str]
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    witness = LogWitness()
+    rebuild(log, db, checked=False, witness=witness)
+    with log.open("ab") as f:
+        f.write(b'{"pos":')  # the log grew after the rebuild read it
+    report = verify(log, db, witness=witness)
+    assert len(log_reads) == 1  # read again, so the tail is seen
     assert [p.kind for p in report.problems] == ["log"] and "torn tail" in str(report.problems[0])
+
+
+@pytest.mark.parametrize("option", ["until", "quarantine"])
+def test_a_rebuild_that_did_not_read_the_whole_log_in_bulk_has_no_witness(
+    tmp_path: Path, log_reads: list[str], option: str
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    witness = LogWitness()
+    options: dict[str, Any] = {"until": 4} if option == "until" else {"quarantine": True}
+    rebuild(log, db, witness=witness, **options)
+    verify(log, db, witness=witness)
+    assert len(log_reads) == 1
