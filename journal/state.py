@@ -142,7 +142,10 @@ class JournalState:
     """Sessions, models and recent event ids, as of ``last_pos``.
 
     ``undo`` journalling lets a failed atomic group roll the state back exactly: before a
-    session's state is changed in place, a copy of it is recorded.
+    session's state is changed in place, a copy of it is recorded, or for a message, the
+    four fields a message changes. Undone newest first, a "message" entry restores its
+    fields on whatever state the session has by then (an older copy put back included),
+    which then is the state before that message.
     """
 
     def __init__(self, id_window: int = DEFAULT_ID_WINDOW) -> None:
@@ -182,6 +185,9 @@ class JournalState:
                 else:
                     assert isinstance(old, SessionState)
                     self.sessions[str(key)] = old
+            elif kind == "message":  # on the session's state as it is now (see below)
+                s = self.sessions[str(key)]
+                s.status, s.last_seq, s.warned, s.idle_since = old  # type: ignore[misc]
             elif kind == "model":
                 self.models.discard(str(key))
             elif kind == "id":
@@ -280,12 +286,15 @@ class JournalState:
         """Apply the event's effect; returns the message seq for messages."""
         match event:
             case MessageHeader():  # or a whole MessageAppended, its subclass
-                s = self._edit(event.session_id)
+                s = self.session(event.session_id)
                 if event.seq != s.last_seq + 1:
                     raise StateViolation(
                         f"session {event.session_id!r}: message seq {event.seq} after "
                         f"seq {s.last_seq} (seqs must be gapless)"
                     )
+                if self._undo is not None:  # the fields a message changes, not a copy
+                    saved = (s.status, s.last_seq, s.warned, s.idle_since)
+                    self._undo.append(("message", event.session_id, saved))
                 if s.status in ("idle", "paused"):
                     s.status = "active"
                 s.last_seq = event.seq

@@ -21,7 +21,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
@@ -128,6 +128,33 @@ class _Pending:
         """Start a new atomic group (ignored inside a user's batch, which is one group)."""
         if not self.user_batch and self.groups[-1]:
             self.groups.append([])
+
+
+class _InGroup:
+    """A call inside a batch (or create_session's first message) adds to its group; if it
+    fails and the caller catches the error, nothing of this call may stay in the group.
+
+    A class, not a generator context manager: it is entered once per call in a batch,
+    where the generator's overhead was a tenth of the time of an append.
+    """
+
+    __slots__ = ("_mark", "_n_groups", "_n_last", "_pending", "_state")
+
+    def __init__(self, state: JournalState, pending: _Pending) -> None:
+        self._state, self._pending = state, pending
+
+    def __enter__(self) -> _Pending:
+        groups = self._pending.groups
+        self._mark = self._state.savepoint()
+        self._n_groups, self._n_last = len(groups), len(groups[-1])
+        return self._pending
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is not None:
+            self._state.rollback_to(self._mark)
+            groups = self._pending.groups
+            del groups[self._n_groups :]
+            del groups[-1][self._n_last :]
 
 
 class Journal:
@@ -285,27 +312,19 @@ class Journal:
         )
 
     # -- the append machinery -------------------------------------------------------------
-    @contextmanager
-    def _writing(self, user_batch: bool = False) -> Iterator[_Pending]:
+    def _writing(self, user_batch: bool = False) -> AbstractContextManager[_Pending]:
         """Lock, catch up, collect events, then write them in one go and wait for fsync.
 
         Re-entrant: inside ``batch()`` every call adds to the batch's group.
         """
-        me = threading.get_ident()
         pending = self._pending
-        if pending is not None and self._pending_owner == me:
-            # A call inside a batch (or create_session's first message): if it fails and
-            # the caller catches the error, nothing of this call may stay in the group.
-            mark = self._state.savepoint()
-            n_groups, n_last = len(pending.groups), len(pending.groups[-1])
-            try:
-                yield pending
-            except BaseException:
-                self._state.rollback_to(mark)
-                del pending.groups[n_groups:]
-                del pending.groups[-1][n_last:]
-                raise
-            return
+        if pending is not None and self._pending_owner == threading.get_ident():
+            return _InGroup(self._state, pending)
+        return self._write_group(user_batch)
+
+    @contextmanager
+    def _write_group(self, user_batch: bool) -> Iterator[_Pending]:
+        me = threading.get_ident()
         token = 0
         with self._log.locked():
             if self._log.lock_epoch != self._caught_up_in:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from journal import (
     CorruptLog,
     GroupTooLarge,
     InvalidValue,
     Journal,
+    JournalError,
     SequenceConflict,
     UnknownSession,
     read_log,
@@ -229,3 +233,63 @@ def test_group_byte_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert log.read_bytes() == before
         assert (j.last_seq(sid), j.last_pos) == (0, 2)
         assert j.append_message(sid, "user", "fits").seq == 1
+
+
+def _state_of(j: Journal) -> tuple[object, ...]:
+    state = j._state
+    sessions = {sid: s.fields() for sid, s in state.sessions.items()}
+    ids = set(state.recent_ids._young) | set(state.recent_ids._old)
+    return sessions, set(state.models), ids, state.last_pos, state.last_ts
+
+
+CALLS = st.lists(
+    st.tuples(
+        st.sampled_from(["message", "empty", "pause", "resume", "archive", "restore",
+                         "timeout", "meta", "create"]),
+        st.sampled_from(["a", "b"]),
+    ),
+    max_size=8,
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.tuples(CALLS, st.booleans()), min_size=1, max_size=4))
+def test_the_state_after_any_batch_is_the_state_its_log_gives(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[tuple[list[tuple[str, str]], bool]]
+) -> None:
+    """Calls that fail inside a batch and batches that are abandoned roll the writer's
+    state back exactly: it is always the state a fresh open folds from the log."""
+    log = tmp_path_factory.mktemp("state") / "s.jsonl"
+    with Journal.open(log, "none") as j:
+        j.create_session("m", session_id="a")
+        j.create_session("m", session_id="b")
+        for calls, abandon in batches:
+            with contextlib.suppress(RuntimeError), j.batch():
+                for call, sid in calls:
+                    with contextlib.suppress(JournalError):
+                        _call(j, call, sid)
+                if abandon:
+                    raise RuntimeError("abandoned")
+            with Journal.open(log, "none") as fresh:
+                assert _state_of(j) == _state_of(fresh)
+
+
+def _call(j: Journal, call: str, sid: str) -> None:
+    if call == "message":
+        j.append_message(sid, "user", "hi")
+    elif call == "empty":
+        j.append_message(sid, "user", "")  # refused: content is empty
+    elif call == "pause":
+        j.pause(sid)
+    elif call == "resume":
+        j.resume(sid)
+    elif call == "archive":
+        j.archive(sid)
+    elif call == "restore":
+        j.restore(sid)
+    elif call == "timeout":
+        j.time_out(sid, "idle")
+    elif call == "meta":
+        j.set_metadata(sid, "k", "v")
+    else:
+        j.create_session("m2", first_message="first")
