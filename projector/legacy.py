@@ -213,8 +213,8 @@ def _pre_report(
         msgs = plan.old.messages
         for m in msgs:
             c = m.get("content")
-            if isinstance(c, str):
-                content_bytes += len(c.encode("utf-8"))
+            if isinstance(c, str):  # isascii is O(1): no need to encode most text
+                content_bytes += len(c) if c.isascii() else len(c.encode("utf-8"))
             elif isinstance(c, bytes):
                 content_bytes += len(c)
             counts["null_tokens"] += m.get("tokens_used") is None

@@ -56,16 +56,37 @@ def uuid5_hex(identity: list[Any] | tuple[Any, ...]) -> str:
     The same bits as ``uuid.uuid5`` (SHA-1 of the namespace and the name, version 5, RFC
     4122 variant) without building a ``UUID`` object: an import computes one per event.
     """
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + encode_json(identity)).digest()[:16])
+    return _uuid5_hex(hashlib.sha1(_NAMESPACE_BYTES + encode_json(identity)))
+
+
+def _uuid5_hex(sha1: Any) -> str:
+    digest = bytearray(sha1.digest()[:16])
     digest[6] = digest[6] & 0x0F | 0x50  # version 5
     digest[8] = digest[8] & 0x3F | 0x80  # variant RFC 4122
     return digest.hex()
 
 
+def _canonical(x: str) -> str:
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def event_id(*identity: Any) -> str:
     """A uuid5 over the row's identity in the old file (never the file's name or path)."""
-    x = uuid5_hex(identity)
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+    return _canonical(uuid5_hex(identity))
+
+
+class IdPrefix:
+    """``event_id(*prefix, *rest)`` for many ``rest`` under one ``prefix`` (a session's
+    identity): the hash of the namespace and the prefix's JSON is taken once."""
+
+    def __init__(self, *prefix: Any) -> None:
+        head = encode_json([*prefix, None])  # '[<prefix>,null]' (or '[null]')
+        self._sha1 = hashlib.sha1(_NAMESPACE_BYTES + head[: -len(b"null]")])
+
+    def __call__(self, *rest: Any) -> str:
+        sha1 = self._sha1.copy()
+        sha1.update(encode_json(rest)[1:])  # '<rest>]', after the prefix's '[...,'
+        return _canonical(_uuid5_hex(sha1))
 
 
 def marker(reason: str) -> str:
@@ -289,6 +310,7 @@ class Planner:
             return (0 if seq is not None else 1, seq or 0, m["_rowid_"] or 0)
 
         rows = sorted(plan.old.messages, key=order)
+        ids = IdPrefix(*plan.identity)
         last_at = plan.at
         prev_seq: int | None = None
         prev_sig: tuple[Any, ...] | None = None
@@ -327,18 +349,21 @@ class Planner:
                 legacy.setdefault("message_id", jsonable(mid))
                 if keep_content:
                     legacy.pop("content", None)
+            mid_json = jsonable(mid)
             for i, part in enumerate(parts, 1):
                 seq += 1
                 meta: dict[str, Any] | None = original_meta
+                eid = ids("message", mid_json, "part", i) if len(parts) > 1 else None
                 if flags:
                     meta = {"legacy": legacy, "import_flags": list(flags)}
                     if len(parts) > 1:
                         meta["part"] = [i, len(parts)]
-                    meta = self._fit(plan, meta, event_id(*plan.identity, "message", jsonable(mid)))
-                ident = ["part", i] if len(parts) > 1 else []
+                    ref = ids("message", mid_json)
+                    eid = eid or ref
+                    meta = self._fit(plan, meta, ref)
                 plan.messages.append(
                     MessagePlan(
-                        event_id=event_id(*plan.identity, "message", jsonable(mid), *ident),
+                        event_id=eid or ids("message", mid_json),
                         row=row,
                         role=role,
                         content=part,

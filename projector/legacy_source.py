@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -152,7 +151,6 @@ def _open(path: str) -> sqlite3.Connection:
     uri = readonly_uri(path)
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        conn.text_factory = _text
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
@@ -171,22 +169,37 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _rows(conn: sqlite3.Connection, table: str) -> Iterator[tuple[int | None, Row]]:
+def _rows(conn: sqlite3.Connection, table: str) -> list[tuple[int | None, Row]]:
     """Every row in rowid order as (rowid, {column: value}); rowid None (and the table's
-    own order) for a WITHOUT ROWID table."""
-    cols = [r[1] for r in conn.execute(f"PRAGMA table_info({_quote(table)})")]
+    own order) for a WITHOUT ROWID table.
+
+    TEXT is decoded by SQLite's own UTF-8 decoding, unless the table holds TEXT that is
+    not UTF-8: then it is read again, every value through ``_text`` (which keeps such
+    text as ``BadText``), several times slower.
+    """
+    cols = [str(r[1]) for r in conn.execute(f"PRAGMA table_info({_quote(table)})")]
     select = ", ".join(_quote(c) for c in cols)
     try:
-        cur = conn.execute(f"SELECT _rowid_, {select} FROM {_quote(table)} ORDER BY _rowid_")
-        with_rowid = True
+        conn.execute(f"SELECT _rowid_ FROM {_quote(table)} LIMIT 0")
+        query, with_rowid = f"SELECT _rowid_, {select} FROM {_quote(table)} ORDER BY _rowid_", 1
     except sqlite3.OperationalError:
-        cur = conn.execute(f"SELECT {select} FROM {_quote(table)}")
-        with_rowid = False
-    for values in cur:
-        if with_rowid:
-            yield values[0], dict(zip(cols, values[1:], strict=True))
-        else:
-            yield None, dict(zip(cols, values, strict=True))
+        query, with_rowid = f"SELECT {select} FROM {_quote(table)}", 0
+    try:
+        return _fetch(conn.execute(query), cols, with_rowid)
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    conn.text_factory = _text
+    try:
+        return _fetch(conn.execute(query), cols, with_rowid)
+    finally:
+        conn.text_factory = str
+
+
+def _fetch(cur: sqlite3.Cursor, cols: list[str], with_rowid: int) -> list[tuple[int | None, Row]]:
+    if with_rowid:
+        return [(values[0], dict(zip(cols, values[1:], strict=True))) for values in cur]
+    return [(None, dict(zip(cols, values, strict=True))) for values in cur]
 
 
 def read_database(path: str) -> OldDatabase:

@@ -172,11 +172,13 @@ def verify(
                 f"schema version {version} is not the projector's {schema_version()}: rebuild",
             )
             return VerifyReport(found.problems)
-        # The database's own checks run inside SQLite, which lets go of the GIL: on another
-        # core they overlap the two folds, of the log and of the messages, which are Python.
-        # Each side notes its problems apart; they are reported in one order.
-        with ThreadPoolExecutor(2, thread_name_prefix="verify") as pool:
-            own = pool.submit(_check_database, db)
+        # The database's own checks run inside SQLite, which lets go of the GIL: on other
+        # cores they overlap the two folds, of the log and of the messages, which are Python.
+        # The full-text checks, the longest, run apart from the others. Each side notes its
+        # problems apart; they are reported in one order.
+        with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool:
+            tables = pool.submit(_check_database, db, _check_tables)
+            fts = pool.submit(_check_database, db, _check_fts)
             messages = pool.submit(_fold_messages, db)
             cp = read_checkpoint(conn)
             against_log = _Findings()
@@ -189,7 +191,8 @@ def verify(
                 _check_log_end(log, witness.torn, witness.suspects, against_log)
             else:
                 tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
-            found = own.result()
+            found = tables.result()
+            found.extend(fts.result())
             folded = messages.result()
         found.extend(against_log)
         _check_against_log(folded, tally, found)
@@ -199,37 +202,37 @@ def verify(
     return VerifyReport(found.problems, len(folded), last_pos, cp.log_pos)
 
 
-def _check_database(db: str) -> _Findings:
-    """The database against itself, on a connection of its own (made in its thread)."""
+def _check_database(db: str, check: Callable[[sqlite3.Connection, _Findings], None]) -> _Findings:
+    """One of the database's checks of itself, on a connection of its own (made in the
+    thread that runs it)."""
     found = _Findings()
     conn = connect(db)
     try:
-        _check_sqlite(conn, found)
-        _check_rows(conn, found)
+        check(conn, found)
     finally:
         conn.close()
     return found
 
 
-def _check_sqlite(conn: sqlite3.Connection, found: _Findings) -> None:
+def _check_tables(conn: sqlite3.Connection, found: _Findings) -> None:
     for (msg,) in conn.execute("PRAGMA integrity_check").fetchall():
         if msg != "ok":
             found.add("integrity_check", str(msg))
     for table, rowid, parent, _fk in conn.execute("PRAGMA foreign_key_check").fetchall():
         found.add("foreign_key", f"{table} row {rowid} refers to a missing {parent} row")
-    try:
-        conn.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
-    except sqlite3.DatabaseError as exc:
-        found.add("fts", f"full-text index is damaged: {exc}")
-
-
-def _check_rows(conn: sqlite3.Connection, found: _Findings) -> None:
     for sid, what in counter_mismatches(conn):
         found.add("counter", what, session_id=sid)
     for (sid,) in conn.execute(TIMEOUT_MIRROR_SQL):
         found.add("timeouts", "session_timeouts does not mirror sessions", session_id=sid)
     for sid, seq, rn in conn.execute(SEQUENCE_GAPS_SQL):
         found.add("sequence", f"message #{rn} has seq {seq} (a gap or a duplicate)", session_id=sid)
+
+
+def _check_fts(conn: sqlite3.Connection, found: _Findings) -> None:
+    try:
+        conn.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
+    except sqlite3.DatabaseError as exc:
+        found.add("fts", f"full-text index is damaged: {exc}")
     for sid, message_id in conn.execute(FTS_MISMATCH_SQL):
         found.add(
             "fts",

@@ -19,7 +19,7 @@ from journal import Journal
 from journal.events import encode_json, format_ts
 from projector import canonical_hash, legacy, legacy_check, replay
 from projector.legacy import LegacyImportError, format_report, import_legacy
-from projector.legacy_plan import NAMESPACE, RECORD_KEY, event_id, uuid5_hex
+from projector.legacy_plan import NAMESPACE, RECORD_KEY, IdPrefix, event_id, uuid5_hex
 from projector.legacy_values import from_jsonable, normalise_ts, parse_when
 
 # The seed's pre-enhancement tables without their constraints: the old app's files hold
@@ -757,6 +757,8 @@ def test_event_ids_are_uuid5_of_the_identity(identity: list[Any]) -> None:
     assert event_id(*identity) == str(expected)
     assert uuid5_hex(identity) == uuid5_hex(tuple(identity)) == expected.hex
     assert uuid.UUID(event_id(*identity)).version == 5
+    for cut in range(len(identity)):  # the same id, the prefix's hash taken once
+        assert IdPrefix(*identity[:cut])(*identity[cut:]) == str(expected)
 
 
 def test_event_ids_of_earlier_imports_are_unchanged() -> None:
