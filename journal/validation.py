@@ -71,13 +71,15 @@ def check_text(
 
 
 def check_encodable(name: str, value: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidValue(
-            f"{name} holds a lone surrogate (\\u{ord(value[exc.start]):04x}) "
-            f"at character {exc.start}; it is not valid UTF-8"
-        ) from None
+    # isascii() is O(1) (CPython records it per string): ASCII text has no surrogates.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidValue(
+                f"{name} holds a lone surrogate (\\u{ord(value[exc.start]):04x}) "
+                f"at character {exc.start}; it is not valid UTF-8"
+            ) from None
     if "\x00" in value:
         raise InvalidValue(f"{name} holds a NUL character at {value.index(chr(0))}")
 
@@ -87,9 +89,9 @@ def check_content(content: object) -> None:
         raise InvalidValue(f"content must be a string, not {type(content).__name__}")
     if not content:
         raise InvalidValue("content is empty")
-    if (
-        len(content) > MAX_CONTENT_BYTES
-        or len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES
+    if len(content) > MAX_CONTENT_BYTES or (
+        not content.isascii()  # else its length in UTF-8 is its length
+        and len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES
     ):
         raise InvalidValue(f"content is over the limit of {MAX_CONTENT_BYTES} bytes of UTF-8")
     check_encodable("content", content)
