@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -207,19 +208,32 @@ def read_database(path: str) -> OldDatabase:
     path = os.fspath(path)
     conn = _open(path)
     try:
-        return _read(conn, path)
+        # SQLite's integrity check of the file and its SHA-256 let go of the GIL: on a
+        # thread of their own they run beside the reading of the rows, which is Python.
+        with ThreadPoolExecutor(1, thread_name_prefix="legacy-check") as pool:
+            return _read(conn, path, pool.submit(_check_file, path))
     except sqlite3.DatabaseError as exc:
         raise LegacyImportError(path, f"cannot be read as SQLite ({exc})") from exc
     finally:
         conn.close()
 
 
-def _read(conn: sqlite3.Connection, path: str) -> OldDatabase:
+def _check_file(path: str) -> tuple[list[str], str]:
+    """SQLite's integrity check of the file, on a connection of its own, and its SHA-256."""
+    conn = _open(path)
+    try:
+        integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    finally:
+        conn.close()
+    return integrity, file_digest(path)
+
+
+def _read(
+    conn: sqlite3.Connection, path: str, checked: Future[tuple[list[str], str]]
+) -> OldDatabase:
     size = os.path.getsize(path)
-    digest = file_digest(path)
     # One read transaction: a consistent view even if the old app is writing.
     conn.execute("BEGIN")
-    integrity = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
     names = [
         str(r[0])
         for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -289,6 +303,7 @@ def _read(conn: sqlite3.Connection, path: str) -> OldDatabase:
         models = [row for _, row in _rows(conn, "models")]
     counts["models"] = len(models)
     conn.execute("COMMIT")
+    integrity, digest = checked.result()
     return OldDatabase(
         path=path,
         size=size,
