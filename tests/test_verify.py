@@ -232,3 +232,20 @@ def test_a_rebuild_that_did_not_read_the_whole_log_in_bulk_has_no_witness(
     rebuild(log, db, witness=witness, **options)
     verify(log, db, witness=witness)
     assert len(log_reads) == 1
+
+
+def test_a_full_text_index_without_its_content_is_reported_not_raised(
+    projected: tuple[Path, Path],
+) -> None:
+    log, db = projected
+    execute(db, "DROP TABLE sessions_fts_content")
+    problems = [str(p) for p in verify(log, db).problems if p.kind == "fts"]
+    assert any("full-text index is damaged" in p for p in problems)
+    assert any("content cannot be read" in p and "sessions_fts_content" in p for p in problems)
+
+
+def test_a_stale_title_in_the_full_text_index_is_found(projected: tuple[Path, Path]) -> None:
+    log, db = projected
+    execute(db, "DROP TRIGGER sessions_au")  # the trigger that copies a new title into it
+    execute(db, "UPDATE sessions SET title = 'renamed' WHERE session_id = 'b'")
+    assert ("fts", "b") in kinds(log, db)
