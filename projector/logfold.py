@@ -12,7 +12,7 @@ import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from journal.events import (
     AnyEvent,
@@ -131,7 +131,7 @@ class LogWitness:
         self.suspects: set[int] = set()  # fingerprints seen twice: perhaps a repeated id
         self.last_pos = 0
         self.torn: TornTail | None = None
-        self._file: tuple[int, int, int] | None = None  # (dev, inode, size) read whole
+        self._file: FileIdentity | None = None  # the log's, if read whole
 
     def observe(self, event: AnyEvent) -> None:
         self.tally.observe(event)
@@ -145,7 +145,7 @@ class LogWitness:
         observed every event up to ``last_pos``: if that is the whole file, it stands."""
         self.last_pos, self.torn = last_pos, torn
         identity = file_identity(log)
-        self._file = identity if identity is not None and identity[2] == examined else None
+        self._file = identity if identity is not None and identity.size == examined else None
 
     def discard(self) -> None:
         """The rebuild did not observe the whole log: verify must read it."""
@@ -156,10 +156,19 @@ class LogWitness:
         return self._file is not None and self._file == file_identity(log) and self.last_pos == upto
 
 
-def file_identity(path: str) -> tuple[int, int, int] | None:
-    """(device, inode, size) of the file, None if there is none."""
+class FileIdentity(NamedTuple):
+    """Which file, and whether it changed: a write changes its size or its mtime."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def file_identity(path: str) -> FileIdentity | None:
+    """The file's identity, None if there is none."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
-    return st.st_dev, st.st_ino, st.st_size
+    return FileIdentity(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)

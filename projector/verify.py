@@ -13,6 +13,8 @@ Checks, each problem named with its session or line:
 
 It records the outcome per session in ``integrity_status``/``integrity_checked_at``, the
 only columns written from the wall clock (excluded from determinism and canonical_hash).
+A rebuild can fold the log for verify as it reads it (``LogWitness``), so that verify of
+the database it just built need not read the log a second time.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -219,6 +220,21 @@ def test_a_witness_of_another_log_than_the_one_verified_is_not_used(
     report = verify(log, db, witness=witness)
     assert len(log_reads) == 1  # read again, so the tail is seen
     assert [p.kind for p in report.problems] == ["log"] and "torn tail" in str(report.problems[0])
+
+
+def test_a_witness_of_the_log_before_an_edit_in_place_is_not_used(
+    tmp_path: Path, log_reads: list[str]
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    witness = LogWitness()
+    rebuild(log, db, checked=False, witness=witness)
+    time.sleep(0.05)  # past the file system's clock tick: the edit gets a new mtime
+    data = log.read_bytes()
+    at = data.index(b"Leek soup")
+    log.write_bytes(data[:at] + b"Leak" + data[at + 4 :])  # same size, one byte changed
+    report = verify(log, db, witness=witness)
+    assert len(log_reads) == 1 and any("checksum" in str(p) for p in report.problems)
 
 
 @pytest.mark.parametrize("option", ["until", "quarantine"])
