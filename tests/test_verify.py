@@ -208,13 +208,18 @@ def test_a_rebuilds_witness_stands_for_reading_the_log(
     assert folded == {sid: (t.count, t.tokens, t.content_hash) for sid, t in tally.sessions.items()}
 
 
-def test_a_witness_of_another_log_than_the_one_verified_is_not_used(
-    tmp_path: Path, log_reads: list[str]
-) -> None:
+def built_with_witness(tmp_path: Path) -> tuple[Path, Path, LogWitness]:
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     known_workload(log)
     witness = LogWitness()
     rebuild(log, db, checked=False, witness=witness)
+    return log, db, witness
+
+
+def test_a_witness_of_another_log_than_the_one_verified_is_not_used(
+    tmp_path: Path, log_reads: list[str]
+) -> None:
+    log, db, witness = built_with_witness(tmp_path)
     with log.open("ab") as f:
         f.write(b'{"pos":')  # the log grew after the rebuild read it
     report = verify(log, db, witness=witness)
@@ -225,10 +230,7 @@ def test_a_witness_of_another_log_than_the_one_verified_is_not_used(
 def test_a_witness_of_the_log_before_an_edit_in_place_is_not_used(
     tmp_path: Path, log_reads: list[str]
 ) -> None:
-    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
-    known_workload(log)
-    witness = LogWitness()
-    rebuild(log, db, checked=False, witness=witness)
+    log, db, witness = built_with_witness(tmp_path)
     time.sleep(0.05)  # past the file system's clock tick: the edit gets a new mtime
     data = log.read_bytes()
     at = data.index(b"Leek soup")
