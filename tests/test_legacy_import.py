@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -795,3 +799,41 @@ def test_paths_with_uri_characters(tmp_path: Path) -> None:
     report = import_legacy(old, where / "s.jsonl", where / "s.db")
     assert report.ok, report.check_problems
     assert report.messages_checked == n
+
+
+def _stage_reached(stage: str, log: Path, db: Path) -> bool:
+    if stage == "writing":
+        return log.exists() and log.stat().st_size > 0
+    if stage == "projecting":  # well into the load: pages of the new file are written
+        building = Path(f"{db}.rebuild")
+        return building.exists() and building.stat().st_size > 1 << 20
+    return db.exists()  # verifying: the rebuilt file is in place
+
+
+@pytest.mark.parametrize("stage", ["writing", "projecting", "verifying"])
+def test_an_import_killed_at_any_stage_is_finished_by_running_it_again(
+    tmp_path: Path, out: Path, stage: str
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+    try:
+        from legacy_fixture import build_legacy_db
+    finally:
+        sys.path.pop(0)
+    old, log, db = tmp_path / "old.db", out / "s.jsonl", out / "s.db"
+    n = build_legacy_db(old, 60, 50, seed=3, schema="migrated")
+    code = "import sys; from projector.legacy import import_legacy; import_legacy(*sys.argv[1:])"
+    child = subprocess.Popen([sys.executable, "-c", code, str(old), str(log), str(db)])
+    try:
+        while child.poll() is None and not _stage_reached(stage, log, db):
+            time.sleep(0.0005)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait()
+    assert child.returncode == -signal.SIGKILL, f"the import ended before {stage}"
+
+    report = run(tmp_path, old)
+    assert report.ok, (report.verify_problems, report.check_problems)
+    assert report.messages_checked == n and report.source_unchanged
+    assert not Path(f"{db}.rebuild").exists()
+    again = run(tmp_path, old)
+    assert again.ok and again.events_written == 0 and again.messages_checked == n
