@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import zlib
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -167,11 +167,9 @@ class SessionDeleted(Event, frozen=True, kw_only=True, tag="session_deleted"):
     session_id: str
 
 
-AnyEvent = (
-    ModelRegistered
-    | SessionCreated
-    | MessageAppended
-    | SessionMetadataSet
+# The event types after message_appended, in the order of DESIGN.md's list: both unions end so.
+_AFTER_MESSAGES = (
+    SessionMetadataSet
     | SessionRenamed
     | SessionPaused
     | SessionResumed
@@ -182,37 +180,10 @@ AnyEvent = (
     | SessionRestored
     | SessionDeleted
 )
-EVENT_TYPES: Final[tuple[type[Event], ...]] = (
-    ModelRegistered,
-    SessionCreated,
-    MessageAppended,
-    SessionMetadataSet,
-    SessionRenamed,
-    SessionPaused,
-    SessionResumed,
-    TimeoutWarning,
-    SessionTimedOut,
-    SessionArchived,
-    SessionSnapshotted,
-    SessionRestored,
-    SessionDeleted,
-)
+AnyEvent = ModelRegistered | SessionCreated | MessageAppended | _AFTER_MESSAGES
 # What the writer folds into its state: every event whole, except messages (header only).
-StateEvent = (
-    ModelRegistered
-    | SessionCreated
-    | MessageHeader
-    | SessionMetadataSet
-    | SessionRenamed
-    | SessionPaused
-    | SessionResumed
-    | TimeoutWarning
-    | SessionTimedOut
-    | SessionArchived
-    | SessionSnapshotted
-    | SessionRestored
-    | SessionDeleted
-)
+StateEvent = ModelRegistered | SessionCreated | MessageHeader | _AFTER_MESSAGES
+EVENT_TYPES: Final[tuple[type[Event], ...]] = get_args(AnyEvent)
 TAGS: Final[dict[str, type[Event]]] = {str(cls.__struct_config__.tag): cls for cls in EVENT_TYPES}
 
 # Built once: msgspec's encoders and decoders are reusable and thread-safe.
