@@ -25,7 +25,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
-from typing import Any, assert_never
+from typing import Any, Generic, TypeVar, assert_never
 
 import msgspec
 
@@ -78,8 +78,15 @@ class SnapshotMetadata(msgspec.Struct, frozen=True):
     value: str | None
 
 
-class SnapshotContext(msgspec.Struct, frozen=True):
-    """A session and its messages as of a snapshot (the seed's context, extended)."""
+M = TypeVar("M", SnapshotMessage, msgspec.Raw)
+
+
+class SnapshotContext(msgspec.Struct, Generic[M], frozen=True):
+    """A session and its messages as of a snapshot (the seed's context, extended).
+
+    ``SnapshotContext[SnapshotMessage]`` decodes the messages; ``SnapshotContext[Raw]``
+    leaves each one undecoded, a slice of the text (the bulk path copies them as they are).
+    """
 
     session_id: str
     title: str | None
@@ -95,12 +102,12 @@ class SnapshotContext(msgspec.Struct, frozen=True):
     expires_at: str | None
     last_activity: str
     metadata: list[SnapshotMetadata]
-    messages: list[SnapshotMessage]
+    messages: list[M]
     snapshot_reason: str
     snapshot_time: str
 
 
-_context_decoder = msgspec.json.Decoder(SnapshotContext)
+_context_decoder = msgspec.json.Decoder(SnapshotContext[SnapshotMessage])
 # The session columns a snapshot copies, in the order snapshot_context selects them.
 SNAPSHOT_SESSION_FIELDS = (
     "session_id", "title", "model_id", "model_name", "created_at", "status",
@@ -312,7 +319,9 @@ _snapshot_encoder = msgspec.json.Encoder()  # configured as the log's encoder (e
 _MESSAGES_CUT = b',"messages":[],"snapshot_reason":'
 
 
-def snapshot_json(head: SnapshotContext, rows: Iterable[Sequence[Any]]) -> bytearray:
+def snapshot_json(
+    head: SnapshotContext[SnapshotMessage], rows: Iterable[Sequence[Any]]
+) -> bytearray:
     """``encode_json`` of ``head`` with ``messages`` (empty in ``head``) made of ``rows``
     (SNAPSHOT_MESSAGES_SQL's), built in one buffer as the rows stream past: a long
     session's snapshot is never held as rows, structs and text at once. Bound with

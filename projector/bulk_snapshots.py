@@ -23,7 +23,6 @@ from projector.apply import (
     ApplyError,
     SnapshotContext,
     SnapshotMessage,
-    SnapshotMetadata,
     _snapshot_encoder,
 )
 
@@ -53,29 +52,7 @@ ARCHIVE_MESSAGES_SQL: Final = (
 _encoder = msgspec.json.Encoder()
 
 
-class LazyContext(msgspec.Struct, frozen=True):
-    """SnapshotContext with its messages left undecoded (each a slice of the text)."""
-
-    session_id: str
-    title: str | None
-    model_id: str | None
-    model_name: str | None
-    created_at: str
-    status: str
-    message_count: int
-    total_tokens: int
-    total_duration_seconds: float
-    idle_timeout_seconds: int | None
-    hard_timeout_seconds: int | None
-    expires_at: str | None
-    last_activity: str
-    metadata: list[SnapshotMetadata]
-    messages: list[msgspec.Raw]
-    snapshot_reason: str
-    snapshot_time: str
-
-
-lazy_context_decoder = msgspec.json.Decoder(LazyContext)
+lazy_context_decoder = msgspec.json.Decoder(SnapshotContext[msgspec.Raw])
 message_decoder = msgspec.json.Decoder(SnapshotMessage)
 
 
@@ -154,7 +131,7 @@ def pre_archive_into(
 
 def snapshot_into(
     out: bytearray,
-    head: SnapshotContext,
+    head: SnapshotContext[SnapshotMessage],
     rows: Iterable[Sequence[Any]],
     spill: Spill,
     earlier: Callable[[bytearray, Spill], bool] | None = None,

@@ -223,7 +223,7 @@ def test_a_log_the_bulk_path_refuses_gets_the_incremental_error(tmp_path: Path) 
     assert not db.exists() and not Path(f"{db}.rebuild").exists()
 
 
-def sample_context(text: str) -> tuple[list[SnapshotMessage], SnapshotContext]:
+def sample_context(text: str) -> tuple[list[SnapshotMessage], SnapshotContext[SnapshotMessage]]:
     """Two messages (the second's content ``text``) and a context head (no messages) with
     the markers snapshot_json cuts at inside its strings."""
     messages = [
