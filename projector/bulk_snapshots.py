@@ -27,7 +27,7 @@ from projector.apply import (
 )
 
 # The create_snapshot_on_archive trigger's row (its context_json built by
-# pre_archive_json), context_json last, as text of the given length written after the
+# pre_archive_into), context_json last, as text of the given length written after the
 # insert (insert_streamed).
 ARCHIVE_SNAPSHOT_STREAMED_SQL: Final = (
     "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
@@ -61,29 +61,6 @@ Spill = Callable[[bytearray], None]
 SPILL_BYTES: Final = 2**20
 
 
-def pre_archive_json(
-    session_id: str,
-    title: str | None,
-    model_id: str | None,
-    model_name: str | None,
-    message_count: int,
-    total_tokens: int,
-    created_at: str,
-    messages: Iterable[Sequence[Any]],
-) -> bytearray:
-    """The bytes of the create_snapshot_on_archive trigger's ``json_object(...)``, built in
-    one buffer as the ``(role, content, timestamp, tokens)`` rows stream past (SQLite's
-    json functions hold a long session several times over). SQLite's JSON text and
-    msgspec's agree: compact, the same escapes (tests/test_bulk_rebuild.py checks every
-    character), integers in decimal, null for NULL."""
-    out = bytearray()
-    pre_archive_into(
-        out, session_id, title, model_id, model_name, message_count, total_tokens,
-        created_at, messages, None,
-    )  # fmt: skip
-    return out
-
-
 def pre_archive_into(
     out: bytearray,
     session_id: str,
@@ -96,8 +73,13 @@ def pre_archive_into(
     messages: Iterable[Sequence[Any]],
     spill: Spill | None,
 ) -> None:
-    """``pre_archive_json`` into ``out``, the buffer handed to ``spill`` (which empties it)
-    as it grows, if given; the last piece is left in ``out``."""
+    """The bytes of the create_snapshot_on_archive trigger's ``json_object(...)``, built
+    into ``out`` as the ``(role, content, timestamp, tokens)`` rows stream past (SQLite's
+    json functions hold a long session several times over); ``out`` is handed to
+    ``spill`` (which empties it) as it grows, if ``spill`` is given, the last piece left
+    in it. SQLite's JSON text and msgspec's agree: compact, the same escapes
+    (tests/test_bulk_rebuild.py checks every character), integers in decimal, null for
+    NULL."""
     into = _encoder.encode_into
     for key, value in (
         (b'{"session_id":', session_id),

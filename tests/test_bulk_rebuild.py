@@ -347,10 +347,18 @@ def test_a_refused_bulk_batch_is_applied_one_by_one(
     assert rows(db, "SELECT message_count FROM sessions") == [(2,)]
 
 
+def pre_archive_json(*values: Any) -> bytearray:
+    """The pre_archive context built in one buffer (no spill)."""
+    from projector.bulk_snapshots import pre_archive_into
+
+    out = bytearray()
+    pre_archive_into(out, *values, None)
+    return out
+
+
 def test_pre_archive_json_is_the_triggers_json() -> None:
     """The bulk path builds the pre_archive context itself: byte for byte SQLite's
     json_object, for every character a string may hold and for NULLs and no messages."""
-    from projector.bulk_snapshots import pre_archive_json
 
     conn = sqlite3.connect(":memory:")
     try:
@@ -415,7 +423,7 @@ def test_streamed_contexts_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -
     out = bytearray()
     bulk_module.pre_archive_into(out, *head_values, archive_rows, spill)
     assert len(pieces) > 1
-    assert b"".join(pieces) + out == bytes(bulk_module.pre_archive_json(*head_values, archive_rows))
+    assert b"".join(pieces) + out == bytes(pre_archive_json(*head_values, archive_rows))
 
 
 @pytest.mark.parametrize("spill_bytes", [64, 2**20])
