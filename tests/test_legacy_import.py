@@ -320,6 +320,19 @@ def test_a_wrong_bulk_projection_is_caught_by_verify_and_replayed(
     assert canonical_hash(out / "s.db") == canonical_hash(tmp_path / "replayed.db")
 
 
+def test_a_message_check_problem_does_not_project_again(
+    tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = tmp_path / "old.db"
+    messy(old)
+    replays: list[str] = []
+    monkeypatch.setattr(legacy_check, "check_messages", lambda *args: (0, ["planted problem"]))
+    monkeypatch.setattr(legacy_check, "replay", lambda log, db: replays.append(db))
+    report = run(tmp_path, old)
+    assert report.verify_ok and report.check_problems == ["planted problem"] and not report.ok
+    assert replays == []  # verify passed: a replay would build the same database
+
+
 def test_log_is_on_disk_before_it_is_projected(
     tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
