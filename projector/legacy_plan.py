@@ -344,26 +344,24 @@ class Planner:
             if old_seq != seq + 1:
                 flags.append("renumbered")
             legacy: dict[str, Any] = {}
+            mid_json = jsonable(mid)
             if flags:
                 legacy = _plain(row)
-                legacy.setdefault("message_id", jsonable(mid))
+                legacy.setdefault("message_id", mid_json)
                 if keep_content:
                     legacy.pop("content", None)
-            mid_json = jsonable(mid)
+            ref = ids("message", mid_json)  # the row's id: of its event, or of its parts'
             for i, part in enumerate(parts, 1):
                 seq += 1
                 meta: dict[str, Any] | None = original_meta
-                eid = ids("message", mid_json, "part", i) if len(parts) > 1 else None
                 if flags:
                     meta = {"legacy": legacy, "import_flags": list(flags)}
                     if len(parts) > 1:
                         meta["part"] = [i, len(parts)]
-                    ref = ids("message", mid_json)
-                    eid = eid or ref
                     meta = self._fit(plan, meta, ref)
                 plan.messages.append(
                     MessagePlan(
-                        event_id=eid or ids("message", mid_json),
+                        event_id=ids("message", mid_json, "part", i) if len(parts) > 1 else ref,
                         row=row,
                         role=role,
                         content=part,
