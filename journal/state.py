@@ -233,7 +233,7 @@ class JournalState:
         fold = self._fold
         new = _new_receipt
         tag_of = _TAG_OF
-        last_ts = self.last_ts
+        last_pos, last_ts = self.last_pos, self.last_ts
         k = 0
         seq: int | None
         try:
@@ -266,8 +266,8 @@ class JournalState:
                         young[eid] = (tag_of[type(event)], receipt)
         except StateViolation as exc:
             exc.index = k
+            self.last_pos = events[k - 1].pos if k else last_pos  # set for a non-message
             if k:
-                self.last_pos = events[k - 1].pos
                 self.last_ts = max(last_ts, max(map(_get_ts, events[:k])))
             raise
         if events:

@@ -189,6 +189,28 @@ def test_writer_refuses_a_record_its_state_cannot_follow_and_names_it(
     assert list(tmp_path.glob("*.torn-*")) == []
 
 
+def test_a_record_the_state_cannot_follow_is_named_again_by_every_later_append(
+    tmp_path: Path,
+) -> None:
+    """Found while catching up (not at open): the state stays as before the record, so
+    each later append names the same line, not a position error after it."""
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=2)
+    with Journal.open(log) as j:
+        bad = ev.encode_line(
+            ev.SessionRenamed(
+                session_id="nobody", title="t", pos=len(lines) + 1, id=str(uuid.uuid4()),
+                ts="2030-01-01T00:00:00.000000Z",
+            )
+        )  # fmt: skip
+        with log.open("ab") as f:
+            f.write(bad)
+        for _ in range(2):
+            with pytest.raises(LogError, match=rf"line {len(lines) + 1} .*unknown session"):
+                j.append_message("s1", "user", "after it")
+    assert log.read_bytes() == b"".join(lines) + bad
+
+
 def test_reader_resumes_from_an_offset(tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"
     lines = make_log(log)
