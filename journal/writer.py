@@ -339,6 +339,10 @@ class Journal:
                 token = self._write(pending)
             except BaseException:
                 self._state.rollback()
+                # A write cut short by anything but an I/O error leaves part of a record;
+                # whoever appends next, even a thread the flock is handed to, catches up
+                # first and so finds it (a torn tail) instead of writing after it.
+                self._caught_up_in = -1
                 raise
             finally:
                 self._pending = self._pending_owner = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -213,3 +215,47 @@ def test_threads_hand_the_flock_on_a_bounded_number_of_times(
     n, seqs = audit(log)
     assert n == 1 + 4 + 80
     assert all(seqs[s] == list(range(1, 21)) for s in sids)
+
+
+def test_a_write_cut_short_is_repaired_before_the_thread_it_hands_the_flock_to_appends(
+    tmp_path: Path,
+) -> None:
+    """An append that fails after writing part of its record (an exception other than an
+    I/O error, so nothing cuts the file back) hands the flock to a queued thread: that
+    thread must first find the partial record and move it aside, not write after it."""
+    log = tmp_path / "s.jsonl"
+    j = Journal.open(log, "none")
+    sid = j.create_session("m", session_id="s")
+    real_append = j._log.append
+    writing = threading.Event()
+
+    def cut_short_once(data: bytes, at: int) -> int:
+        if writing.is_set():
+            return real_append(data, at)
+        os.write(j._log.fd, data[: len(data) // 2])
+        writing.set()
+        while not j._log._waiting:  # the other thread queues for the lock
+            time.sleep(0.001)
+        raise RuntimeError("interrupted mid-write")
+
+    j._log.append = cut_short_once  # type: ignore[method-assign]
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            j.append_message(sid, "user", "cut short")
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    a = threading.Thread(target=first)
+    a.start()
+    writing.wait()
+    b = threading.Thread(target=lambda: j.append_message(sid, "user", "after it"))
+    b.start()
+    a.join()
+    b.join()
+    j.close()
+    assert [str(e) for e in errors] == ["interrupted mid-write"]
+    assert len(j.repairs) == 1  # the partial record, quarantined
+    contents = [e.content for e, _ in read_log(str(log)) if isinstance(e, MessageAppended)]
+    assert contents == ["after it"]
