@@ -71,8 +71,7 @@ def check_checkpoint(log_path: str, cp: Checkpoint) -> None:
     if cp.log_offset == 0:
         return
     fd = _open_log(log_path, cp)
-    if fd is None:
-        return
+    assert fd is not None  # the checkpoint covers a line: a missing log raised
     try:
         _check_checkpoint_at(fd, os.fstat(fd).st_size, log_path, cp)
     finally:
@@ -121,6 +120,7 @@ def catch_up(
     progress: Progress | None = None,
     until: int | str | datetime | None = None,
     observer: Callable[[AnyEvent], None] | None = None,
+    bulk: bool = True,
 ) -> CatchUpResult:
     """Apply the log from the checkpoint to its end (or ``until``), in batches.
 
@@ -128,7 +128,9 @@ def catch_up(
     line in the middle (after committing every whole unit before it; with
     ``quarantine=True`` the line is recorded in ``projector_quarantine`` instead and
     reading goes on), and InvariantViolation for an event the projection cannot apply
-    (its batch rolled back). ``observer`` sees every applied event.
+    (its batch rolled back). ``observer`` sees every applied event. A long stretch of log
+    goes by the bulk path unless ``bulk=False`` (or an ``observer`` is given): then every
+    event goes through the triggers one by one.
     """
     path = os.fspath(log_path)
     if batch_events < 1:
@@ -145,7 +147,7 @@ def catch_up(
         os.close(fd)
         raise
     batch: _Batch
-    if observer is None and size - cp.log_offset >= BULK_MIN_BYTES:
+    if bulk and observer is None and size - cp.log_offset >= BULK_MIN_BYTES:
         batch = _BulkBatch(conn, fd, cp, progress, size)
     else:
         batch = _Batch(conn, fd, cp, progress, size)

@@ -194,6 +194,7 @@ def _incremental(
             progress=progress,
             until=until,
             observer=observer,
+            bulk=False,  # the path that applies or reports each event, checked or not
         ),
         checked,
     )

@@ -6,11 +6,20 @@ import importlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from projection_helpers import known_workload, random_ops, rows, run_workload
 
-from projector import RebuildCheckFailed, canonical_hash, catch_up, connect, rebuild, replay
+from projector import (
+    RebuildCheckFailed,
+    canonical_hash,
+    catch_up,
+    connect,
+    rebuild,
+    replay,
+    verify,
+)
 from projector.db import create_schema
 
 # The package exports the function rebuild under the module's name.
@@ -87,6 +96,23 @@ def test_unchecked_rebuild_skips_the_checks_and_builds_the_same_file(
     monkeypatch.setattr(rebuild_module, "quick_checks", lambda conn, tally: ["planted problem"])
     rebuild(log, db, quarantine=quarantine, checked=False)
     assert canonical_hash(db) == canonical_hash(tmp_path / "checked.db")
+
+
+@pytest.mark.parametrize("checked", [True, False])
+def test_the_incremental_rebuild_goes_event_by_event_checked_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checked: bool
+) -> None:
+    log = tmp_path / "log.jsonl"
+    known_workload(log)
+    catchup_module = importlib.import_module("projector.catchup")
+    monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", 0)  # any stretch would go in bulk
+
+    def no_bulk(*args: Any) -> None:
+        raise AssertionError("the incremental rebuild took the bulk path")
+
+    monkeypatch.setattr(catchup_module, "_BulkBatch", no_bulk)
+    rebuild(log, tmp_path / "p.db", quarantine=True, checked=checked)
+    assert verify(log, tmp_path / "p.db").ok
 
 
 def test_quick_checks_compare_with_the_log(tmp_path: Path) -> None:
