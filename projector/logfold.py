@@ -140,12 +140,21 @@ class LogWitness:
             self.suspects.add(mark)
         self.seen.add(mark)
 
-    def read_whole(self, log: str, last_pos: int, torn: TornTail | None, examined: int) -> None:
-        """The rebuild read ``log`` up to byte ``examined`` (its torn tail included) and
-        observed every event up to ``last_pos``: if that is the whole file, it stands."""
+    def read_whole(
+        self,
+        log: str,
+        before: FileIdentity | None,
+        last_pos: int,
+        torn: TornTail | None,
+        examined: int,
+    ) -> None:
+        """The rebuild read ``log`` (``before``: its identity when the reading began) up to
+        byte ``examined``, its torn tail included, and observed every event up to
+        ``last_pos``: if that is the whole file, unchanged while it was read, it stands."""
         self.last_pos, self.torn = last_pos, torn
-        identity = file_identity(log)
-        self._file = identity if identity is not None and identity.size == examined else None
+        after = file_identity(log)
+        whole = after is not None and after == before and after.size == examined
+        self._file = after if whole else None
 
     def discard(self) -> None:
         """The rebuild did not observe the whole log: verify must read it."""

@@ -35,7 +35,7 @@ from projector.bulk import Observer, bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
 from projector.db import create_private_file, create_schema
 from projector.errors import RebuildCheckFailed
-from projector.logfold import LogTally, LogWitness
+from projector.logfold import LogTally, LogWitness, file_identity
 from projector.reading import Until
 
 REBUILD_BATCH_EVENTS: Final = 2_000
@@ -154,6 +154,7 @@ def _bulk(
     def load(conn: sqlite3.Connection, observer: Observer | None) -> CatchUpResult | None:
         if witness is not None:
             observer = _both(observer, witness.observe) if observer else witness.observe
+        before = file_identity(log_path)
         try:
             loaded = bulk_load(conn, log_path, until=stop, progress=progress,
                                observer=observer)  # fmt: skip
@@ -161,7 +162,7 @@ def _bulk(
             return None
         cp = loaded.checkpoint
         if witness is not None and loaded.examined is not None:
-            witness.read_whole(log_path, cp.log_pos, loaded.torn, loaded.examined)
+            witness.read_whole(log_path, before, cp.log_pos, loaded.torn, loaded.examined)
         return CatchUpResult(loaded.events_applied, cp.log_pos, cp.log_offset, loaded.torn, 0)
 
     return _build(tmp, load, checked)

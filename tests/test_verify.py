@@ -239,6 +239,29 @@ def test_a_witness_of_the_log_before_an_edit_in_place_is_not_used(
     assert len(log_reads) == 1 and any("checksum" in str(p) for p in report.problems)
 
 
+def test_a_witness_of_a_log_edited_while_the_rebuild_read_it_is_not_used(
+    tmp_path: Path, log_reads: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    rebuild_module = importlib.import_module("projector.rebuild")
+    real_load = rebuild_module.bulk_load
+
+    def edited_as_it_is_read(*args: Any, **kwargs: Any) -> Any:
+        loaded = real_load(*args, **kwargs)
+        time.sleep(0.05)  # past the file system's clock tick: the edit gets a new mtime
+        data = log.read_bytes()
+        at = data.index(b"Leek soup")
+        log.write_bytes(data[:at] + b"Leak" + data[at + 4 :])  # same size
+        return loaded
+
+    monkeypatch.setattr(rebuild_module, "bulk_load", edited_as_it_is_read)
+    witness = LogWitness()
+    rebuild(log, db, checked=False, witness=witness)
+    report = verify(log, db, witness=witness)
+    assert len(log_reads) == 1 and any("checksum" in str(p) for p in report.problems)
+
+
 @pytest.mark.parametrize("option", ["until", "quarantine"])
 def test_a_rebuild_that_did_not_read_the_whole_log_in_bulk_has_no_witness(
     tmp_path: Path, log_reads: list[str], option: str
