@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -111,6 +111,32 @@ class LogTally:
                 pass  # other events do not change messages
 
 
+class IdCheck:
+    """Event ids checked for uniqueness by their fingerprint, a 64-bit int: a set of those
+    takes half the memory of a set of the id strings. Two ids with one fingerprint are only
+    suspects: a second pass over the log (``suspected``) compares the ids themselves, so a
+    collision is never reported and every real repeat is."""
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self._suspects: set[int] = set()
+
+    def add_all(self, event_ids: Iterable[str]) -> None:
+        seen, suspects = self._seen, self._suspects
+        for mark in map(fingerprint, event_ids):
+            if mark in seen:
+                suspects.add(mark)
+            seen.add(mark)
+
+    @property
+    def any_suspects(self) -> bool:
+        return bool(self._suspects)
+
+    def suspected(self, event_id: str) -> bool:
+        """True if ``event_id``'s fingerprint was seen more than once."""
+        return fingerprint(event_id) in self._suspects
+
+
 class LogWitness:
     """verify's reading of the log, made on the events a rebuild reads as it builds.
 
@@ -127,18 +153,14 @@ class LogWitness:
 
     def __init__(self) -> None:
         self.tally = LogTally()
-        self.seen: set[int] = set()  # fingerprints of the ids
-        self.suspects: set[int] = set()  # fingerprints seen twice: perhaps a repeated id
+        self.ids = IdCheck()
         self.last_pos = 0
         self.torn: TornTail | None = None
         self._file: FileIdentity | None = None  # the log's, if read whole
 
     def observe(self, event: AnyEvent) -> None:
         self.tally.observe(event)
-        mark = fingerprint(event.id)
-        if mark in self.seen:
-            self.suspects.add(mark)
-        self.seen.add(mark)
+        self.ids.add_all((event.id,))
 
     def read_whole(
         self,

@@ -36,10 +36,10 @@ from projector.catchup import check_checkpoint
 from projector.db import connect, read_checkpoint, schema_version, user_version
 from projector.errors import CheckpointMismatch
 from projector.logfold import (
+    IdCheck,
     LogTally,
     LogWitness,
     SessionTally,
-    fingerprint,
     message_digest_input,
 )
 from projector.reading import skip_bad_lines
@@ -194,7 +194,7 @@ def verify(
                 against_log.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
             if witness is not None and witness.stands_for(log, cp.log_pos):
                 tally, last_pos = witness.tally, witness.last_pos
-                _check_log_end(log, witness.torn, witness.suspects, against_log)
+                _check_log_end(log, witness.torn, witness.ids, against_log)
             else:
                 tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
             found = tables.result()
@@ -298,23 +298,14 @@ class _Runs:
 def _check_log(
     log: str, upto: int, found: _Findings, progress: Callable[[int, int], None] | None
 ) -> tuple[LogTally, int]:
-    """Read the whole log, reporting its defects; fold it up to pos ``upto``.
-
-    Ids are checked for uniqueness by their hash, a 64-bit int: a set of those takes half
-    the memory of a set of the id strings. Two ids with one hash are only suspects; a
-    second pass, run only when there are suspects, compares the ids themselves, so a
-    collision is never reported and every real repeat is.
-    """
+    """Read the whole log, reporting its defects (ids used twice: ``IdCheck``); fold it
+    up to pos ``upto``."""
     tally = LogTally()
     observe = tally.observe
-    seen: set[int] = set()
-    suspects: set[int] = set()
+    ids = IdCheck()
     runs = _Runs(log, found, progress)
     for events in runs:
-        for mark in map(fingerprint, map(_event_id, events)):
-            if mark in seen:
-                suspects.add(mark)
-            seen.add(mark)
+        ids.add_all(map(_event_id, events))
         if events[-1].pos <= upto:
             for event in events:
                 observe(event)
@@ -322,11 +313,11 @@ def _check_log(
             for event in events:
                 if event.pos <= upto:
                     observe(event)
-    _check_log_end(log, runs.torn, suspects, found)
+    _check_log_end(log, runs.torn, ids, found)
     return tally, runs.last_pos
 
 
-def _check_log_end(log: str, torn: TornTail | None, suspects: set[int], found: _Findings) -> None:
+def _check_log_end(log: str, torn: TornTail | None, ids: IdCheck, found: _Findings) -> None:
     """What the whole log's reading leaves to report: a torn tail, repeated ids."""
     if torn is not None:
         found.add(
@@ -335,16 +326,16 @@ def _check_log_end(log: str, torn: TornTail | None, suspects: set[int], found: _
             line=torn.line,
             offset=torn.offset,
         )
-    if suspects:
-        _repeated_ids(log, suspects, found)
+    if ids.any_suspects:
+        _repeated_ids(log, ids, found)
 
 
-def _repeated_ids(log: str, suspects: set[int], found: _Findings) -> None:
+def _repeated_ids(log: str, ids: IdCheck, found: _Findings) -> None:
     """Report every id used again, at the line that repeats it (bad lines told already)."""
     seen: set[str] = set()
     for events in _Runs(log):
         for event in events:
-            if fingerprint(event.id) in suspects:
+            if ids.suspected(event.id):
                 if event.id in seen:
                     found.add("log", f"event id {event.id} is used twice", line=event.pos)
                 seen.add(event.id)
