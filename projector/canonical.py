@@ -15,6 +15,7 @@ import sqlite3
 from typing import Final
 
 from journal.events import encode_json
+from projector.db import readonly_uri
 
 EXCLUDED_COLUMNS: Final = {("sessions", "integrity_checked_at"), ("sessions", "integrity_status")}
 _FTS: Final = "sessions_fts"
@@ -37,7 +38,7 @@ def canonical_hash(db: str | os.PathLike[str] | sqlite3.Connection) -> str:
     """SHA-256 over the projection's rows; equal hashes mean equal contents."""
     if isinstance(db, sqlite3.Connection):
         return _hash(db)
-    conn = sqlite3.connect(f"file:{os.fspath(db)}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         return _hash(conn)
     finally:

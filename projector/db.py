@@ -77,6 +77,13 @@ def create_private_file(path: str) -> None:
         os.close(fd)
 
 
+def readonly_uri(path: str | os.PathLike[str]) -> str:
+    """A ``mode=ro`` SQLite URI for ``path``, whatever characters its name holds."""
+    # '?' and '#' would end the path part of the URI, '%' starts an escape.
+    quoted = os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{quoted}?mode=ro"
+
+
 def connect(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A connection in WAL mode with foreign keys on, in autocommit mode.
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from journal.errors import JournalError
+from projector.db import readonly_uri
 
 # The tables the import reads, and the columns it knows in each (others are kept too).
 KNOWN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
@@ -157,13 +158,6 @@ def _open(path: str) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise LegacyImportError(path, f"cannot be opened as SQLite ({exc})") from exc
     return conn
-
-
-def readonly_uri(path: str) -> str:
-    """A ``mode=ro`` SQLite URI for ``path``, whatever characters its name holds."""
-    # '?' and '#' would end the path part of the URI, '%' starts an escape.
-    quoted = os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
-    return f"file:{quoted}?mode=ro"
 
 
 def _quote(name: str) -> str:

@@ -151,3 +151,12 @@ def test_a_build_left_by_a_crash_is_started_afresh(tmp_path: Path) -> None:
     assert result.sessions == 3
     assert canonical_hash(db) == canonical_hash(ref)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "p.db", "ref.db"]
+
+
+def test_canonical_hash_of_a_database_whose_path_holds_uri_characters(tmp_path: Path) -> None:
+    log = tmp_path / "log.jsonl"
+    known_workload(log)
+    odd, plain = tmp_path / "a%41 #1?.db", tmp_path / "plain.db"
+    rebuild(log, odd)
+    rebuild(log, plain)
+    assert canonical_hash(odd) == canonical_hash(plain)

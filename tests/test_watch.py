@@ -20,6 +20,7 @@ import pytest
 
 from journal import CorruptLog, Journal, LogReader
 from projector import canonical_hash, rebuild
+from projector.db import readonly_uri
 from projector.watch import AlreadyWatching, BatchReport, lock_path, watch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ def checkpoint_pos(db: Path) -> int:
     """The projection's checkpoint, read as any reader would (-1: no database yet)."""
     if not db.exists():
         return -1
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         row = conn.execute("SELECT log_pos FROM projector_checkpoint").fetchone()
     except sqlite3.OperationalError:

@@ -174,7 +174,9 @@ def _pct(values: list[float], q: float) -> float:
 def _checkpoint(db: str) -> int:
     import sqlite3
 
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    from projector.db import readonly_uri
+
+    conn = sqlite3.connect(readonly_uri(db), uri=True)
     try:
         row = conn.execute("SELECT log_pos FROM projector_checkpoint").fetchone()
     finally:
