@@ -14,7 +14,6 @@ keeps memory bounded; retry within that window.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -61,6 +60,7 @@ from journal.events import (
     format_ts,
     ts_seconds,
 )
+from journal.gcpause import gc_paused
 from journal.log import Durability, LogFile, StateReader, TornTail
 from journal.state import (
     DEFAULT_ID_WINDOW,
@@ -88,7 +88,9 @@ from journal.validation import (
 
 log = logging.getLogger("journal")
 
-_GC_PAUSE_BYTES: Final = 16 * 1024 * 1024
+# A stretch of log to catch up on this long is read with GC paused (journal.gcpause), and
+# the ids of its lines before the last ``id_window`` are not entered.
+_LONG_STRETCH_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
 
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
@@ -254,19 +256,15 @@ class Journal:
                 path=self.path,
             )
         reader = StateReader(self.path, self._end, self._state.last_pos)
-        # Opening a large log allocates millions of short-lived objects and keeps few of
-        # them: cyclic GC passes would cost a third of the time and collect nothing.
-        paused = mine.st_size - self._end > _GC_PAUSE_BYTES and gc.isenabled()
-        if paused:
-            gc.disable()
+        long_stretch = mine.st_size - self._end > _LONG_STRETCH_BYTES
         # Only the last ``id_window`` ids are remembered: on a long stretch, find where its
         # last lines start (reading back from the end) and skip entering the older ones.
         first, remember_from = self._end, self._end
-        if paused:
+        if long_stretch:
             remember_from = _last_lines_start(
                 self._log.fd, self._end, mine.st_size, self._state.recent_ids.size
             )
-        try:
+        with gc_paused(long_stretch):
             for events, start, lines in reader.batches():
                 try:
                     self._state.apply_many(
@@ -280,9 +278,6 @@ class Journal:
                         path=self.path,
                     ) from exc
                 self._end = reader.end
-        finally:
-            if paused:
-                gc.enable()
         if reader.torn is not None:
             self._repair(reader.torn)
             if remember_from > first:

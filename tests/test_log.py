@@ -402,7 +402,7 @@ def test_opening_in_chunks_folds_what_the_line_by_line_reader_does(
             if i % 2:  # a message makes a paused session active again
                 j.append_message(sid, "user", "back")
     monkeypatch.setattr(journal.log, "_FAST_CHUNK", chunk)
-    monkeypatch.setattr(journal.writer, "_GC_PAUSE_BYTES", 0)
+    monkeypatch.setattr(journal.writer, "_LONG_STRETCH_BYTES", 0)
     with Journal.open(path, "none", id_window=4) as j:
         state = j._state
         assert (
@@ -440,7 +440,7 @@ def test_a_torn_tail_of_many_lines_leaves_the_id_window_full(
         receipts = [j.append_message(sid, "user", f"m{n}") for n in range(20)]
     with open(path, "ab") as f:
         f.write(b"garbage\n" * 10 + b"{")
-    monkeypatch.setattr(journal.writer, "_GC_PAUSE_BYTES", 0)
+    monkeypatch.setattr(journal.writer, "_LONG_STRETCH_BYTES", 0)
     with Journal.open(path, "none", id_window=8) as j:
         assert len(j.repairs) == 1
         for r in receipts[-8:]:
@@ -542,3 +542,29 @@ def test_chunked_reading_stops_before_a_torn_group_at_the_end(
     assert got == list(range(1, len(lines) - 3 + 1))
     assert reader.torn is not None and reader.torn.line == len(lines) - 2
     assert reader.torn.offset + reader.torn.length == len(kept)
+
+
+def test_the_ids_a_writer_remembers_do_not_depend_on_the_hosts_gc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    import journal.writer
+
+    path = tmp_path / "log.jsonl"
+    with Journal.open(path, "none") as j:
+        sid = j.create_session("m", session_id="s")
+        ids = [j.append_message(sid, "user", f"m{n}").event_id for n in range(12)]
+    monkeypatch.setattr(journal.writer, "_LONG_STRETCH_BYTES", 0)  # a long stretch
+
+    def remembered() -> list[bool]:
+        with Journal.open(path, "none", id_window=8) as j:
+            return [j.receipt(i) is not None for i in ids]
+
+    with_gc = remembered()
+    gc.disable()
+    try:
+        without_gc = remembered()
+    finally:
+        gc.enable()
+    assert without_gc == with_gc and not with_gc[0] and all(with_gc[-8:])
