@@ -23,7 +23,7 @@ Deletions and renames, rare, stay with triggers (messages_ad, sessions_au).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any, Generic, TypeVar, assert_never
 
@@ -316,7 +316,9 @@ INSERT_SNAPSHOT_SQL = (
     "VALUES (?, ?, ?, ?, ?, ?, CAST(? AS TEXT), ?, ?)"
 )
 _snapshot_encoder = msgspec.json.Encoder()  # configured as the log's encoder (encode_json)
-_MESSAGES_CUT = b',"messages":[],"snapshot_reason":'
+MESSAGES_OPEN = b',"messages":['
+MESSAGES_CLOSE = b'],"snapshot_reason":'
+_MESSAGES_CUT = MESSAGES_OPEN + MESSAGES_CLOSE  # an empty list of messages
 
 
 def snapshot_json(
@@ -327,19 +329,38 @@ def snapshot_json(
     session's snapshot is never held as rows, structs and text at once. Bound with
     ``CAST(? AS TEXT)``, the buffer is stored as the same text its decoded string would be.
     """
+    out = bytearray()
+    snapshot_json_into(out, head, rows)
+    return out
+
+
+def snapshot_json_into(
+    out: bytearray,
+    head: SnapshotContext[SnapshotMessage],
+    rows: Iterable[Sequence[Any]],
+    after_message: Callable[[bytearray], None] | None = None,
+    earlier: Callable[[bytearray], bool] | None = None,
+) -> tuple[int, int]:
+    """``snapshot_json`` into ``out``, calling ``after_message(out)`` after each message
+    (the bulk path empties ``out`` there as it grows). ``earlier``, if given, writes
+    encoded messages before ``rows`` (without brackets; True if there were any). Returns
+    where the messages start and the length of what follows them."""
     whole = encode_json(head)
     # Inside a JSON string every '"' is escaped, so this text can only be the field itself.
-    cut = whole.rindex(_MESSAGES_CUT)
-    out = bytearray(whole[: cut + 13])  # up to and including ',"messages":['
-    sep = False
+    cut = whole.rindex(_MESSAGES_CUT) + len(MESSAGES_OPEN)
+    out += whole[:cut]
+    sep = earlier(out) if earlier is not None else False
     encode_into = _snapshot_encoder.encode_into
     for r in rows:
         if sep:
             out += b","
         sep = True
         encode_into(SnapshotMessage(*r), out, -1)
-    out += whole[cut + 13 :]  # from the closing bracket on
-    return out
+        if after_message is not None:
+            after_message(out)
+    tail = whole[cut:]  # from the closing bracket on
+    out += tail
+    return cut, len(tail)
 
 
 def snapshot_context(

@@ -17,13 +17,13 @@ from typing import Any, Final
 
 import msgspec
 
-from journal.events import encode_json
 from projector.apply import (
-    _MESSAGES_CUT,
+    MESSAGES_CLOSE,
+    MESSAGES_OPEN,
     ApplyError,
     SnapshotContext,
     SnapshotMessage,
-    _snapshot_encoder,
+    snapshot_json_into,
 )
 
 # The create_snapshot_on_archive trigger's row (its context_json built by
@@ -119,25 +119,18 @@ def snapshot_into(
     earlier: Callable[[bytearray, Spill], bool] | None = None,
 ) -> tuple[int, int]:
     """``apply.snapshot_json(head, rows)``, the same bytes, handed to ``spill`` piece by
-    piece, the last left in ``out`` (tests/test_bulk_rebuild.py compares the two).
-    ``earlier``, if given, writes the encoded messages before ``rows`` (without brackets;
-    True if there were any). Returns where the messages start and the length of what
-    follows them."""
-    whole = encode_json(head)
-    cut = whole.rindex(_MESSAGES_CUT) + 13  # up to and including ',"messages":['
-    out += whole[:cut]
-    sep = earlier(out, spill) if earlier is not None else False
-    encode_into = _snapshot_encoder.encode_into
-    for r in rows:
-        if sep:
-            out += b","
-        sep = True
-        encode_into(SnapshotMessage(*r), out, -1)
-        if len(out) >= SPILL_BYTES:
-            spill(out)
-    tail = whole[cut:]  # from the closing bracket on
-    out += tail
-    return cut, len(tail)
+    piece, the last left in ``out`` (``apply.snapshot_json_into``, which see)."""
+
+    def spill_when_full(buffer: bytearray) -> None:
+        if len(buffer) >= SPILL_BYTES:
+            spill(buffer)
+
+    def write_earlier(buffer: bytearray) -> bool:
+        assert earlier is not None
+        return earlier(buffer, spill)
+
+    before = None if earlier is None else write_earlier
+    return snapshot_json_into(out, head, rows, spill_when_full, before)
 
 
 def copy_text(
@@ -204,8 +197,6 @@ def insert_streamed(
     return size
 
 
-_MESSAGES_OPEN: Final = b',"messages":['
-_MESSAGES_CLOSE: Final = b'],"snapshot_reason":'
 _LAST_MESSAGE: Final = b'{"message_id":'
 # How far into a stored context its messages are looked for, from either end.
 _SPAN_SEARCH: Final = 64 * 1024
@@ -221,14 +212,14 @@ def messages_span(conn: sqlite3.Connection, snapshot_id: int) -> tuple[int, int,
     with conn.blobopen("session_snapshots", "context_json", snapshot_id, readonly=True) as blob:
         size = len(blob)
         head = blob.read(min(size, _SPAN_SEARCH))
-        at = head.find(_MESSAGES_OPEN)
+        at = head.find(MESSAGES_OPEN)
         if at < 0:
             return None
-        start = at + len(_MESSAGES_OPEN)
+        start = at + len(MESSAGES_OPEN)
         tail_from = max(start, size - _SPAN_SEARCH)
         blob.seek(tail_from)
         tail = blob.read(size - tail_from)
-    close = tail.rfind(_MESSAGES_CLOSE)
+    close = tail.rfind(MESSAGES_CLOSE)
     last = tail.rfind(_LAST_MESSAGE, 0, max(close, 0))
     if close < 0 or last < 0:
         return None
