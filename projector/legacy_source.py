@@ -5,6 +5,9 @@ seed's migration script). This module opens such a file with ``mode=ro`` (never
 ``immutable=1``: a live writer may still be using it), reads every row of the tables the
 import knows inside one read transaction (a consistent view even while the old app
 writes), and groups them by session. It never writes: the file's bytes stay unchanged.
+SQLite's integrity check of the file runs beside that reading, in a read transaction of
+its own: a file another app writes to meanwhile may be checked as of a later moment than
+its rows were read (the report's SHA-256 comparison tells whether it changed at all).
 
 Values are kept exactly as SQLite returns them, whatever the declared column type: a
 ``content`` may be NULL, an integer, a float, a BLOB, or TEXT that is not valid UTF-8 (kept
