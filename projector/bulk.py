@@ -50,7 +50,6 @@ from journal.events import (
 )
 from journal.log import LogReader
 from projector.apply import (
-    SNAPSHOT_MESSAGES_SQL,
     ApplyError,
     SnapshotContext,
     SnapshotMetadata,
@@ -61,7 +60,6 @@ from projector.bulk_snapshots import (
     ARCHIVE_SNAPSHOT_STREAMED_SQL,
     SNAPSHOT_MESSAGES_AFTER_SQL,
     SNAPSHOT_STREAMED_SQL,
-    Spill,
     copy_text,
     insert_streamed,
     lazy_context_decoder,
@@ -397,22 +395,18 @@ class Loader:
             snapshot_time=e.when,
         )
         conn, prev = self.conn, s.snap or self._stored_snap(s)
-        earlier: Callable[[bytearray, Spill], bool] | None = None
-        if prev is None:
-            rows = conn.execute(SNAPSHOT_MESSAGES_SQL, (s.session_id,))
-        else:
-            rows = conn.execute(SNAPSHOT_MESSAGES_AFTER_SQL, (s.session_id, prev[1]))
-            earlier = functools.partial(copy_text, conn, prev[0], prev[2], prev[3])
-        where: list[tuple[int, int]] = []
-        size = insert_streamed(
+        # The messages after the previous snapshot's (all of them if none: seqs start at 1),
+        # that snapshot's copied as they are stored.
+        rows = conn.execute(SNAPSHOT_MESSAGES_AFTER_SQL, (s.session_id, prev[1] if prev else 0))
+        earlier = functools.partial(copy_text, conn, prev[0], prev[2], prev[3]) if prev else None
+        size, (start, tail) = insert_streamed(
             conn,
             SNAPSHOT_STREAMED_SQL,
             (e.pos, s.session_id, e.reason, e.when, s.message_count, s.total_tokens, e.note,
              e.when),
             e.pos,
-            lambda out, spill: where.append(snapshot_into(out, head, rows, spill, earlier)),
+            lambda out, spill: snapshot_into(out, head, rows, spill, earlier),
         )  # fmt: skip
-        start, tail = where[0]
         s.snap = (e.pos, s.message_count, start, size - tail)
 
     def _restored(self, e: SessionRestored) -> None:

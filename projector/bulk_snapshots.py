@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import msgspec
 
@@ -153,14 +153,18 @@ def copy_text(
     return True
 
 
+Built = TypeVar("Built")
+
+
 def insert_streamed(
     conn: sqlite3.Connection,
     sql: str,
     params: Sequence[Any],
     rowid: int,
-    build: Callable[[bytearray, Spill], Any],
-) -> int:
-    """Insert a ``session_snapshots`` row whose ``context_json`` ``build`` writes.
+    build: Callable[[bytearray, Spill], Built],
+) -> tuple[int, Built]:
+    """Insert a ``session_snapshots`` row whose ``context_json`` ``build`` writes; returns
+    the text's length and what ``build`` returned.
 
     A long session's context is not held as one value in Python, then bound (a copy),
     cast and made into a record (copies again): once it outgrows SPILL_BYTES it is built
@@ -181,10 +185,10 @@ def insert_streamed(
         del piece[:]
 
     try:
-        build(out, spill)
+        built = build(out, spill)
         if spool is None:  # a short value: bound as it is
             conn.execute(sql.replace(_ZEROS, "CAST(? AS TEXT)"), (*params, out))
-            return len(out)
+            return len(out), built
         spill(out)
         conn.execute(sql, (*params, size))
         spool.seek(0)
@@ -194,7 +198,7 @@ def insert_streamed(
     finally:
         if spool is not None:
             spool.close()
-    return size
+    return size, built
 
 
 _LAST_MESSAGE: Final = b'{"message_id":'
