@@ -342,17 +342,16 @@ def run(ctx: Any, section: Any) -> None:
     n, visible, cold = r["burst_events"], r["burst_visible_s"], r["burst_cold_replay_s"]
     busy = r["burst_busy_s"]
     rate = r["burst_applied"] / busy if visible and busy else 0.0
-    if visible:
-        lag = (
-            f"lag back to zero {visible:.2f} s after the burst's first append, "
-            f"{visible - r['burst_write_s']:.2f} s after its last (writing it took "
-            f"{r['burst_write_s']:.2f} s)"
-        )
-    else:
-        lag = f"lag never back to zero (still {r['burst_final_behind']} behind)"
     # "Keeps up": the lag returns to zero, and the watcher needs no longer after the last
     # append than the writer took to write the whole burst (so a backlog cannot grow).
     after_last = visible - r["burst_write_s"] if visible else math.inf
+    if visible:
+        lag = (
+            f"lag back to zero {visible:.2f} s after the burst's first append, "
+            f"{after_last:.2f} s after its last (writing it took {r['burst_write_s']:.2f} s)"
+        )
+    else:
+        lag = f"lag never back to zero (still {r['burst_final_behind']} behind)"
     section.figures.append(
         Figure(
             f"burst of {n:,} events: lag back to zero after the last append",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from bench_seed import (
     Rows,
@@ -49,23 +48,23 @@ def _copy_db(src: Path, dst: Path) -> None:
 _REBUILT: dict[Path, Path] = {}
 
 
-def _rebuilt(ctx: Context, pj: Any, log: Path) -> Path:
+def _rebuilt(ctx: Context, log: Path) -> Path:
     """A projector database of the whole log, built once per run."""
     if log not in _REBUILT:
         db = ctx.fresh("rebuilt.db")
-        pj.rebuild(str(log), str(db))
+        projector.rebuild(str(log), str(db))
         _REBUILT[log] = db
     return _REBUILT[log]
 
 
-def rebuild(ctx: Context, pj: Any) -> Figure:
+def rebuild(ctx: Context) -> Figure:
     log, ends = ctx.log(SEED, ctx.size.events)
     n = ends[-1]
-    rows = read_rows(_rebuilt(ctx, pj, log))
+    rows = read_rows(_rebuilt(ctx, log))
 
     def project() -> float:
         db = ctx.fresh("rebuild.db")
-        t = timed(lambda: pj.rebuild(str(log), str(db)))
+        t = timed(lambda: projector.rebuild(str(log), str(db)))
         remove_database(str(db))
         return t
 
@@ -102,27 +101,27 @@ def rebuild(ctx: Context, pj: Any) -> Figure:
     )
 
 
-def _halves(ctx: Context, log: Path, n: int, pj: Any) -> tuple[Path, int]:
+def _halves(ctx: Context, log: Path, n: int) -> tuple[Path, int]:
     """A projector database holding the first half of ``log``; returns it and its pos."""
     mid = n // 2
     half = ctx.fresh("half.db")
-    pj.rebuild(str(log), str(half), until=mid)
+    projector.rebuild(str(log), str(half), until=mid)
     return half, mid
 
 
-def _replay_time(ctx: Context, pj: Any, log: Path, half: Path) -> float:
+def _replay_time(ctx: Context, log: Path, half: Path) -> float:
     db = ctx.fresh("catchup.db")
     _copy_db(half, db)
-    t = timed(lambda: pj.replay(str(log), str(db)))
+    t = timed(lambda: projector.replay(str(log), str(db)))
     remove_database(str(db))
     return t
 
 
-def replay(ctx: Context, pj: Any) -> list[Figure]:
+def replay(ctx: Context) -> list[Figure]:
     log, ends = ctx.log(SEED, ctx.size.events)
     n = ends[-1]
-    half, mid = _halves(ctx, log, n, pj)
-    before, after = read_rows(half), read_rows(_rebuilt(ctx, pj, log))
+    half, mid = _halves(ctx, log, n)
+    before, after = read_rows(half), read_rows(_rebuilt(ctx, log))
     events = [e for e, _ in LogReader(str(log))]
     seed_half = ctx.fresh("seed-half.db")
     conn = seed_connect(seed_half)
@@ -153,7 +152,7 @@ def replay(ctx: Context, pj: Any) -> list[Figure]:
         return t
 
     t_project, t_ideal, t_seed = best_of(
-        ctx.size.rounds, lambda: _replay_time(ctx, pj, log, half), ideal, seed
+        ctx.size.rounds, lambda: _replay_time(ctx, log, half), ideal, seed
     )
     k = n - mid
     note = f"second half of {n:,} events ({k:,}) into a database holding the first half"
@@ -183,16 +182,16 @@ def replay(ctx: Context, pj: Any) -> list[Figure]:
     ]
 
 
-def catch_up_by_length(ctx: Context, pj: Any) -> Figure:
+def catch_up_by_length(ctx: Context) -> Figure:
     msgs = ctx.size.catchup_msgs
     long_len = min(10_000, max(200, msgs // 2 if msgs < 10_000 else msgs))
     rates: dict[int, Callable[[], float]] = {}
     sizes: dict[int, int] = {}
     for length in (100, long_len):
         log, ends = ctx.log(4, msgs, fixed_len=length)
-        half, mid = _halves(ctx, log, ends[-1], pj)
+        half, mid = _halves(ctx, log, ends[-1])
         sizes[length] = ends[-1] - mid
-        rates[length] = lambda log=log, half=half: _replay_time(ctx, pj, log, half)
+        rates[length] = lambda log=log, half=half: _replay_time(ctx, log, half)
     t_long, t_short = best_of(ctx.size.rounds, rates[long_len], rates[100])
     r_long, r_short = sizes[long_len] / t_long, sizes[100] / t_short
     return Figure(
@@ -231,8 +230,7 @@ def rebuild_memory(ctx: Context) -> Figure:
 
 
 def run(ctx: Context, section: Section) -> None:
-    pj = projector
-    section.figures.append(rebuild(ctx, pj))
-    section.figures.extend(replay(ctx, pj))
-    section.figures.append(catch_up_by_length(ctx, pj))
+    section.figures.append(rebuild(ctx))
+    section.figures.extend(replay(ctx))
+    section.figures.append(catch_up_by_length(ctx))
     section.figures.append(rebuild_memory(ctx))
