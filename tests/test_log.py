@@ -568,3 +568,67 @@ def test_the_ids_a_writer_remembers_do_not_depend_on_the_hosts_gc(
     finally:
         gc.enable()
     assert without_gc == with_gc and not with_gc[0] and all(with_gc[-8:])
+
+
+def _group_log(path: Path) -> bytes:
+    with Journal.open(path, "none") as j:
+        sid = j.create_session("m", session_id="s", first_message="hello é")
+        for n in range(6):
+            with j.batch():
+                for k in range(n % 3 + 1):
+                    j.append_message(sid, "user", f"m{n}.{k} " + "x" * (40 * k))
+    return path.read_bytes()
+
+
+def _reading(path: Path, chunked: bool) -> tuple[object, ...]:
+    """What a reader makes of the file: the positions it gives, the error it raises, and
+    where it stops."""
+    reader = LogReader(str(path))
+    got: list[int] = []
+    error = None
+    try:
+        if chunked:
+            got = [e.pos for events, _, _ in reader.batches() for e in events]
+        else:
+            got = [e.pos for e, _ in reader]
+    except CorruptLog as exc:
+        error = str(exc)
+    return got, error, reader.torn, reader.end, reader.last_pos
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    chunk=st.sampled_from([64, 200, 700, 1 << 20]),
+    change=st.sampled_from(["flip", "delete", "insert", "cut", "repeat line"]),
+)
+def test_chunked_and_line_by_line_reading_agree_on_any_damage(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: st.DataObject,
+    chunk: int,
+    change: str,
+) -> None:
+    """The chunked reader checks whole chunks in C and reads a chunk that fails again line
+    by line: whatever the damage, it must give what line-by-line reading gives, the same
+    events, the same error (line and offset) and the same torn tail."""
+    import journal.log
+
+    path = tmp_path_factory.mktemp("damage") / "log.jsonl"
+    raw = bytearray(_group_log(path))
+    at = data.draw(st.integers(0, len(raw) - 1))
+    if change == "flip":
+        raw[at] ^= data.draw(st.sampled_from([0x01, 0x20, 0x80]))
+    elif change == "delete":
+        del raw[at]
+    elif change == "insert":
+        raw.insert(at, data.draw(st.sampled_from(b'\n"x{}0')))
+    elif change == "cut":
+        del raw[at:]
+    else:
+        lines = bytes(raw).splitlines(keepends=True)
+        n = data.draw(st.integers(0, len(lines) - 1))
+        raw = bytearray(b"".join([*lines[: n + 1], lines[n], *lines[n + 1 :]]))
+    path.write_bytes(bytes(raw))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(journal.log, "_FAST_CHUNK", chunk)
+        assert _reading(path, chunked=True) == _reading(path, chunked=False)
