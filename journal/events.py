@@ -26,6 +26,8 @@ from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from journal.jsoncheck import MAX_JSON_DEPTH, event_problem, text_problem, too_deep
+
 Role = Literal["user", "assistant", "system"]
 ROLES: Final = ("user", "assistant", "system")
 TimeoutKind = Literal["idle", "hard"]
@@ -167,7 +169,7 @@ class SessionDeleted(Event, frozen=True, kw_only=True, tag="session_deleted"):
     session_id: str
 
 
-# The event types after message_appended, in the order of DESIGN.md's list: both unions end so.
+# The event types after message_appended, in the order of the README's list: both unions end so.
 _AFTER_MESSAGES = (
     SessionMetadataSet
     | SessionRenamed
@@ -253,24 +255,26 @@ E = TypeVar("E", bound=Event)
 def decode_checked(line: bytes, decoder: msgspec.json.Decoder[E]) -> E:
     """``decode_line`` with another decoder (``state_decoder``: messages as headers)."""
     verify_checksum(line)
+    # A crafted line (its checksum matches, its JSON not): the reasons are the project's own.
+    if too_deep(line):
+        raise LineError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", whole=True)
     try:
         event = decoder.decode(line)
-    except msgspec.ValidationError as exc:
-        raise LineError(f"invalid event: {exc}", whole=True) from exc
-    except msgspec.DecodeError as exc:  # a crafted line: the checksum matches, the JSON not
-        raise LineError(f"invalid JSON: {exc}", whole=True) from exc
-    except RecursionError:  # nesting deeper than the decoder's stack allows
-        raise LineError("invalid JSON: nested too deeply", whole=True) from None
-    except UnicodeDecodeError as exc:  # the decoder raises this, not DecodeError
-        raise LineError(f"invalid UTF-8 at byte {exc.start}", whole=True) from None
+    except msgspec.ValidationError:
+        reason = event_problem(line, TAGS)
+        raise LineError(f"invalid event: {reason}", whole=True) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise LineError(text_problem(line), whole=True) from None
     # Every consumer does arithmetic on these; a bad one must fail here, as a bad line,
     # not later as a stray ValueError in the writer or the projector.
     for name, value in (("ts", event.ts), ("at", event.at)):
         if value is not UNSET:
             try:
                 datetime.fromisoformat(value)  # the shape is checked; this checks the calendar
-            except ValueError as exc:
-                raise LineError(f"invalid event: {name}: {exc}", whole=True) from None
+            except ValueError:
+                raise LineError(
+                    f"invalid event: {name} {value!r} is not a date on the calendar", whole=True
+                ) from None
     return event
 
 

@@ -55,6 +55,7 @@ from journal.events import (
     state_decoder,
     verify_checksum,
 )
+from journal.jsoncheck import too_deep
 
 Durability = Literal["always", "batch", "none"]
 DURABILITY_MODES: Final = ("always", "batch", "none")
@@ -675,6 +676,8 @@ def _fast_run(
         return None
     actual = map(_crc32, repeat(_CLOSE_CRC), map(_crc32, map(_body, lines)))
     if not all(map(operator.eq, actual, expected)):
+        return None
+    if any(map(too_deep, lines)):
         return None
     try:
         events: list[E] = decoder.decode_lines(memoryview(data)[:cut])

@@ -17,6 +17,7 @@ import msgspec
 
 from journal.errors import InvalidValue
 from journal.events import encode_json, format_ts, parse_ts
+from journal.jsoncheck import value_problem
 
 # Documented limits (README "Limits").
 MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
@@ -137,11 +138,16 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
     if not isinstance(metadata, Mapping):
         raise InvalidValue(f"metadata must be a JSON object, not {type(metadata).__name__}")
+    problem = value_problem(metadata)
+    if problem is not None:
+        raise InvalidValue(f"metadata is not JSON-serialisable: {problem}")
     try:
         raw = encode_json(dict(metadata))
         value: dict[str, Any] = msgspec.json.decode(raw)
-    except (TypeError, msgspec.EncodeError, UnicodeEncodeError, RecursionError) as exc:
-        raise InvalidValue(f"metadata is not JSON-serialisable: {exc}") from None
+    except (msgspec.MsgspecError, UnicodeEncodeError) as exc:  # a lone surrogate, say
+        raise InvalidValue(
+            "metadata is not JSON-serialisable: it holds text that is not valid Unicode"
+        ) from exc
     if len(raw) > MAX_METADATA_VALUE_BYTES:
         raise InvalidValue(
             f"metadata is {len(raw)} bytes of JSON; the limit is {MAX_METADATA_VALUE_BYTES}"

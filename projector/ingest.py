@@ -9,7 +9,6 @@ next one) and nothing is written.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable
 from typing import Any, NamedTuple, assert_never
@@ -18,6 +17,7 @@ import msgspec
 
 from journal import ConflictError, InvalidValue, Journal, Receipt, ValidationError
 from journal.events import (
+    TAGS,
     AnyEvent,
     MessageAppended,
     ModelRegistered,
@@ -33,10 +33,10 @@ from journal.events import (
     SessionTimedOut,
     TimeoutWarning,
 )
+from journal.jsoncheck import MAX_JSON_DEPTH, event_problem, too_deep
 from journal.validation import MAX_GROUP_EVENTS
 
 _input_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
-_LONE_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 _ENVELOPE_SET_BY_WRITER = ("pos", "v", "ts", "crc", "grp")
 
 
@@ -68,17 +68,12 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
             raise InputError(
                 source, number, "starts with a byte-order mark; save as UTF-8 without BOM"
             )
+        if too_deep(line):
+            raise InputError(source, number, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         try:
             fields = msgspec.json.decode(line)
-        except msgspec.DecodeError as exc:
-            reason = f"not JSON ({exc})"
-            if _LONE_HIGH_SURROGATE.search(line):  # the decoder calls this "truncated"
-                reason = "holds a lone UTF-16 surrogate escape; text must be valid Unicode"
-            raise InputError(source, number, reason) from None
-        except RecursionError:
-            raise InputError(source, number, "JSON nested too deeply") from None
-        except UnicodeDecodeError as exc:  # the decoder raises this, not DecodeError
-            raise InputError(source, number, f"not UTF-8 (byte {exc.start})") from None
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            raise InputError(source, number, event_problem(line, TAGS)) from None
         if not isinstance(fields, dict):
             raise InputError(source, number, "not a JSON object")
         present = [name for name in _ENVELOPE_SET_BY_WRITER if name in fields]
@@ -90,8 +85,8 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
             raise InputError(source, number, "timeout_warning is written by expire only")
         try:
             events.append(Parsed(source, number, _input_decoder.decode(line)))
-        except msgspec.ValidationError as exc:
-            raise InputError(source, number, str(exc)) from None
+        except msgspec.ValidationError:
+            raise InputError(source, number, event_problem(line, TAGS)) from None
     if len(events) > MAX_GROUP_EVENTS:
         raise InvalidValue(
             f"{source}: {len(events)} events; append writes one atomic group "

@@ -16,6 +16,7 @@ from typing import Any, Final
 import msgspec
 
 from journal.events import ROLES, encode_json
+from journal.jsoncheck import too_deep
 from journal.validation import (
     MAX_CONTENT_BYTES,
     MAX_METADATA_VALUE_BYTES,
@@ -462,7 +463,10 @@ def _meta_object(raw: Any, flags: list[str]) -> dict[str, Any] | None:
         flags.append("metadata_not_json")
         return None
     try:
-        value = msgspec.json.decode(raw.encode())
+        data = raw.encode()
+        if too_deep(data):  # deeper than the log's limit: a record no reader would accept
+            raise RecursionError
+        value = msgspec.json.decode(data)
     except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
         flags.append("metadata_not_json")
         return None

@@ -156,9 +156,13 @@ def _open(path: str) -> sqlite3.Connection:
     uri = readonly_uri(path)
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise LegacyImportError(path, f"cannot be opened as SQLite ({exc})") from exc
+    try:
         conn.execute("PRAGMA query_only = ON")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
+        conn.close()
         raise LegacyImportError(path, f"cannot be opened as SQLite ({exc})") from exc
     return conn
 

@@ -39,14 +39,16 @@ from projector.db import create_schema
 from projector.reading import Until
 
 rebuild_module = importlib.import_module("projector.rebuild")
+catchup_module = importlib.import_module("projector.catchup")
 SCHEMA_SQL = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
 
 
 def incremental(log: Path, db: Path, until: int | None = None) -> None:
+    """Event by event through the triggers: the path the bulk loader must agree with."""
     conn = connect(db)
     try:
         create_schema(conn)
-        catch_up(conn, log, until=until)
+        catch_up(conn, log, until=until, bulk=False)
     finally:
         conn.close()
 
@@ -123,6 +125,28 @@ def test_every_event_type_is_covered(tmp_path: Path) -> None:
         bulk(log, a, prefix)
         incremental(log, b, prefix)
         assert_same(a, b)
+
+
+def test_the_incremental_helper_never_takes_the_bulk_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Else the equality tests above would compare the bulk path with itself."""
+    log = tmp_path / "log.jsonl"
+    run_workload(log, random_ops(7, 400))
+    monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", 0)  # any stretch may go bulk
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the bulk path was taken")
+
+    monkeypatch.setattr(catchup_module, "_BulkBatch", refuse)
+    incremental(log, tmp_path / "incr.db")
+    with pytest.raises(AssertionError, match="the bulk path was taken"):
+        conn = connect(tmp_path / "default.db")
+        try:
+            create_schema(conn)
+            catch_up(conn, log)  # the default does take it: the guard above can fail
+        finally:
+            conn.close()
 
 
 def test_bulk_equals_incremental_when_read_line_by_line(

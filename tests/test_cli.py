@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_runner import cli_runner
+from click.testing import Result
 
 from projector.cli import main
 
@@ -21,7 +22,7 @@ def paths(tmp_path: Path) -> tuple[str, str]:
 
 def run(paths: tuple[str, str], *args: str, input: str | bytes | None = None) -> Result:
     log, db = paths
-    return CliRunner().invoke(main, ["--log", log, "--db", db, *args], input=input)
+    return cli_runner().invoke(main, ["--log", log, "--db", db, *args], input=input)
 
 
 @pytest.fixture
@@ -35,13 +36,13 @@ def demo(paths: tuple[str, str]) -> tuple[str, str]:
 def test_every_command_has_help(command: str) -> None:
     cmd = main.commands[command]
     assert cmd.help and len(cmd.help.strip()) > 20, f"{command} has no help text"
-    result = CliRunner().invoke(main, [command, "--help"])
+    result = cli_runner().invoke(main, [command, "--help"])
     assert result.exit_code == 0
     assert "Usage:" in result.output
 
 
 def test_version() -> None:
-    result = CliRunner().invoke(main, ["--version"])
+    result = cli_runner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert "version" in result.output
 
@@ -182,7 +183,7 @@ def test_append_then_replay(demo: tuple[str, str]) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("{not json", "line 1: not JSON"),
+        ("{not json", "line 1: not valid JSON"),
         ('{"type":"session_renamed","session_id":"demo-haiku","title":"x"}\n[1]', "line 2"),
         ('{"type":"no_such_type","session_id":"x"}', "line 1"),
         (
@@ -298,7 +299,7 @@ def test_read_commands_without_database(paths: tuple[str, str]) -> None:
 
 
 def test_unwritable_log_path(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
+    result = cli_runner().invoke(
         main,
         [
             "--log",
@@ -319,7 +320,7 @@ def test_log_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
     real.write_bytes(b"")
     link = tmp_path / "link.jsonl"
     link.symlink_to(real)
-    result = CliRunner().invoke(
+    result = cli_runner().invoke(
         main, ["--log", str(link), "--db", str(tmp_path / "s.db"), "expire"]
     )
     assert result.exit_code == 2
@@ -327,7 +328,7 @@ def test_log_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
 
 
 def test_debug_shows_traceback(paths: tuple[str, str]) -> None:
-    result = CliRunner().invoke(
+    result = cli_runner().invoke(
         main, ["--log", paths[0], "--db", paths[1], "--debug", "archive", "x"]
     )
     assert result.exit_code != 0
@@ -409,7 +410,7 @@ def test_a_missing_log_is_an_error_and_the_database_is_kept(
     demo: tuple[str, str], tmp_path: Path, command: str
 ) -> None:
     before = Path(demo[1]).read_bytes()
-    result = CliRunner().invoke(
+    result = cli_runner().invoke(
         main, ["--log", str(tmp_path / "typo.jsonl"), "--db", demo[1], command]
     )
     assert result.exit_code == 2

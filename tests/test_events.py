@@ -145,19 +145,47 @@ def _with_crc(body: bytes) -> bytes:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (b'{"type":"nope","pos":1}', "invalid event"),
-        (b'{"type":"session_paused","pos":1}', "invalid event"),
-        (b'{"type":"session_paused","pos":"1","session_id":"s"}', "invalid event"),
-        (b'{"type":"session_paused","pos":1,"session_id":"s",}', "invalid JSON"),
-        (b'{"type":"session_paused","pos":1,"session_id":"s","ts":"yesterday"}', "ts"),
-        (b'{"type":"session_paused","pos":1,"session_id":"s\x80"}', "invalid UTF-8"),
+        (b'{"type":"nope","pos":1}', "^invalid event: unknown event type 'nope'"),
+        (
+            b'{"type":"session_paused","pos":1}',
+            "^invalid event: session_paused: the field 'session_id' is missing$",
+        ),
+        (
+            b'{"type":"session_paused","pos":"1","session_id":"s"}',
+            "^invalid event: session_paused: pos must be a whole number, not '1'$",
+        ),
+        (
+            b'{"type":"session_paused","pos":1,"session_id":"s","grp":[1]}',
+            "^invalid event: session_paused: grp must be a list of 2 numbers, not",
+        ),
+        (
+            b'{"type":"session_paused","pos":1e400,"session_id":"s"}',
+            "^invalid event: session_paused: pos must be a whole number, not inf$",
+        ),
+        (b'{"type":"session_paused","pos":1,"session_id":"s",}', "^not valid JSON$"),
+        (b'{"type":"session_paused","pos":NaN,"session_id":"s"}', "^NaN is not a JSON number$"),
+        (
+            b'{"type":"session_paused","pos":1,"session_id":"s\x80"}',
+            r"^not valid UTF-8 \(byte 48\)",
+        ),
+        (
+            b'{"type":"session_paused","pos":1,"session_id":"s","ts":"yesterday"}',
+            "^invalid event: session_paused: ts must be a timestamp like",
+        ),
         (
             b'{"type":"session_paused","pos":1,"session_id":"s","ts":"2026-13-40T00:00:00.000000Z"}',
-            "ts",
+            "^invalid event: ts '2026-13-40T00:00:00.000000Z' is not a date on the calendar$",
         ),
         (
             b'{"type":"session_paused","pos":1,"session_id":"s","ts":"2026-01-01T00:00:00.000000Z","at":"now"}',
-            "at",
+            "^invalid event: session_paused: at must be a timestamp like",
+        ),
+        (
+            b'{"type":"session_paused","pos":1,"session_id":"s","x":'
+            + b"[" * 257
+            + b"]" * 257
+            + b"}",
+            "^JSON nested deeper than 256 levels$",
         ),
     ],
 )

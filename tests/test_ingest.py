@@ -104,22 +104,25 @@ def test_arbitrary_bytes_never_crash_and_never_half_write(tmp_path: Path, data: 
         (b'\xef\xbb\xbf{"type":"session_paused","session_id":"s-1"}', "byte-order mark"),
         (b'{"type":"session_renamed","session_id":"s-1","title":"a","title":"b"}', None),
         (b'{"type":"session_renamed","session_id":"s-1","title":"\\ud800"}', "surrogate"),
-        (b'{"type":"session_renamed","session_id":"s-1","title":"\x80"}', "not UTF-8"),
-        (b"[" * 2000 + b"]" * 2000, "line 1"),
+        (
+            b'{"type":"session_renamed","session_id":"s-1","title":"\x80"}',
+            r"^input: line 1: not valid UTF-8 \(byte 54\)",
+        ),
+        (b"[" * 2000 + b"]" * 2000, "^input: line 1: JSON nested deeper than 256 levels"),
         (
             b'{"type":"message_appended","session_id":"s-1","seq":2,"role":"user",'
             b'"content":"x","tokens_used":1e400}',
-            "line 1",
+            "^input: line 1: message_appended: tokens_used must be a whole number or null, not inf",
         ),
         (
             b'{"type":"message_appended","session_id":"s-1","seq":2,"role":"user",'
             b'"content":"x","tokens_used":123456789012345678901234567890}',
-            "line 1",
+            "^input: line 1: tokens_used 123456789012345678901234567890 does not fit in 64 bits",
         ),
         (
             b'{"type":"message_appended","session_id":"s-1","seq":2,"role":"user",'
             b'"content":"x","duration_seconds":NaN}',
-            "line 1",
+            "^input: line 1: NaN is not a JSON number",
         ),
         (
             b'{"type":"message_appended","session_id":"s-1","seq":2,"role":"user","content":"'
@@ -175,5 +178,5 @@ def test_too_many_events_for_one_group_is_refused_before_writing(tmp_path: Path)
 
 
 def test_input_error_names_source_and_line() -> None:
-    with pytest.raises(InputError, match=r"^in\.jsonl: line 3: not JSON"):
+    with pytest.raises(InputError, match=r"^in\.jsonl: line 3: not valid JSON;"):
         parse_lines([b"", b'{"type":"session_paused","session_id":"s"}', b"{"], "in.jsonl")

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -154,10 +156,22 @@ def files(tmp: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in tmp.iterdir() if p.is_file()}
 
 
+_opened: list[sqlite3.Connection] = []
+
+
 def projection(db: Path) -> sqlite3.Connection:
+    """A connection to an import's database, closed when the test ends."""
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
+    _opened.append(conn)
     return conn
+
+
+@pytest.fixture(autouse=True)
+def _close_projections() -> Iterator[None]:
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 def run(tmp_path: Path, old: Path, **kw: Any) -> legacy.ImportReport:
@@ -308,7 +322,7 @@ def test_a_wrong_bulk_projection_is_caught_by_verify_and_replayed(
     def wrong(log: str, db: str, **options: Any) -> None:
         built.append((db, options["checked"]))
         real_rebuild(log, db, **options)
-        with sqlite3.connect(db) as conn:  # a bulk path gone wrong: one message altered
+        with closing(sqlite3.connect(db)) as conn, conn:  # a bulk path gone wrong
             conn.execute("UPDATE messages SET content = 'wrong' WHERE message_id = "
                           "(SELECT min(message_id) FROM messages)")  # fmt: skip
 
@@ -540,7 +554,8 @@ def _not_sqlite(p: Path) -> None:
 
 
 def _no_sessions(p: Path) -> None:
-    sqlite3.connect(p).executescript("CREATE TABLE other (x); INSERT INTO other VALUES (1);")
+    with closing(sqlite3.connect(p)) as conn:
+        conn.executescript("CREATE TABLE other (x); INSERT INTO other VALUES (1);")
 
 
 def _corrupt(p: Path) -> None:
@@ -552,9 +567,8 @@ def _directory(p: Path) -> None:
 
 
 def _messages_without_session_id(p: Path) -> None:
-    sqlite3.connect(p).executescript(
-        "CREATE TABLE sessions (session_id); CREATE TABLE messages (content);"
-    )
+    with closing(sqlite3.connect(p)) as conn:
+        conn.executescript("CREATE TABLE sessions (session_id); CREATE TABLE messages (content);")
 
 
 @pytest.mark.parametrize(
@@ -708,7 +722,7 @@ def test_fuzz_messy_rows(
     assert old.read_bytes() == before
     assert report.ok, format_report(report)
     assert report.messages_checked == len(rows) + 1
-    conn = sqlite3.connect(tmp / "s.db")
+    conn = projection(tmp / "s.db")
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] >= len(rows)
     # Every metadata row is either set in the log or kept in an import record.
     events = [msgspec.json.decode(line) for line in (tmp / "s.jsonl").read_bytes().splitlines()]

@@ -370,7 +370,7 @@ def test_a_whole_line_nested_too_deeply_is_corruption_not_a_crash(tmp_path: Path
         b"[" * 5000 + b"]" * 5000,
     )
     log.write_bytes(b"".join(lines) + body[:-1] + b',"crc":"%08x"}\n' % checksum(body))
-    with pytest.raises(CorruptLog, match="nested too deeply"):
+    with pytest.raises(CorruptLog, match=r"line 4 .*: JSON nested deeper than 256 levels"):
         list(LogReader(str(log)))
 
 

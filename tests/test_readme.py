@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import cli_runner
 
 from projector.cli import main
 
@@ -52,15 +52,15 @@ def test_console_examples_run_in_order(tmp_path: Path, monkeypatch: pytest.Monke
     commands = console_commands()
     assert len(commands) >= 10
     for args in commands:
-        result = CliRunner().invoke(main, args)
+        result = cli_runner().invoke(main, args)
         assert result.exit_code == 0, f"session-journal {shlex.join(args)}: {result.output}"
 
 
 def test_append_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert CliRunner().invoke(main, ["demo"]).exit_code == 0
+    assert cli_runner().invoke(main, ["demo"]).exit_code == 0
     (line,) = re.findall(r"`echo '(.*)' \| session-journal append`", README)
-    result = CliRunner().invoke(main, ["append"], input=line)
+    result = cli_runner().invoke(main, ["append"], input=line)
     assert result.exit_code == 0, result.output
 
 
