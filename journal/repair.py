@@ -12,7 +12,13 @@ import fcntl
 import os
 from typing import Final
 
-from journal.errors import CorruptLog, LogError, LogWriteError, QuarantineFailed
+from journal.errors import (
+    CorruptLog,
+    DurabilityError,
+    LogError,
+    LogWriteError,
+    QuarantineFailed,
+)
 from journal.events import LineError, verify_checksum
 from journal.log import FILE_MODE, LogFile, check_regular_file, fsync_directory
 
@@ -128,7 +134,14 @@ def repair_line_endings(path: str) -> int:
         ) from exc
     finally:
         os.close(fd)  # releases the lock
-    fsync_directory(os.path.dirname(os.path.abspath(path)))  # the rename, made durable
+    try:
+        fsync_directory(os.path.dirname(os.path.abspath(path)))  # the rename, made durable
+    except OSError as exc:
+        raise DurabilityError(
+            f"{path}: the line endings were converted, but making the rename durable failed "
+            f"({exc.strerror}); a power cut may bring the CR LF log back",
+            path=path,
+        ) from exc
     return changed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import threading
 import types
 from pathlib import Path
@@ -201,6 +202,32 @@ def test_repair_line_endings_on_a_full_disk_changes_nothing(
     )
     assert log.read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]
+
+
+def test_repair_line_endings_says_when_its_rename_may_not_be_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    log.write_bytes(b"".join(crlf(lines)))
+
+    class DirectoryFsyncFails(types.SimpleNamespace):
+        def __getattr__(self, name: str) -> Any:
+            return getattr(os, name)
+
+        def fsync(self, fd: int) -> None:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            os.fsync(fd)
+
+    monkeypatch.setattr(journal.log, "os", DirectoryFsyncFails())
+    result = run(log, "repair-line-endings")
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {log}: the line endings were converted, but making the rename durable "
+        f"failed ({os.strerror(errno.EIO)}); a power cut may bring the CR LF log back\n"
+    )
+    assert log.read_bytes() == b"".join(lines)
 
 
 def test_repair_line_endings_refuses_a_missing_log_and_a_leftover(tmp_path: Path) -> None:
