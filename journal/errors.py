@@ -6,8 +6,9 @@ happen, with ``raise … from exc``; callers catch these classes only::
     JournalError
     ├── LogError                  the log file itself
     │   ├── UnsafeLogPath         a symlink, hard link or non-regular file
-    │   ├── CorruptLog            a bad line with valid lines after it (path, line, offset)
+    │   ├── CorruptLog            a bad line no crash can leave (path, line, offset)
     │   ├── LogWriteError         write failed (disk full, file too large); log cut back
+    │   │   └── QuarantineFailed  a torn tail could not be moved aside; log untouched
     │   └── DurabilityError       fsync failed; this handle refuses further appends
     ├── JournalClosed             the journal was closed (or poisoned by a failed fsync)
     ├── ValidationError           bad input; nothing was written
@@ -40,15 +41,19 @@ class UnsafeLogPath(LogError):
     """The log path is a symlink, a hard link, or not a regular file."""
 
 
-class CorruptLog(LogError):
-    """A bad line followed by valid lines: corruption, never skipped silently."""
+# Why a bad line is corruption, when nothing more precise is known.
+LATER_RECORDS: str = (
+    "later lines are records, so this is corruption in the middle of the log, not a torn tail"
+)
 
-    def __init__(self, reason: str, *, path: str, line: int, offset: int) -> None:
-        super().__init__(
-            f"{path}: line {line} (byte offset {offset}): {reason}; later lines are valid, "
-            "so this is corruption in the middle of the log, not a torn tail",
-            path=path,
-        )
+
+class CorruptLog(LogError):
+    """A bad line that no crash can leave: corruption, never skipped or cut off silently."""
+
+    def __init__(
+        self, reason: str, *, path: str, line: int, offset: int, why: str = LATER_RECORDS
+    ) -> None:
+        super().__init__(f"{path}: line {line} (byte offset {offset}): {reason}; {why}", path=path)
         self.reason = reason
         self.line = line
         self.offset = offset
@@ -56,6 +61,10 @@ class CorruptLog(LogError):
 
 class LogWriteError(LogError):
     """Writing a record failed; the log was cut back to its length before the write."""
+
+
+class QuarantineFailed(LogWriteError):
+    """A torn tail could not be copied aside (disk full?); the log was left as it was."""
 
 
 class DurabilityError(LogError):

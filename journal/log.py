@@ -4,14 +4,24 @@ Appends go through one ``O_APPEND`` descriptor per handle, as a loop over ``os.w
 whole records, under an exclusive ``flock`` held by the caller (see ``LogFile.locked``).
 Durability is settled after the lock is released, so concurrent callers share one fsync.
 
-The reader tells apart three endings of a log:
+The reader tells apart three endings of a log: a clean end, a torn tail and corruption.
+A crash tears at most a writer's last write (one record, or one atomic group of lines),
+and only into a prefix of its bytes; a power cut may add zeros or garbage after that
+prefix (blocks the file system allocated but never wrote). So, after the last whole record
+or whole group, the rest of the file is
 
-* a clean end;
-* a **torn tail**: bytes after the last valid record that no valid record follows (an
-  unterminated line, a line failing its checksum, or an atomic group missing members).
-  It is what a crash, or a write still in progress, leaves; readers stop before it;
-* **corruption**: a bad line with a valid record somewhere after it. Truncating there would
-  drop acknowledged records, so it is an error naming the path, line and byte offset.
+* a **torn tail** when a crash can have left it: whole records of a group cut short, then
+  a part of a record without its newline, then anything but a complete line that ends as
+  a record ends. It is moved aside by the next writer; readers stop before it;
+* **corruption** otherwise, that is when the rest holds a complete, newline-terminated
+  line that ends as a record ends (its ``,"crc":"…"}`` field, before the newline or before
+  CR LF) without being a valid member of that group. A crash cuts a record before its
+  newline, never after, and unwritten blocks do not end in a checksum field: such a line
+  was written whole and changed since (edited, converted to CR LF, flipped by the disk,
+  or written by a newer version). That is an error naming the path, line and byte offset
+  of the first bad line; nothing is moved or cut off.
+
+``_Reader._bad_line`` applies this rule, and only it.
 """
 
 from __future__ import annotations
@@ -218,17 +228,7 @@ class _Reader(Generic[E]):
             try:
                 event = decode_checked(line[:-1], self.decoder)
             except LineError as exc:
-                if exc.whole:
-                    # Written whole (its checksum holds), so not a torn write: treating it
-                    # as a tail would cut off records a newer version wrote.
-                    raise CorruptLog(
-                        f"{exc.reason}; the line's checksum is valid, so it was written whole "
-                        "(by a newer version of session-journal?)",
-                        path=self.path,
-                        line=expected,
-                        offset=line_start,
-                    ) from None
-                self._bad_line(f, exc.reason, line_start, offset, expected, tail_start, tail_line)
+                self._bad_line(f, line, exc, line_start, expected, tail_start, tail_line)
                 return
             if event.pos != expected:
                 raise CorruptLog(
@@ -283,27 +283,33 @@ class _Reader(Generic[E]):
     def _bad_line(
         self,
         f: BinaryIO,
-        reason: str,
+        line: bytes,
+        exc: LineError,
         line_start: int,
-        line_end: int,
         line_no: int,
         tail_start: int,
         tail_line: int,
     ) -> None:
-        """A line that is not a record: a torn tail unless a valid record follows it.
-
-        "Follows" includes a record inside the bad line itself: a damaged newline joins a
-        record to the next one, and cutting there would drop that next, valid record.
+        """The rule of the module docstring, for ``line``: the first complete line after the
+        last whole unit that is not a valid record. Raises CorruptLog or notes a torn tail.
         """
-        end = line_end
-        f.seek(line_start)
-        first = True
+        body = line[:-1]
+        why = None
+        if body.endswith(b"\r") and _is_whole(body[:-1]):
+            reason, why = CRLF_CONVERTED
+        elif exc.whole:
+            reason, why = exc.reason, WRITTEN_WHOLE
+        elif _ends_as_a_record(body):
+            reason, why = exc.reason, COMPLETE_LINE
+        else:
+            reason = exc.reason
+        if why is not None:
+            raise CorruptLog(reason, path=self.path, line=line_no, offset=line_start, why=why)
+        end = line_start + len(line)
         for later in f:
-            if not first:
-                end += len(later)
-            if later.endswith(b"\n") and _holds_record(later[:-1], skip_start=first):
+            end += len(later)
+            if later.endswith(b"\n") and _ends_as_a_record(later[:-1]):
                 raise CorruptLog(reason, path=self.path, line=line_no, offset=line_start)
-            first = False
         self._tear(tail_start, end, tail_line, reason)
 
     def _broken_group(self, group: list[tuple[E, int]], start: int) -> CorruptLog:
@@ -324,7 +330,7 @@ class LogReader(_Reader[AnyEvent]):
     file): positions must continue from it without a gap. Members of an atomic group are
     yielded only once the whole group has been read. After iteration, ``end`` is the offset
     after the last yielded record, ``last_pos`` its position and ``torn`` describes a torn
-    tail (or is None). Raises CorruptLog for a bad line followed by valid ones.
+    tail (or is None). Raises CorruptLog for a bad line no crash can leave.
     """
 
     decoder = event_decoder
@@ -341,20 +347,34 @@ class StateReader(_Reader[StateEvent]):
     decoder = state_decoder
 
 
-_RECORD_START: Final = b'{"type":"'
+# Why a complete line that is not a record is no torn write (see the module docstring).
+COMPLETE_LINE: Final = (
+    "the line is complete, and a crash cuts a record before its newline, never after: it "
+    "was changed after it was written"
+)
+WRITTEN_WHOLE: Final = (
+    "the line's checksum is valid, so it was written whole (by a newer version of session-journal?)"
+)
+CRLF_CONVERTED: Final = (
+    "the line ends with CR LF: the log's line endings were converted (by an editor or a checkout?)",
+    "`session-journal repair-line-endings` converts them back",
+)
 
 
-def _holds_record(line: bytes, *, skip_start: bool) -> bool:
-    """Whether ``line`` is, or ends with, a record written whole (found by its checksum)."""
-    at = 1 if skip_start else 0
-    while (at := line.find(_RECORD_START, at)) != -1:
-        try:
-            verify_checksum(line[at:])
-        except LineError:
-            at += 1
-            continue
-        return True
-    return False
+def _ends_as_a_record(line: bytes) -> bool:
+    """Whether ``line`` (without its newline) ends with a checksum field, maybe then CR."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return line[-CRC_SUFFIX_LEN:-10] == CRC_PREFIX and line.endswith(b'"}')
+
+
+def _is_whole(line: bytes) -> bool:
+    """Whether ``line`` (without its line ending) carries its own valid checksum."""
+    try:
+        verify_checksum(line)
+    except LineError:
+        return False
+    return True
 
 
 def read_log(path: str, start: int = 0, start_pos: int = 0) -> Iterator[tuple[AnyEvent, int]]:
@@ -574,31 +594,19 @@ class LogFile:
             except DurabilityError:
                 return
 
-    def truncate_tail(self, offset: int, quarantine_to: str) -> None:
-        """Move the bytes from ``offset`` to the end into a new file, then cut the log there.
-
-        The quarantine file is written and synced before the log is cut, so a crash in
-        between leaves both copies, never neither.
-        """
-        with open(self.path, "rb") as src:
-            src.seek(offset)
-            torn = src.read()
-        qfd = os.open(
-            quarantine_to,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            FILE_MODE,
-        )
+    def cut_back(self, offset: int) -> None:
+        """Cut the log at ``offset``, durably (a torn tail, once ``journal.repair`` copied it)."""
         try:
-            os.fchmod(qfd, FILE_MODE)
-            view = memoryview(torn)
-            while view:
-                view = view[os.write(qfd, view) :]
-            os.fsync(qfd)
-        finally:
-            os.close(qfd)
-        fsync_directory(os.path.dirname(os.path.abspath(quarantine_to)))
-        os.ftruncate(self.fd, offset)
-        os.fsync(self.fd)
+            os.ftruncate(self.fd, offset)
+            os.fsync(self.fd)
+        except OSError as exc:
+            with self._cond:
+                self._failure = exc  # whether the cut reached the disk is unknown
+            raise DurabilityError(
+                f"{self.path}: cutting the torn tail off at byte offset {offset} failed "
+                f"({exc.strerror}); it was copied aside first: open the journal again",
+                path=self.path,
+            ) from exc
 
     # -- lifetime ------------------------------------------------------------------------
     def _check_open(self) -> None:

@@ -62,6 +62,7 @@ from journal.events import (
 )
 from journal.gcpause import gc_paused
 from journal.log import Durability, LogFile, StateReader, TornTail
+from journal.repair import quarantine_tail
 from journal.state import (
     DEFAULT_ID_WINDOW,
     OPEN_STATUSES,
@@ -288,12 +289,7 @@ class Journal:
                 self._catch_up()
 
     def _repair(self, torn: TornTail) -> None:
-        quarantine = f"{self.path}.torn-{torn.offset}"
-        n = 1
-        while os.path.lexists(quarantine):
-            quarantine = f"{self.path}.torn-{torn.offset}.{n}"
-            n += 1
-        self._log.truncate_tail(torn.offset, quarantine)
+        quarantine = quarantine_tail(self._log, torn.offset)
         repair = Repair(torn.offset, torn.length, torn.line, torn.reason, quarantine)
         self.repairs.append(repair)
         log.warning(

@@ -266,5 +266,6 @@ for _command in (
     cli_write.archive,
     cli_write.expire,
     cli_write.import_legacy,
+    cli_write.repair_line_endings,
 ):
     main.add_command(_command)

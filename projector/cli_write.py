@@ -1,5 +1,6 @@
-"""The write commands: append, snapshot, restore, archive, expire, import-legacy. They
-change the log; ``replay`` or ``watch`` bring the database up to date."""
+"""The write commands: append, snapshot, restore, archive, expire, import-legacy,
+repair-line-endings. They change the log; ``replay`` or ``watch`` bring the database up to
+date."""
 
 from __future__ import annotations
 
@@ -139,3 +140,22 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
         click.echo(format_report(report))
     if not report.ok:
         ctx.exit(1)
+
+
+@click.command("repair-line-endings")
+@click.pass_context
+def repair_line_endings(ctx: click.Context) -> None:
+    """Convert a log whose line endings became CR LF (an editor, a checkout) back to LF.
+
+    Every line must be a valid record once its CR is removed, or nothing is changed. The
+    converted log replaces the original in one rename; writers open it again.
+    """
+    from journal.repair import repair_line_endings as repair
+
+    log = get_paths(ctx).log
+    changed = repair(log)
+    click.echo(
+        f"{log}: {changed} line endings converted from CR LF to LF"
+        if changed
+        else f"{log}: no CR LF line endings; nothing changed"
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from journal import CorruptLog, Journal, LogError, LogReader, UnsafeLogPath, read_log
@@ -88,16 +88,145 @@ def test_torn_last_record_at_every_byte_offset(tmp_path: Path, padding: bytes) -
             assert again.repairs == []
 
 
-def test_torn_tail_failing_its_checksum_is_quarantined(tmp_path: Path) -> None:
+@pytest.mark.parametrize("where", ["content", "checksum digits"])
+def test_a_complete_last_line_failing_its_checksum_is_corruption_and_nothing_moves(
+    tmp_path: Path, where: str
+) -> None:
+    """Edited by hand, not torn: a crash cuts a record before its newline, never after."""
     log = tmp_path / "s.jsonl"
     lines = make_log(log)
-    bad = lines[-1].replace(b"message 4", b"message 5")
-    log.write_bytes(b"".join([*lines[:-1], bad]))
-    with Journal.open(log) as j:
-        assert [r.reason for r in j.repairs] == ["checksum mismatch"]
-        assert j.repairs[0].line == len(lines)
-        assert Path(j.repairs[0].quarantine_path).read_bytes() == bad
-    assert log.read_bytes() == b"".join(lines[:-1])
+    if where == "content":
+        lines[-1] = lines[-1].replace(b"message 4", b"message 5")
+    else:
+        lines[-1] = lines[-1][:-4] + (b"0" if lines[-1][-4:-3] != b"0" else b"1") + b'"}\n'
+    damaged = b"".join(lines)
+    log.write_bytes(damaged)
+    where_ = rf"line {len(lines)} \(byte offset {offsets(lines)[-1]}\): checksum mismatch"
+    with pytest.raises(CorruptLog, match=where_ + ".*a crash cuts a record before its newline"):
+        Journal.open(log)
+    assert log.read_bytes() == damaged
+    assert list(tmp_path.glob("*.torn-*")) == []
+    with pytest.raises(CorruptLog, match=where_):
+        list(read_log(str(log)))
+
+
+def crlf(lines: list[bytes]) -> list[bytes]:
+    """What ``sed -i 's/$/\\r/'`` does to each line."""
+    return [line[:-1] + b"\r\n" for line in lines]
+
+
+@pytest.mark.parametrize(
+    "converted",
+    ["every line", "the second half", "the first half", "the last line", "one middle line"],
+)
+def test_a_log_converted_to_crlf_is_named_and_left_alone(tmp_path: Path, converted: str) -> None:
+    import journal.log
+
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=6)
+    n = len(lines)
+    first, last = {
+        "every line": (0, n),
+        "the second half": (n // 2, n),
+        "the first half": (0, n // 2),
+        "the last line": (n - 1, n),
+        "one middle line": (3, 4),
+    }[converted]
+    lines[first:last] = crlf(lines[first:last])
+    data = b"".join(lines)
+    log.write_bytes(data)
+    named = (
+        rf"line {first + 1} \(byte offset {offsets(lines)[first]}\): the line ends with CR LF: "
+        r"the log's line endings were converted .*session-journal repair-line-endings"
+    )
+    with pytest.raises(CorruptLog, match=named):
+        Journal.open(log)
+    assert log.read_bytes() == data
+    assert list(tmp_path.glob("*.torn-*")) == []
+    with pytest.raises(CorruptLog, match=named):
+        list(read_log(str(log)))
+    with pytest.MonkeyPatch.context() as patch:  # the chunked reader, as replay reads
+        patch.setattr(journal.log, "_FAST_CHUNK", 256)
+        with pytest.raises(CorruptLog, match=named):
+            for _ in LogReader(str(log)).batches():
+                pass
+
+
+def _writes(path: Path, sizes: list[int]) -> list[bytes]:
+    """A log made of writes of 1 record or ``size`` records (an atomic group); its writes."""
+    writes: list[bytes] = []
+    with Journal.open(path, durability="none") as j:
+        sid = j.create_session("m", session_id="s")
+        for k, size in enumerate(sizes):
+            before = path.stat().st_size
+            with j.batch():
+                for i in range(size):
+                    j.append_message(sid, "user", f"write {k}.{i} " + "é" * (k % 3))
+            writes.append(path.read_bytes()[before:])
+    return writes
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.integers(1, 3), min_size=1, max_size=4),
+    data=st.data(),
+    fill=st.sampled_from(["none", "zeros", "garbage"]),
+)
+def test_any_cut_of_the_last_write_is_repaired_keeping_every_earlier_record(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], data: st.DataObject, fill: str
+) -> None:
+    """What a crash can leave (a prefix of the last write, then perhaps zeros or garbage
+    where blocks were never written) is a torn tail: moved aside byte for byte."""
+    path = tmp_path_factory.mktemp("cut") / "s.jsonl"
+    last = _writes(path, sizes)[-1]
+    whole = path.read_bytes()
+    kept = whole[: len(whole) - len(last)]
+    kept_ids = ids(path)[: -sizes[-1]]
+    cut = data.draw(st.integers(0, len(last) - 1))
+    extra = {
+        "none": b"",
+        "zeros": b"\0" * data.draw(st.integers(1, 5000)),
+        "garbage": data.draw(st.binary(min_size=1, max_size=600)),
+    }[fill]
+    assume(b"crc" not in extra)  # unwritten blocks hold no checksum field
+    path.write_bytes(kept + last[:cut] + extra)
+    with Journal.open(path, durability="none") as j:
+        if cut or extra:
+            (repair,) = j.repairs
+            assert Path(repair.quarantine_path).read_bytes() == last[:cut] + extra
+        else:
+            assert j.repairs == []
+        assert path.read_bytes() == kept
+        assert ids(path) == kept_ids
+        assert j.append_message("s", "user", "after").pos == len(kept_ids) + 1
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(1, 3), min_size=1, max_size=4), data=st.data())
+def test_any_change_to_a_complete_record_is_named_and_nothing_moves(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], data: st.DataObject
+) -> None:
+    """Any record, the last one included: a changed byte of its content or checksum digits
+    (a newline too) is corruption, named by line and offset, and the log stays as it is."""
+    path = tmp_path_factory.mktemp("edit") / "s.jsonl"
+    _writes(path, sizes)
+    lines = path.read_bytes().splitlines(keepends=True)
+    n = data.draw(st.integers(0, len(lines) - 1))
+    line = lines[n]
+    digits = len(line) - 11  # the 8 hex digits before '"}\n'
+    at = data.draw(
+        st.integers(0, len(line) - 1).filter(lambda i: i < digits - 8 or digits <= i < digits + 8)
+    )
+    new = data.draw(st.integers(0, 255).filter(lambda b: b != line[at]))
+    lines[n] = line[:at] + bytes([new]) + line[at + 1 :]
+    damaged = b"".join(lines)
+    path.write_bytes(damaged)
+    with pytest.raises(CorruptLog) as info:
+        Journal.open(path, durability="none")
+    assert (info.value.line, info.value.offset) == (n + 1, offsets(lines)[n])
+    assert f"line {n + 1} (byte offset {offsets(lines)[n]})" in str(info.value)
+    assert path.read_bytes() == damaged
+    assert list(path.parent.glob("*.torn-*")) == []
 
 
 def test_two_repairs_never_overwrite_a_quarantine_file(tmp_path: Path) -> None:
