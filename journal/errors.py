@@ -6,6 +6,7 @@ happen, with ``raise … from exc``; callers catch these classes only::
     JournalError
     ├── LogError                  the log file itself
     │   ├── UnsafeLogPath         a symlink, hard link or non-regular file
+    │   ├── NotALog               a file that is no log at all; left untouched
     │   ├── CorruptLog            a bad line no crash can leave (path, line, offset)
     │   ├── LogWriteError         write failed (disk full, file too large); log cut back
     │   │   └── QuarantineFailed  a torn tail could not be moved aside; log untouched
@@ -39,6 +40,10 @@ class LogError(JournalError):
 
 class UnsafeLogPath(LogError):
     """The log path is a symlink, a hard link, or not a regular file."""
+
+
+class NotALog(LogError):
+    """The file at the log's path is not a session-journal log (a database, say)."""
 
 
 # Why a bad line is corruption, when nothing more precise is known.

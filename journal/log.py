@@ -51,6 +51,7 @@ from journal.errors import (
     JournalClosed,
     LogError,
     LogWriteError,
+    NotALog,
     UnsafeLogPath,
 )
 from journal.events import (
@@ -278,6 +279,8 @@ class _Reader(Generic[E]):
             )
 
     def _tear(self, start: int, end: int, line: int, reason: str) -> None:
+        if start == 0:
+            _check_starts_as_a_log(self.path)
         self.torn = TornTail(offset=start, length=end - start, line=line, reason=reason)
 
     def _bad_line(
@@ -359,6 +362,27 @@ CRLF_CONVERTED: Final = (
     "the line ends with CR LF: the log's line endings were converted (by an editor or a checkout?)",
     "`session-journal repair-line-endings` converts them back",
 )
+
+
+_RECORD_START: Final = b'{"type":"'
+
+
+def _check_starts_as_a_log(path: str) -> None:
+    """Refuse a file with no whole record whose first bytes no crash of a writer can leave.
+
+    A writer's first write starts with a record, so a crash leaves a prefix of one (then
+    maybe a power cut's fill), or only the fill, which on a new file is zeros. Any other
+    first byte (a SQLite header: the paths were swapped) means the file is not a log, and
+    nothing of it may be moved aside or cut off.
+    """
+    with open(path, "rb") as f:
+        first = f.read(1)
+    if first not in (b"", b"\0", _RECORD_START[:1]):
+        raise NotALog(
+            f"{path}: is not a session-journal log (it starts with {first!r}, not with a "
+            "record); is it the database? Check --log and --db",
+            path=path,
+        )
 
 
 def _ends_as_a_record(line: bytes) -> bool:

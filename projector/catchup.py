@@ -24,6 +24,7 @@ from projector.apply import ApplyError, apply_event, fill_fts
 from projector.bulk_catchup import CatchUpLoader
 from projector.db import (
     Checkpoint,
+    check_paths,
     connect,
     create_schema,
     is_empty,
@@ -401,6 +402,7 @@ def replay(
     """
     from projector.rebuild import rebuild  # rebuild runs catch_up: import at call time
 
+    check_paths(log_path, db_path)
     outcome = _catch_up_in_place(log_path, db_path, quarantine, batch_events, progress)
     if isinstance(outcome, CatchUpResult):
         r = outcome

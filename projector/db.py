@@ -1,4 +1,4 @@
-"""Opening the projection database: connection settings, the schema, its version.
+"""Opening the projection database: whose file it is, connection settings, the schema.
 
 The schema is the ``schema/*.sql`` files at the top of the source tree. An installed wheel
 carries them as ``projector/_schema`` (pyproject's force-include); a checkout or an
@@ -9,8 +9,10 @@ databases stale and they are rebuilt from the log.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import stat
 import zlib
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Final
 
-from projector.errors import SchemaNotFound
+from projector.errors import ForeignFile, SchemaNotFound
 
 # Bump when apply.py changes what rows an event produces (the SQL is versioned by its text).
 APPLY_VERSION: Final = 1
@@ -91,6 +93,7 @@ def connect(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
     where a batch ends, never the sqlite3 module.
     """
     path = os.fspath(db_path)
+    check_ours(path)
     create_private_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -111,7 +114,8 @@ def create_schema(conn: sqlite3.Connection) -> None:
     script = "\n".join(sql for _name, sql in schema_files())
     try:
         conn.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {schema_version()};\nCOMMIT;"
+            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {schema_version()};\n"
+            f"PRAGMA application_id = {APPLICATION_ID};\nCOMMIT;"
         )
     except BaseException:
         if conn.in_transaction:
@@ -152,3 +156,83 @@ def write_checkpoint(conn: sqlite3.Connection, cp: Checkpoint) -> None:
         "line_hash = ? WHERE id = 1",
         (cp.log_offset, cp.log_pos, cp.line_start, cp.line_hash),
     )
+
+
+# -- which files are the projection's -------------------------------------------------------
+# The database is disposable: a rebuild replaces it, and a crashed build leaves a
+# ``<db>.rebuild`` that the next one removes. Before either, and before any connection,
+# the file must be provably the projection's: absent or empty (nothing to lose); a SQLite
+# database whose header carries the projection's application id (set by create_schema,
+# readable even when the rest of the file is damaged); or, made before that id existed,
+# one holding the projector's checkpoint. Anything else (the log itself, another
+# program's database, any other file, a FIFO, a device) is refused with ForeignFile and
+# left exactly as it is: paths swapped by mistake must never cost a byte of the log.
+
+# PRAGMA application_id, bytes 68-71 of a SQLite file's header: "SJRN".
+APPLICATION_ID: Final = 0x534A524E
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+_APPLICATION_ID_AT: Final = slice(68, 72)
+_KINDS: Final = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_paths(log_path: str | os.PathLike[str], db_path: str | os.PathLike[str]) -> None:
+    """Refuse a database path that names the log, or a file that is not the projection's."""
+    log, db = os.fspath(log_path), os.fspath(db_path)
+    with contextlib.suppress(OSError):  # either may not exist yet
+        if os.path.samefile(log, db):
+            raise ForeignFile(
+                db,
+                "is the log itself: the database must be another file "
+                "(--db, default sessions.db; --log, default sessions.jsonl)",
+            )
+    check_ours(db)
+
+
+def check_ours(path: str | os.PathLike[str]) -> None:
+    """Raise ForeignFile unless ``path`` is absent, empty, or a projection database."""
+    name = os.fspath(path)
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        return
+    for is_kind, kind in _KINDS:
+        if is_kind(st.st_mode):
+            raise ForeignFile(name, f"is {kind}, not a database file")
+    if st.st_size == 0:
+        return
+    with open(name, "rb") as f:
+        header = f.read(100)
+    if not header.startswith(_SQLITE_MAGIC):
+        raise ForeignFile(
+            name,
+            f"is not a SQLite database (it starts with {header[:16]!r}); "
+            "is it the log? Check --log and --db",
+        )
+    if int.from_bytes(header[_APPLICATION_ID_AT], "big") == APPLICATION_ID:
+        return
+    if not _holds_a_checkpoint(name):
+        raise ForeignFile(name, "is a SQLite database of another program, not a projection")
+
+
+def _holds_a_checkpoint(path: str) -> bool:
+    """Whether the database at ``path`` has the projector's checkpoint table (made by an
+    earlier version, before the application id)."""
+    try:
+        conn = sqlite3.connect(readonly_uri(path), uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        row = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projector_checkpoint'"
+        ).fetchone()
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return row is not None

@@ -10,7 +10,8 @@
         ├── SchemaNotFound        the schema/*.sql files are missing from the install
         ├── InvariantViolation    an event the projection cannot apply (line, offset, session)
         ├── CheckpointMismatch    the checkpoint is not on the log: truncated or replaced
-        └── RebuildCheckFailed    the rebuilt file failed its checks; the old one is kept
+        ├── RebuildCheckFailed    the rebuilt file failed its checks; the old one is kept
+        └── ForeignFile           a file at the database's path that is not a projection
 """
 
 from __future__ import annotations
@@ -68,3 +69,12 @@ class RebuildCheckFailed(ProjectorError):
             + "; ".join(problems)
         )
         self.problems = problems
+
+
+class ForeignFile(ProjectorError):
+    """A file the projector would replace or write is not one of its own; it is left as is."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; it was left untouched")
+        self.path = path
+        self.reason = reason

@@ -94,6 +94,7 @@ from journal.events import MessageAppended, ModelRegistered, SessionCreated
 from journal.gcpause import gc_paused
 from journal.log import read_log
 from journal.validation import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
+from projector.db import check_paths
 from projector.legacy_check import project
 from projector.legacy_plan import (
     MessagePlan,
@@ -160,6 +161,7 @@ def import_legacy(
     for other in (log, db):
         if os.path.exists(other) and os.path.exists(old) and os.path.samefile(old, other):
             raise LegacyImportError(old, f"is also the output {other}; choose another path")
+    check_paths(log, db)
     # The import holds the whole old database and its plans while it allocates millions
     # of short-lived objects: GC passes would walk them all and free nothing.
     with gc_paused():

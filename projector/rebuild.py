@@ -33,7 +33,7 @@ from journal.log import fsync_directory
 from projector.apply import ApplyError
 from projector.bulk import Observer, bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
-from projector.db import create_private_file, create_schema
+from projector.db import check_ours, check_paths, create_private_file, create_schema
 from projector.errors import RebuildCheckFailed
 from projector.logfold import LogTally, LogWitness, file_identity
 from projector.reading import Until
@@ -91,6 +91,8 @@ def rebuild(
     """
     db = os.fspath(db_path)
     tmp = f"{db}.rebuild"
+    check_paths(log_path, db)
+    check_ours(tmp)
     remove_database(tmp)  # a build that crashed earlier
     stop = Until.of(until)  # a bad ``until`` fails before any work
     result: CatchUpResult | None = None

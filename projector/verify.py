@@ -33,7 +33,7 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent, format_ts
 from journal.log import LogReader, TornTail
 from projector.catchup import check_checkpoint
-from projector.db import connect, read_checkpoint, schema_version, user_version
+from projector.db import check_paths, connect, read_checkpoint, schema_version, user_version
 from projector.errors import CheckpointMismatch
 from projector.logfold import (
     IdCheck,
@@ -157,6 +157,7 @@ def verify(
     ``rebuild``); used instead of reading the log if it still stands for it.
     """
     log, db = os.fspath(log_path), os.fspath(db_path)
+    check_paths(log, db)
     found = _Findings()
     if not os.path.exists(db):
         found.add("database", f"{db} does not exist: run replay or rebuild")

@@ -30,7 +30,9 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import signal
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from types import FrameType
@@ -38,6 +40,8 @@ from typing import Final
 
 from journal.errors import JournalError
 from journal.log import FILE_MODE
+from projector.db import check_paths
+from projector.errors import ForeignFile
 from projector.watch_loop import BatchReport, Worker
 
 __all__ = [
@@ -57,6 +61,10 @@ class AlreadyWatching(JournalError):
     """Another live projector already holds this database's watch lock."""
 
 
+# What a watch lock holds: the pid of the projector that took it last, or nothing yet.
+_LOCK_TEXT: Final = re.compile(rb"(?:[0-9]+\n)?")
+
+
 def lock_path(db_path: str) -> str:
     """The file whose ``flock`` marks a database as watched."""
     return f"{db_path}.watch.lock"
@@ -64,8 +72,12 @@ def lock_path(db_path: str) -> str:
 
 def _acquire_lock(db_path: str) -> int:
     path = lock_path(db_path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    fd = os.open(
+        path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE
+    )
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ForeignFile(path, "is not a regular file, so not a watch lock")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -76,6 +88,8 @@ def _acquire_lock(db_path: str) -> int:
                 f"{db_path}: already watched by another live projector (pid {owner}); "
                 f"stop it first (its lock is {path})"
             ) from None
+        if not _LOCK_TEXT.fullmatch(os.pread(fd, 64, 0)):
+            raise ForeignFile(path, "is not a watch lock (it holds something else)")
         os.fchmod(fd, FILE_MODE)
         # The pid is only for the refusal message; the flock is what excludes.
         os.ftruncate(fd, 0)
@@ -120,6 +134,7 @@ def watch(
     """
     if poll_interval <= 0:
         raise ValueError("poll_interval must be positive")
+    check_paths(log_path, db_path)
     fd = _acquire_lock(db_path)
     try:
         Worker(

@@ -21,6 +21,7 @@ from projector import (
     verify,
 )
 from projector.db import create_schema
+from projector.errors import ForeignFile
 
 # The package exports the function rebuild under the module's name.
 rebuild_module = importlib.import_module("projector.rebuild")
@@ -132,21 +133,35 @@ def test_quick_checks_compare_with_the_log(tmp_path: Path) -> None:
     assert any("'b'" in p and "message_count 3 but 2" in p for p in problems)
 
 
-def test_replay_rebuilds_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+def test_replay_rebuilds_a_projection_too_damaged_to_read(tmp_path: Path) -> None:
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     known_workload(log)
-    db.write_bytes(b"this is not a database, but it is long enough to have a header" * 100)
+    rebuild(log, db)
+    header = db.read_bytes()[:100]  # its header says whose it is; the rest is destroyed
+    db.write_bytes(header + b"this is not a database any more" * 100)
     result = replay(log, db)
     assert result.rebuilt and "not a readable database" in (result.rebuild_reason or "")
     assert rows(db, "SELECT count(*) FROM sessions") == [(3,)]
+
+
+def test_replay_leaves_a_file_that_is_not_a_projection_alone(tmp_path: Path) -> None:
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    text = b"this is not a database, but it is long enough to have a header" * 100
+    db.write_bytes(text)
+    with pytest.raises(ForeignFile, match="is not a SQLite database"):
+        replay(log, db)
+    assert db.read_bytes() == text
 
 
 def test_a_build_left_by_a_crash_is_started_afresh(tmp_path: Path) -> None:
     log, db, ref = tmp_path / "log.jsonl", tmp_path / "p.db", tmp_path / "ref.db"
     known_workload(log)
     rebuild(log, ref)
-    for suffix in ("", "-journal", "-wal"):  # a half-built file and its side files
-        Path(f"{db}.rebuild{suffix}").write_bytes(b"half a database" * 100)
+    half = ref.read_bytes()[:4096]  # a build cut short: the first page of a projection
+    Path(f"{db}.rebuild").write_bytes(half)
+    for suffix in ("-journal", "-wal"):  # and its side files
+        Path(f"{db}.rebuild{suffix}").write_bytes(b"half a journal" * 100)
     result = rebuild(log, db)
     assert result.sessions == 3
     assert canonical_hash(db) == canonical_hash(ref)

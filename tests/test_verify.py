@@ -14,6 +14,7 @@ from projection_helpers import execute, known_workload, random_ops, rows, run_wo
 from journal import Journal
 from journal.events import decode_line, encode_line
 from projector import rebuild, replay, verify
+from projector.errors import ForeignFile
 from projector.logfold import LogWitness
 
 
@@ -165,11 +166,16 @@ def test_an_unreadable_or_stale_database_is_reported_not_checked(
     report = verify(log, db)
     assert [p.kind for p in report.problems] == ["schema"]
     assert "schema version 12345" in str(report.problems[0])
+    execute(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+    header = db.read_bytes()[:100]  # a projection's header, the rest destroyed
     db.unlink()
-    db.write_bytes(b"this is not a database, but it is long enough to have a header" * 100)
+    db.write_bytes(header + b"this is not a database any more" * 100)
     report = verify(log, db)
     assert [p.kind for p in report.problems] == ["database"]
     assert "not a readable database" in str(report.problems[0])
+    db.write_bytes(b"this is not a database, but it is long enough to have a header" * 100)
+    with pytest.raises(ForeignFile, match="is not a SQLite database"):
+        verify(log, db)  # not a projection at all: a wrong path, not a damaged projection
 
 
 @pytest.fixture
