@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
@@ -159,14 +159,32 @@ def check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
     return value
 
 
+# Every time the log records lies in these years, so that a deadline (a time plus a timeout
+# of at most MAX_TIMEOUT_SECONDS) still lies in the calendar, which ends with year 9999.
+EARLIEST: Final = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(9990, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
+
+
 def check_at(at: datetime | str | None) -> str | None:
     """``at`` as the log's timestamp text (None stays None)."""
     if at is None:
         return None
-    try:
-        if isinstance(at, str):
-            parse_ts(at)
-            return at
-        return format_ts(at)
-    except ValueError as exc:
-        raise InvalidValue(f"at: {exc}") from None
+    if isinstance(at, str):
+        try:
+            check_time("at", parse_ts(at))
+        except ValueError as exc:
+            raise InvalidValue(f"at: {exc}") from None
+        return at
+    return check_time("at", at)
+
+
+def check_time(name: str, moment: object) -> str:
+    """A time the log may record, as its timestamp text; InvalidValue otherwise."""
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise InvalidValue(f"{name} must be a timezone-aware datetime, not {moment!r}")
+    if not EARLIEST <= moment <= LATEST:
+        raise InvalidValue(
+            f"{name} {moment.isoformat()} is outside the years 1000 to 9989 the log records "
+            "(a deadline up to 10 years later must still lie in the calendar)"
+        )
+    return format_ts(moment)

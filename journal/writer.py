@@ -84,6 +84,7 @@ from journal.validation import (
     check_model_id,
     check_session_id,
     check_text,
+    check_time,
     check_timeout,
 )
 
@@ -106,6 +107,9 @@ def random_event_id() -> str:
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = raw.hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_CALENDAR_END: Final = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -228,11 +232,9 @@ class Journal:
         """Flush pending durability work and release the file."""
         self._log.close()
 
-    def _now(self) -> datetime:
-        moment = self._clock()
-        if not isinstance(moment, datetime) or moment.tzinfo is None:
-            raise InvalidValue(f"the clock must return a timezone-aware datetime, not {moment!r}")
-        return moment
+    def _now(self) -> str:
+        """The clock's reading as the log's timestamp text."""
+        return check_time("the clock's reading", self._clock())
 
     # -- reading the log ------------------------------------------------------------------
     def _catch_up(self) -> None:
@@ -370,7 +372,7 @@ class Journal:
             )
         ts = pending.ts
         if ts is None:  # the clock is read once per write, whatever the number of events
-            ts = pending.ts = max(format_ts(self._now()), self._state.last_ts)  # never back
+            ts = pending.ts = max(self._now(), self._state.last_ts)  # never back
         envelope: dict[str, Any] = {
             "pos": self._state.last_pos + 1,
             "id": event_id or self._new_id(),
@@ -672,7 +674,7 @@ class Journal:
         if kind not in ("idle", "hard"):
             raise InvalidValue(f"kind must be 'idle' or 'hard', not {kind!r}")
         at = check_at(at)
-        as_of = format_ts(self._now()) if at is None else at
+        as_of = self._now() if at is None else at
         allowed = frozenset({"active"} if kind == "idle" else {"active", "idle", "paused"})
         return self._simple(
             SessionTimedOut(session_id=session_id, kind=kind, as_of=as_of),
@@ -731,12 +733,8 @@ class Journal:
         deadline, a ``timeout_warning`` with a ``timeout_warning`` snapshot. Paused sessions
         are skipped. The decision time is recorded in each event as ``as_of``.
         """
-        as_of_dt = now if now is not None else self._now()
-        try:
-            as_of = format_ts(as_of_dt)
-        except (ValueError, AttributeError) as exc:
-            raise InvalidValue(f"now must be a timezone-aware datetime, not {now!r}") from exc
-        t = as_of_dt.timestamp()
+        as_of = self._now() if now is None else check_time("now", now)
+        t = ts_seconds(as_of)
         receipts: list[Receipt] = []
         with self._writing() as w:
             for sid, s in list(self._state.sessions.items()):
@@ -748,6 +746,9 @@ class Journal:
                     else math.inf
                 )
                 hard_at = s.hard_deadline if s.hard_deadline is not None else math.inf
+                # A deadline past the calendar (only a log from before the writer kept
+                # times in range holds one) is its last moment, which no clock reaches.
+                idle_at, hard_at = (min(x, _CALENDAR_END) for x in (idle_at, hard_at))
                 if hard_at <= t:
                     kind: Literal["idle", "hard"] | None = "hard"
                 elif idle_at <= t:

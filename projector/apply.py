@@ -188,10 +188,16 @@ def _model_registered(conn: sqlite3.Connection, e: ModelRegistered) -> None:
     )
 
 
-def _plus_seconds(when: str, seconds: int | None) -> str | None:
+def _plus_seconds(when: str, seconds: int | None, session_id: str) -> str | None:
     if seconds is None:
         return None
-    return format_ts(parse_ts(when) + timedelta(seconds=seconds))
+    try:
+        return format_ts(parse_ts(when) + timedelta(seconds=seconds))
+    except OverflowError:  # only a log from before the writer kept times in range
+        raise ApplyError(
+            f"the deadline {seconds} s after {when} lies past the end of the calendar",
+            session_id,
+        ) from None
 
 
 def _session_created(conn: sqlite3.Connection, e: SessionCreated) -> None:
@@ -215,7 +221,7 @@ def _session_created(conn: sqlite3.Connection, e: SessionCreated) -> None:
                 e.when,
                 e.idle_timeout_seconds,
                 e.hard_timeout_seconds,
-                _plus_seconds(e.when, e.hard_timeout_seconds),
+                _plus_seconds(e.when, e.hard_timeout_seconds, e.session_id),
                 e.pos,
             ),
         )
@@ -421,7 +427,7 @@ def _restored(conn: sqlite3.Connection, e: SessionRestored) -> None:
         e,
         status="active",
         last_activity=e.when,
-        expires_at=_plus_seconds(e.when, hard[0]),
+        expires_at=_plus_seconds(e.when, hard[0], e.session_id),
     )
 
 

@@ -289,7 +289,7 @@ class Loader:
                     "active",
                     e.idle_timeout_seconds,
                     e.hard_timeout_seconds,
-                    _plus_seconds(e.when, e.hard_timeout_seconds),
+                    _plus_seconds(e.when, e.hard_timeout_seconds, e.session_id),
                     e.pos,
                 )
                 self._born(s)
@@ -419,7 +419,7 @@ class Loader:
             s = self._recreate(e.session_id, e.snapshot_pos)
         s.status = "active"
         self._activity(s, e.when)
-        s.expires_at = _plus_seconds(e.when, s.hard)
+        s.expires_at = _plus_seconds(e.when, s.hard, e.session_id)
         s.updated_at = e.when
         s.last_event_pos = e.pos
 

@@ -201,6 +201,12 @@ def _drain(
                 raise
             batch.quarantine(skip_bad_lines(path, reader, exc))
             continue
+        except InvariantViolation as exc:
+            # The batch was rolled back; every whole unit before the event is good, as
+            # before a bad line: apply those again, commit, then report the event.
+            batch = _Batch.resume(batch)
+            _drain(batch, path, Until(pos=exc.line - 1), batch_events, quarantine, observer)
+            raise
         batch.commit()
         return reader.torn
 

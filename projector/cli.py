@@ -34,6 +34,7 @@ from projector.cli_support import (
     progress_bar,
     read_db,
 )
+from projector.errors import InvariantViolation
 from projector.queries import list_sessions, parse_time
 from projector.watch import projection_lock
 
@@ -42,6 +43,7 @@ _INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
     CorruptLog,
     DurabilityError,
     LogWriteError,
+    InvariantViolation,
     sqlite3.DatabaseError,
 )
 

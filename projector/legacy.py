@@ -63,7 +63,8 @@ the message's metadata ``import_flags``):
   (``metadata_reserved_key``) or over the size limit (``metadata_too_large``): the text
   is kept in ``legacy.metadata``.
 * Timestamps: the formats ``projector.legacy_values`` accepts are normalised; NULL
-  (``missing_timestamp``) or unparseable (``unparseable_timestamp``): the message takes
+  (``missing_timestamp``), unparseable (``unparseable_timestamp``) or outside the years
+  1000 to 9989 the writer records (``timestamp_out_of_range``): the message takes
   the time of the message before it (or the session's), the raw value stays in
   ``legacy.timestamp``. A session without a usable ``created_at`` takes its first
   message's time, else ``updated_at``, else the time of the import.

@@ -152,9 +152,13 @@ def parse_when(value: Any) -> datetime | None:
     return moment if 1000 <= moment.year <= 9999 else None
 
 
+_LATEST_NAIVE: Final = validation.LATEST.replace(tzinfo=None)
+
+
 def normalise_ts(value: Any) -> tuple[str | None, str | None]:
-    """(the log's form or None, a flag: None, ``missing_timestamp`` or
-    ``unparseable_timestamp``)."""
+    """(the log's form or None, a flag: None, ``missing_timestamp``,
+    ``unparseable_timestamp`` or ``timestamp_out_of_range``: outside the years the writer
+    records)."""
     if value is None:
         return None, "missing_timestamp"
     if type(value) is str:  # the common case, ISO text without an offset, all in C
@@ -163,7 +167,7 @@ def normalise_ts(value: Any) -> tuple[str | None, str | None]:
         except ValueError:
             pass
         else:
-            if naive.tzinfo is None and naive.year >= 1000:
+            if naive.tzinfo is None and naive.year >= 1000 and naive <= _LATEST_NAIVE:
                 return _log_form(naive), None
     moment = parse_when(value)
     if moment is None:
@@ -172,8 +176,8 @@ def normalise_ts(value: Any) -> tuple[str | None, str | None]:
         m = moment.astimezone(UTC)
     except OverflowError:
         return None, "unparseable_timestamp"
-    if not 1000 <= m.year <= 9999:
-        return None, "unparseable_timestamp"
+    if not validation.EARLIEST <= m <= validation.LATEST:
+        return None, "timestamp_out_of_range"
     return _log_form(m.replace(tzinfo=None)), None
 
 

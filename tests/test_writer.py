@@ -423,7 +423,9 @@ def test_bad_input_raises_its_error_and_writes_nothing(
 
 def test_a_clock_without_a_time_zone_is_refused_before_anything_is_written(log: Path) -> None:
     with Journal.open(log, clock=lambda: datetime(2026, 1, 1)) as j, unchanged(log):
-        with pytest.raises(InvalidValue, match="clock must return a timezone-aware datetime"):
+        with pytest.raises(
+            InvalidValue, match="the clock's reading must be a timezone-aware datetime"
+        ):
             j.create_session("m")
         assert j.last_pos == 0 and j._state.models == set()
 
