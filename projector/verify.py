@@ -11,29 +11,41 @@ Checks, each problem named with its session or line:
 * the projection against the log, up to the checkpoint: the set of live sessions, and per
   session the message count, tokens and a content hash computed from the log alone.
 
+Every comparison reads one snapshot of the database (read transactions that see the same
+checkpoint), so a live projector committing meanwhile is never taken for a difference.
 It records the outcome per session in ``integrity_status``/``integrity_checked_at``, the
-only columns written from the wall clock (excluded from determinism and canonical_hash).
+only columns written from the wall clock (excluded from determinism and canonical_hash),
+and only while the projection is still at the checkpoint it checked.
 A rebuild can fold the log for verify as it reads it (``LogWitness``), so that verify of
 the database it just built need not read the log a second time.
 """
 
 from __future__ import annotations
 
+import fcntl
 import operator
 import os
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from journal.errors import CorruptLog
 from journal.events import AnyEvent, format_ts
 from journal.log import LogReader, TornTail
 from projector.catchup import check_checkpoint
-from projector.db import check_paths, connect, read_checkpoint, schema_version, user_version
+from projector.db import (
+    Checkpoint,
+    check_paths,
+    connect,
+    read_checkpoint,
+    schema_version,
+    user_version,
+)
 from projector.errors import CheckpointMismatch
 from projector.logfold import (
     IdCheck,
@@ -46,6 +58,7 @@ from projector.reading import skip_bad_lines
 from projector.rebuild import counter_mismatches
 
 _MAX_PER_KIND: Final = 100  # a badly damaged database is summarised, not listed in full
+_WRITER_WAIT_SECONDS: Final = 5.0
 _event_id = operator.attrgetter("id")
 
 
@@ -179,15 +192,19 @@ def verify(
                 f"schema version {version} is not the projector's {schema_version()}: rebuild",
             )
             return VerifyReport(found.problems)
+        # Every comparison reads one snapshot: the read transaction opened here, which the
+        # other connections join (see _reader_at), so a live projector committing meanwhile
+        # is never taken for a difference.
+        conn.execute("BEGIN")
+        cp = read_checkpoint(conn)
         # The database's own checks run inside SQLite, which lets go of the GIL: on other
         # cores they overlap the two folds, of the log and of the messages, which are Python.
         # The full-text checks, the longest, run apart from the others. Each side notes its
         # problems apart; they are reported in one order.
         with ThreadPoolExecutor(3, thread_name_prefix="verify") as pool:
-            tables = pool.submit(_check_database, db, _check_tables)
-            fts = pool.submit(_check_database, db, _check_fts)
-            messages = pool.submit(_fold_messages, db)
-            cp = read_checkpoint(conn)
+            tables = pool.submit(_in_snapshot, db, cp, _checked_by(_check_tables))
+            fts = pool.submit(_check_fts, db, cp)
+            messages = pool.submit(_in_snapshot, db, cp, _fold_messages)
             against_log = _Findings()
             try:
                 check_checkpoint(log, cp)
@@ -198,27 +215,67 @@ def verify(
                 _check_log_end(log, witness.torn, witness.ids, against_log)
             else:
                 tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
-            found = tables.result()
-            found.extend(fts.result())
-            folded = messages.result()
+            # A check that could not join the snapshot (the projector moved on before its
+            # connection looked) runs here, on the connection that holds it.
+            found = _or_here(tables.result(), conn, _checked_by(_check_tables))
+            fts_found, fts_joined = fts.result()
+            if not fts_joined:
+                _check_fts_content(conn, fts_found)
+            found.extend(fts_found)
+            folded = _or_here(messages.result(), conn, _fold_messages)
+        conn.execute("COMMIT")  # the end of the snapshot's read transaction
         found.extend(against_log)
         _check_against_log(folded, tally, found)
-        _record_outcome(conn, found)
+        _record_outcome(conn, cp, found)
     finally:
         conn.close()
     return VerifyReport(found.problems, len(folded), last_pos, cp.log_pos)
 
 
-def _check_database(db: str, check: Callable[[sqlite3.Connection, _Findings], None]) -> _Findings:
-    """One of the database's checks of itself, on a connection of its own (made in the
-    thread that runs it)."""
-    found = _Findings()
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]  # a reading of the database, in some transaction
+Check = Callable[[sqlite3.Connection, "_Findings"], None]
+
+
+def _at(
+    conn: sqlite3.Connection, cp: Checkpoint, work: Callable[[sqlite3.Connection], T]
+) -> T | None:
+    """``work`` in a read transaction that sees the projection as of checkpoint ``cp``;
+    None if the database has moved on from it."""
+    conn.execute("BEGIN")
+    try:
+        # Every commit of the projection moves its checkpoint, in the same transaction: a
+        # read transaction that sees ``cp`` sees the very rows the caller's snapshot does.
+        if read_checkpoint(conn) != cp:
+            return None
+        return work(conn)
+    finally:
+        conn.execute("COMMIT")
+
+
+def _in_snapshot(db: str, cp: Checkpoint, work: Work[T]) -> T | None:
+    """``_at`` on a connection of its own (made in the thread that runs it)."""
     conn = connect(db)
     try:
-        check(conn, found)
+        return _at(conn, cp, work)
     finally:
         conn.close()
-    return found
+
+
+def _or_here(
+    result: T | None, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
+) -> T:
+    """The result a thread got in the snapshot, else ``work`` run on its own connection."""
+    return work(conn) if result is None else result
+
+
+def _checked_by(check: Check) -> Work[_Findings]:
+    def run(conn: sqlite3.Connection) -> _Findings:
+        found = _Findings()
+        check(conn, found)
+        return found
+
+    return run
 
 
 def _check_tables(conn: sqlite3.Connection, found: _Findings) -> None:
@@ -235,11 +292,31 @@ def _check_tables(conn: sqlite3.Connection, found: _Findings) -> None:
         found.add("sequence", f"message #{rn} has seq {seq} (a gap or a duplicate)", session_id=sid)
 
 
-def _check_fts(conn: sqlite3.Connection, found: _Findings) -> None:
+def _check_fts(db: str, cp: Checkpoint) -> tuple[_Findings, bool]:
+    """The full-text checks on a connection of their own: (what they found, whether the
+    index was compared with the messages in the snapshot at ``cp``)."""
+    found = _Findings()
+    conn = connect(db)
     try:
-        conn.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
-    except sqlite3.DatabaseError as exc:
-        found.add("fts", f"full-text index is damaged: {exc}")
+        # FTS5's own check is a command (a write statement), so it runs before and apart
+        # from the snapshot; it holds of every committed state alike.
+        try:
+            conn.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
+        except sqlite3.DatabaseError as exc:
+            found.add("fts", f"full-text index is damaged: {exc}")
+
+        def compare(snapshot: sqlite3.Connection) -> bool:
+            _check_fts_content(snapshot, found)
+            return True
+
+        joined = _at(conn, cp, compare)
+    finally:
+        conn.close()
+    return found, joined is not None
+
+
+def _check_fts_content(conn: sqlite3.Connection, found: _Findings) -> None:
+    """The full-text index against the messages it should hold."""
     try:
         mismatches = conn.execute(FTS_MISMATCH_SQL).fetchall()
     except sqlite3.DatabaseError as exc:
@@ -321,14 +398,48 @@ def _check_log(
 def _check_log_end(log: str, torn: TornTail | None, ids: IdCheck, found: _Findings) -> None:
     """What the whole log's reading leaves to report: a torn tail, repeated ids."""
     if torn is not None:
+        torn = _torn_once_writers_are_done(log, torn)
+    if torn is not None:
         found.add(
             "log",
-            f"torn tail of {torn.length} bytes ({torn.reason}): a crash, or a write in progress",
+            f"torn tail of {torn.length} bytes ({torn.reason}): a crash left it; the next "
+            "write moves it aside",
             line=torn.line,
             offset=torn.offset,
         )
     if ids.any_suspects:
         _repeated_ids(log, ids, found)
+
+
+def _torn_once_writers_are_done(log: str, torn: TornTail) -> TornTail | None:
+    """The torn tail still there once no writer is appending, or None.
+
+    A writer appends under an exclusive flock of the log, so what looks torn while one
+    holds it may be a write in progress: look again under a shared flock. A writer that
+    keeps the lock longer (a long batch) has repaired any real torn tail when it took it.
+    """
+    try:
+        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        deadline = time.monotonic() + _WRITER_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.01)
+        reader = LogReader(log, torn.offset, torn.line - 1)
+        for _ in reader:
+            pass
+        return reader.torn
+    except CorruptLog:
+        return torn  # changed while it was read again: reported as it was seen
+    finally:
+        os.close(fd)
 
 
 def _repeated_ids(log: str, ids: IdCheck, found: _Findings) -> None:
@@ -342,29 +453,25 @@ def _repeated_ids(log: str, ids: IdCheck, found: _Findings) -> None:
                 seen.add(event.id)
 
 
-def _fold_messages(db_path: str) -> dict[str, SessionTally]:
+def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
     """Per-session count, tokens and content hash of the database's messages, every
-    session included (on a connection of its own, made in its thread)."""
-    conn = connect(db_path)
-    try:
-        db: dict[str, SessionTally] = {}
-        for (sid,) in conn.execute("SELECT session_id FROM sessions"):
-            db[str(sid)] = SessionTally()
-        current: object = object()  # no session yet (not even NULL)
-        t = SessionTally()
-        for row in conn.execute(
-            "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
-            "tokens_used, duration_seconds, metadata FROM messages "
-            "ORDER BY session_id, sequence_number"
-        ):
-            if row[0] != current:  # rows come session by session
-                current = row[0]
-                t = db.setdefault(str(current), SessionTally())
-            t.count += 1
-            t.tokens += row[6] or 0
-            t.digest.update(message_digest_input(*row[1:]))
-    finally:
-        conn.close()
+    session included."""
+    db: dict[str, SessionTally] = {}
+    for (sid,) in conn.execute("SELECT session_id FROM sessions"):
+        db[str(sid)] = SessionTally()
+    current: object = object()  # no session yet (not even NULL)
+    t = SessionTally()
+    for row in conn.execute(
+        "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
+        "tokens_used, duration_seconds, metadata FROM messages "
+        "ORDER BY session_id, sequence_number"
+    ):
+        if row[0] != current:  # rows come session by session
+            current = row[0]
+            t = db.setdefault(str(current), SessionTally())
+        t.count += 1
+        t.tokens += row[6] or 0
+        t.digest.update(message_digest_input(*row[1:]))
     return db
 
 
@@ -389,12 +496,19 @@ def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Fin
             found.add("log_mismatch", "message contents differ from the log", session_id=sid)
 
 
-def _record_outcome(conn: sqlite3.Connection, found: _Findings) -> None:
-    """integrity_status per session: 'ok', or 'problems' for a session named in one."""
+def _record_outcome(conn: sqlite3.Connection, cp: Checkpoint, found: _Findings) -> None:
+    """integrity_status per session: 'ok', or 'problems' for a session named in one.
+
+    Recorded only while the projection is still at ``cp``, the snapshot that was checked:
+    after a live projector moved it on, the outcome would stamp sessions never checked.
+    """
     now = format_ts(datetime.now(UTC))  # the wall clock: bookkeeping, not projection
     bad = sorted({p.session_id for p in found.problems if p.session_id is not None})
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if read_checkpoint(conn) != cp:
+            conn.execute("ROLLBACK")
+            return
         conn.execute(
             "UPDATE sessions SET integrity_checked_at = ?, integrity_status = 'ok'", (now,)
         )
@@ -404,5 +518,6 @@ def _record_outcome(conn: sqlite3.Connection, found: _Findings) -> None:
         )
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise

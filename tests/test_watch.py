@@ -14,12 +14,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from journal import CorruptLog, Journal, LogReader
-from projector import canonical_hash, rebuild
+from projector import canonical_hash, rebuild, verify
 from projector.db import readonly_uri
 from projector.watch import AlreadyWatching, BatchReport, lock_path, watch
 
@@ -328,3 +329,28 @@ def test_sigterm_exits_zero_with_the_database_at_the_end(tmp_path: Path) -> None
     assert lines[0].startswith("watching ") and lines[-1] == "stopped"
     assert any(line.startswith("applied ") and " lag 0 event(s)" in line for line in lines)
     assert checkpoint_pos(db) == log_last_pos(log)
+
+
+def test_verify_while_watch_applies_a_live_writer_finds_no_false_problem(tmp_path: Path) -> None:
+    """verify reads one snapshot, and waits out a write in progress before it calls the
+    log's end torn: with a writer and a live projector running, every run is clean and no
+    session is marked with problems."""
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    write_log(log, seed=3, events=400)
+    w = Watcher(log, db, poll_interval=0.05)
+    reports = []
+    try:
+        wait_for(converged(log, db), "the first catch-up", w)
+        procs = [appender(log, 20_000), appender(log, 20_000)]
+        while any(p.poll() is None for p in procs) and len(reports) < 40:
+            reports.append(verify(log, db))
+        assert all(p.wait(DEADLINE) == 0 for p in procs)
+        wait_for(converged(log, db), "the watcher to reach the end of the log", w)
+    finally:
+        w.close()
+    assert len(reports) >= 5, "the writers finished before verify could run alongside"
+    assert [str(p) for r in reports for p in r.problems] == []
+    assert any(r.checkpoint_pos < r.log_last_pos for r in reports)  # it ran behind, mid-write
+    with closing(sqlite3.connect(db)) as conn:
+        marked = conn.execute("SELECT count(*) FROM sessions WHERE integrity_status = 'problems'")
+        assert marked.fetchone() == (0,)
