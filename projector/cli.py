@@ -211,24 +211,47 @@ def rebuild(ctx: click.Context, until: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also exit 1 when the database is behind the log (events not projected yet).",
+)
 @json_option
 @click.pass_context
-def verify(ctx: click.Context, as_json: bool) -> None:
-    """Prove the database matches the log; exit 1 if any problem is found."""
+def verify(ctx: click.Context, strict: bool, as_json: bool) -> None:
+    """Prove the database matches the log; exit 1 if any problem is found.
+
+    The proof reaches as far as the database's checkpoint: events appended to the log
+    since then are counted, not checked (`replay` projects them). With --strict a
+    database behind its log fails too.
+    """
     from projector import verify as do_verify
 
     paths = paths_with_log(ctx)
     report = do_verify(paths.log, paths.db, progress=progress_bar("verify"))
     if as_json:
-        emit_json({"ok": report.ok, **msgspec.to_builtins(report)})
-    elif report.ok:
-        click.echo(f"ok: {paths.db} matches {paths.log}")
+        emit_json(
+            {"ok": report.ok, **msgspec.to_builtins(report), "unprojected": report.unprojected}
+        )
     else:
         for problem in report.problems:
             click.echo(f"problem: {problem}")
-        click.echo(f"{len(report.problems)} problem(s) found")
-    if not report.ok:
+        click.echo(_verify_summary(paths, report))
+    if not report.ok or (strict and report.unprojected):
         ctx.exit(1)
+
+
+def _verify_summary(paths: Paths, report: Any) -> str:
+    """verify's last line: the verdict and how far the proof reaches."""
+    if not report.ok:
+        return f"{len(report.problems)} problem(s) found"
+    if not report.unprojected:
+        return f"ok: {paths.db} matches {paths.log} (all {report.log_last_pos} events)"
+    return (
+        f"ok up to position {report.checkpoint_pos}: {paths.db} matches {paths.log} that far; "
+        f"{report.unprojected} later event(s) of the log are not in the database yet "
+        f"(run `{invoked_as()} replay`)"
+    )
 
 
 @main.command()

@@ -84,6 +84,11 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def unprojected(self) -> int:
+        """Events of the log after the checkpoint: not in the database yet, so not proven."""
+        return max(self.log_last_pos - self.checkpoint_pos, 0)
+
 
 # Sequence gaps in one pass: the n-th message of a session (by seq) must have seq n.
 SEQUENCE_GAPS_SQL: Final = """

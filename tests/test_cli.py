@@ -428,7 +428,14 @@ def test_json_keys_are_the_documented_ones(demo: tuple[str, str]) -> None:
     assert set(json.loads(run(demo, "replay", "--json").output)) == documented("replay")
     assert set(json.loads(run(demo, "rebuild", "--json").output)) == documented("rebuild")
     verify_keys = set(json.loads(run(demo, "verify", "--json").output))
-    assert verify_keys == {"ok", "problems", "sessions_checked", "log_last_pos", "checkpoint_pos"}
+    assert verify_keys == {
+        "ok",
+        "problems",
+        "sessions_checked",
+        "log_last_pos",
+        "checkpoint_pos",
+        "unprojected",
+    }
     assert set(json.loads(run(demo, "demo", "--json").output)) == documented("demo")
 
 

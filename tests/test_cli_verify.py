@@ -1,0 +1,54 @@
+"""verify on the command line: how far the proof reaches, and --strict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from projector.cli import main
+
+
+def run(paths: tuple[str, str], *args: str) -> Result:
+    log, db = paths
+    return CliRunner().invoke(main, ["--log", log, "--db", db, *args])
+
+
+@pytest.fixture
+def behind(tmp_path: Path) -> tuple[str, str]:
+    """The demo, with the database rebuilt as of position 10 only."""
+    paths = str(tmp_path / "sessions.jsonl"), str(tmp_path / "sessions.db")
+    assert run(paths, "demo").exit_code == 0
+    assert run(paths, "rebuild", "--until", "10").exit_code == 0
+    return paths
+
+
+def test_verify_of_a_database_behind_its_log_says_how_far_it_reaches(
+    behind: tuple[str, str],
+) -> None:
+    total = len(Path(behind[0]).read_text(encoding="utf-8").splitlines())
+    result = run(behind, "verify")
+    assert result.exit_code == 0, result.output
+    assert "ok up to position 10" in result.output
+    assert f"{total - 10} later event(s) of the log are not in the database yet" in result.output
+    assert "replay" in result.output
+
+
+def test_verify_strict_fails_when_behind_and_passes_when_current(behind: tuple[str, str]) -> None:
+    assert run(behind, "verify", "--strict").exit_code == 1
+    assert run(behind, "replay").exit_code == 0
+    result = run(behind, "verify", "--strict")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("ok: ") and "(all " in result.output
+
+
+def test_verify_json_counts_the_unprojected_events(behind: tuple[str, str]) -> None:
+    data = json.loads(run(behind, "verify", "--json").output)
+    assert data["ok"] is True
+    assert data["checkpoint_pos"] == 10
+    assert data["unprojected"] == data["log_last_pos"] - 10 > 0
+    strict = run(behind, "verify", "--json", "--strict")
+    assert strict.exit_code == 1
+    assert json.loads(strict.output)["unprojected"] == data["unprojected"]
