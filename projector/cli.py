@@ -10,6 +10,7 @@ commands that keep the projection current; ``cli_read`` and ``cli_write`` hold t
 from __future__ import annotations
 
 import sqlite3
+import sys
 from typing import Any
 
 import click
@@ -24,15 +25,20 @@ from journal.errors import (
 from journal.events import format_ts
 from projector import cli_read, cli_write
 from projector.cli_support import (
+    PIPE_CLOSED_EXIT,
     Paths,
+    add_global_options,
     emit_json,
+    fail,
     get_paths,
     invoked_as,
     json_option,
     paths_with_log,
     print_sessions,
+    prints_data,
     progress_bar,
     read_db,
+    silence_stdout,
 )
 from projector.queries import list_sessions, parse_time
 from projector.watch import projection_lock
@@ -51,7 +57,15 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                # Output still buffered would meet a closed pipe at exit, out of reach.
+                sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader has what it wanted (`| head`): end quietly, as git and grep do.
+            silence_stdout()
+            ctx.exit(PIPE_CLOSED_EXIT)
         except (JournalError, OSError, sqlite3.Error) as exc:
             if ctx.meta.get("debug"):
                 raise
@@ -83,16 +97,24 @@ class _Group(click.Group):
     help="The SQLite projection (env SESSION_JOURNAL_DB).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (for the commands that print data)."
+)
 @click.version_option(package_name="session-journal")
 @click.pass_context
-def main(ctx: click.Context, log_path: str, db_path: str, debug: bool) -> None:
+def main(ctx: click.Context, log_path: str, db_path: str, debug: bool, as_json: bool) -> None:
     """Keep AI-router chat sessions in an append-only log, projected into SQLite.
 
     Writers append to the log (the only source of truth); `replay` or `watch` keep
-    sessions.db current; the read commands query sessions.db.
+    sessions.db current; the read commands query sessions.db. The options above may also
+    follow the command's name.
     """
     ctx.obj = Paths(log_path, db_path)
     ctx.meta["debug"] = debug
+    ctx.meta["json"] = as_json
+    command = main.commands.get(ctx.invoked_subcommand or "")
+    if as_json and command is not None and not prints_data(command):
+        fail(f"--json: `{ctx.invoked_subcommand}` prints no data, so it has no JSON form")
 
 
 # -- keeping the projection current -------------------------------------------------------
@@ -292,3 +314,5 @@ for _command in (
     cli_write.repair_line_endings,
 ):
     main.add_command(_command)
+for _command in main.commands.values():
+    add_global_options(_command)

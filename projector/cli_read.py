@@ -8,7 +8,14 @@ from typing import Any
 import click
 
 from projector import render
-from projector.cli_support import emit_json, json_option, print_sessions, read_db
+from projector.cli_support import (
+    emit_json,
+    fail,
+    json_option,
+    json_text,
+    print_sessions,
+    read_db,
+)
 from projector.export import to_jsonl, to_markdown
 from projector.queries import STATUSES, get_transcript, list_sessions, usage_stats
 from projector.queries import search as do_search
@@ -167,8 +174,7 @@ def stats(ctx: click.Context, by: str, since: str | None, as_json: bool) -> None
     "--format",
     "fmt",
     type=click.Choice(["markdown", "jsonl"]),
-    default="markdown",
-    show_default=True,
+    help="markdown (the default) or jsonl.",
 )
 @click.option(
     "-o",
@@ -177,9 +183,18 @@ def stats(ctx: click.Context, by: str, since: str | None, as_json: bool) -> None
     default="-",
     help="Write to this file instead of stdout.",
 )
+@json_option
 @click.pass_context
-def export(ctx: click.Context, session_id: str, fmt: str, output: Any) -> None:
-    """Export a session as Markdown or as JSON lines (one message a line)."""
+def export(
+    ctx: click.Context, session_id: str, fmt: str | None, output: Any, as_json: bool
+) -> None:
+    """Export a session as Markdown, as JSON lines (one message a line) or, with --json,
+    as one JSON document (the shape of `show --json`)."""
+    if as_json and fmt is not None:
+        fail("--json and --format: give one of them (--json is one JSON document)")
     with read_db(ctx) as conn:
         t = get_transcript(conn, session_id)
-    output.write(to_markdown(t) if fmt == "markdown" else to_jsonl(t))
+    if as_json:
+        output.write(json_text(t) + "\n")
+    else:
+        output.write(to_jsonl(t) if fmt == "jsonl" else to_markdown(t))

@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import click
 import msgspec
@@ -42,16 +42,90 @@ def paths_with_log(ctx: click.Context) -> Paths:
     return paths
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` (structs, dataclasses, builtins) as indented JSON."""
+    return msgspec.json.format(msgspec.json.encode(obj), indent=2).decode()
+
+
 def emit_json(obj: Any) -> None:
-    """Print ``obj`` (structs, dataclasses, builtins) as indented JSON."""
-    click.echo(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
+    """Print ``obj`` as indented JSON."""
+    click.echo(json_text(obj))
 
 
 def json_option(fn: F) -> F:
-    """The ``--json`` flag every command that prints data takes."""
+    """The ``--json`` flag every command that prints data takes, after its name or, as a
+    global option, before it."""
     return click.option(
-        "--json", "as_json", is_flag=True, help="Print JSON (stable keys) instead of text."
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=lambda ctx, _param, value: bool(value or ctx.meta.get("json")),
+        help="Print JSON (stable keys) instead of text.",
     )(fn)
+
+
+def prints_data(command: click.Command) -> bool:
+    """Whether ``command`` takes --json (it prints data)."""
+    return any(param.name == "as_json" for param in command.params)
+
+
+def _set_path(field: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            setattr(get_paths(ctx), field, value)
+
+    return callback
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["debug"] = True
+
+
+def add_global_options(command: click.Command) -> None:
+    """Let ``command`` take --log, --db and --debug after its name too (the group's own
+    options come before it): a person adds an option at the end of the line they typed.
+    Given in both places, the one after the command wins."""
+    command.params += [
+        click.Option(
+            ["--log", "log_after"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_set_path("log"),
+            help="The event log (as before the command).",
+        ),
+        click.Option(
+            ["--db", "db_after"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_set_path("db"),
+            help="The SQLite projection (as before the command).",
+        ),
+        click.Option(
+            ["--debug", "debug_after"],
+            is_flag=True,
+            expose_value=False,
+            callback=_set_debug,
+            help="Show tracebacks on errors.",
+        ),
+    ]
+
+
+# The exit status of a command whose reader went away, as git's and grep's when SIGPIPE
+# ends them (128 + 13): quiet, yet a pipeline under `set -o pipefail` still sees it.
+PIPE_CLOSED_EXIT: Final = 141
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader closed the pipe, so that nothing more,
+    not even the interpreter's last flush at exit, complains about it."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's capture): nothing will flush it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
