@@ -31,6 +31,7 @@ from projector.cli_support import (
     emit_json,
     fail,
     get_paths,
+    in_cli_terms,
     invoked_as,
     json_option,
     paths_with_log,
@@ -70,7 +71,7 @@ class _Group(click.Group):
             if ctx.meta.get("debug"):
                 raise
             code = 1 if isinstance(exc, _INTEGRITY_ERRORS) else 2
-            message = str(exc)
+            message = in_cli_terms(str(exc))
             if isinstance(exc, OSError) and exc.filename:
                 message = f"{exc.filename}: {exc.strerror}"
             click.echo(f"error: {message}", err=True)

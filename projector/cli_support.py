@@ -4,6 +4,7 @@ one-line errors, progress bars and the session table."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import sys
@@ -128,6 +129,52 @@ def silence_stdout() -> None:
     os.close(devnull)
 
 
+# The library's messages name its Python calls; on the command line the same advice is a
+# command. Each pattern is the library's own wording (journal/errors.py, validation.py).
+_PYTHON_ADVICE: Final = (
+    (re.compile(r"restore\('([^']*)'\)"), "`{me} restore \\1`"),
+    (
+        re.compile(r"session '([^']*)' was deleted; restore\(\)"),
+        "session '\\1' was deleted; `{me} restore \\1`",
+    ),
+    (
+        re.compile(r", e\.g\. str\(uuid\.uuid4\(\)\)"),
+        " such as 0b1f6c2e-8d3a-4e5b-9c7d-1a2b3c4d5e6f",
+    ),
+)
+
+
+def in_cli_terms(message: str) -> str:
+    """A library error's message, with its advice spelled as commands to run."""
+    me = invoked_as()
+    for pattern, replacement in _PYTHON_ADVICE:
+        message = pattern.sub(replacement.replace("{me}", me), message)
+    return message
+
+
+def being_watched(db: str) -> bool:
+    """Whether a live projector (or a replay) is projecting into ``db`` now: the process
+    whose pid its lock file holds (the last one to take it) is another one, alive. Read
+    without taking the lock, which would make a `watch` starting at that instant think
+    the database taken; a pid reused since only leaves out a hint."""
+    from projector.watch import lock_path
+
+    try:
+        with open(lock_path(db), encoding="ascii", errors="replace") as f:
+            pid = int(f.read(32).strip() or 0)
+    except (OSError, ValueError):
+        return False
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # alive, run by someone else
+    return True
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """One line on stderr, then exit (2: bad input or usage)."""
     click.echo(f"error: {message}", err=True)
@@ -176,6 +223,18 @@ def progress_bar(label: str) -> Callable[[int, int], None] | None:
             bar.__exit__(None, None, None)
 
     return update
+
+
+def one_more(limit: int | None) -> int | None:
+    """The rows to ask for to learn whether more exist than ``limit`` (None: all)."""
+    return None if limit is None else limit + 1
+
+
+def note_more(what: str, shown: int | None, total: int | None) -> None:
+    """Say that the output stops short of all there is. On stderr: stdout stays the data
+    alone, for `| wc -l` and for JSON."""
+    count = f"{shown} of {total}" if total is not None else f"the first {shown}"
+    click.echo(f"Showing {count} {what}; --limit N shows more, --limit 0 all.", err=True)
 
 
 def print_sessions(rows: list[Any]) -> None:

@@ -86,7 +86,7 @@ def test_sessions_table_and_filters(demo: tuple[str, str]) -> None:
     }
     by_model = json.loads(run(demo, "sessions", "--model", "GPT-4o mini", "--json").output)
     assert {r["session_id"] for r in by_model} == {"demo-release-notes", "demo-almost-idle"}
-    assert json.loads(run(demo, "sessions", "--limit", "2", "--json").output).__len__() == 2
+    assert len(json.loads(run(demo, "sessions", "--limit", "2", "--json").stdout)) == 2
     statuses = {
         r["session_id"]: r["status"] for r in json.loads(run(demo, "sessions", "--json").output)
     }
@@ -197,7 +197,7 @@ def test_append_then_replay(demo: tuple[str, str]) -> None:
         (
             '{"type":"message_appended","session_id":"demo-haiku","seq":1,"role":"user",'
             '"content":"x"}',
-            "expected last seq 0",
+            "seq 1 is not the next message of session 'demo-haiku', which is 3",
         ),
         (
             '{"type":"session_renamed","session_id":"demo-haiku","title":"ok"}\n'
