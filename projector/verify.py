@@ -113,15 +113,13 @@ ORDER BY s.session_id
 
 # Every message in the index with its current text, and nothing else in it. The text is
 # read from the index's content table, sessions_fts_content (FTS5's shadow table of a
-# table with content of its own: id = rowid, c0..c3 = session_id, title, content,
-# model_name, part of the FTS5 file format), three times faster than through the virtual
-# table; FTS5's integrity-check proves the index matches that table.
+# table with content of its own: id = rowid, c0, c1 = session_id, content, part of the
+# FTS5 file format), three times faster than through the virtual table; FTS5's
+# integrity-check proves the index matches that table.
 FTS_MISMATCH_SQL: Final = """
 SELECT m.session_id, m.message_id FROM messages AS m
-JOIN sessions AS s ON s.session_id = m.session_id
 LEFT JOIN sessions_fts_content AS f ON f.id = m.message_id
-WHERE f.id IS NULL OR f.c2 IS NOT m.content OR f.c0 IS NOT m.session_id
-   OR f.c1 IS NOT s.title OR f.c3 IS NOT s.model_name
+WHERE f.id IS NULL OR f.c1 IS NOT m.content OR f.c0 IS NOT m.session_id
 UNION ALL
 SELECT f.c0, f.id FROM sessions_fts_content AS f
 WHERE NOT EXISTS (SELECT 1 FROM messages WHERE message_id = f.id)

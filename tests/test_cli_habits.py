@@ -109,7 +109,7 @@ def test_json_before_or_after_the_command(command: str, where: str, data: Path) 
     before = [*paths(data, command), "--json"] if where == "before" else paths(data, command)
     result = invoke(command, before, ["--json"] if where == "after" else [], data)
     assert result.exit_code == 0, result.output + result.stderr
-    json.loads(result.output)  # one JSON document, nothing else on stdout
+    json.loads(result.stdout)  # one JSON document, nothing else on stdout
 
 
 def test_json_is_refused_by_a_command_that_prints_no_data(data: Path) -> None:
