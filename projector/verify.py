@@ -258,8 +258,9 @@ def _check_fts(conn: sqlite3.Connection, found: _Findings) -> None:
 class _Runs:
     """The whole log as runs of events (the reader's chunks), bad lines stepped over.
 
-    Each bad line is reported to ``found`` (if given); after iteration ``last_pos`` and
-    ``torn`` describe the end of the log.
+    Each stretch of bad lines is reported to ``found`` (if given) once: a damaged member
+    of an atomic group makes the group's next members fail too (out of order), which says
+    nothing new. After iteration ``last_pos`` and ``torn`` describe the end of the log.
     """
 
     def __init__(
@@ -278,6 +279,7 @@ class _Runs:
         total = os.path.getsize(self.log) if os.path.exists(self.log) else 0
         next_report = 0
         offset, pos = 0, 0
+        stretch: list[CorruptLog] = []  # bad lines one after the other, reported as one
         while True:
             reader = LogReader(self.log, offset, pos)
             try:
@@ -287,15 +289,30 @@ class _Runs:
                         self.progress(reader.end, total)
                         next_report = reader.end + (1 << 20)
             except CorruptLog as exc:
-                if self.found is not None:
-                    self.found.add("log", exc.reason, line=exc.line, offset=exc.offset)
                 skip = skip_bad_lines(self.log, reader, exc)
+                if stretch and exc.offset != offset:  # a good line came between
+                    self._report(stretch)
+                    stretch = []
+                stretch.append(exc)
                 offset, pos = skip.end, skip.next_pos
                 continue
+            self._report(stretch)
             if self.progress is not None:
                 self.progress(total, total)
             self.last_pos, self.torn = reader.last_pos, reader.torn
             return
+
+    def _report(self, stretch: list[CorruptLog]) -> None:
+        if self.found is None or not stretch:
+            return
+        first, last = stretch[0], stretch[-1]
+        reason = first.reason
+        if len(stretch) > 1:
+            reason += (
+                f"; the {len(stretch) - 1} line(s) after it, to line {last.line}, fail too "
+                f"(last: {last.reason})"
+            )
+        self.found.add("log", reason, line=first.line, offset=first.offset)
 
 
 def _check_log(
@@ -371,24 +388,28 @@ def _fold_messages(db_path: str) -> dict[str, SessionTally]:
 
 
 def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Findings) -> None:
-    """Per-session count, tokens and content hash of the database against the log's."""
+    """Per-session count, tokens and content hash of the database against the log's.
+
+    The log's fold leaves out the lines it could not read: when there are some, a
+    difference may be theirs, and says so."""
+    unread = any(p.kind == "log" and p.line is not None for p in found.problems)
+    why = " (perhaps the unreadable log lines above)" if unread else ""
     for sid in sorted(db.keys() | tally.sessions.keys()):
         got, want = db.get(sid), tally.sessions.get(sid)
         if want is None:
-            found.add("log_mismatch", "in the database but not live in the log", session_id=sid)
+            what = "in the database but not live in the log"
         elif got is None:
-            found.add(
-                "log_mismatch", "live in the log but missing from the database", session_id=sid
-            )
+            what = "live in the log but missing from the database"
         elif (got.count, got.tokens) != (want.count, want.tokens):
-            found.add(
-                "log_mismatch",
+            what = (
                 f"{got.count} messages / {got.tokens} tokens in the database, "
-                f"{want.count} / {want.tokens} in the log",
-                session_id=sid,
+                f"{want.count} / {want.tokens} in the log"
             )
         elif got.content_hash != want.content_hash:
-            found.add("log_mismatch", "message contents differ from the log", session_id=sid)
+            what = "message contents differ from the log"
+        else:
+            continue
+        found.add("log_mismatch", what + why, session_id=sid)
 
 
 def _record_outcome(conn: sqlite3.Connection, found: _Findings) -> None:

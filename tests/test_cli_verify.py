@@ -52,3 +52,28 @@ def test_verify_json_counts_the_unprojected_events(behind: tuple[str, str]) -> N
     strict = run(behind, "verify", "--json", "--strict")
     assert strict.exit_code == 1
     assert json.loads(strict.output)["unprojected"] == data["unprojected"]
+
+
+def test_a_flipped_byte_in_a_group_is_one_log_problem(tmp_path: Path) -> None:
+    """The group's later members then fail too (out of order): reported with it, once."""
+    paths = str(tmp_path / "sessions.jsonl"), str(tmp_path / "sessions.db")
+    assert run(paths, "demo").exit_code == 0
+    data = bytearray(Path(paths[0]).read_bytes())
+    lines = data.split(b"\n")
+    number, first, size = next(
+        (i + 1, e["grp"][0], e["grp"][1])
+        for i, e in enumerate(json.loads(line) for line in lines if line)
+        if "grp" in e and e["grp"][0] < e["grp"][1] - 1
+    )
+    last_line = number + size - first
+    data[sum(len(line) + 1 for line in lines[: number - 1]) + 20] ^= 0x01
+    Path(paths[0]).write_bytes(bytes(data))
+    result = run(paths, "verify", "--json")
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    log_problems = [p for p in problems if p["kind"] == "log"]
+    assert len(log_problems) == 1
+    assert log_problems[0]["line"] == number
+    assert f"to line {last_line}, fail too" in log_problems[0]["message"]
+    others = [p for p in problems if p["kind"] == "log_mismatch"]
+    assert others and all("perhaps the unreadable log lines" in p["message"] for p in others)
