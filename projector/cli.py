@@ -29,7 +29,6 @@ from projector.cli_support import (
     Paths,
     add_global_options,
     emit_json,
-    fail,
     get_paths,
     in_cli_terms,
     invoked_as,
@@ -39,6 +38,7 @@ from projector.cli_support import (
     prints_data,
     progress_bar,
     read_db,
+    refuse_json,
     silence_stdout,
 )
 from projector.queries import list_sessions, parse_time
@@ -74,6 +74,10 @@ class _Group(click.Group):
             message = in_cli_terms(str(exc))
             if isinstance(exc, OSError) and exc.filename:
                 message = f"{exc.filename}: {exc.strerror}"
+            elif isinstance(exc, OSError):
+                # No file named: the output itself (a full disk behind `> file`), an I/O
+                # problem, not the user's input.
+                code, message = 1, f"cannot write the output: {exc.strerror or exc}"
             click.echo(f"error: {message}", err=True)
             ctx.exit(code)
 
@@ -115,7 +119,7 @@ def main(ctx: click.Context, log_path: str, db_path: str, debug: bool, as_json: 
     ctx.meta["json"] = as_json
     command = main.commands.get(ctx.invoked_subcommand or "")
     if as_json and command is not None and not prints_data(command):
-        fail(f"--json: `{ctx.invoked_subcommand}` prints no data, so it has no JSON form")
+        refuse_json(ctx.invoked_subcommand)
 
 
 # -- keeping the projection current -------------------------------------------------------

@@ -78,6 +78,16 @@ def _set_path(field: str) -> Callable[[click.Context, click.Parameter, str | Non
     return callback
 
 
+def refuse_json(command: str | None) -> NoReturn:
+    """--json given to a command that prints no data (before or after its name)."""
+    fail(f"--json: `{command}` prints no data, so it has no JSON form")
+
+
+def _refuse_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        refuse_json(ctx.info_name)
+
+
 def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
         ctx.meta["debug"] = True
@@ -87,6 +97,16 @@ def add_global_options(command: click.Command) -> None:
     """Let ``command`` take --log, --db and --debug after its name too (the group's own
     options come before it): a person adds an option at the end of the line they typed.
     Given in both places, the one after the command wins."""
+    if not prints_data(command):
+        command.params.append(
+            click.Option(
+                ["--json", "json_after"],
+                is_flag=True,
+                expose_value=False,
+                hidden=True,
+                callback=_refuse_json,
+            )
+        )
     command.params += [
         click.Option(
             ["--log", "log_after"],

@@ -112,10 +112,15 @@ def test_json_before_or_after_the_command(command: str, where: str, data: Path) 
     json.loads(result.stdout)  # one JSON document, nothing else on stdout
 
 
-def test_json_is_refused_by_a_command_that_prints_no_data(data: Path) -> None:
-    result = CliRunner().invoke(main, [*paths(data, "watch"), "--json", "watch"])
+@pytest.mark.parametrize("where", ["before", "after"])
+@pytest.mark.parametrize("command", sorted(RUNS_UNTIL_STOPPED))
+def test_json_is_refused_by_a_command_that_prints_no_data(
+    command: str, where: str, data: Path
+) -> None:
+    before, after = (["--json"], []) if where == "before" else ([], ["--json"])
+    result = invoke(command, [*paths(data, command), *before], after, data)
     assert result.exit_code == 2
-    assert "`watch` prints no data" in result.stderr
+    assert result.stderr == f"error: --json: `{command}` prints no data, so it has no JSON form\n"
 
 
 @pytest.mark.parametrize("command", FINITE)
@@ -136,6 +141,23 @@ def test_a_closed_pipe_ends_quietly(command: str, data: Path) -> None:
         os.close(write_end)
     assert proc.stderr.decode() == ""
     assert proc.returncode == PIPE_CLOSED_EXIT
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("command", FINITE)
+def test_output_to_a_full_disk_is_one_line_and_exit_1(command: str, data: Path) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "projector", *paths(data, command), *args_for(command, data)],
+            input=(RENAME if command == "append" else "").encode(),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+    (line,) = proc.stderr.decode().splitlines()
+    assert line.startswith("error: cannot write the output: ")
+    assert proc.returncode == 1
 
 
 @pytest.mark.parametrize("where", ["before", "after"])
