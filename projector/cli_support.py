@@ -211,9 +211,43 @@ def read_db(ctx: click.Context) -> Iterator[sqlite3.Connection]:
         fail(f"{db}: no database yet; run `session-journal replay` (or `demo`) first")
     conn = connect(db)
     try:
+        note_if_behind(conn, get_paths(ctx))
         yield conn
     finally:
         conn.close()
+
+
+def note_if_behind(conn: sqlite3.Connection, paths: Paths) -> None:
+    """Say on stderr when what a read command shows is not all the log holds: events were
+    appended since the last replay, or the log is not the one the database was projected
+    from. Quiet while a live projector keeps the database current, and when the log is
+    not here to compare with."""
+    from projector.catchup import check_checkpoint
+    from projector.db import read_checkpoint
+    from projector.errors import CheckpointMismatch
+
+    if not os.path.exists(paths.log) or being_watched(paths.db):
+        return
+    me = invoked_as()
+    try:
+        cp = read_checkpoint(conn)
+        check_checkpoint(paths.log, cp)
+        behind = os.path.getsize(paths.log) > cp.log_offset
+    except CheckpointMismatch:
+        click.echo(
+            f"note: {paths.db} was not projected from {paths.log} as it is now "
+            f"(another log, or one cut short): `{me} replay` rebuilds it",
+            err=True,
+        )
+        return
+    except (OSError, sqlite3.Error):
+        return  # the command itself reports what is wrong with the database
+    if behind:
+        click.echo(
+            f"note: {paths.db} is behind {paths.log}: events appended since its last "
+            f"replay are not shown (`{me} replay` brings them in)",
+            err=True,
+        )
 
 
 def invoked_as() -> str:
@@ -253,8 +287,12 @@ def one_more(limit: int | None) -> int | None:
 def note_more(what: str, shown: int | None, total: int | None) -> None:
     """Say that the output stops short of all there is. On stderr: stdout stays the data
     alone, for `| wc -l` and for JSON."""
-    count = f"{shown} of {total}" if total is not None else f"the first {shown}"
-    click.echo(f"Showing {count} {what}; --limit N shows more, --limit 0 all.", err=True)
+    told = (
+        f"Showing {shown} of {total} {what}"
+        if total is not None
+        else (f"More {what} exist than the {shown} shown")
+    )
+    click.echo(f"{told}; --limit N shows more, --limit 0 all.", err=True)
 
 
 def print_sessions(rows: list[Any]) -> None:

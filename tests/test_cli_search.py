@@ -4,6 +4,7 @@ and a word when more exists than is shown."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -69,5 +70,27 @@ def test_sessions_says_when_more_exist_and_limit_0_shows_all(demo: tuple[str, st
     assert len(every) > 2
     two = run(demo, "sessions", "--limit", "2", "--json")
     assert len(json.loads(two.stdout)) == 2
-    assert "Showing the first 2 sessions" in two.stderr
+    assert "More sessions exist than the 2 shown" in two.stderr
     assert "Showing" not in run(demo, "sessions", "--limit", "0").stderr
+
+
+def test_a_read_command_notes_a_database_behind_its_log(tmp_path: Path) -> None:
+    paths = str(tmp_path / "sessions.jsonl"), str(tmp_path / "sessions.db")
+    assert run(paths, "demo").exit_code == 0
+    assert run(paths, "rebuild", "--until", "10").exit_code == 0
+    for command in (["sessions"], ["show", "demo-paris-trip"], ["search", "paris"], ["stats"]):
+        result = run(paths, *command)
+        assert "sessions.db is behind" in result.stderr, command
+        assert "replay` brings them in" in result.stderr
+    assert run(paths, "replay").exit_code == 0
+    assert "behind" not in run(paths, "sessions").stderr
+
+
+def test_a_read_command_notes_a_database_of_another_log(tmp_path: Path) -> None:
+    paths = str(tmp_path / "sessions.jsonl"), str(tmp_path / "sessions.db")
+    assert run(paths, "demo").exit_code == 0
+    other = str(tmp_path / "other.jsonl")
+    Path(other).write_bytes(Path(paths[0]).read_bytes()[:100])  # a log cut short
+    result = run((other, paths[1]), "sessions")
+    assert result.exit_code == 0
+    assert "sessions.db was not projected from" in result.stderr
