@@ -24,14 +24,13 @@ from journal.errors import (
 )
 from journal.events import format_ts
 from projector import cli_read, cli_write
+from projector.cli_notes import in_cli_terms, invoked_as
 from projector.cli_support import (
     PIPE_CLOSED_EXIT,
     Paths,
     add_global_options,
     emit_json,
     get_paths,
-    in_cli_terms,
-    invoked_as,
     json_option,
     paths_with_log,
     print_sessions,

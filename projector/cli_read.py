@@ -8,14 +8,12 @@ from typing import Any
 import click
 
 from projector import render
+from projector.cli_notes import invoked_as, note_more, one_more
 from projector.cli_support import (
     emit_json,
     fail,
-    invoked_as,
     json_option,
     json_text,
-    note_more,
-    one_more,
     print_sessions,
     read_db,
 )

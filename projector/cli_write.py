@@ -10,11 +10,10 @@ from typing import Any
 import click
 
 from journal import Journal
+from projector.cli_notes import being_watched, invoked_as
 from projector.cli_support import (
-    being_watched,
     emit_json,
     get_paths,
-    invoked_as,
     json_option,
     paths_with_log,
     progress_bar,
