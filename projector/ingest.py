@@ -135,7 +135,7 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
         unknown = _unknown_fields(fields)
         if unknown:
             raise InputError(source, number, unknown)
-        seq_given = fields.get("type") != "message_appended" or "seq" in fields
+        seq_given = fields.get("type") != "message_appended" or fields.get("seq") is not None
         if not seq_given:
             fields["seq"] = _SEQ_LEFT_OUT
         try:

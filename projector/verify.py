@@ -390,10 +390,17 @@ def _fold_messages(db_path: str) -> dict[str, SessionTally]:
 def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Findings) -> None:
     """Per-session count, tokens and content hash of the database against the log's.
 
-    The log's fold leaves out the lines it could not read: when there are some, a
-    difference may be theirs, and says so."""
-    unread = any(p.kind == "log" and p.line is not None for p in found.problems)
-    why = " (perhaps the unreadable log lines above)" if unread else ""
+    A difference that a problem of the log itself may explain says so: the fold leaves
+    out the lines it could not read, and a checkpoint not on the log means the database
+    was projected from another log (or a longer one)."""
+    kinds = {p.kind for p in found.problems if p.line is not None}
+    why = (
+        " (perhaps the checkpoint problem above)"
+        if "checkpoint" in kinds
+        else " (perhaps the unreadable log lines above)"
+        if "log" in kinds
+        else ""
+    )
     for sid in sorted(db.keys() | tally.sessions.keys()):
         got, want = db.get(sid), tally.sessions.get(sid)
         if want is None:

@@ -77,3 +77,16 @@ def test_a_flipped_byte_in_a_group_is_one_log_problem(tmp_path: Path) -> None:
     assert f"to line {last_line}, fail too" in log_problems[0]["message"]
     others = [p for p in problems if p["kind"] == "log_mismatch"]
     assert others and all("perhaps the unreadable log lines" in p["message"] for p in others)
+
+
+def test_differences_under_a_checkpoint_off_the_log_point_to_it(tmp_path: Path) -> None:
+    paths = str(tmp_path / "sessions.jsonl"), str(tmp_path / "sessions.db")
+    assert run(paths, "demo").exit_code == 0
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(Path(paths[0]).read_text("utf-8").splitlines(True)[:50]), "utf-8")
+    result = run((str(cut), paths[1]), "verify", "--json")
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert [p["kind"] for p in problems].count("checkpoint") == 1
+    others = [p for p in problems if p["kind"] == "log_mismatch"]
+    assert others and all("perhaps the checkpoint problem" in p["message"] for p in others)

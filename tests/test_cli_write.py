@@ -53,6 +53,12 @@ def test_append_numbers_messages_left_without_seq(demo: tuple[str, str]) -> None
     assert [e["seq"] for e in log_lines(demo)[-2:]] == [7, 8]
 
 
+def test_append_takes_a_null_seq_as_left_out(demo: tuple[str, str]) -> None:
+    result = run(demo, "append", "--json", input=message(seq=None))
+    assert result.exit_code == 0, result.output
+    assert [r["seq"] for r in json.loads(result.stdout)] == [7]
+
+
 def test_append_with_a_seq_still_checks_it(demo: tuple[str, str]) -> None:
     before = Path(demo[0]).read_bytes()
     result = run(demo, "append", input=message(seq=3))
@@ -72,8 +78,9 @@ def test_append_with_a_seq_still_checks_it(demo: tuple[str, str]) -> None:
         (message(tokens=3), "message_appended has no field 'tokens'; its fields: "),
         ('{"type":"nope","session_id":"x"}', "unknown event type 'nope'; one of: "),
         ('{"type":["x"]}', "'type' must be an event type, one of: "),
-        (message(role="bot"), "role 'bot' is not one of user, assistant, system"),
-        (message(seq="3"), "the field 'seq' cannot be '3' (expected int)"),
+        (message(role="bot"), 'role "bot" is not one of user, assistant, system'),
+        (message(seq="3"), "the field 'seq' cannot be \"3\" (expected int)"),
+        (message(tokens_used=[1]), "the field 'tokens_used' cannot be [1]"),
         ('{"type":"session_renamed","session_id":"demo-haiku"}', "the field 'title' is missing"),
     ],
 )
