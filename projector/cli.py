@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -42,6 +42,9 @@ from projector.cli_support import (
 )
 from projector.queries import list_sessions, parse_time
 from projector.watch import projection_lock
+
+if TYPE_CHECKING:
+    from projector.verify import VerifyReport
 
 # Errors that mean "the data or the disk is in trouble", not "you typed something wrong".
 _INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
@@ -267,7 +270,7 @@ def verify(ctx: click.Context, strict: bool, as_json: bool) -> None:
         ctx.exit(1)
 
 
-def _verify_summary(paths: Paths, report: Any) -> str:
+def _verify_summary(paths: Paths, report: VerifyReport) -> str:
     """verify's last line: the verdict and how far the proof reaches."""
     if not report.ok:
         return f"{len(report.problems)} problem(s) found"
