@@ -12,6 +12,7 @@ import pytest
 from cli_runner import cli_runner
 from click.testing import Result
 
+from journal.errors import UnknownSession
 from projector.cli import main
 
 
@@ -328,11 +329,12 @@ def test_log_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
 
 
 def test_debug_shows_traceback(paths: tuple[str, str]) -> None:
+    Path(paths[0]).write_text("")  # an empty log: `archive x` meets an unknown session
     result = cli_runner().invoke(
         main, ["--log", paths[0], "--db", paths[1], "--debug", "archive", "x"]
     )
     assert result.exit_code != 0
-    assert result.exception is not None
+    assert isinstance(result.exception, UnknownSession)  # raised, not turned into a line
 
 
 def legacy_db(tmp_path: Path) -> Path:
