@@ -72,18 +72,29 @@ def being_watched(db: str) -> bool:
     return True
 
 
-def note_if_behind(conn: sqlite3.Connection, paths: Paths) -> None:
-    """Say on stderr when what a read command shows is not all the log holds: events were
-    appended since the last replay, or the log is not the one the database was projected
-    from. Quiet while a live projector keeps the database current, and when the log is
-    not here to compare with."""
+def note_if_stale(conn: sqlite3.Connection, paths: Paths) -> None:
+    """Say on stderr when what a read command shows may not be what the log holds: the
+    database was built by another version (its tables may differ: `replay` rebuilds it),
+    events were appended since the last replay, or the log is not the one the database
+    was projected from. About the log: quiet while a live projector keeps the database
+    current, and when the log is not here to compare with."""
     from projector.catchup import check_checkpoint
-    from projector.db import read_checkpoint
+    from projector.db import read_checkpoint, schema_version, user_version
     from projector.errors import CheckpointMismatch
 
+    me = invoked_as()
+    try:
+        if user_version(conn) != schema_version():
+            click.echo(
+                f"note: {paths.db} was built by another version of this tool, so what is "
+                f"shown may be wrong: `{me} replay` rebuilds it",
+                err=True,
+            )
+            return
+    except sqlite3.Error:
+        return  # the command itself reports what is wrong with the database
     if not os.path.exists(paths.log) or being_watched(paths.db):
         return
-    me = invoked_as()
     try:
         cp = read_checkpoint(conn)
         check_checkpoint(paths.log, cp)

@@ -15,7 +15,7 @@ import click
 import msgspec
 
 from projector import render
-from projector.cli_notes import note_if_behind
+from projector.cli_notes import note_if_stale
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -165,7 +165,7 @@ def read_db(ctx: click.Context) -> Iterator[sqlite3.Connection]:
         fail(f"{db}: no database yet; run `session-journal replay` (or `demo`) first")
     conn = connect(db)
     try:
-        note_if_behind(conn, get_paths(ctx))
+        note_if_stale(conn, get_paths(ctx))
         yield conn
     finally:
         conn.close()

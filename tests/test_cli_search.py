@@ -94,3 +94,17 @@ def test_a_read_command_notes_a_database_of_another_log(tmp_path: Path) -> None:
     result = run((other, paths[1]), "sessions")
     assert result.exit_code == 0
     assert "sessions.db was not projected from" in result.stderr
+
+
+def test_a_read_command_notes_a_database_of_another_version(tmp_path: Path) -> None:
+    import sqlite3
+
+    paths = str(tmp_path / "sessions.jsonl"), str(tmp_path / "sessions.db")
+    assert run(paths, "demo").exit_code == 0
+    conn = sqlite3.connect(paths[1])
+    conn.execute("PRAGMA user_version = 1")  # as a database built before the index changed
+    conn.close()
+    result = run(paths, "search", "paris")
+    assert "was built by another version of this tool" in result.stderr
+    assert run(paths, "replay").exit_code == 0  # which rebuilds it
+    assert run(paths, "search", "paris").stderr == ""
