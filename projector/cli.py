@@ -9,6 +9,7 @@ commands that keep the projection current; ``cli_read`` and ``cli_write`` hold t
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
 import sys
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from journal.errors import (
 )
 from journal.events import format_ts
 from projector import cli_read, cli_write
-from projector.cli_notes import in_cli_terms, invoked_as
+from projector.cli_notes import in_cli_terms, to_run
 from projector.cli_support import (
     PIPE_CLOSED_EXIT,
     Paths,
@@ -73,7 +74,7 @@ class _Group(click.Group):
             if ctx.meta.get("debug"):
                 raise
             code = 1 if isinstance(exc, _INTEGRITY_ERRORS) else 2
-            message = in_cli_terms(str(exc))
+            message = in_cli_terms(str(exc), ctx.find_object(Paths))
             if isinstance(exc, OSError) and exc.filename:
                 message = f"{exc.filename}: {exc.strerror}"
             elif isinstance(exc, OSError):
@@ -162,7 +163,6 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"Projected into {paths.db}; verify: {'ok' if report.ok else 'PROBLEMS'}.\n")
     with read_db(ctx) as conn:
         print_sessions(list_sessions(conn, limit=20))
-    me = invoked_as()
     tries = [
         "show demo-paris-trip",
         "search croissants",
@@ -170,8 +170,10 @@ def demo(ctx: click.Context, as_json: bool) -> None:
         "sessions --status archived",
         "verify",
     ]
-    click.echo("\nTry next:\n" + "".join(f"  {me} {t}\n" for t in tries), nl=False)
-    click.echo(f"  sqlite3 {paths.db} 'SELECT * FROM session_statistics'")
+    click.echo(
+        "\nTry next:\n" + "".join(f"  {to_run(paths, *t.split())}\n" for t in tries), nl=False
+    )
+    click.echo(f"  sqlite3 {shlex.quote(paths.db)} 'SELECT * FROM session_statistics'")
     if not report.ok:
         ctx.exit(1)
 
@@ -279,7 +281,7 @@ def _verify_summary(paths: Paths, report: VerifyReport) -> str:
     return (
         f"ok up to position {report.checkpoint_pos}: {paths.db} matches {paths.log} that far; "
         f"{report.unprojected} later event(s) of the log are not in the database yet "
-        f"(run `{invoked_as()} replay`)"
+        f"(run `{to_run(paths, 'replay')}`)"
     )
 
 

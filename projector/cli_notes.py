@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import sqlite3
 import sys
@@ -26,13 +27,32 @@ def invoked_as() -> str:
     return sys.argv[0] if os.sep in sys.argv[0] else "session-journal"
 
 
+# The global options a suggested command must repeat when they differ from what the
+# command would find by itself: (option, field of Paths, environment variable, default).
+_PATH_OPTIONS: Final = (
+    ("--log", "log", "SESSION_JOURNAL_LOG", "sessions.jsonl"),
+    ("--db", "db", "SESSION_JOURNAL_DB", "sessions.db"),
+)
+
+
+def to_run(paths: Paths | None, *words: str) -> str:
+    """A command to suggest: this program, then the --log and --db in use unless it would
+    find them by itself (environment or default), then ``words``; quoted for a shell."""
+    parts = [invoked_as()]
+    for option, field, env, default in _PATH_OPTIONS if paths is not None else ():
+        value = getattr(paths, field)
+        if value != os.environ.get(env, default):
+            parts += [option, value]
+    return " ".join(shlex.quote(p) for p in [*parts, *words])
+
+
 # The library's messages name its Python calls; on the command line the same advice is a
 # command. Each pattern is the library's own wording (journal/errors.py, validation.py).
 _PYTHON_ADVICE: Final = (
-    (re.compile(r"restore\('([^']*)'\)"), "`{me} restore \\1`"),
+    (re.compile(r"restore\('([^']*)'\)"), "`{restore}`"),
     (
         re.compile(r"session '([^']*)' was deleted; restore\(\)"),
-        "session '\\1' was deleted; `{me} restore \\1`",
+        "session '\\1' was deleted; `{restore}`",
     ),
     (
         re.compile(r", e\.g\. str\(uuid\.uuid4\(\)\)"),
@@ -41,11 +61,17 @@ _PYTHON_ADVICE: Final = (
 )
 
 
-def in_cli_terms(message: str) -> str:
+def in_cli_terms(message: str, paths: Paths | None) -> str:
     """A library error's message, with its advice spelled as commands to run."""
-    me = invoked_as()
     for pattern, replacement in _PYTHON_ADVICE:
-        message = pattern.sub(replacement.replace("{me}", me), message)
+
+        def spelled(match: re.Match[str], replacement: str = replacement) -> str:
+            text = match.expand(replacement)
+            if "{restore}" in text:
+                text = text.replace("{restore}", to_run(paths, "restore", match.group(1)))
+            return text
+
+        message = pattern.sub(spelled, message)
     return message
 
 
@@ -82,12 +108,12 @@ def note_if_stale(conn: sqlite3.Connection, paths: Paths) -> None:
     from projector.db import read_checkpoint, schema_version, user_version
     from projector.errors import CheckpointMismatch
 
-    me = invoked_as()
+    replay = to_run(paths, "replay")
     try:
         if user_version(conn) != schema_version():
             click.echo(
                 f"note: {paths.db} was built by another version of this tool, so what is "
-                f"shown may be wrong: `{me} replay` rebuilds it",
+                f"shown may be wrong: `{replay}` rebuilds it",
                 err=True,
             )
             return
@@ -102,7 +128,7 @@ def note_if_stale(conn: sqlite3.Connection, paths: Paths) -> None:
     except CheckpointMismatch:
         click.echo(
             f"note: {paths.db} was not projected from {paths.log} as it is now "
-            f"(another log, or one cut short): `{me} replay` rebuilds it",
+            f"(another log, or one cut short): `{replay}` rebuilds it",
             err=True,
         )
         return
@@ -111,7 +137,7 @@ def note_if_stale(conn: sqlite3.Connection, paths: Paths) -> None:
     if behind:
         click.echo(
             f"note: {paths.db} is behind {paths.log}: events appended since its last "
-            f"replay are not shown (`{me} replay` brings them in)",
+            f"replay are not shown (`{replay}` brings them in)",
             err=True,
         )
 

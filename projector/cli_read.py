@@ -8,10 +8,11 @@ from typing import Any
 import click
 
 from projector import render
-from projector.cli_notes import invoked_as, note_more, one_more
+from projector.cli_notes import note_more, one_more, to_run
 from projector.cli_support import (
     emit_json,
     fail,
+    get_paths,
     json_option,
     json_text,
     print_sessions,
@@ -155,7 +156,8 @@ def search(
                     f"{n.model_name or n.model_id}"
                 )
             if len(named) > 5:
-                click.echo(f"  … more: `{invoked_as()} search --sessions {query}`")
+                more = to_run(get_paths(ctx), "search", "--sessions", *words)
+                click.echo(f"  … more: `{more}`")
     if total > len(hits):
         note_more("messages", len(hits), total)
 

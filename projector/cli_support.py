@@ -15,7 +15,7 @@ import click
 import msgspec
 
 from projector import render
-from projector.cli_notes import note_if_stale
+from projector.cli_notes import note_if_stale, to_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -162,7 +162,8 @@ def read_db(ctx: click.Context) -> Iterator[sqlite3.Connection]:
 
     db = get_paths(ctx).db
     if not os.path.exists(db):
-        fail(f"{db}: no database yet; run `session-journal replay` (or `demo`) first")
+        replay, demo = to_run(get_paths(ctx), "replay"), to_run(get_paths(ctx), "demo")
+        fail(f"{db}: no database yet; run `{replay}` (or `{demo}`) first")
     conn = connect(db)
     try:
         note_if_stale(conn, get_paths(ctx))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from journal import Journal
-from projector.cli_notes import being_watched, invoked_as
+from projector.cli_notes import being_watched, to_run
 from projector.cli_support import (
     emit_json,
     get_paths,
@@ -32,7 +32,8 @@ def print_receipts(ctx: click.Context, receipts: list[Any], as_json: bool) -> No
         click.echo(f"pos {r.pos}: {r.event_id} session {r.session_id}{seq}{dup}")
     if not being_watched(get_paths(ctx).db):  # else the live projector is on it already
         click.echo(
-            f"Run `{invoked_as()} replay` (or keep `watch` running) to update the database.",
+            f"Run `{to_run(get_paths(ctx), 'replay')}` (or keep `watch` running) to update "
+            "the database.",
             err=True,
         )
 

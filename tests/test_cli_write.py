@@ -122,7 +122,10 @@ def test_the_replay_hint_is_left_out_while_a_live_projector_runs(demo: tuple[str
 def test_a_refusal_names_the_command_to_run(demo: tuple[str, str]) -> None:
     result = run(demo, "archive", "demo-release-notes")  # archived by the demo
     assert result.exit_code == 2
-    assert "restore demo-release-notes` reopens it" in result.stderr
+    # The command repeats the --log and --db in use (not the ones it would find itself).
+    assert f"--log {demo[0]} --db {demo[1]} restore demo-release-notes` reopens it" in (
+        result.stderr
+    )
     assert "restore('" not in result.stderr
     assert run(demo, "append", input='{"type":"session_deleted","session_id":"demo-haiku"}')
     deleted = run(demo, "snapshot", "demo-haiku")
@@ -153,3 +156,16 @@ def test_import_legacy_dry_run_leaves_no_file(tmp_path: Path) -> None:
     result = run(paths, "import-legacy", str(old), "--dry-run")
     assert result.exit_code == 0, result.output
     assert os.listdir(tmp_path) == ["old.db"]
+
+
+def test_suggested_commands_repeat_the_paths_in_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = "my log.jsonl", "d.db"
+    demo = run(paths, "demo")
+    assert "--log 'my log.jsonl' --db d.db show demo-paris-trip" in demo.stdout
+    monkeypatch.setenv("SESSION_JOURNAL_LOG", "my log.jsonl")  # found by itself: not repeated
+    result = CliRunner().invoke(main, ["--db", "d.db", "archive", "demo-release-notes"])
+    assert " --db d.db restore demo-release-notes` reopens it" in result.stderr
+    assert "--log" not in result.stderr
