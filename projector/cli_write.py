@@ -166,8 +166,9 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
 
 
 @click.command("repair-line-endings")
+@json_option
 @click.pass_context
-def repair_line_endings(ctx: click.Context) -> None:
+def repair_line_endings(ctx: click.Context, as_json: bool) -> None:
     """Convert a log whose line endings became CR LF (an editor, a checkout) back to LF.
 
     Every line must be a valid record once its CR is removed, or nothing is changed. The
@@ -175,8 +176,11 @@ def repair_line_endings(ctx: click.Context) -> None:
     """
     from journal.repair import repair_line_endings as repair
 
-    log = get_paths(ctx).log
+    log = paths_with_log(ctx).log
     changed = repair(log)
+    if as_json:
+        emit_json({"log": log, "converted": changed})
+        return
     click.echo(
         f"{log}: {changed} line endings converted from CR LF to LF"
         if changed

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_runner import cli_runner
+from click.testing import Result
 
 from projector.cli import main
 from projector.cli_support import PIPE_CLOSED_EXIT
@@ -41,6 +42,7 @@ INVOCATIONS: dict[str, list[str]] = {
     "archive": ["archive", "demo-paris-trip"],
     "expire": ["expire", "--now", "2100-01-01T00:00:00Z"],
     "import-legacy": ["import-legacy", "{legacy}"],
+    "repair-line-endings": ["repair-line-endings"],
 }
 # The one command that runs until stopped and prints nothing on stdout.
 RUNS_UNTIL_STOPPED = {"watch"}
@@ -52,7 +54,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's log and database, and an old database to import, made once."""
     root = tmp_path_factory.mktemp("template")
     log, db = str(root / "sessions.jsonl"), str(root / "sessions.db")
-    result = CliRunner().invoke(main, ["--log", log, "--db", db, "demo"])
+    result = cli_runner().invoke(main, ["--log", log, "--db", db, "demo"])
     assert result.exit_code == 0, result.output
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
     from legacy_fixture import build_legacy_db
@@ -84,7 +86,7 @@ def paths(data: Path, command: str) -> list[str]:
 
 def invoke(command: str, before: list[str], after: list[str], data: Path) -> Result:
     line = [*before, *args_for(command, data), *after]
-    return CliRunner().invoke(main, line, input=RENAME if command == "append" else None)
+    return cli_runner().invoke(main, line, input=RENAME if command == "append" else None)
 
 
 def test_every_command_is_covered() -> None:
@@ -180,7 +182,7 @@ def test_an_unusable_path_is_one_line_without_a_traceback(
 def test_debug_before_or_after_the_command_shows_the_traceback(where: str, data: Path) -> None:
     bad = ["--log", str(data / "s.jsonl"), "--db", str(data / "sessions.jsonl")]
     before, after = (["--debug"], []) if where == "before" else ([], ["--debug"])
-    result = CliRunner().invoke(main, [*bad, *before, "show", "demo-haiku", *after])
+    result = cli_runner().invoke(main, [*bad, *before, "show", "demo-haiku", *after])
     assert isinstance(result.exception, sqlite3.DatabaseError)  # a log is not a database
 
 

@@ -7,14 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_runner import cli_runner
+from click.testing import Result
 
 from projector.cli import main
 
 
 def run(paths: tuple[str, str], *args: str) -> Result:
     log, db = paths
-    return CliRunner().invoke(main, ["--log", log, "--db", db, *args])
+    return cli_runner().invoke(main, ["--log", log, "--db", db, *args])
 
 
 @pytest.fixture(scope="module")

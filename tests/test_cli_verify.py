@@ -6,14 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_runner import cli_runner
+from click.testing import Result
 
 from projector.cli import main
 
 
 def run(paths: tuple[str, str], *args: str) -> Result:
     log, db = paths
-    return CliRunner().invoke(main, ["--log", log, "--db", db, *args])
+    return cli_runner().invoke(main, ["--log", log, "--db", db, *args])
 
 
 @pytest.fixture
@@ -31,27 +32,27 @@ def test_verify_of_a_database_behind_its_log_says_how_far_it_reaches(
     total = len(Path(behind[0]).read_text(encoding="utf-8").splitlines())
     result = run(behind, "verify")
     assert result.exit_code == 0, result.output
-    assert "ok up to position 10" in result.output
-    assert f"{total - 10} later event(s) of the log are not in the database yet" in result.output
-    assert "replay" in result.output
+    assert "ok up to position 10" in result.stdout
+    assert f"{total - 10} later event(s) of the log are not in the database yet" in result.stdout
+    assert "replay" in result.stdout
 
 
 def test_verify_strict_fails_when_behind_and_passes_when_current(behind: tuple[str, str]) -> None:
     assert run(behind, "verify", "--strict").exit_code == 1
     assert run(behind, "replay").exit_code == 0
     result = run(behind, "verify", "--strict")
-    assert result.exit_code == 0, result.output
-    assert result.output.startswith("ok: ") and "(all " in result.output
+    assert result.exit_code == 0, result.stdout
+    assert result.stdout.startswith("ok: ") and "(all " in result.stdout
 
 
 def test_verify_json_counts_the_unprojected_events(behind: tuple[str, str]) -> None:
-    data = json.loads(run(behind, "verify", "--json").output)
+    data = json.loads(run(behind, "verify", "--json").stdout)
     assert data["ok"] is True
     assert data["checkpoint_pos"] == 10
     assert data["unprojected"] == data["log_last_pos"] - 10 > 0
     strict = run(behind, "verify", "--json", "--strict")
     assert strict.exit_code == 1
-    assert json.loads(strict.output)["unprojected"] == data["unprojected"]
+    assert json.loads(strict.stdout)["unprojected"] == data["unprojected"]
 
 
 def test_a_flipped_byte_in_a_group_is_one_log_problem(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_runner import cli_runner
+from click.testing import Result
 
 from projector.cli import main
 from projector.watch import lock_path
@@ -19,7 +20,7 @@ from projector.watch import lock_path
 
 def run(paths: tuple[str, str], *args: str, input: str | None = None) -> Result:
     log, db = paths
-    return CliRunner().invoke(main, ["--log", log, "--db", db, *args], input=input)
+    return cli_runner().invoke(main, ["--log", log, "--db", db, *args], input=input)
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +77,10 @@ def test_append_with_a_seq_still_checks_it(demo: tuple[str, str]) -> None:
     [
         (message(at="yesterday"), "'at' must be a time such as 2026-11-26T10:15:33.139877Z"),
         (message(tokens=3), "message_appended has no field 'tokens'; its fields: "),
-        ('{"type":"nope","session_id":"x"}', "unknown event type 'nope'; one of: "),
-        ('{"type":["x"]}', "'type' must be an event type, one of: "),
-        (message(role="bot"), 'role "bot" is not one of user, assistant, system'),
-        (message(seq="3"), "the field 'seq' cannot be \"3\" (expected int)"),
-        (message(tokens_used=[1]), "the field 'tokens_used' cannot be [1]"),
-        ('{"type":"session_renamed","session_id":"demo-haiku"}', "the field 'title' is missing"),
+        ('{"type":"nope","session_id":"x"}', "unknown event type 'nope' (known types: "),
+        (message(role="bot"), "message_appended: role must be one of 'user', "),
+        (message(seq="3"), "message_appended: seq must be a whole number, not '3'"),
+        ('{"type":"session_renamed","session_id":"demo-haiku"}', "session_renamed: the field"),
     ],
 )
 def test_append_names_what_is_wrong_in_its_own_words(
@@ -166,6 +165,6 @@ def test_suggested_commands_repeat_the_paths_in_use(
     demo = run(paths, "demo")
     assert "--log 'my log.jsonl' --db d.db show demo-paris-trip" in demo.stdout
     monkeypatch.setenv("SESSION_JOURNAL_LOG", "my log.jsonl")  # found by itself: not repeated
-    result = CliRunner().invoke(main, ["--db", "d.db", "archive", "demo-release-notes"])
+    result = cli_runner().invoke(main, ["--db", "d.db", "archive", "demo-release-notes"])
     assert " --db d.db restore demo-release-notes` reopens it" in result.stderr
     assert "--log" not in result.stderr
