@@ -17,7 +17,8 @@ The full-text index gets new messages once per batch (``fill_fts``, called by th
 catch-up just before each commit) rather than from an AFTER INSERT trigger: on 20,500
 events (500 sessions x 40 messages), batches of 2,000, the trigger ran at 13.6k-15.6k
 events/s and the per-batch insert at 26.1k-28.0k events/s (3 runs each, 2-core machine).
-Deletions and renames, rare, stay with triggers (messages_ad, sessions_au).
+A deletion, rare, stays with a trigger (messages_ad); a rename leaves the index alone (it
+holds the messages' own text only).
 """
 
 from __future__ import annotations
@@ -119,9 +120,9 @@ SNAPSHOT_SESSION_FIELDS = (
 # New messages into the full-text index, in one statement per batch. Rows already there
 # (a session restored in this batch inserts its own) are skipped.
 FTS_FILL_SQL = """
-INSERT INTO sessions_fts (rowid, session_id, title, content, model_name)
-SELECT m.message_id, m.session_id, s.title, m.content, s.model_name
-FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id
+INSERT INTO sessions_fts (rowid, session_id, content)
+SELECT m.message_id, m.session_id, m.content
+FROM messages AS m
 WHERE m.message_id > ?
   AND NOT EXISTS (SELECT 1 FROM sessions_fts AS f WHERE f.rowid = m.message_id)
 ORDER BY m.message_id
@@ -130,9 +131,8 @@ ORDER BY m.message_id
 
 # A restored session's messages (their ids older than the batch) into the index.
 RESTORED_FTS_SQL = (
-    "INSERT INTO sessions_fts (rowid, session_id, title, content, model_name) "
-    "SELECT m.message_id, m.session_id, s.title, m.content, s.model_name "
-    "FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id "
+    "INSERT INTO sessions_fts (rowid, session_id, content) "
+    "SELECT m.message_id, m.session_id, m.content FROM messages AS m "
     "WHERE m.session_id = ? "
     "AND NOT EXISTS (SELECT 1 FROM sessions_fts AS f WHERE f.rowid = m.message_id)"
 )

@@ -86,9 +86,8 @@ INSERT_MESSAGE: Final = (
 # batch indexes its messages only in finish(), and a restored session's older messages
 # have ids before that pos).
 FTS_FILL_NEW_SQL: Final = (
-    "INSERT INTO sessions_fts (rowid, session_id, title, content, model_name) "
-    "SELECT m.message_id, m.session_id, s.title, m.content, s.model_name "
-    "FROM messages AS m JOIN sessions AS s ON s.session_id = m.session_id "
+    "INSERT INTO sessions_fts (rowid, session_id, content) "
+    "SELECT m.message_id, m.session_id, m.content FROM messages AS m "
     "WHERE m.message_id > ? ORDER BY m.message_id"
 )
 FTS_SETTING: Final = "INSERT INTO sessions_fts (sessions_fts, rank) VALUES (?, ?)"
@@ -205,9 +204,6 @@ class Loader:
     def _metadata_changed(self, s: FoldSession) -> None:
         pass
 
-    def _renamed(self, s: FoldSession) -> None:
-        pass
-
     def _stored_snap(self, s: FoldSession) -> tuple[int, int, int, int] | None:
         """A snapshot already in the database whose messages ``s`` begins with, as
         ``FoldSession.snap``; a new database holds none this fold did not write."""
@@ -305,7 +301,6 @@ class Loader:
             case SessionRenamed():
                 s = self._touch(e, e.session_id)
                 s.title = e.title
-                self._renamed(s)
             case SessionPaused():
                 self._touch(e, e.session_id).status = "paused"
             case SessionResumed():

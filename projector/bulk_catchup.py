@@ -30,7 +30,6 @@ class CatchUpLoader(Loader):
         super().__init__(conn)
         self.after_pos = after_pos
         self._meta_dirty: set[str] = set()
-        self._titles: set[str] = set()
 
     def _get(self, session_id: str) -> FoldSession | None:
         if session_id in self.sessions:
@@ -94,9 +93,6 @@ class CatchUpLoader(Loader):
     def _metadata_changed(self, s: FoldSession) -> None:
         self._meta_dirty.add(s.session_id)
 
-    def _renamed(self, s: FoldSession) -> None:
-        self._titles.add(s.session_id)
-
     def _stored_snap(self, s: FoldSession) -> tuple[int, int, int, int] | None:
         """The session's latest stored snapshot (but a pre_archive one, which holds other
         fields), if its messages are the first ones of ``s``: a message id is the pos of
@@ -157,15 +153,6 @@ class CatchUpLoader(Loader):
                 "VALUES (?, ?, ?, ?)",
                 [(m[0], sid, key, m[1]) for key, m in s.metadata.items()],
             )
-        # Renames: the index rows already there take the new title (sessions_au's work).
-        for sid in sorted(self._titles):
-            s = self.sessions.get(sid)
-            if s is not None:
-                c.execute(
-                    "UPDATE sessions_fts SET title = ?, model_name = ? WHERE rowid IN "
-                    "(SELECT message_id FROM messages WHERE session_id = ?)",
-                    (s.title, s.model_name, sid),
-                )
         fill_fts_after(c, self.after_pos)
         # A restored session's messages keep their old ids: index them too.
         for sid in sorted(self._restored_ids):

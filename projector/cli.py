@@ -9,8 +9,10 @@ commands that keep the projection current; ``cli_read`` and ``cli_write`` hold t
 
 from __future__ import annotations
 
+import shlex
 import sqlite3
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
@@ -23,20 +25,28 @@ from journal.errors import (
 )
 from journal.events import format_ts
 from projector import cli_read, cli_write
+from projector.cli_notes import in_cli_terms, to_run
 from projector.cli_support import (
+    PIPE_CLOSED_EXIT,
     Paths,
+    add_global_options,
     emit_json,
     get_paths,
-    invoked_as,
     json_option,
     paths_with_log,
     print_sessions,
+    prints_data,
     progress_bar,
     read_db,
+    refuse_json,
+    silence_stdout,
 )
 from projector.errors import InvariantViolation
 from projector.queries import list_sessions, parse_time
 from projector.watch import projection_lock
+
+if TYPE_CHECKING:
+    from projector.verify import VerifyReport
 
 # Errors that mean "the data or the disk is in trouble", not "you typed something wrong".
 _INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
@@ -53,14 +63,26 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            finally:
+                # Output still buffered would meet a closed pipe at exit, out of reach.
+                sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader has what it wanted (`| head`): end quietly, as git and grep do.
+            silence_stdout()
+            ctx.exit(PIPE_CLOSED_EXIT)
         except (JournalError, OSError, sqlite3.Error) as exc:
             if ctx.meta.get("debug"):
                 raise
             code = 1 if isinstance(exc, _INTEGRITY_ERRORS) else 2
-            message = str(exc)
+            message = in_cli_terms(str(exc), ctx.find_object(Paths))
             if isinstance(exc, OSError) and exc.filename:
                 message = f"{exc.filename}: {exc.strerror}"
+            elif isinstance(exc, OSError):
+                # No file named: the output itself (a full disk behind `> file`), an I/O
+                # problem, not the user's input.
+                code, message = 1, f"cannot write the output: {exc.strerror or exc}"
             click.echo(f"error: {message}", err=True)
             ctx.exit(code)
 
@@ -85,16 +107,24 @@ class _Group(click.Group):
     help="The SQLite projection (env SESSION_JOURNAL_DB).",
 )
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON (for the commands that print data)."
+)
 @click.version_option(package_name="session-journal")
 @click.pass_context
-def main(ctx: click.Context, log_path: str, db_path: str, debug: bool) -> None:
+def main(ctx: click.Context, log_path: str, db_path: str, debug: bool, as_json: bool) -> None:
     """Keep AI-router chat sessions in an append-only log, projected into SQLite.
 
     Writers append to the log (the only source of truth); `replay` or `watch` keep
-    sessions.db current; the read commands query sessions.db.
+    sessions.db current; the read commands query sessions.db. The options above may also
+    follow the command's name.
     """
     ctx.obj = Paths(log_path, db_path)
     ctx.meta["debug"] = debug
+    ctx.meta["json"] = as_json
+    command = main.commands.get(ctx.invoked_subcommand or "")
+    if as_json and command is not None and not prints_data(command):
+        refuse_json(ctx.invoked_subcommand)
 
 
 # -- keeping the projection current -------------------------------------------------------
@@ -135,7 +165,6 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     click.echo(f"Projected into {paths.db}; verify: {'ok' if report.ok else 'PROBLEMS'}.\n")
     with read_db(ctx) as conn:
         print_sessions(list_sessions(conn, limit=20))
-    me = invoked_as()
     tries = [
         "show demo-paris-trip",
         "search croissants",
@@ -143,8 +172,10 @@ def demo(ctx: click.Context, as_json: bool) -> None:
         "sessions --status archived",
         "verify",
     ]
-    click.echo("\nTry next:\n" + "".join(f"  {me} {t}\n" for t in tries), nl=False)
-    click.echo(f"  sqlite3 {paths.db} 'SELECT * FROM session_statistics'")
+    click.echo(
+        "\nTry next:\n" + "".join(f"  {to_run(paths, *t.split())}\n" for t in tries), nl=False
+    )
+    click.echo(f"  sqlite3 {shlex.quote(paths.db)} 'SELECT * FROM session_statistics'")
     if not report.ok:
         ctx.exit(1)
 
@@ -213,24 +244,47 @@ def rebuild(ctx: click.Context, until: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also exit 1 when the database is behind the log (events not projected yet).",
+)
 @json_option
 @click.pass_context
-def verify(ctx: click.Context, as_json: bool) -> None:
-    """Prove the database matches the log; exit 1 if any problem is found."""
+def verify(ctx: click.Context, strict: bool, as_json: bool) -> None:
+    """Prove the database matches the log; exit 1 if any problem is found.
+
+    The proof reaches as far as the database's checkpoint: events appended to the log
+    since then are counted, not checked (`replay` projects them). With --strict a
+    database behind its log fails too.
+    """
     from projector import verify as do_verify
 
     paths = paths_with_log(ctx)
     report = do_verify(paths.log, paths.db, progress=progress_bar("verify"))
     if as_json:
-        emit_json({"ok": report.ok, **msgspec.to_builtins(report)})
-    elif report.ok:
-        click.echo(f"ok: {paths.db} matches {paths.log}")
+        emit_json(
+            {"ok": report.ok, **msgspec.to_builtins(report), "unprojected": report.unprojected}
+        )
     else:
         for problem in report.problems:
             click.echo(f"problem: {problem}")
-        click.echo(f"{len(report.problems)} problem(s) found")
-    if not report.ok:
+        click.echo(_verify_summary(paths, report))
+    if not report.ok or (strict and report.unprojected):
         ctx.exit(1)
+
+
+def _verify_summary(paths: Paths, report: VerifyReport) -> str:
+    """verify's last line: the verdict and how far the proof reaches."""
+    if not report.ok:
+        return f"{len(report.problems)} problem(s) found"
+    if not report.unprojected:
+        return f"ok: {paths.db} matches {paths.log} (all {report.log_last_pos} events)"
+    return (
+        f"ok up to position {report.checkpoint_pos}: {paths.db} matches {paths.log} that far; "
+        f"{report.unprojected} later event(s) of the log are not in the database yet "
+        f"(run `{to_run(paths, 'replay')}`)"
+    )
 
 
 @main.command()
@@ -271,3 +325,5 @@ for _command in (
     cli_write.repair_line_endings,
 ):
     main.add_command(_command)
+for _command in main.commands.values():
+    add_global_options(_command)

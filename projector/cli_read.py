@@ -8,9 +8,27 @@ from typing import Any
 import click
 
 from projector import render
-from projector.cli_support import emit_json, json_option, print_sessions, read_db
+from projector.cli_notes import note_more, one_more, to_run
+from projector.cli_support import (
+    emit_json,
+    fail,
+    get_paths,
+    json_option,
+    json_text,
+    print_sessions,
+    read_db,
+)
 from projector.export import to_jsonl, to_markdown
-from projector.queries import STATUSES, get_transcript, list_sessions, usage_stats
+from projector.queries import (
+    STATUSES,
+    SearchHit,
+    SessionSummary,
+    count_matches,
+    get_transcript,
+    list_sessions,
+    search_sessions,
+    usage_stats,
+)
 from projector.queries import search as do_search
 
 
@@ -22,7 +40,7 @@ from projector.queries import search as do_search
 )
 @click.option("--model", help="Only sessions of this model (id or name).")
 @click.option("--since", help="Active since a date, time or span (2026-11-01, 12h, 7d).")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(0))
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(0), help="0 shows all.")
 @json_option
 @click.pass_context
 def sessions(
@@ -34,12 +52,12 @@ def sessions(
     as_json: bool,
 ) -> None:
     """List sessions, most recently active first."""
+    shown = limit or None
     with read_db(ctx) as conn:
-        rows = list_sessions(conn, status=status, model=model, since=since, limit=limit)
-    if as_json:
-        emit_json(rows)
-    else:
-        print_sessions(rows)
+        rows = list_sessions(conn, status=status, model=model, since=since, limit=one_more(shown))
+    print_sessions_or_json(rows[:shown], as_json)
+    if len(rows) > len(rows[:shown]):
+        note_more("sessions", shown, None)
 
 
 @click.command()
@@ -82,27 +100,78 @@ def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
 
 @click.command()
 @click.argument("words", nargs=-1, required=True)
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(0))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(0), help="0 shows all.")
 @click.option(
     "--fts",
     "fts_syntax",
     is_flag=True,
     help="Pass WORDS to SQLite FTS5 as written (phrases, OR, NOT, prefix*).",
 )
+@click.option(
+    "--sessions",
+    "in_sessions",
+    is_flag=True,
+    help="Find sessions whose title or model name holds WORDS, instead of messages.",
+)
 @json_option
 @click.pass_context
 def search(
-    ctx: click.Context, words: tuple[str, ...], limit: int, fts_syntax: bool, as_json: bool
+    ctx: click.Context,
+    words: tuple[str, ...],
+    limit: int,
+    fts_syntax: bool,
+    in_sessions: bool,
+    as_json: bool,
 ) -> None:
-    """Find messages containing every one of WORDS, best matches first."""
+    """Find messages whose own text holds every one of WORDS, best matches first.
+
+    A session whose title or model name holds the words is listed apart, under its own
+    heading (--sessions lists only those).
+    """
+    if in_sessions and fts_syntax:
+        fail("--sessions and --fts: session names are searched for plain words only")
     query = " ".join(words)
+    shown = limit or None
     with read_db(ctx) as conn:
-        hits = do_search(conn, query, limit=limit, fts_syntax=fts_syntax)
+        if in_sessions:
+            found = search_sessions(conn, query, limit=one_more(shown))
+        else:
+            hits = do_search(conn, query, limit=shown, fts_syntax=fts_syntax)
+            total = count_matches(conn, query, fts_syntax=fts_syntax) if shown else len(hits)
+            named = [] if fts_syntax or as_json else search_sessions(conn, query, limit=6)
+    if in_sessions:
+        print_sessions_or_json(found[:shown], as_json)
+        if len(found) > len(found[:shown]):
+            note_more("sessions", shown, None)
+        return
     if as_json:
         emit_json(hits)
-        return
+    else:
+        print_hits(hits, query)
+        if named:
+            click.echo("\nSessions with these words in their title or model name:")
+            for n in named[:5]:
+                click.echo(
+                    f"  {n.session_id} · {render.shorten(n.title, 40)} · "
+                    f"{n.model_name or n.model_id}"
+                )
+            if len(named) > 5:
+                more = to_run(get_paths(ctx), "search", "--sessions", *words)
+                click.echo(f"  … more: `{more}`")
+    if total > len(hits):
+        note_more("messages", len(hits), total)
+
+
+def print_sessions_or_json(rows: list[SessionSummary], as_json: bool) -> None:
+    if as_json:
+        emit_json(rows)
+    else:
+        print_sessions(rows)
+
+
+def print_hits(hits: list[SearchHit], query: str) -> None:
     if not hits:
-        click.echo("No matches.")
+        click.echo(f"No message holds {query!r}.")
     for h in hits:
         click.echo(
             click.style(f"{h.session_id} #{h.seq}", bold=True)
@@ -167,8 +236,7 @@ def stats(ctx: click.Context, by: str, since: str | None, as_json: bool) -> None
     "--format",
     "fmt",
     type=click.Choice(["markdown", "jsonl"]),
-    default="markdown",
-    show_default=True,
+    help="markdown (the default) or jsonl.",
 )
 @click.option(
     "-o",
@@ -177,9 +245,18 @@ def stats(ctx: click.Context, by: str, since: str | None, as_json: bool) -> None
     default="-",
     help="Write to this file instead of stdout.",
 )
+@json_option
 @click.pass_context
-def export(ctx: click.Context, session_id: str, fmt: str, output: Any) -> None:
-    """Export a session as Markdown or as JSON lines (one message a line)."""
+def export(
+    ctx: click.Context, session_id: str, fmt: str | None, output: Any, as_json: bool
+) -> None:
+    """Export a session as Markdown, as JSON lines (one message a line) or, with --json,
+    as one JSON document (the shape of `show --json`)."""
+    if as_json and fmt is not None:
+        fail("--json and --format: give one of them (--json is one JSON document)")
     with read_db(ctx) as conn:
         t = get_transcript(conn, session_id)
-    output.write(to_markdown(t) if fmt == "markdown" else to_jsonl(t))
+    if as_json:
+        output.write(json_text(t) + "\n")
+    else:
+        output.write(to_jsonl(t) if fmt == "jsonl" else to_markdown(t))

@@ -1,20 +1,21 @@
-"""What the command line's modules share: paths from the global options, JSON output,
-one-line errors, progress bars and the session table."""
+"""What the command line's modules share: the global options (before or after a
+command's name), JSON output, one-line errors, a closed pipe, progress bars and the
+session table."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import click
 import msgspec
 
 from projector import render
+from projector.cli_notes import note_if_stale, to_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,16 +43,110 @@ def paths_with_log(ctx: click.Context) -> Paths:
     return paths
 
 
+def json_text(obj: Any) -> str:
+    """``obj`` (structs, dataclasses, builtins) as indented JSON."""
+    return msgspec.json.format(msgspec.json.encode(obj), indent=2).decode()
+
+
 def emit_json(obj: Any) -> None:
-    """Print ``obj`` (structs, dataclasses, builtins) as indented JSON."""
-    click.echo(msgspec.json.format(msgspec.json.encode(obj), indent=2).decode())
+    """Print ``obj`` as indented JSON."""
+    click.echo(json_text(obj))
 
 
 def json_option(fn: F) -> F:
-    """The ``--json`` flag every command that prints data takes."""
+    """The ``--json`` flag every command that prints data takes, after its name or, as a
+    global option, before it."""
     return click.option(
-        "--json", "as_json", is_flag=True, help="Print JSON (stable keys) instead of text."
+        "--json",
+        "as_json",
+        is_flag=True,
+        callback=lambda ctx, _param, value: bool(value or ctx.meta.get("json")),
+        help="Print JSON (stable keys) instead of text.",
     )(fn)
+
+
+def prints_data(command: click.Command) -> bool:
+    """Whether ``command`` takes --json (it prints data)."""
+    return any(param.name == "as_json" for param in command.params)
+
+
+def _set_path(field: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            setattr(get_paths(ctx), field, value)
+
+    return callback
+
+
+def refuse_json(command: str | None) -> NoReturn:
+    """--json given to a command that prints no data (before or after its name)."""
+    fail(f"--json: `{command}` prints no data, so it has no JSON form")
+
+
+def _refuse_json(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        refuse_json(ctx.info_name)
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["debug"] = True
+
+
+def add_global_options(command: click.Command) -> None:
+    """Let ``command`` take --log, --db and --debug after its name too (the group's own
+    options come before it): a person adds an option at the end of the line they typed.
+    Given in both places, the one after the command wins."""
+    if not prints_data(command):
+        command.params.append(
+            click.Option(
+                ["--json", "json_after"],
+                is_flag=True,
+                expose_value=False,
+                hidden=True,
+                callback=_refuse_json,
+            )
+        )
+    command.params += [
+        click.Option(
+            ["--log", "log_after"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_set_path("log"),
+            help="The event log (as before the command).",
+        ),
+        click.Option(
+            ["--db", "db_after"],
+            type=click.Path(dir_okay=False),
+            expose_value=False,
+            callback=_set_path("db"),
+            help="The SQLite projection (as before the command).",
+        ),
+        click.Option(
+            ["--debug", "debug_after"],
+            is_flag=True,
+            expose_value=False,
+            callback=_set_debug,
+            help="Show tracebacks on errors.",
+        ),
+    ]
+
+
+# The exit status of a command whose reader went away, as git's and grep's when SIGPIPE
+# ends them (128 + 13): quiet, yet a pipeline under `set -o pipefail` still sees it.
+PIPE_CLOSED_EXIT: Final = 141
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader closed the pipe, so that nothing more,
+    not even the interpreter's last flush at exit, complains about it."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a file (a test's capture): nothing will flush it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -67,21 +162,14 @@ def read_db(ctx: click.Context) -> Iterator[sqlite3.Connection]:
 
     db = get_paths(ctx).db
     if not os.path.exists(db):
-        fail(f"{db}: no database yet; run `session-journal replay` (or `demo`) first")
+        replay, demo = to_run(get_paths(ctx), "replay"), to_run(get_paths(ctx), "demo")
+        fail(f"{db}: no database yet; run `{replay}` (or `{demo}`) first")
     conn = connect(db)
     try:
+        note_if_stale(conn, get_paths(ctx))
         yield conn
     finally:
         conn.close()
-
-
-def invoked_as() -> str:
-    """How to run this command again: its name if that is on PATH, else the path used."""
-    name = os.path.basename(sys.argv[0]) or "session-journal"
-    found = shutil.which(name)
-    if found and os.path.realpath(found) == os.path.realpath(sys.argv[0]):
-        return name
-    return sys.argv[0] if os.sep in sys.argv[0] else "session-journal"
 
 
 def progress_bar(label: str) -> Callable[[int, int], None] | None:

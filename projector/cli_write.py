@@ -4,17 +4,25 @@ date."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
 
 from journal import Journal
-from projector.cli_support import emit_json, get_paths, json_option, progress_bar
+from projector.cli_notes import being_watched, to_run
+from projector.cli_support import (
+    emit_json,
+    get_paths,
+    json_option,
+    paths_with_log,
+    progress_bar,
+)
 from projector.queries import parse_time
 from projector.watch import projection_lock
 
 
-def print_receipts(receipts: list[Any], as_json: bool) -> None:
+def print_receipts(ctx: click.Context, receipts: list[Any], as_json: bool) -> None:
     if as_json:
         emit_json([r._asdict() for r in receipts])
         return
@@ -22,9 +30,12 @@ def print_receipts(receipts: list[Any], as_json: bool) -> None:
         seq = f" seq {r.seq}" if r.seq is not None else ""
         dup = " (already recorded)" if r.duplicate else ""
         click.echo(f"pos {r.pos}: {r.event_id} session {r.session_id}{seq}{dup}")
-    click.echo(
-        "Run `session-journal replay` (or keep `watch` running) to update the database.", err=True
-    )
+    if not being_watched(get_paths(ctx).db):  # else the live projector is on it already
+        click.echo(
+            f"Run `{to_run(get_paths(ctx), 'replay')}` (or keep `watch` running) to update "
+            "the database.",
+            err=True,
+        )
 
 
 @click.command()
@@ -41,10 +52,21 @@ def append(ctx: click.Context, source: Any, as_json: bool) -> None:
     from projector.ingest import append_events, parse_lines
 
     name = getattr(source, "name", "<stdin>")
-    events = parse_lines(source, "<stdin>" if name == "<stdin>" else str(name))
+    label = "<stdin>" if name == "<stdin>" else str(name)
+    if label == "<stdin>" and source.isatty():
+        click.echo(
+            "Reading events from the terminal, one JSON object a line; Ctrl-D ends.", err=True
+        )
+    events = parse_lines(source, label)
+    if not events:
+        if as_json:
+            emit_json([])
+        else:
+            click.echo(f"Nothing appended: {label} holds no events.", err=True)
+        return
     with Journal.open(get_paths(ctx).log) as j:
         receipts = append_events(j, events)
-    print_receipts(receipts, as_json)
+    print_receipts(ctx, receipts, as_json)
 
 
 @click.command()
@@ -62,8 +84,8 @@ def snapshot(
     ctx: click.Context, session_id: str, reason: str, note: str | None, as_json: bool
 ) -> None:
     """Record a snapshot of a session and its messages as of now."""
-    with Journal.open(get_paths(ctx).log) as j:
-        print_receipts([j.snapshot(session_id, reason, note=note)], as_json)
+    with Journal.open(paths_with_log(ctx).log) as j:
+        print_receipts(ctx, [j.snapshot(session_id, reason, note=note)], as_json)
 
 
 @click.command()
@@ -72,8 +94,8 @@ def snapshot(
 @click.pass_context
 def restore(ctx: click.Context, session_id: str, as_json: bool) -> None:
     """Reopen an idle, expired, archived or deleted session with fresh deadlines."""
-    with Journal.open(get_paths(ctx).log) as j:
-        print_receipts([j.restore(session_id)], as_json)
+    with Journal.open(paths_with_log(ctx).log) as j:
+        print_receipts(ctx, [j.restore(session_id)], as_json)
 
 
 @click.command()
@@ -82,8 +104,8 @@ def restore(ctx: click.Context, session_id: str, as_json: bool) -> None:
 @click.pass_context
 def archive(ctx: click.Context, session_id: str, as_json: bool) -> None:
     """Archive a session (its pre_archive snapshot is kept)."""
-    with Journal.open(get_paths(ctx).log) as j:
-        print_receipts([j.archive(session_id)], as_json)
+    with Journal.open(paths_with_log(ctx).log) as j:
+        print_receipts(ctx, [j.archive(session_id)], as_json)
 
 
 @click.command()
@@ -107,12 +129,12 @@ def expire(ctx: click.Context, now_text: str | None, warn_before: float, as_json
             raise click.BadParameter(
                 "use a time such as 2026-11-26T10:00:00Z", param_hint="--now"
             ) from None
-    with Journal.open(get_paths(ctx).log) as j:
+    with Journal.open(paths_with_log(ctx).log) as j:
         receipts = j.expire_due(now, warn_before_seconds=warn_before)
     if not receipts and not as_json:
         click.echo("Nothing is due.")
         return
-    print_receipts(receipts, as_json)
+    print_receipts(ctx, receipts, as_json)
 
 
 @click.command("import-legacy")
@@ -130,7 +152,8 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
     from projector.legacy_report import format_report
 
     paths = get_paths(ctx)
-    with projection_lock(paths.db):
+    # A dry run writes nothing, the database included: it need not keep watch away.
+    with contextlib.nullcontext() if dry_run else projection_lock(paths.db):
         report = do_import(
             old_db, paths.log, paths.db, dry_run=dry_run, progress=progress_bar("import")
         )
@@ -143,8 +166,9 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
 
 
 @click.command("repair-line-endings")
+@json_option
 @click.pass_context
-def repair_line_endings(ctx: click.Context) -> None:
+def repair_line_endings(ctx: click.Context, as_json: bool) -> None:
     """Convert a log whose line endings became CR LF (an editor, a checkout) back to LF.
 
     Every line must be a valid record once its CR is removed, or nothing is changed. The
@@ -152,8 +176,11 @@ def repair_line_endings(ctx: click.Context) -> None:
     """
     from journal.repair import repair_line_endings as repair
 
-    log = get_paths(ctx).log
+    log = paths_with_log(ctx).log
     changed = repair(log)
+    if as_json:
+        emit_json({"log": log, "converted": changed})
+        return
     click.echo(
         f"{log}: {changed} line endings converted from CR LF to LF"
         if changed

@@ -1,7 +1,9 @@
 """Appending events given as JSON lines (``session-journal append``), through the writer.
 
 Input lines have the log's shape without ``pos``, ``v``, ``ts`` and ``crc``; ``id`` (the
-idempotency key) and ``at`` (when it happened) are optional. Every line is parsed and typed
+idempotency key), ``at`` (when it happened, any RFC 3339 time) and a message's ``seq`` are
+optional: a message without ``seq`` goes after its session's last one, one with ``seq``
+must be the next (so a retried input cannot append twice). Every line is parsed and typed
 before anything is written, then the whole input goes through the writer's validation as
 one atomic group: one bad event (a shape error, an unknown session, a seq that is not the
 next one) and nothing is written.
@@ -15,7 +17,14 @@ from typing import Any, NamedTuple, assert_never
 
 import msgspec
 
-from journal import ConflictError, InvalidValue, Journal, Receipt, ValidationError
+from journal import (
+    ConflictError,
+    InvalidValue,
+    Journal,
+    Receipt,
+    SequenceConflict,
+    ValidationError,
+)
 from journal.events import (
     TAGS,
     AnyEvent,
@@ -32,9 +41,11 @@ from journal.events import (
     SessionSnapshotted,
     SessionTimedOut,
     TimeoutWarning,
+    format_ts,
 )
 from journal.jsoncheck import MAX_JSON_DEPTH, event_problem, too_deep
 from journal.validation import MAX_GROUP_EVENTS
+from projector.queries import parse_time
 
 _input_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
 _ENVELOPE_SET_BY_WRITER = ("pos", "v", "ts", "crc", "grp")
@@ -50,11 +61,49 @@ class InputError(InvalidValue):
 
 
 class Parsed(NamedTuple):
-    """One input event and where it came from."""
+    """One input event and where it came from; ``seq_given``: a message's seq was in
+    the input (else the writer gives the next one)."""
 
     source: str
     line: int
     event: AnyEvent
+    seq_given: bool = True
+
+
+# Placed where a message's seq was left out so that the line types; never written (the
+# writer numbers the message).
+_SEQ_LEFT_OUT = 1
+
+
+def _unknown_fields(fields: dict[str, Any]) -> str | None:
+    """Fields the event type does not have (a typo such as "tokens" would be dropped)."""
+    kind = fields.get("type")
+    cls = TAGS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return None  # event_problem names the bad type
+    known = {f.encode_name for f in msgspec.structs.fields(cls)} | {"type"}
+    unknown = sorted(set(fields) - known)
+    if not unknown:
+        return None
+    return (
+        f"{fields['type']} has no field {', '.join(map(repr, unknown))}; "
+        f"its fields: {', '.join(sorted(known - {'type', 'pos', 'v', 'ts', 'crc', 'grp'}))}"
+    )
+
+
+def _normalise_at(fields: dict[str, Any]) -> None:
+    """``at`` as the log records it (UTC, microseconds), from any RFC 3339 time."""
+    at = fields.get("at")
+    if at is None:
+        return
+    try:
+        if not isinstance(at, str):
+            raise ValueError
+        fields["at"] = format_ts(parse_time(at))
+    except ValueError:
+        raise ValueError(
+            f"'at' must be a time such as 2026-11-26T10:15:33.139877Z, not {at!r}"
+        ) from None
 
 
 def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]:
@@ -83,10 +132,21 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
             )
         if isinstance(fields.get("type"), str) and fields["type"] == "timeout_warning":
             raise InputError(source, number, "timeout_warning is written by expire only")
+        unknown = _unknown_fields(fields)
+        if unknown:
+            raise InputError(source, number, unknown)
+        seq_given = fields.get("type") != "message_appended" or fields.get("seq") is not None
+        if not seq_given:
+            fields["seq"] = _SEQ_LEFT_OUT
         try:
-            events.append(Parsed(source, number, _input_decoder.decode(line)))
+            _normalise_at(fields)
+        except ValueError as exc:
+            raise InputError(source, number, str(exc)) from None
+        typed = line if seq_given and "at" not in fields else msgspec.json.encode(fields)
+        try:
+            events.append(Parsed(source, number, _input_decoder.decode(typed), seq_given))
         except msgspec.ValidationError:
-            raise InputError(source, number, event_problem(line, TAGS)) from None
+            raise InputError(source, number, event_problem(typed, TAGS)) from None
     if len(events) > MAX_GROUP_EVENTS:
         raise InvalidValue(
             f"{source}: {len(events)} events; append writes one atomic group "
@@ -104,13 +164,20 @@ def append_events(journal: Journal, events: list[Parsed]) -> list[Receipt]:
     with journal.batch():
         for parsed in events:
             try:
-                receipts.append(_append_one(journal, parsed.event))
+                receipts.append(_append_one(journal, parsed.event, parsed.seq_given))
+            except SequenceConflict as exc:
+                given = exc.expected + 1
+                reason = (
+                    f"seq {given} is not the next message of session {exc.session_id!r}, "
+                    f"which is {exc.actual + 1}; leave seq out to append after its last"
+                )
+                raise InputError(parsed.source, parsed.line, reason) from exc
             except (ValidationError, ConflictError) as exc:
                 raise InputError(parsed.source, parsed.line, str(exc)) from exc
     return receipts
 
 
-def _append_one(j: Journal, e: AnyEvent) -> Receipt:
+def _append_one(j: Journal, e: AnyEvent, seq_given: bool) -> Receipt:
     """Call the writer method that produces this event, so the same validation applies."""
     # An id is chosen here when the input has none, so that every receipt can name it.
     eid = e.id or str(uuid.uuid4())
@@ -141,7 +208,7 @@ def _append_one(j: Journal, e: AnyEvent) -> Receipt:
                 tokens_used=e.tokens_used,
                 duration_seconds=e.duration_seconds,
                 metadata=e.metadata,
-                expected_seq=e.seq - 1,
+                expected_seq=e.seq - 1 if seq_given else None,
                 event_id=eid,
                 at=at,
             )

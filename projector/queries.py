@@ -72,7 +72,8 @@ class Transcript(msgspec.Struct, frozen=True):
 
 
 class SearchHit(msgspec.Struct, frozen=True):
-    """A message matching a search, best first; ``snippet`` marks hits with ``**``."""
+    """A message whose own text matches a search, best first; ``snippet`` (of that text)
+    marks hits with ``**``; ``title`` is its session's, for display only."""
 
     session_id: str
     title: str | None
@@ -155,9 +156,10 @@ def list_sessions(
     status: str | None = None,
     model: str | None = None,
     since: str | None = None,
-    limit: int = 50,
+    limit: int | None = 50,
 ) -> list[SessionSummary]:
-    """Sessions by last activity, newest first; ``since`` filters on last activity."""
+    """Sessions by last activity, newest first; ``since`` filters on last activity;
+    ``limit`` None for all."""
     if status is not None and status not in STATUSES:
         raise QueryError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     where: list[str] = []
@@ -175,7 +177,12 @@ def list_sessions(
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY COALESCE(last_activity, created_at) DESC, session_id LIMIT ?"
-    return [_summary(r) for r in conn.execute(sql, [*args, max(limit, 0)])]
+    return [_summary(r) for r in conn.execute(sql, [*args, _sql_limit(limit)])]
+
+
+def _sql_limit(limit: int | None) -> int:
+    """LIMIT's argument: SQLite reads a negative one as no limit."""
+    return -1 if limit is None else max(limit, 0)
 
 
 def get_session(conn: sqlite3.Connection, session_id: str) -> SessionSummary:
@@ -223,24 +230,15 @@ def plain_query(text: str) -> str:
     return " ".join('"' + w.replace('"', '""') + '"' for w in words)
 
 
-def search(
-    conn: sqlite3.Connection, query: str, *, limit: int = 20, fts_syntax: bool = False
-) -> list[SearchHit]:
-    """Messages matching ``query``, best first (FTS5 bm25 rank).
+def _fts_match(query: str, fts_syntax: bool) -> str:
+    return query if fts_syntax else plain_query(query)
 
-    Plain words just work; ``fts_syntax=True`` passes the query to FTS5 as written
-    (phrases, ``OR``, ``NOT``, ``prefix*``, ``NEAR``).
-    """
-    match = query if fts_syntax else plain_query(query)
+
+def _run_fts(
+    conn: sqlite3.Connection, query: str, fts_syntax: bool, sql: str, args: tuple[Any, ...]
+) -> list[Any]:
     try:
-        rows = conn.execute(
-            "SELECT m.session_id, s.title, m.sequence_number, m.role, m.timestamp,"
-            " snippet(sessions_fts, -1, '**', '**', '…', 12), sessions_fts.rank"
-            " FROM sessions_fts JOIN messages m ON m.message_id = sessions_fts.rowid"
-            " JOIN sessions s ON s.session_id = m.session_id"
-            " WHERE sessions_fts MATCH ? ORDER BY sessions_fts.rank LIMIT ?",
-            (match, max(limit, 0)),
-        ).fetchall()
+        return conn.execute(sql, (_fts_match(query, fts_syntax), *args)).fetchall()
     except sqlite3.OperationalError as exc:
         # The statement is fixed and valid: in FTS mode an error can only come from the
         # user's query (unterminated string, unknown column, stray operator…).
@@ -250,7 +248,66 @@ def search(
             f"search query {query!r} is not valid FTS5 syntax ({exc}); "
             "leave out --fts to search for plain words"
         ) from None
+
+
+def search(
+    conn: sqlite3.Connection, query: str, *, limit: int | None = 20, fts_syntax: bool = False
+) -> list[SearchHit]:
+    """Messages whose own text matches ``query``, best first (FTS5 bm25 rank); ``limit``
+    None for all.
+
+    Plain words just work; ``fts_syntax=True`` passes the query to FTS5 as written
+    (phrases, ``OR``, ``NOT``, ``prefix*``, ``NEAR``). A session's title or model name is
+    not a message's text: ``search_sessions`` finds those.
+    """
+    rows = _run_fts(
+        conn,
+        query,
+        fts_syntax,
+        "SELECT m.session_id, s.title, m.sequence_number, m.role, m.timestamp,"
+        " snippet(sessions_fts, 1, '**', '**', '…', 12), sessions_fts.rank"
+        " FROM sessions_fts JOIN messages m ON m.message_id = sessions_fts.rowid"
+        " JOIN sessions s ON s.session_id = m.session_id"
+        " WHERE sessions_fts MATCH ? ORDER BY sessions_fts.rank LIMIT ?",
+        (_sql_limit(limit),),
+    )
     return [SearchHit(*r) for r in rows]
+
+
+def count_matches(conn: sqlite3.Connection, query: str, *, fts_syntax: bool = False) -> int:
+    """How many messages ``search`` would find without a limit."""
+    rows = _run_fts(
+        conn, query, fts_syntax, "SELECT COUNT(*) FROM sessions_fts WHERE sessions_fts MATCH ?", ()
+    )
+    return int(rows[0][0])
+
+
+def _like_pattern(word: str) -> str:
+    escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def search_sessions(
+    conn: sqlite3.Connection, query: str, *, limit: int | None = 20
+) -> list[SessionSummary]:
+    """Sessions whose title, model name or model id holds every word of ``query`` (as
+    ``search``'s plain words; any case for ASCII letters), most recently active first.
+
+    Sessions are few next to messages: a scan of them needs no index of its own, so a
+    rename touches nothing but its session's row.
+    """
+    plain_query(query)  # the same refusal of a query without words
+    words = re.findall(r"\w+", query)
+    where = " AND ".join(
+        "(title LIKE ? ESCAPE '\\' OR model_name LIKE ? ESCAPE '\\' OR model_id LIKE ? ESCAPE '\\')"
+        for _ in words
+    )
+    args = [_like_pattern(w) for w in words for _ in range(3)]
+    sql = (
+        f"SELECT {_SUMMARY_COLUMNS} FROM sessions WHERE {where}"
+        " ORDER BY COALESCE(last_activity, created_at) DESC, session_id LIMIT ?"
+    )
+    return [_summary(r) for r in conn.execute(sql, [*args, _sql_limit(limit)])]
 
 
 def usage_stats(

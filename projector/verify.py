@@ -97,6 +97,11 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def unprojected(self) -> int:
+        """Events of the log after the checkpoint: not in the database yet, so not proven."""
+        return max(self.log_last_pos - self.checkpoint_pos, 0)
+
 
 # Sequence gaps in one pass: the n-th message of a session (by seq) must have seq n.
 SEQUENCE_GAPS_SQL: Final = """
@@ -121,15 +126,13 @@ ORDER BY s.session_id
 
 # Every message in the index with its current text, and nothing else in it. The text is
 # read from the index's content table, sessions_fts_content (FTS5's shadow table of a
-# table with content of its own: id = rowid, c0..c3 = session_id, title, content,
-# model_name, part of the FTS5 file format), three times faster than through the virtual
-# table; FTS5's integrity-check proves the index matches that table.
+# table with content of its own: id = rowid, c0, c1 = session_id, content, part of the
+# FTS5 file format), three times faster than through the virtual table; FTS5's
+# integrity-check proves the index matches that table.
 FTS_MISMATCH_SQL: Final = """
 SELECT m.session_id, m.message_id FROM messages AS m
-JOIN sessions AS s ON s.session_id = m.session_id
 LEFT JOIN sessions_fts_content AS f ON f.id = m.message_id
-WHERE f.id IS NULL OR f.c2 IS NOT m.content OR f.c0 IS NOT m.session_id
-   OR f.c1 IS NOT s.title OR f.c3 IS NOT s.model_name
+WHERE f.id IS NULL OR f.c1 IS NOT m.content OR f.c0 IS NOT m.session_id
 UNION ALL
 SELECT f.c0, f.id FROM sessions_fts_content AS f
 WHERE NOT EXISTS (SELECT 1 FROM messages WHERE message_id = f.id)
@@ -333,8 +336,9 @@ def _check_fts_content(conn: sqlite3.Connection, found: _Findings) -> None:
 class _Runs:
     """The whole log as runs of events (the reader's chunks), bad lines stepped over.
 
-    Each bad line is reported to ``found`` (if given); after iteration ``last_pos`` and
-    ``torn`` describe the end of the log.
+    Each stretch of bad lines is reported to ``found`` (if given) once: a damaged member
+    of an atomic group makes the group's next members fail too (out of order), which says
+    nothing new. After iteration ``last_pos`` and ``torn`` describe the end of the log.
     """
 
     def __init__(
@@ -353,6 +357,7 @@ class _Runs:
         total = os.path.getsize(self.log) if os.path.exists(self.log) else 0
         next_report = 0
         offset, pos = 0, 0
+        stretch: list[CorruptLog] = []  # bad lines one after the other, reported as one
         while True:
             reader = LogReader(self.log, offset, pos)
             try:
@@ -362,15 +367,30 @@ class _Runs:
                         self.progress(reader.end, total)
                         next_report = reader.end + (1 << 20)
             except CorruptLog as exc:
-                if self.found is not None:
-                    self.found.add("log", exc.reason, line=exc.line, offset=exc.offset)
                 skip = skip_bad_lines(self.log, reader, exc)
+                if stretch and exc.offset != offset:  # a good line came between
+                    self._report(stretch)
+                    stretch = []
+                stretch.append(exc)
                 offset, pos = skip.end, skip.next_pos
                 continue
+            self._report(stretch)
             if self.progress is not None:
                 self.progress(total, total)
             self.last_pos, self.torn = reader.last_pos, reader.torn
             return
+
+    def _report(self, stretch: list[CorruptLog]) -> None:
+        if self.found is None or not stretch:
+            return
+        first, last = stretch[0], stretch[-1]
+        reason = first.reason
+        if len(stretch) > 1:
+            reason += (
+                f"; the {len(stretch) - 1} line(s) after it, to line {last.line}, fail too "
+                f"(last: {last.reason})"
+            )
+        self.found.add("log", reason, line=first.line, offset=first.offset)
 
 
 def _check_log(
@@ -476,24 +496,35 @@ def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
 
 
 def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Findings) -> None:
-    """Per-session count, tokens and content hash of the database against the log's."""
+    """Per-session count, tokens and content hash of the database against the log's.
+
+    A difference that a problem of the log itself may explain says so: the fold leaves
+    out the lines it could not read, and a checkpoint not on the log means the database
+    was projected from another log (or a longer one)."""
+    kinds = {p.kind for p in found.problems if p.line is not None}
+    why = (
+        " (perhaps the checkpoint problem above)"
+        if "checkpoint" in kinds
+        else " (perhaps the unreadable log lines above)"
+        if "log" in kinds
+        else ""
+    )
     for sid in sorted(db.keys() | tally.sessions.keys()):
         got, want = db.get(sid), tally.sessions.get(sid)
         if want is None:
-            found.add("log_mismatch", "in the database but not live in the log", session_id=sid)
+            what = "in the database but not live in the log"
         elif got is None:
-            found.add(
-                "log_mismatch", "live in the log but missing from the database", session_id=sid
-            )
+            what = "live in the log but missing from the database"
         elif (got.count, got.tokens) != (want.count, want.tokens):
-            found.add(
-                "log_mismatch",
+            what = (
                 f"{got.count} messages / {got.tokens} tokens in the database, "
-                f"{want.count} / {want.tokens} in the log",
-                session_id=sid,
+                f"{want.count} / {want.tokens} in the log"
             )
         elif got.content_hash != want.content_hash:
-            found.add("log_mismatch", "message contents differ from the log", session_id=sid)
+            what = "message contents differ from the log"
+        else:
+            continue
+        found.add("log_mismatch", what + why, session_id=sid)
 
 
 def _record_outcome(conn: sqlite3.Connection, cp: Checkpoint, found: _Findings) -> None:

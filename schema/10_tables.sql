@@ -103,14 +103,14 @@ CREATE TABLE session_snapshots (
     created_at    TEXT NOT NULL
 );
 
--- Full-text search over messages, one row per message (rowid = message_id), with the
--- session's title and model name copied in (the seed never fed it). New messages are
--- added by the projector once per batch; the messages_ad and sessions_au triggers follow
--- deletions and renames; verify checks it against messages.
+-- Full-text search over messages, one row per message (rowid = message_id), holding the
+-- message's own text only (the seed never fed it). A session's title and model name are
+-- not copied in: a hit is a message that says the words, and a rename does not rewrite
+-- a row per message (titles are searched on sessions itself). New messages are added by
+-- the projector once per batch; the messages_ad trigger follows deletions; verify checks
+-- it against messages.
 CREATE VIRTUAL TABLE sessions_fts USING fts5 (
     session_id UNINDEXED,
-    title,
     content,
-    model_name,
     tokenize = 'porter'
 );

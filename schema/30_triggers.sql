@@ -122,18 +122,11 @@ BEGIN
 END;
 
 -- Full-text search: the projector adds new messages' rows once per batch (fill_fts in
--- projector/apply.py: measured faster than a per-row insert trigger); these triggers
--- follow the rarer changes: a deleted message, a renamed session.
+-- projector/apply.py: measured faster than a per-row insert trigger); this trigger
+-- follows the rarer change, a deleted message. The index holds a message's text only, so
+-- a renamed session leaves it as it is.
 CREATE TRIGGER messages_ad
 AFTER DELETE ON messages
 BEGIN
     DELETE FROM sessions_fts WHERE rowid = OLD.message_id;
-END;
-
-CREATE TRIGGER sessions_au
-AFTER UPDATE OF title, model_name ON sessions
-BEGIN
-    UPDATE sessions_fts
-    SET title = NEW.title, model_name = NEW.model_name
-    WHERE rowid IN (SELECT message_id FROM messages WHERE session_id = NEW.session_id);
 END;

@@ -12,6 +12,7 @@ import pytest
 from cli_runner import cli_runner
 from click.testing import Result
 
+from journal.errors import UnknownSession
 from projector.cli import main
 
 
@@ -86,7 +87,7 @@ def test_sessions_table_and_filters(demo: tuple[str, str]) -> None:
     }
     by_model = json.loads(run(demo, "sessions", "--model", "GPT-4o mini", "--json").output)
     assert {r["session_id"] for r in by_model} == {"demo-release-notes", "demo-almost-idle"}
-    assert json.loads(run(demo, "sessions", "--limit", "2", "--json").output).__len__() == 2
+    assert len(json.loads(run(demo, "sessions", "--limit", "2", "--json").stdout)) == 2
     statuses = {
         r["session_id"]: r["status"] for r in json.loads(run(demo, "sessions", "--json").output)
     }
@@ -197,7 +198,7 @@ def test_append_then_replay(demo: tuple[str, str]) -> None:
         (
             '{"type":"message_appended","session_id":"demo-haiku","seq":1,"role":"user",'
             '"content":"x"}',
-            "expected last seq 0",
+            "seq 1 is not the next message of session 'demo-haiku', which is 3",
         ),
         (
             '{"type":"session_renamed","session_id":"demo-haiku","title":"ok"}\n'
@@ -328,11 +329,12 @@ def test_log_that_is_a_symlink_is_refused(tmp_path: Path) -> None:
 
 
 def test_debug_shows_traceback(paths: tuple[str, str]) -> None:
+    Path(paths[0]).write_text("")  # an empty log: `archive x` meets an unknown session
     result = cli_runner().invoke(
         main, ["--log", paths[0], "--db", paths[1], "--debug", "archive", "x"]
     )
     assert result.exit_code != 0
-    assert result.exception is not None
+    assert isinstance(result.exception, UnknownSession)  # raised, not turned into a line
 
 
 def legacy_db(tmp_path: Path) -> Path:
@@ -428,7 +430,14 @@ def test_json_keys_are_the_documented_ones(demo: tuple[str, str]) -> None:
     assert set(json.loads(run(demo, "replay", "--json").output)) == documented("replay")
     assert set(json.loads(run(demo, "rebuild", "--json").output)) == documented("rebuild")
     verify_keys = set(json.loads(run(demo, "verify", "--json").output))
-    assert verify_keys == {"ok", "problems", "sessions_checked", "log_last_pos", "checkpoint_pos"}
+    assert verify_keys == {
+        "ok",
+        "problems",
+        "sessions_checked",
+        "log_last_pos",
+        "checkpoint_pos",
+        "unprojected",
+    }
     assert set(json.loads(run(demo, "demo", "--json").output)) == documented("demo")
 
 

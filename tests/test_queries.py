@@ -15,11 +15,13 @@ from projector.queries import (
     QueryError,
     SearchSyntaxError,
     SessionNotFound,
+    count_matches,
     get_transcript,
     list_sessions,
     parse_since,
     plain_query,
     search,
+    search_sessions,
     usage_stats,
 )
 
@@ -101,6 +103,48 @@ def test_fts_syntax_errors_are_named(conn: sqlite3.Connection) -> None:
         search(conn, '"unbalanced', fts_syntax=True)
     with pytest.raises(SearchSyntaxError, match="nothing to search for"):
         plain_query("  ...  ")
+
+
+def test_a_title_or_model_name_is_not_a_message_hit(conn: sqlite3.Connection) -> None:
+    """Session "a" is titled Paris and runs GPT-4o; none of its messages says either."""
+    assert search(conn, "paris") == [] and search(conn, "gpt") == []
+    assert count_matches(conn, "paris") == 0
+    assert [s.session_id for s in search_sessions(conn, "paris")] == ["a"]
+    assert [s.session_id for s in search_sessions(conn, "GPT 4o")] == ["a"]
+    assert [s.session_id for s in search_sessions(conn, "claude sql")] == ["b"]
+    assert search_sessions(conn, "paris claude") == []  # every word, as for messages
+    assert search_sessions(conn, "empty") == []  # deleted
+
+
+def test_session_search_takes_like_wildcards_as_letters(conn: sqlite3.Connection) -> None:
+    with pytest.raises(SearchSyntaxError, match="nothing to search for"):
+        search_sessions(conn, "%")
+    assert search_sessions(conn, "gpt_4o") == []  # "_" is a letter here, not "any one"
+
+
+def test_renaming_a_session_leaves_its_messages_hits_alone(tmp_path: Path) -> None:
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    with Journal.open(log, durability="none") as j:
+        j.create_session("m", "M", "Old title", session_id="s", first_message="hello there")
+        j.rename("s", "Lisbon")
+    replay(log, db)
+    conn = connect(db)
+    try:
+        assert search(conn, "lisbon") == [] and search(conn, "old") == []
+        assert [h.seq for h in search(conn, "hello")] == [1]
+        assert [s.title for s in search_sessions(conn, "lisbon")] == ["Lisbon"]
+    finally:
+        conn.close()
+
+
+def test_counts_and_limits(conn: sqlite3.Connection) -> None:
+    assert count_matches(conn, "the") == 2  # "Try the Marais…", "Index the messages…"
+    assert len(search(conn, "the", limit=1)) == 1
+    assert len(search(conn, "the", limit=None)) == 2
+    assert count_matches(conn, "marais OR croissants", fts_syntax=True) == 2
+    assert len(list_sessions(conn, limit=None)) == 2
+    assert [s.session_id for s in search_sessions(conn, "s", limit=None)] == ["b", "a"]
+    assert len(search_sessions(conn, "s", limit=1)) == 1
 
 
 def test_usage_stats_per_model_and_day(conn: sqlite3.Connection) -> None:

@@ -24,7 +24,7 @@ VIEWS = {"recent_sessions", "session_statistics", "sessions_at_timeout"}
 TRIGGERS = {
     "messages_seq_check", "update_message_count_insert", "update_message_count_delete",
     "session_timeouts_ai", "session_timeouts_au", "session_activity_au",
-    "create_snapshot_on_archive", "messages_ad", "sessions_au",
+    "create_snapshot_on_archive", "messages_ad",
 }  # fmt: skip
 INDEXES = {"idx_sessions_model", "idx_sessions_status_activity", "idx_snapshots_session"}
 

@@ -291,8 +291,11 @@ def test_a_full_text_index_without_its_content_is_reported_not_raised(
     assert any("content cannot be read" in p and "sessions_fts_content" in p for p in problems)
 
 
-def test_a_stale_title_in_the_full_text_index_is_found(projected: tuple[Path, Path]) -> None:
+def test_a_stale_text_in_the_full_text_index_is_found(projected: tuple[Path, Path]) -> None:
     log, db = projected
-    execute(db, "DROP TRIGGER sessions_au")  # the trigger that copies a new title into it
-    execute(db, "UPDATE sessions SET title = 'renamed' WHERE session_id = 'b'")
+    execute(
+        db,
+        "UPDATE sessions_fts SET content = 'edited' WHERE rowid = "
+        "(SELECT max(message_id) FROM messages WHERE session_id = 'b')",
+    )
     assert ("fts", "b") in kinds(log, db)

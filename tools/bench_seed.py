@@ -212,9 +212,7 @@ def read_rows(db: Path) -> Rows:
         for table in (*TABLES, "session_snapshots"):
             cur = conn.execute(f"SELECT * FROM {table} ORDER BY 1")
             out[table] = ([d[0] for d in cur.description], cur.fetchall())
-        cur = conn.execute(
-            "SELECT rowid, session_id, title, content, model_name FROM sessions_fts ORDER BY rowid"
-        )
+        cur = conn.execute("SELECT rowid, session_id, content FROM sessions_fts ORDER BY rowid")
         out["sessions_fts"] = ([d[0] for d in cur.description], cur.fetchall())
     finally:
         conn.close()
