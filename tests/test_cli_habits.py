@@ -20,6 +20,7 @@ from click.testing import Result
 
 from projector.cli import main
 from projector.cli_support import PIPE_CLOSED_EXIT
+from projector.errors import ForeignFile
 
 RENAME = '{"type":"session_renamed","session_id":"demo-haiku","title":"Spring"}\n'
 
@@ -183,7 +184,7 @@ def test_debug_before_or_after_the_command_shows_the_traceback(where: str, data:
     bad = ["--log", str(data / "s.jsonl"), "--db", str(data / "sessions.jsonl")]
     before, after = (["--debug"], []) if where == "before" else ([], ["--debug"])
     result = cli_runner().invoke(main, [*bad, *before, "show", "demo-haiku", *after])
-    assert isinstance(result.exception, sqlite3.DatabaseError)  # a log is not a database
+    assert isinstance(result.exception, ForeignFile)  # a log is not a database: refused
 
 
 def test_watch_takes_the_global_options_after_its_name(data: Path) -> None:

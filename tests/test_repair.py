@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from cli_runner import cli_runner
+from click.testing import Result
 
 import journal.log
 import journal.repair
@@ -44,7 +45,7 @@ def crlf(lines: list[bytes]) -> list[bytes]:
 
 def run(log: Path, *args: str, input: str | None = None) -> Result:
     db = log.parent / "sessions.db"
-    return CliRunner().invoke(main, ["--log", str(log), "--db", str(db), *args], input=input)
+    return cli_runner().invoke(main, ["--log", str(log), "--db", str(db), *args], input=input)
 
 
 class FullDisk(types.SimpleNamespace):
