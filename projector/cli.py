@@ -56,6 +56,22 @@ _INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
     InvariantViolation,
     sqlite3.DatabaseError,
 )
+# OSErrors that name a path the user gave wrongly; any other is the disk's trouble (exit 1).
+_PATH_ERRORS: tuple[type[OSError], ...] = (
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def _exit_code(exc: BaseException) -> int:
+    """1 when the data or the disk is in trouble, 2 when the input was wrong."""
+    if isinstance(exc, _INTEGRITY_ERRORS):
+        return 1
+    if isinstance(exc, OSError) and not isinstance(exc, _PATH_ERRORS):
+        return 1
+    return 2
 
 
 class _Group(click.Group):
@@ -75,7 +91,7 @@ class _Group(click.Group):
         except (JournalError, OSError, sqlite3.Error) as exc:
             if ctx.meta.get("debug"):
                 raise
-            code = 1 if isinstance(exc, _INTEGRITY_ERRORS) else 2
+            code = _exit_code(exc)
             message = in_cli_terms(str(exc), ctx.find_object(Paths))
             if isinstance(exc, OSError) and exc.filename:
                 message = f"{exc.filename}: {exc.strerror}"

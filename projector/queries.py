@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from journal.errors import JournalError
+from journal.errors import InvalidValue, JournalError
 from journal.events import format_ts
+from journal.validation import check_encodable
 
 
 class QueryError(JournalError):
@@ -231,6 +232,10 @@ def plain_query(text: str) -> str:
 
 
 def _fts_match(query: str, fts_syntax: bool) -> str:
+    try:
+        check_encodable("the search query", query)
+    except InvalidValue as exc:  # SQLite would cut the text at a NUL, or fail to encode it
+        raise SearchSyntaxError(str(exc)) from None
     return query if fts_syntax else plain_query(query)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -12,8 +13,9 @@ import pytest
 from cli_runner import cli_runner
 from click.testing import Result
 
+from journal import CorruptLog, InvalidValue
 from journal.errors import UnknownSession
-from projector.cli import main
+from projector.cli import _exit_code, main
 
 
 @pytest.fixture
@@ -454,3 +456,37 @@ def test_a_time_outside_the_calendar_in_utc_is_a_usage_error(
     assert result.exit_code == 2, result.output + result.stderr
     assert option in result.stderr
     assert (Path(demo[0]).read_bytes(), Path(demo[1]).read_bytes()) == before
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (OSError(errno.EIO, "Input/output error"), 1),
+        (OSError(errno.ENOSPC, "No space left on device"), 1),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory"), 2),
+        (PermissionError(errno.EACCES, "Permission denied"), 2),
+        (IsADirectoryError(errno.EISDIR, "Is a directory"), 2),
+        (InvalidValue("bad"), 2),
+        (CorruptLog("bad line", path="x", line=1, offset=0), 1),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_exit_codes_tell_bad_input_from_trouble_with_the_data_or_disk(
+    exc: BaseException, code: int
+) -> None:
+    """README: exit 2 means bad input, 1 an integrity or I/O problem."""
+    assert _exit_code(exc) == code
+
+
+def test_an_io_error_of_the_disk_exits_1(
+    paths: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(paths, "demo").exit_code == 0
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    result = run(paths, "snapshot", "demo-haiku")
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output + result.stderr

@@ -98,6 +98,23 @@ def test_hostile_plain_queries_are_just_words(conn: sqlite3.Connection, hostile:
     assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 3
 
 
+@pytest.mark.parametrize("fts_syntax", [False, True])
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("paris\ud800", "the search query holds a lone surrogate"),
+        ("paris\x00louvre", "the search query holds a NUL character at 5"),
+    ],
+)
+def test_a_query_that_is_not_text_is_refused_in_its_own_words(
+    conn: sqlite3.Connection, query: str, reason: str, fts_syntax: bool
+) -> None:
+    with pytest.raises(SearchSyntaxError, match=reason):
+        search(conn, query, fts_syntax=fts_syntax)
+    with pytest.raises(SearchSyntaxError, match=reason):
+        count_matches(conn, query, fts_syntax=fts_syntax)
+
+
 def test_fts_syntax_errors_are_named(conn: sqlite3.Connection) -> None:
     with pytest.raises(SearchSyntaxError, match="not valid FTS5 syntax"):
         search(conn, '"unbalanced', fts_syntax=True)
