@@ -49,6 +49,22 @@ def too_deep(text: bytes) -> bool:
     return False
 
 
+def nests_too_deep(value: object) -> bool:
+    """Whether a decoded JSON value nests lists and dicts deeper than ``MAX_JSON_DEPTH``."""
+    level = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        inner: list[object] = []
+        for item in level:
+            if isinstance(item, dict):
+                inner.extend(item.values())
+            elif isinstance(item, list):
+                inner.extend(item)
+        if not inner:
+            return False
+        level = inner
+    return any(isinstance(item, dict | list) for item in level)
+
+
 def text_problem(text: bytes | memoryview) -> str:
     """Why ``text`` is not a JSON document the project accepts (after a decoder refused it)."""
     parsed = _parse(text)

@@ -63,10 +63,10 @@ from journal.events import (
     StateEvent,
     decode_checked,
     event_decoder,
+    metadata_too_deep,
     state_decoder,
     verify_checksum,
 )
-from journal.jsoncheck import too_deep
 
 Durability = Literal["always", "batch", "none"]
 DURABILITY_MODES: Final = ("always", "batch", "none")
@@ -709,8 +709,6 @@ def _fast_run(
     actual = map(_crc32, repeat(_CLOSE_CRC), map(_crc32, map(_body, lines)))
     if not all(map(operator.eq, actual, expected)):
         return None
-    if any(map(too_deep, lines)):
-        return None
     try:
         events: list[E] = decoder.decode_lines(memoryview(data)[:cut])
         list(map(datetime.fromisoformat, map(_get_ts, events)))
@@ -721,6 +719,8 @@ def _fast_run(
         return None
     if len(events) != n or list(map(_get_pos, events)) != list(range(pos + 1, pos + n + 1)):
         return None
+    if any(map(metadata_too_deep, events)):
+        return None  # read again line by line, which names the line
     keep = n
     grps = list(map(_get_grp, events))
     if grps.count(UNSET) != n:

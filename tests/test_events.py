@@ -181,10 +181,11 @@ def _with_crc(body: bytes) -> bytes:
             "^invalid event: session_paused: at must be a timestamp like",
         ),
         (
-            b'{"type":"session_paused","pos":1,"session_id":"s","x":'
-            + b"[" * 257
-            + b"]" * 257
-            + b"}",
+            b'{"type":"message_appended","pos":1,"ts":"2026-01-01T00:00:00.000000Z",'
+            b'"session_id":"s","seq":1,"role":"user","content":"x","metadata":{"k":'
+            + b"[" * 256
+            + b"]" * 256
+            + b"}}",
             "^JSON nested deeper than 256 levels$",
         ),
     ],

@@ -494,9 +494,10 @@ def test_a_whole_line_nested_too_deeply_is_corruption_not_a_crash(tmp_path: Path
 
     log = tmp_path / "s.jsonl"
     lines = make_log(log, messages=1)
-    body = b'{"type":"session_paused","pos":%d,"x":%s}' % (
-        len(lines) + 1,
-        b"[" * 5000 + b"]" * 5000,
+    body = (
+        b'{"type":"message_appended","pos":%d,"ts":"2026-01-01T00:00:00.000000Z",'
+        b'"session_id":"s","seq":1,"role":"user","content":"x","metadata":{"k":%s}}'
+        % (len(lines) + 1, b"[" * 5000 + b"]" * 5000)
     )
     log.write_bytes(b"".join(lines) + body[:-1] + b',"crc":"%08x"}\n' % checksum(body))
     with pytest.raises(CorruptLog, match=r"line 4 .*: JSON nested deeper than 256 levels"):
@@ -761,3 +762,34 @@ def test_chunked_and_line_by_line_reading_agree_on_any_damage(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(journal.log, "_FAST_CHUNK", chunk)
         assert _reading(path, chunked=True) == _reading(path, chunked=False)
+
+
+@pytest.mark.parametrize("depth", [255, 256])
+def test_metadata_deeper_than_the_writer_allows_is_named_by_every_reader(
+    tmp_path: Path, depth: int
+) -> None:
+    """The chunked reader, the line-by-line reader and the writer's own check agree on
+    the nesting limit of a message's metadata, on every Python."""
+    from journal.events import checksum
+
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log, messages=3)
+    body = (
+        b'{"type":"message_appended","pos":%d,"ts":"2026-01-01T00:00:00.000000Z",'
+        b'"session_id":"s","seq":1,"role":"user","content":"x","metadata":{"k":%s}}'
+        % (len(lines) + 1, b"[" * depth + b"]" * depth)
+    )
+    crafted = body[:-1] + b',"crc":"%08x"}\n' % checksum(body)
+    log.write_bytes(b"".join(lines) + crafted)
+    too_deep = depth + 1 > 256  # the metadata object is one level, its lists the rest
+    readers = (
+        lambda: [e for batch, _, _ in LogReader(str(log)).batches() for e in batch],  # chunks
+        lambda: list(LogReader(str(log))),
+        lambda: list(read_log(str(log))),
+    )
+    for read in readers:
+        if too_deep:
+            with pytest.raises(CorruptLog, match=rf"line {len(lines) + 1} .*nested deeper"):
+                read()
+        else:
+            assert len(read()) == len(lines) + 1
