@@ -11,7 +11,7 @@
 """
 
 from projector.canonical import canonical_hash
-from projector.catchup import CatchUpResult, ReplayResult, catch_up, replay
+from projector.catchup import CatchUpResult, catch_up
 from projector.db import connect
 from projector.errors import (
     CheckpointMismatch,
@@ -21,6 +21,7 @@ from projector.errors import (
     SchemaNotFound,
 )
 from projector.rebuild import RebuildResult, rebuild
+from projector.replay import ReplayResult, replay
 from projector.verify import Problem, VerifyReport, verify
 
 __all__ = [

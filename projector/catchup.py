@@ -4,7 +4,7 @@
 applies it in batches; each batch commits its rows and the checkpoint together, and a
 batch only ends between units, so an atomic group is always applied whole. A torn tail or
 an incomplete group at the end is where it stops (a write may be in progress: normal).
-The live watcher calls ``catch_up`` again whenever the log grows; ``replay`` wraps it for
+The live watcher calls ``catch_up`` again whenever the log grows; ``projector.replay`` wraps it for
 one-shot use, rebuilding when the database is stale or its checkpoint is not on the log.
 """
 
@@ -24,13 +24,7 @@ from projector.apply import ApplyError, apply_event, fill_fts
 from projector.bulk_catchup import CatchUpLoader
 from projector.db import (
     Checkpoint,
-    check_paths,
-    connect,
-    create_schema,
-    is_empty,
     read_checkpoint,
-    schema_version,
-    user_version,
     write_checkpoint,
 )
 from projector.errors import CheckpointMismatch, InvariantViolation
@@ -57,14 +51,6 @@ class CatchUpResult:
     end_offset: int  # byte offset just after it
     torn: TornTail | None  # bytes at the end that are not (yet) whole records
     quarantined: int  # bad lines set aside (quarantine mode)
-
-
-@dataclass(frozen=True)
-class ReplayResult(CatchUpResult):
-    """What ``replay`` did; ``rebuilt`` says whether it had to rebuild, and why."""
-
-    rebuilt: bool = False
-    rebuild_reason: str | None = None
 
 
 def check_checkpoint(log_path: str, cp: Checkpoint) -> None:
@@ -391,64 +377,3 @@ class _BulkBatch(_Batch):
     def abort(self) -> None:
         super().abort()
         self.loader = None
-
-
-def replay(
-    log_path: str | os.PathLike[str],
-    db_path: str | os.PathLike[str],
-    *,
-    quarantine: bool = False,
-    batch_events: int = DEFAULT_BATCH_EVENTS,
-    progress: Progress | None = None,
-) -> ReplayResult:
-    """Bring the database at ``db_path`` up to date with the log, creating it if missing.
-
-    A database of another schema version, or whose checkpoint is not on this log, is
-    rebuilt from the log instead (``rebuilt=True`` in the result, with the reason).
-    """
-    from projector.rebuild import rebuild  # rebuild runs catch_up: import at call time
-
-    check_paths(log_path, db_path)
-    outcome = _catch_up_in_place(log_path, db_path, quarantine, batch_events, progress)
-    if isinstance(outcome, CatchUpResult):
-        r = outcome
-        return ReplayResult(r.events_applied, r.last_pos, r.end_offset, r.torn, r.quarantined)
-    built = rebuild(log_path, db_path, progress=progress, quarantine=quarantine)
-    return ReplayResult(
-        built.events_applied,
-        built.last_pos,
-        built.end_offset,
-        built.torn,
-        built.quarantined,
-        rebuilt=True,
-        rebuild_reason=outcome,
-    )
-
-
-def _catch_up_in_place(
-    log_path: str | os.PathLike[str],
-    db_path: str | os.PathLike[str],
-    quarantine: bool,
-    batch_events: int,
-    progress: Progress | None,
-) -> CatchUpResult | str:
-    """Catch the existing database up; or say why it must be rebuilt instead."""
-    try:
-        conn = connect(db_path)
-    except sqlite3.DatabaseError as exc:  # not a database at all: it is disposable
-        return f"{os.fspath(db_path)} is not a readable database ({exc})"
-    try:
-        if is_empty(conn):
-            create_schema(conn)
-        if user_version(conn) != schema_version():
-            return f"schema version {user_version(conn)} is not the projector's {schema_version()}"
-        try:
-            return catch_up(
-                conn, log_path, quarantine=quarantine, batch_events=batch_events, progress=progress
-            )
-        except CheckpointMismatch as exc:
-            return str(exc)
-    except sqlite3.DatabaseError as exc:
-        return f"{os.fspath(db_path)} is not a readable database ({exc})"
-    finally:
-        conn.close()

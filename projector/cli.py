@@ -25,10 +25,9 @@ from journal.errors import (
 )
 from journal.events import format_ts
 from projector import cli_read, cli_write
-from projector.cli_notes import in_cli_terms, to_run
+from projector.cli_notes import Paths, in_cli_terms, to_run
 from projector.cli_support import (
     PIPE_CLOSED_EXIT,
-    Paths,
     add_global_options,
     emit_json,
     get_paths,

@@ -10,12 +10,17 @@ import shlex
 import shutil
 import sqlite3
 import sys
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import click
+import msgspec
 
-if TYPE_CHECKING:
-    from projector.cli_support import Paths
+
+class Paths(msgspec.Struct):
+    """The global --log and --db options."""
+
+    log: str
+    db: str
 
 
 def invoked_as() -> str:

@@ -15,16 +15,9 @@ import click
 import msgspec
 
 from projector import render
-from projector.cli_notes import note_if_stale, to_run
+from projector.cli_notes import Paths, note_if_stale, to_run
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Paths(msgspec.Struct):
-    """The global --log and --db options."""
-
-    log: str
-    db: str
 
 
 def get_paths(ctx: click.Context) -> Paths:

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 
-from projector.catchup import replay
 from projector.db import readonly_uri
 from projector.legacy_plan import RECORD_KEY, MessagePlan, SessionPlan
 from projector.legacy_report import ImportReport
@@ -24,6 +23,7 @@ from projector.legacy_source import BadText
 from projector.legacy_values import from_jsonable, jsonable
 from projector.logfold import LogWitness
 from projector.rebuild import rebuild, remove_database
+from projector.replay import replay
 from projector.verify import verify
 
 

@@ -31,9 +31,10 @@ from watchdog.observers.api import BaseObserver
 from journal.errors import CorruptLog
 from journal.events import AnyEvent, ts_seconds
 from journal.log import TornTail
-from projector.catchup import CatchUpResult, catch_up, replay
+from projector.catchup import CatchUpResult, catch_up
 from projector.db import connect
 from projector.errors import CheckpointMismatch
+from projector.replay import replay
 
 # A caller's ``stop`` Event cannot wake our wait, so the worker looks at it this often.
 # Twenty wake-ups a second cost well under 0.1 % of a core.
