@@ -20,9 +20,10 @@ from projector.errors import (
     RebuildCheckFailed,
     SchemaNotFound,
 )
+from projector.findings import Problem
 from projector.rebuild import RebuildResult, rebuild
 from projector.replay import ReplayResult, replay
-from projector.verify import Problem, VerifyReport, verify
+from projector.verify import VerifyReport, verify
 
 __all__ = [
     "CatchUpResult",

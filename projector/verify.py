@@ -6,8 +6,8 @@ Checks, each problem named with its session or line:
   the index against the messages it should hold;
 * counters against rows, the timeout mirror against sessions, sequence gaps (one
   window-function pass, not the seed's correlated subquery per row);
-* the log itself: checksums, gapless positions, whole groups (the reader), unique ids,
-  a torn tail, and whether the checkpoint's line is still in it;
+* the log itself (``projector.verify_log``): checksums, gapless positions, whole groups
+  (the reader), unique ids, a torn tail, and whether the checkpoint's line is still in it;
 * the projection against the log, up to the checkpoint: the set of live sessions, and per
   session the message count, tokens and a content hash computed from the log alone.
 
@@ -22,21 +22,16 @@ the database it just built need not read the log a second time.
 
 from __future__ import annotations
 
-import fcntl
 import operator
 import os
 import sqlite3
-import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Final, TypeVar
 
-from journal.errors import CorruptLog
-from journal.events import AnyEvent, format_ts
-from journal.log import LogReader, TornTail
+from journal.events import format_ts
 from projector.catchup import check_checkpoint
 from projector.db import (
     Checkpoint,
@@ -47,41 +42,17 @@ from projector.db import (
     user_version,
 )
 from projector.errors import CheckpointMismatch
+from projector.findings import Findings, Problem
 from projector.logfold import (
-    IdCheck,
     LogTally,
     LogWitness,
     SessionTally,
     message_digest_input,
 )
-from projector.reading import skip_bad_lines
 from projector.rebuild import counter_mismatches
+from projector.verify_log import check_log, check_log_end
 
-_MAX_PER_KIND: Final = 100  # a badly damaged database is summarised, not listed in full
-_WRITER_WAIT_SECONDS: Final = 5.0
 _event_id = operator.attrgetter("id")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing verify found wrong; ``session_id`` or ``line``/``offset`` say where."""
-
-    kind: str
-    message: str
-    session_id: str | None = None
-    line: int | None = None
-    offset: int | None = None
-
-    def __str__(self) -> str:
-        where = []
-        if self.session_id is not None:
-            where.append(f"session {self.session_id!r}")
-        if self.line is not None:
-            where.append(f"line {self.line}")
-        if self.offset is not None:
-            where.append(f"byte offset {self.offset}")
-        prefix = f"[{self.kind}] " + (", ".join(where) + ": " if where else "")
-        return prefix + self.message
 
 
 @dataclass(frozen=True)
@@ -139,26 +110,6 @@ WHERE NOT EXISTS (SELECT 1 FROM messages WHERE message_id = f.id)
 """
 
 
-class _Findings:
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-        self._per_kind: dict[str, int] = defaultdict(int)
-
-    def add(self, kind: str, message: str, **where: Any) -> None:
-        self._per_kind[kind] += 1
-        n = self._per_kind[kind]
-        if n <= _MAX_PER_KIND:
-            self.problems.append(Problem(kind, message, **where))
-        elif n == _MAX_PER_KIND + 1:
-            self.problems.append(Problem(kind, f"more than {_MAX_PER_KIND} problems of this kind"))
-
-    def extend(self, other: _Findings) -> None:
-        """Append ``other``'s problems (of kinds this one has not counted) after these."""
-        assert not self._per_kind.keys() & other._per_kind.keys()
-        self.problems += other.problems
-        self._per_kind.update(other._per_kind)
-
-
 def verify(
     log_path: str | os.PathLike[str],
     db_path: str | os.PathLike[str],
@@ -174,7 +125,7 @@ def verify(
     """
     log, db = os.fspath(log_path), os.fspath(db_path)
     check_paths(log, db)
-    found = _Findings()
+    found = Findings()
     if not os.path.exists(db):
         found.add("database", f"{db} does not exist: run replay or rebuild")
         return VerifyReport(found.problems)
@@ -208,16 +159,16 @@ def verify(
             tables = pool.submit(_in_snapshot, db, cp, _checked_by(_check_tables))
             fts = pool.submit(_check_fts, db, cp)
             messages = pool.submit(_in_snapshot, db, cp, _fold_messages)
-            against_log = _Findings()
+            against_log = Findings()
             try:
                 check_checkpoint(log, cp)
             except CheckpointMismatch as exc:
                 against_log.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
             if witness is not None and witness.stands_for(log, cp.log_pos):
                 tally, last_pos = witness.tally, witness.last_pos
-                _check_log_end(log, witness.torn, witness.ids, against_log)
+                check_log_end(log, witness.torn, witness.ids, against_log)
             else:
-                tally, last_pos = _check_log(log, cp.log_pos, against_log, progress)
+                tally, last_pos = check_log(log, cp.log_pos, against_log, progress)
             # A check that could not join the snapshot (the projector moved on before its
             # connection looked) runs here, on the connection that holds it.
             found = _or_here(tables.result(), conn, _checked_by(_check_tables))
@@ -237,7 +188,7 @@ def verify(
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]  # a reading of the database, in some transaction
-Check = Callable[[sqlite3.Connection, "_Findings"], None]
+Check = Callable[[sqlite3.Connection, Findings], None]
 
 
 def _at(
@@ -272,16 +223,16 @@ def _or_here(
     return work(conn) if result is None else result
 
 
-def _checked_by(check: Check) -> Work[_Findings]:
-    def run(conn: sqlite3.Connection) -> _Findings:
-        found = _Findings()
+def _checked_by(check: Check) -> Work[Findings]:
+    def run(conn: sqlite3.Connection) -> Findings:
+        found = Findings()
         check(conn, found)
         return found
 
     return run
 
 
-def _check_tables(conn: sqlite3.Connection, found: _Findings) -> None:
+def _check_tables(conn: sqlite3.Connection, found: Findings) -> None:
     for (msg,) in conn.execute("PRAGMA integrity_check").fetchall():
         if msg != "ok":
             found.add("integrity_check", str(msg))
@@ -295,10 +246,10 @@ def _check_tables(conn: sqlite3.Connection, found: _Findings) -> None:
         found.add("sequence", f"message #{rn} has seq {seq} (a gap or a duplicate)", session_id=sid)
 
 
-def _check_fts(db: str, cp: Checkpoint) -> tuple[_Findings, bool]:
+def _check_fts(db: str, cp: Checkpoint) -> tuple[Findings, bool]:
     """The full-text checks on a connection of their own: (what they found, whether the
     index was compared with the messages in the snapshot at ``cp``)."""
-    found = _Findings()
+    found = Findings()
     conn = connect(db)
     try:
         # FTS5's own check is a command (a write statement), so it runs before and apart
@@ -318,7 +269,7 @@ def _check_fts(db: str, cp: Checkpoint) -> tuple[_Findings, bool]:
     return found, joined is not None
 
 
-def _check_fts_content(conn: sqlite3.Connection, found: _Findings) -> None:
+def _check_fts_content(conn: sqlite3.Connection, found: Findings) -> None:
     """The full-text index against the messages it should hold."""
     try:
         mismatches = conn.execute(FTS_MISMATCH_SQL).fetchall()
@@ -331,146 +282,6 @@ def _check_fts_content(conn: sqlite3.Connection, found: _Findings) -> None:
             f"message {message_id} is missing, stale or extra in sessions_fts",
             session_id=sid,
         )
-
-
-class _Runs:
-    """The whole log as runs of events (the reader's chunks), bad lines stepped over.
-
-    Each stretch of bad lines is reported to ``found`` (if given) once: a damaged member
-    of an atomic group makes the group's next members fail too (out of order), which says
-    nothing new. After iteration ``last_pos`` and ``torn`` describe the end of the log.
-    """
-
-    def __init__(
-        self,
-        log: str,
-        found: _Findings | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> None:
-        self.log = log
-        self.found = found
-        self.progress = progress
-        self.last_pos = 0
-        self.torn: TornTail | None = None
-
-    def __iter__(self) -> Iterator[list[AnyEvent]]:
-        total = os.path.getsize(self.log) if os.path.exists(self.log) else 0
-        next_report = 0
-        offset, pos = 0, 0
-        stretch: list[CorruptLog] = []  # bad lines one after the other, reported as one
-        while True:
-            reader = LogReader(self.log, offset, pos)
-            try:
-                for events, _start, _lines in reader.batches():
-                    yield events
-                    if self.progress is not None and reader.end >= next_report:
-                        self.progress(reader.end, total)
-                        next_report = reader.end + (1 << 20)
-            except CorruptLog as exc:
-                skip = skip_bad_lines(self.log, reader, exc)
-                if stretch and exc.offset != offset:  # a good line came between
-                    self._report(stretch)
-                    stretch = []
-                stretch.append(exc)
-                offset, pos = skip.end, skip.next_pos
-                continue
-            self._report(stretch)
-            if self.progress is not None:
-                self.progress(total, total)
-            self.last_pos, self.torn = reader.last_pos, reader.torn
-            return
-
-    def _report(self, stretch: list[CorruptLog]) -> None:
-        if self.found is None or not stretch:
-            return
-        first, last = stretch[0], stretch[-1]
-        reason = first.reason
-        if len(stretch) > 1:
-            reason += (
-                f"; the {len(stretch) - 1} line(s) after it, to line {last.line}, fail too "
-                f"(last: {last.reason})"
-            )
-        self.found.add("log", reason, line=first.line, offset=first.offset)
-
-
-def _check_log(
-    log: str, upto: int, found: _Findings, progress: Callable[[int, int], None] | None
-) -> tuple[LogTally, int]:
-    """Read the whole log, reporting its defects (ids used twice: ``IdCheck``); fold it
-    up to pos ``upto``."""
-    tally = LogTally()
-    observe = tally.observe
-    ids = IdCheck()
-    runs = _Runs(log, found, progress)
-    for events in runs:
-        ids.add_all(map(_event_id, events))
-        if events[-1].pos <= upto:
-            for event in events:
-                observe(event)
-        else:
-            for event in events:
-                if event.pos <= upto:
-                    observe(event)
-    _check_log_end(log, runs.torn, ids, found)
-    return tally, runs.last_pos
-
-
-def _check_log_end(log: str, torn: TornTail | None, ids: IdCheck, found: _Findings) -> None:
-    """What the whole log's reading leaves to report: a torn tail, repeated ids."""
-    if torn is not None:
-        torn = _torn_once_writers_are_done(log, torn)
-    if torn is not None:
-        found.add(
-            "log",
-            f"torn tail of {torn.length} bytes ({torn.reason}): a crash left it; the next "
-            "write moves it aside",
-            line=torn.line,
-            offset=torn.offset,
-        )
-    if ids.any_suspects:
-        _repeated_ids(log, ids, found)
-
-
-def _torn_once_writers_are_done(log: str, torn: TornTail) -> TornTail | None:
-    """The torn tail still there once no writer is appending, or None.
-
-    A writer appends under an exclusive flock of the log, so what looks torn while one
-    holds it may be a write in progress: look again under a shared flock. A writer that
-    keeps the lock longer (a long batch) has repaired any real torn tail when it took it.
-    """
-    try:
-        fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        deadline = time.monotonic() + _WRITER_WAIT_SECONDS
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    return None
-                time.sleep(0.01)
-        reader = LogReader(log, torn.offset, torn.line - 1)
-        for _ in reader:
-            pass
-        return reader.torn
-    except CorruptLog:
-        return torn  # changed while it was read again: reported as it was seen
-    finally:
-        os.close(fd)
-
-
-def _repeated_ids(log: str, ids: IdCheck, found: _Findings) -> None:
-    """Report every id used again, at the line that repeats it (bad lines told already)."""
-    seen: set[str] = set()
-    for events in _Runs(log):
-        for event in events:
-            if ids.suspected(event.id):
-                if event.id in seen:
-                    found.add("log", f"event id {event.id} is used twice", line=event.pos)
-                seen.add(event.id)
 
 
 def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
@@ -495,7 +306,7 @@ def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
     return db
 
 
-def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Findings) -> None:
+def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: Findings) -> None:
     """Per-session count, tokens and content hash of the database against the log's.
 
     A difference that a problem of the log itself may explain says so: the fold leaves
@@ -527,7 +338,7 @@ def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: _Fin
         found.add("log_mismatch", what + why, session_id=sid)
 
 
-def _record_outcome(conn: sqlite3.Connection, cp: Checkpoint, found: _Findings) -> None:
+def _record_outcome(conn: sqlite3.Connection, cp: Checkpoint, found: Findings) -> None:
     """integrity_status per session: 'ok', or 'problems' for a session named in one.
 
     Recorded only while the projection is still at ``cp``, the snapshot that was checked:

@@ -15,7 +15,9 @@ from journal import Journal
 from journal.events import decode_line, encode_line
 from projector import rebuild, replay, verify
 from projector.errors import ForeignFile
+from projector.findings import Findings
 from projector.logfold import LogWitness
+from projector.verify_log import check_log
 
 
 @pytest.fixture
@@ -182,13 +184,13 @@ def test_an_unreadable_or_stale_database_is_reported_not_checked(
 def log_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every reading of the log by verify's log check."""
     module = importlib.import_module("projector.verify")
-    real, reads = module._check_log, []
+    real, reads = module.check_log, []
 
     def counted(log: str, *args: Any) -> Any:
         reads.append(log)
         return real(log, *args)
 
-    monkeypatch.setattr(module, "_check_log", counted)
+    monkeypatch.setattr(module, "check_log", counted)
     return reads
 
 
@@ -209,8 +211,7 @@ def test_a_rebuilds_witness_stands_for_reading_the_log(
     assert [str(p) for p in witnessed.problems] == [str(p) for p in plain.problems]
     assert {p.kind for p in plain.problems} == {"log"} and len(plain.problems) == 2
     folded = {sid: (t.count, t.tokens, t.content_hash) for sid, t in witness.tally.sessions.items()}
-    module = importlib.import_module("projector.verify")
-    tally = module._check_log(log, 10**9, module._Findings(), None)[0]
+    tally = check_log(str(log), 10**9, Findings(), None)[0]
     assert folded == {sid: (t.count, t.tokens, t.content_hash) for sid, t in tally.sessions.items()}
 
 
