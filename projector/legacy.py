@@ -97,12 +97,8 @@ from journal.log import read_log
 from journal.validation import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
 from projector.db import check_paths
 from projector.legacy_check import project
-from projector.legacy_plan import (
-    MessagePlan,
-    Planner,
-    SessionPlan,
-    event_id,
-)
+from projector.legacy_ids import event_id
+from projector.legacy_plan import MessagePlan, Planner, SessionPlan
 from projector.legacy_report import Anomaly, CounterMismatch, ImportReport, format_report
 from projector.legacy_source import (
     LegacyImportError,

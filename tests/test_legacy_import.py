@@ -25,7 +25,8 @@ from journal import Journal
 from journal.events import encode_json, format_ts
 from projector import canonical_hash, legacy, legacy_check, replay
 from projector.legacy import LegacyImportError, format_report, import_legacy
-from projector.legacy_plan import NAMESPACE, RECORD_KEY, IdPrefix, event_id, uuid5_hex
+from projector.legacy_ids import NAMESPACE, IdPrefix, event_id, uuid5_hex
+from projector.legacy_plan import RECORD_KEY
 from projector.legacy_values import from_jsonable, normalise_ts, parse_when
 
 # The seed's pre-enhancement tables without their constraints: the old app's files hold
