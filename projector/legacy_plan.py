@@ -218,32 +218,9 @@ class Planner:
             plan.title, ok = as_text(row.get("title"), MAX_TEXT_CHARS)
             if not ok:
                 changed.append("title")
-        first = next((m for m in plan.old.messages if normalise_ts(m.get("timestamp"))[0]), None)
-        plan.at, _ = normalise_ts(row.get("created_at"))
-        if plan.at is None:
-            if plan.kind != "recovered_orphans":
-                changed.append("created_at")
-            for fallback in (first and first.get("timestamp"), row.get("updated_at")):
-                plan.at = normalise_ts(fallback)[0]
-                if plan.at:
-                    break
+        _created_at(plan, row, changed)
         if self.migrated and plan.kind != "recovered_orphans":
-            trow = plan.old.timeouts[0] if plan.old.timeouts else row
-            for name in ("idle_timeout_seconds", "hard_timeout_seconds"):
-                value, ok = timeout(trow.get(name), MAX_TIMEOUT_SECONDS)
-                setattr(plan, name.removesuffix("_seconds"), value)
-                if not ok:
-                    changed.append(name)
-                if plan.old.timeouts and name in row and row[name] != trow.get(name):
-                    self.note(
-                        "timeout_mismatch",
-                        plan,
-                        f"{name}: sessions says {jsonable(row[name])!r}, "
-                        f"session_timeouts says {jsonable(trow.get(name))!r}; "
-                        "session_timeouts is used",
-                    )
-            if len(plan.old.timeouts) > 1:
-                self.note("duplicate_timeouts_row", plan, f"{len(plan.old.timeouts)} rows")
+            self._timeouts(plan, row, changed)
         status = row.get("status", "active") if plan.kind != "recovered_orphans" else "active"
         if status is None or status not in STATUSES:
             changed.append("status")
@@ -258,6 +235,25 @@ class Planner:
                 f"{name} {jsonable(row.get(name))!r} cannot be stored as is; "
                 f"the original is in metadata {RECORD_KEY}",
             )
+
+    def _timeouts(self, plan: SessionPlan, row: Row, changed: list[str]) -> None:
+        """The timeouts, from session_timeouts where the old schema had it (it wins)."""
+        trow = plan.old.timeouts[0] if plan.old.timeouts else row
+        for name in ("idle_timeout_seconds", "hard_timeout_seconds"):
+            value, ok = timeout(trow.get(name), MAX_TIMEOUT_SECONDS)
+            setattr(plan, name.removesuffix("_seconds"), value)
+            if not ok:
+                changed.append(name)
+            if plan.old.timeouts and name in row and row[name] != trow.get(name):
+                self.note(
+                    "timeout_mismatch",
+                    plan,
+                    f"{name}: sessions says {jsonable(row[name])!r}, "
+                    f"session_timeouts says {jsonable(trow.get(name))!r}; "
+                    "session_timeouts is used",
+                )
+        if len(plan.old.timeouts) > 1:
+            self.note("duplicate_timeouts_row", plan, f"{len(plan.old.timeouts)} rows")
 
     def _messages(self, plan: SessionPlan) -> None:
         orphan = plan.kind == "recovered_orphans"
@@ -276,13 +272,8 @@ class Planner:
             flags = ["orphan"] if orphan else []
             mid = row.get("message_id", row["_rowid_"])
             old_seq = as_seq(row.get("sequence_number"))
-            if old_seq is None:
-                flags.append("missing_sequence")
-            elif old_seq == prev_seq:
-                flags.append("duplicate_sequence")
             sig = (row.get("role"), row.get("content"), row.get("sequence_number"))
-            if sig == prev_sig:
-                flags.append("duplicate_row")
+            flags += _order_flags(old_seq, prev_seq, sig == prev_sig)
             prev_seq, prev_sig = old_seq, sig
             role, content, keep_content = _role_content(row, flags)
             tokens, flag = as_count(row.get("tokens_used"))
@@ -374,6 +365,32 @@ class Planner:
                 self.note(problem, plan, f"metadata row {plain!r:.200}; kept in {RECORD_KEY}")
         if irregular:
             plan.record["metadata_rows"] = irregular
+
+
+def _created_at(plan: SessionPlan, row: Row, changed: list[str]) -> None:
+    """created_at, else the first message's time, else updated_at (else the import's)."""
+    plan.at, _ = normalise_ts(row.get("created_at"))
+    if plan.at is not None:
+        return
+    if plan.kind != "recovered_orphans":
+        changed.append("created_at")
+    first = next((m for m in plan.old.messages if normalise_ts(m.get("timestamp"))[0]), None)
+    for fallback in (first and first.get("timestamp"), row.get("updated_at")):
+        plan.at = normalise_ts(fallback)[0]
+        if plan.at:
+            return
+
+
+def _order_flags(seq: int | None, prev_seq: int | None, same_as_prev: bool) -> list[str]:
+    """How a message row's place deviates: no seq, the seq before it again, a repeated row."""
+    flags = []
+    if seq is None:
+        flags.append("missing_sequence")
+    elif seq == prev_seq:
+        flags.append("duplicate_sequence")
+    if same_as_prev:
+        flags.append("duplicate_row")
+    return flags
 
 
 def _plain(row: Row) -> dict[str, Any]:

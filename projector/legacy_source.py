@@ -229,12 +229,8 @@ def _check_file(path: str) -> tuple[list[str], str]:
     return integrity, file_digest(path)
 
 
-def _read(
-    conn: sqlite3.Connection, path: str, checked: Future[tuple[list[str], str]]
-) -> OldDatabase:
-    size = os.path.getsize(path)
-    # One read transaction: a consistent view even if the old app is writing.
-    conn.execute("BEGIN")
+def _tables(conn: sqlite3.Connection, path: str) -> dict[str, list[str]]:
+    """The old file's tables and their columns; refuses a file with no sessions to import."""
     names = [
         str(r[0])
         for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -249,6 +245,16 @@ def _read(
     for table in ("sessions", "messages", "session_metadata", "session_timeouts"):
         if table in tables and "session_id" not in tables[table]:
             raise LegacyImportError(path, f"table {table} has no session_id column")
+    return tables
+
+
+def _read(
+    conn: sqlite3.Connection, path: str, checked: Future[tuple[list[str], str]]
+) -> OldDatabase:
+    size = os.path.getsize(path)
+    # One read transaction: a consistent view even if the old app is writing.
+    conn.execute("BEGIN")
+    tables = _tables(conn, path)
     missing: dict[str, list[str]] = {
         t: [c for c in KNOWN_COLUMNS[t] if c not in tables[t]]
         for t in ("sessions", "messages", "session_metadata")
