@@ -42,7 +42,7 @@ from itertools import repeat
 from typing import BinaryIO, Final, Generic, Literal, TypeVar
 
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
 from journal.errors import (
     CorruptLog,
@@ -683,6 +683,28 @@ _crc32 = zlib.crc32
 _CLOSE_CRC: Final = b"}"
 
 
+def _whole_groups(grps: list[tuple[int, int] | UnsetType]) -> int | None:
+    """How many of these records form whole units (a group still open at the end is left
+    out); None if the groups are out of order (the caller reads line by line)."""
+    open_at = -1  # index of the open group's first member
+    size = 0
+    for k, grp in enumerate(grps):
+        if grp is UNSET:
+            if open_at >= 0:
+                return None
+            continue
+        index, total = grp
+        if open_at < 0:
+            if index != 1 or total < 2:
+                return None
+            open_at, size = k, total
+        elif total != size or index != k - open_at + 1:
+            return None
+        if index == size:
+            open_at = -1
+    return open_at if open_at >= 0 else len(grps)
+
+
 def _fast_run(
     data: bytes, cut: int, pos: int, decoder: msgspec.json.Decoder[E]
 ) -> tuple[list[E], list[bytes], int] | None:
@@ -721,27 +743,10 @@ def _fast_run(
         return None
     if any(map(metadata_too_deep, events)):
         return None  # read again line by line, which names the line
-    keep = n
     grps = list(map(_get_grp, events))
-    if grps.count(UNSET) != n:
-        open_at = -1  # index of the open group's first member
-        size = 0
-        for k, grp in enumerate(grps):
-            if grp is UNSET:
-                if open_at >= 0:
-                    return None
-                continue
-            index, total = grp
-            if open_at < 0:
-                if index != 1 or total < 2:
-                    return None
-                open_at, size = k, total
-            elif total != size or index != k - open_at + 1:
-                return None
-            if index == size:
-                open_at = -1
-        if open_at >= 0:
-            keep = open_at
+    keep = n if grps.count(UNSET) == n else _whole_groups(grps)
+    if keep is None:
+        return None
     if keep < n:
         used = sum(map(len, lines[:keep])) + keep
         return events[:keep], lines[:keep], used

@@ -51,6 +51,13 @@ from journal.events import (
 OPEN_STATUSES: Final = frozenset({"active", "idle", "paused"})
 DEFAULT_ID_WINDOW: Final = 65_536
 
+# The status an event leaves its session in, where that is all the event changes.
+_STATUS_AFTER: Final[dict[type[StateEvent], str]] = {
+    SessionPaused: "paused",
+    SessionArchived: "archived",
+    SessionDeleted: "deleted",
+}
+
 
 class StateViolation(ValueError):
     """An event the state cannot follow (unknown session, seq gap): a log defect.
@@ -286,51 +293,21 @@ class JournalState:
         """Apply the event's effect; returns the message seq for messages."""
         match event:
             case MessageHeader():  # or a whole MessageAppended, its subclass
-                s = self.session(event.session_id)
-                if event.seq != s.last_seq + 1:
-                    raise StateViolation(
-                        f"session {event.session_id!r}: message seq {event.seq} after "
-                        f"seq {s.last_seq} (seqs must be gapless)"
-                    )
-                if self._undo is not None:  # the fields a message changes, not a copy
-                    saved = (s.status, s.last_seq, s.warned, s.idle_since)
-                    self._undo.append(("message", event.session_id, saved))
-                if s.status in ("idle", "paused"):
-                    s.status = "active"
-                s.last_seq = event.seq
-                s.warned = False
-                s.idle_since = event.when
-                return event.seq
+                return self._fold_message(event)
             case ModelRegistered():
                 if event.model_id not in self.models:
                     if self._undo is not None:
                         self._undo.append(("model", event.model_id, None))
                     self.models.add(event.model_id)
             case SessionCreated():
-                if event.session_id in self.sessions:
-                    raise StateViolation(f"session {event.session_id!r} created twice")
-                if event.model_id not in self.models:
-                    raise StateViolation(
-                        f"session {event.session_id!r} uses model "
-                        f"{event.model_id!r} before it is registered"
-                    )
-                hard = event.hard_timeout_seconds
-                if self._undo is not None:
-                    self._undo.append(("session", event.session_id, None))
-                self.sessions[event.session_id] = SessionState(
-                    status="active",
-                    last_seq=0,
-                    model_id=event.model_id,
-                    idle_timeout=event.idle_timeout_seconds,
-                    hard_timeout=hard,
-                    idle_since=event.when,
-                    hard_deadline=None if hard is None else ts_seconds(event.when) + hard,
-                )
-            case SessionPaused():
-                self._edit(event.session_id).status = "paused"
-            case SessionResumed():
+                self._fold_created(event)
+            case SessionPaused() | SessionArchived() | SessionDeleted():
+                self._edit(event.session_id).status = _STATUS_AFTER[type(event)]
+            case SessionResumed() | SessionRestored():
                 s = self._edit(event.session_id)
                 s.status, s.warned, s.idle_since = "active", False, event.when
+                if isinstance(event, SessionRestored) and s.hard_timeout is not None:
+                    s.hard_deadline = ts_seconds(event.when) + s.hard_timeout
             case TimeoutWarning():
                 self._edit(event.session_id).warned = True
             case SessionTimedOut():
@@ -339,25 +316,54 @@ class JournalState:
                 s = self._edit(event.session_id)
                 s.status = "idle" if event.kind == "idle" else "expired"
                 s.warned = False
-            case SessionArchived():
-                self._edit(event.session_id).status = "archived"
             case SessionSnapshotted():
                 if event.reason == "pre_delete":
                     self._edit(event.session_id).pre_delete_pos = event.pos
                 else:
                     self.session(event.session_id)
-            case SessionRestored():
-                s = self._edit(event.session_id)
-                s.status, s.warned, s.idle_since = "active", False, event.when
-                if s.hard_timeout is not None:
-                    s.hard_deadline = ts_seconds(event.when) + s.hard_timeout
-            case SessionDeleted():
-                self._edit(event.session_id).status = "deleted"
             case SessionMetadataSet() | SessionRenamed():
                 self.session(event.session_id)
             case _:
                 assert_never(event)
         return None
+
+    def _fold_message(self, event: MessageHeader) -> int:
+        s = self.session(event.session_id)
+        if event.seq != s.last_seq + 1:
+            raise StateViolation(
+                f"session {event.session_id!r}: message seq {event.seq} after "
+                f"seq {s.last_seq} (seqs must be gapless)"
+            )
+        if self._undo is not None:  # the fields a message changes, not a copy
+            saved = (s.status, s.last_seq, s.warned, s.idle_since)
+            self._undo.append(("message", event.session_id, saved))
+        if s.status in ("idle", "paused"):
+            s.status = "active"
+        s.last_seq = event.seq
+        s.warned = False
+        s.idle_since = event.when
+        return event.seq
+
+    def _fold_created(self, event: SessionCreated) -> None:
+        if event.session_id in self.sessions:
+            raise StateViolation(f"session {event.session_id!r} created twice")
+        if event.model_id not in self.models:
+            raise StateViolation(
+                f"session {event.session_id!r} uses model "
+                f"{event.model_id!r} before it is registered"
+            )
+        hard = event.hard_timeout_seconds
+        if self._undo is not None:
+            self._undo.append(("session", event.session_id, None))
+        self.sessions[event.session_id] = SessionState(
+            status="active",
+            last_seq=0,
+            model_id=event.model_id,
+            idle_timeout=event.idle_timeout_seconds,
+            hard_timeout=hard,
+            idle_since=event.when,
+            hard_deadline=None if hard is None else ts_seconds(event.when) + hard,
+        )
 
     def session(self, session_id: str) -> SessionState:
         """The session's state; StateViolation if the log never created it."""
