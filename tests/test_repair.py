@@ -91,7 +91,7 @@ def test_a_torn_tail_that_cannot_be_copied_aside_leaves_the_log_and_no_copy(
         assert list(tmp_path.glob("*.torn-*")) == []
     result = run(log, "append", input='{"type":"session_paused","session_id":"s"}\n')
     assert result.exit_code == 1
-    assert result.output.startswith(f"error: {log}: cannot copy the torn tail")
+    assert result.stderr.startswith(f"error: {log}: cannot copy the torn tail")
     assert log.read_bytes() == damaged and list(tmp_path.glob("*.torn-*")) == []
     monkeypatch.undo()  # space again: the next writer moves the tail aside and goes on
     with Journal.open(log) as j:
@@ -179,7 +179,7 @@ def test_repair_line_endings_refuses_a_line_that_is_no_record_and_changes_nothin
     offset = len(b"".join(lines[:4]))
     result = run(log, "repair-line-endings")
     assert result.exit_code == 1
-    assert result.output == (
+    assert result.stderr == (
         f"error: {log}: line 5 (byte offset {offset}): checksum mismatch; only a log whose "
         "every line is a valid record once its CR is removed is converted; nothing was "
         "changed\n"
@@ -197,7 +197,7 @@ def test_repair_line_endings_on_a_full_disk_changes_nothing(
     monkeypatch.setattr(journal.repair, "os", FullDisk("write"))
     result = run(log, "repair-line-endings")
     assert result.exit_code == 1
-    assert result.output == (
+    assert result.stderr == (
         f"error: {log}: repairing line endings failed ({os.strerror(errno.ENOSPC)}); "
         "the log was left as it was\n"
     )
@@ -224,7 +224,7 @@ def test_repair_line_endings_says_when_its_rename_may_not_be_durable(
     monkeypatch.setattr(journal.log, "os", DirectoryFsyncFails())
     result = run(log, "repair-line-endings")
     assert result.exit_code == 1
-    assert result.output == (
+    assert result.stderr == (
         f"error: {log}: the line endings were converted, but making the rename durable "
         f"failed ({os.strerror(errno.EIO)}); a power cut may bring the CR LF log back\n"
     )
@@ -241,7 +241,7 @@ def test_repair_line_endings_refuses_a_missing_log_and_a_leftover(tmp_path: Path
     (tmp_path / "s.jsonl.crlf-repair").write_bytes(b"left over")
     result = run(log, "repair-line-endings")
     assert result.exit_code == 2
-    assert "s.jsonl.crlf-repair exists" in result.output
+    assert "s.jsonl.crlf-repair exists" in result.stderr
     assert log.read_bytes() == data
 
 
@@ -286,12 +286,12 @@ def test_a_changed_log_is_refused_by_every_command_and_never_moved(
     offset = len(b"".join(lines[: line - 1]))
     appended = run(log, "append", input='{"type":"session_paused","session_id":"s"}\n')
     assert appended.exit_code == 1
-    assert f"line {line} (byte offset {offset}): {reason}{why}" in appended.output
-    assert appended.output.count("\n") == 1
+    assert f"line {line} (byte offset {offset}): {reason}{why}" in appended.stderr
+    assert appended.stderr.count("\n") == 1
     assert log.read_bytes() == data and list(tmp_path.glob("*.torn-*")) == []
     replayed = run(log, "replay")
     assert replayed.exit_code == 1
-    assert f"line {line} (byte offset {offset}): {reason}{why}" in replayed.output
+    assert f"line {line} (byte offset {offset}): {reason}{why}" in replayed.stderr
     verified = run(log, "verify")
     assert verified.exit_code == 1
     assert f"line {line}, byte offset {offset}: {reason}" in verified.output
