@@ -376,10 +376,10 @@ def _check_starts_as_a_log(path: str) -> None:
     nothing of it may be moved aside or cut off.
     """
     with open(path, "rb") as f:
-        first = f.read(1)
-    if first not in (b"", b"\0", _RECORD_START[:1]):
+        head = f.read(16)
+    if head[:1] not in (b"", b"\0", _RECORD_START[:1]):
         raise NotALog(
-            f"{path}: is not a session-journal log (it starts with {first!r}, not with a "
+            f"{path}: is not a session-journal log (it starts with {head!r}, not with a "
             "record); is it the database? Check --log and --db",
             path=path,
         )

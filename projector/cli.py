@@ -156,7 +156,7 @@ def demo(ctx: click.Context, as_json: bool) -> None:
 
     paths = get_paths(ctx)
     result = write_demo(paths.log)
-    with projection_lock(paths.db):
+    with projection_lock(paths.log, paths.db):
         replay(paths.log, paths.db)
         report = verify(paths.log, paths.db)
     if as_json:
@@ -203,7 +203,7 @@ def replay(ctx: click.Context, as_json: bool) -> None:
     from projector import replay as do_replay
 
     paths = paths_with_log(ctx)
-    with projection_lock(paths.db):
+    with projection_lock(paths.log, paths.db):
         result = do_replay(paths.log, paths.db, progress=progress_bar("replay"))
     if as_json:
         emit_json(result)
@@ -246,7 +246,7 @@ def rebuild(ctx: click.Context, until: str | None, as_json: bool) -> None:
 
     paths = paths_with_log(ctx)
     until_value = _parse_until(until)
-    with projection_lock(paths.db):
+    with projection_lock(paths.log, paths.db):
         result = do_rebuild(
             paths.log, paths.db, until=until_value, progress=progress_bar("rebuild")
         )

@@ -153,7 +153,7 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
 
     paths = get_paths(ctx)
     # A dry run writes nothing, the database included: it need not keep watch away.
-    with contextlib.nullcontext() if dry_run else projection_lock(paths.db):
+    with contextlib.nullcontext() if dry_run else projection_lock(paths.log, paths.db):
         report = do_import(
             old_db, paths.log, paths.db, dry_run=dry_run, progress=progress_bar("import")
         )

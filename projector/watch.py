@@ -40,7 +40,7 @@ from typing import Final
 
 from journal.errors import JournalError
 from journal.log import FILE_MODE
-from projector.db import check_paths
+from projector.db import check_ours, check_paths
 from projector.errors import ForeignFile
 from projector.watch_loop import BatchReport, Worker
 
@@ -71,6 +71,7 @@ def lock_path(db_path: str) -> str:
 
 
 def _acquire_lock(db_path: str) -> int:
+    check_ours(db_path)  # no lock file beside a file that is not a projection
     path = lock_path(db_path)
     fd = os.open(
         path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE
@@ -101,13 +102,15 @@ def _acquire_lock(db_path: str) -> int:
 
 
 @contextlib.contextmanager
-def projection_lock(db_path: str) -> Iterator[None]:
+def projection_lock(log_path: str, db_path: str) -> Iterator[None]:
     """Hold the lock a live projector holds, for a one-off writer of the database.
 
     ``replay``, ``rebuild``, ``demo`` and ``import-legacy`` take it on the command line, so
     they cannot race a running ``watch`` (a rebuild swapping the file under it, or two
-    catch-ups applying the same events); raises AlreadyWatching while one runs.
+    catch-ups applying the same events); raises AlreadyWatching while one runs, and
+    ForeignFile (before any lock file is made) if the database path is not a projection's.
     """
+    check_paths(log_path, db_path)
     fd = _acquire_lock(db_path)
     try:
         yield

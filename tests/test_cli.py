@@ -401,7 +401,7 @@ def test_projecting_commands_refuse_while_a_live_projector_runs(
     from projector.watch import projection_lock
 
     before = Path(demo[1]).read_bytes()
-    with projection_lock(demo[1]):  # what a running `session-journal watch` holds
+    with projection_lock(*demo):  # what a running `session-journal watch` holds
         result = run(demo, *command)
     assert result.exit_code == 2, result.output
     assert "already watched by another live projector" in result.stderr

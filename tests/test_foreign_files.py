@@ -74,6 +74,7 @@ def test_swapped_paths_change_nothing(demo: tuple[Path, Path], args: tuple[str, 
     assert "Check --log and --db" in result.stderr
     assert snapshot(log, db) == before
     assert no_quarantine(log.parent)
+    assert not Path(lock_path(str(log))).exists()  # nothing made beside the wrong file
 
 
 @pytest.mark.parametrize("args", [("replay",), ("rebuild",), ("verify",)], ids=" ".join)
