@@ -161,8 +161,9 @@ def write_checkpoint(conn: sqlite3.Connection, cp: Checkpoint) -> None:
 # -- which files are the projection's -------------------------------------------------------
 # The database is disposable: a rebuild replaces it, and a crashed build leaves a
 # ``<db>.rebuild`` that the next one removes. Before either, and before any connection,
-# the file must be provably the projection's: absent or empty (nothing to lose); a SQLite
-# database whose header carries the projection's application id (set by create_schema,
+# the file must be provably the projection's: absent, empty, or a SQLite database with no
+# tables yet (nothing to lose: a first catch-up may stop there); a SQLite database whose
+# header carries the projection's application id (set by create_schema,
 # readable even when the rest of the file is damaged); or, made before that id existed,
 # one holding the projector's checkpoint. Anything else (the log itself, another
 # program's database, any other file, a FIFO, a device) is refused with ForeignFile and
@@ -216,23 +217,24 @@ def check_ours(path: str | os.PathLike[str]) -> None:
         )
     if int.from_bytes(header[_APPLICATION_ID_AT], "big") == APPLICATION_ID:
         return
-    if not _holds_a_checkpoint(name):
+    if not _empty_or_a_projection(name):
         raise ForeignFile(name, "is a SQLite database of another program, not a projection")
 
 
-def _holds_a_checkpoint(path: str) -> bool:
-    """Whether the database at ``path`` has the projector's checkpoint table (made by an
-    earlier version, before the application id)."""
+def _empty_or_a_projection(path: str) -> bool:
+    """Whether the database at ``path`` has no tables at all, or the projector's checkpoint
+    table (a projection made before the application id)."""
     try:
         conn = sqlite3.connect(readonly_uri(path), uri=True)
     except sqlite3.Error:
         return False
     try:
-        row = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projector_checkpoint'"
-        ).fetchone()
+        tables = {
+            str(name)
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
     except sqlite3.Error:
         return False
     finally:
         conn.close()
-    return row is not None
+    return not tables or "projector_checkpoint" in tables

@@ -25,6 +25,7 @@ from __future__ import annotations
 import operator
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from projector.db import (
     Checkpoint,
     check_paths,
     connect,
+    is_empty,
     read_checkpoint,
     schema_version,
     user_version,
@@ -53,6 +55,7 @@ from projector.rebuild import counter_mismatches
 from projector.verify_log import check_log, check_log_end
 
 _event_id = operator.attrgetter("id")
+_BUSY_WAIT_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,12 @@ def verify(
     try:
         conn = connect(db)  # a file that is not a database fails here already
         try:
+            # Every comparison reads one snapshot: the read transaction opened here, which
+            # the other connections join (see _at), so a live projector committing
+            # meanwhile is never taken for a difference.
+            conn.execute("BEGIN")
             version = user_version(conn)
+            nothing_yet = version == 0 and is_empty(conn)
         except BaseException:
             conn.close()
             raise
@@ -140,16 +148,15 @@ def verify(
         found.add("database", f"{db} is not a readable database: {exc}")
         return VerifyReport(found.problems)
     try:
+        if nothing_yet:  # made, nothing projected yet (a first replay or watch is starting)
+            _tally, last_pos = check_log(log, 0, found, progress)
+            return VerifyReport(found.problems, 0, last_pos, 0)
         if version != schema_version():
             found.add(
                 "schema",
                 f"schema version {version} is not the projector's {schema_version()}: rebuild",
             )
             return VerifyReport(found.problems)
-        # Every comparison reads one snapshot: the read transaction opened here, which the
-        # other connections join (see _reader_at), so a live projector committing meanwhile
-        # is never taken for a difference.
-        conn.execute("BEGIN")
         cp = read_checkpoint(conn)
         # The database's own checks run inside SQLite, which lets go of the GIL: on other
         # cores they overlap the two folds, of the log and of the messages, which are Python.
@@ -254,10 +261,7 @@ def _check_fts(db: str, cp: Checkpoint) -> tuple[Findings, bool]:
     try:
         # FTS5's own check is a command (a write statement), so it runs before and apart
         # from the snapshot; it holds of every committed state alike.
-        try:
-            conn.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
-        except sqlite3.DatabaseError as exc:
-            found.add("fts", f"full-text index is damaged: {exc}")
+        _check_fts_index(conn, found)
 
         def compare(snapshot: sqlite3.Connection) -> bool:
             _check_fts_content(snapshot, found)
@@ -267,6 +271,35 @@ def _check_fts(db: str, cp: Checkpoint) -> tuple[Findings, bool]:
     finally:
         conn.close()
     return found, joined is not None
+
+
+def _check_fts_index(conn: sqlite3.Connection, found: Findings) -> None:
+    """FTS5's own integrity-check. It takes the write lock, which a live projector holds
+    while it commits a batch: a busy database is waited for, never taken for damage."""
+    deadline = time.monotonic() + _BUSY_WAIT_SECONDS
+    while True:
+        try:
+            conn.execute("INSERT INTO sessions_fts (sessions_fts) VALUES ('integrity-check')")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc):
+                found.add("fts", f"full-text index is damaged: {exc}")
+                return
+            if time.monotonic() > deadline:  # each try already waited the busy timeout
+                found.add(
+                    "fts",
+                    "the full-text index's own check could not run: a writer kept the "
+                    f"database locked for {_BUSY_WAIT_SECONDS:g} s; run verify again",
+                )
+                return
+        except sqlite3.DatabaseError as exc:
+            found.add("fts", f"full-text index is damaged: {exc}")
+            return
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds the lock (not damage)."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _check_fts_content(conn: sqlite3.Connection, found: Findings) -> None:
@@ -342,11 +375,18 @@ def _record_outcome(conn: sqlite3.Connection, cp: Checkpoint, found: Findings) -
     """integrity_status per session: 'ok', or 'problems' for a session named in one.
 
     Recorded only while the projection is still at ``cp``, the snapshot that was checked:
-    after a live projector moved it on, the outcome would stamp sessions never checked.
+    after a live projector moved it on, the outcome would stamp sessions never checked. A
+    database kept busy past the busy timeout is left unstamped: it is bookkeeping, and the
+    report stands without it.
     """
     now = format_ts(datetime.now(UTC))  # the wall clock: bookkeeping, not projection
     bad = sorted({p.session_id for p in found.problems if p.session_id is not None})
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            raise
+        return
     try:
         if read_checkpoint(conn) != cp:
             conn.execute("ROLLBACK")

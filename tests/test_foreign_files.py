@@ -233,3 +233,20 @@ def test_a_new_log_torn_in_its_first_record_is_still_repaired(tmp_path: Path) ->
         with Journal.open(log) as j:
             assert j.repairs
         assert log.read_bytes() == b""
+
+
+def test_a_database_a_first_catch_up_made_before_its_schema_is_still_ours(
+    tmp_path: Path,
+) -> None:
+    """connect() makes a SQLite file (WAL header, no tables) before the schema commits; a
+    crash between the two must not make the next run refuse it."""
+    log, db = tmp_path / "sessions.jsonl", tmp_path / "sessions.db"
+    with Journal.open(log) as j:
+        j.create_session("gpt-4o", session_id="s")
+    from projector import connect
+
+    connect(db).close()
+    assert db.read_bytes().startswith(b"SQLite format 3\x00")
+    check_ours(db)
+    replay(log, db)
+    assert cli(log, db, "verify").exit_code == 0

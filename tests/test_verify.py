@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from projection_helpers import execute, known_workload, random_ops, rows, run_wo
 
 from journal import Journal
 from journal.events import decode_line, encode_line
-from projector import rebuild, replay, verify
+from projector import connect, rebuild, replay, verify
 from projector.errors import ForeignFile
 from projector.findings import Findings
 from projector.logfold import LogWitness
@@ -300,3 +302,51 @@ def test_a_stale_text_in_the_full_text_index_is_found(projected: tuple[Path, Pat
         "(SELECT max(message_id) FROM messages WHERE session_id = 'b')",
     )
     assert ("fts", "b") in kinds(log, db)
+
+
+def test_a_database_made_but_not_yet_projected_is_behind_not_wrong(tmp_path: Path) -> None:
+    """What verify sees while a first replay or watch has made the file and not yet
+    committed its schema: nothing projected, every event of the log still to come."""
+    log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
+    known_workload(log)
+    connect(db).close()  # the empty file a first catch-up starts from
+    report = verify(log, db)
+    assert report.ok, report.problems
+    assert (report.checkpoint_pos, report.sessions_checked) == (0, 0)
+    assert report.log_last_pos == len(log.read_bytes().splitlines())
+    with log.open("ab") as f:
+        f.write(b"garbage in the middle\n")
+    known_workload(tmp_path / "more.jsonl")
+    with log.open("ab") as f:
+        f.write((tmp_path / "more.jsonl").read_bytes())
+    assert not verify(log, db).ok  # the log itself is still checked
+
+
+def test_fts_check_waits_for_a_busy_writer_and_says_when_it_could_not_run(
+    projected: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTS5's own check needs the write lock, which a live projector holds while it
+    commits: a busy database is waited for, and never reported as damage."""
+    log, db = projected
+    db_module = importlib.import_module("projector.db")
+    verify_module = importlib.import_module("projector.verify")
+    monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 20)  # each try gives up quickly
+    monkeypatch.setattr(verify_module, "_BUSY_WAIT_SECONDS", 5.0)
+    writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # a batch being committed
+        release = threading.Timer(0.3, lambda: writer.execute("COMMIT"))
+        release.start()
+        report = verify(log, db)
+        release.join()
+        assert report.ok, report.problems  # waited across several busy tries
+        monkeypatch.setattr(verify_module, "_BUSY_WAIT_SECONDS", 0.2)
+        writer.execute("BEGIN IMMEDIATE")  # and one that outlasts the wait
+        report = verify(log, db)
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+    assert [str(p) for p in report.problems] == [
+        "[fts] the full-text index's own check could not run: a writer kept the database "
+        "locked for 0.2 s; run verify again"
+    ]
