@@ -226,7 +226,8 @@ def main() -> None:
             f"{total['points']} crash points ({args.durability}), "
             f"{total['acknowledged_checked']} acknowledged events checked: {total['lost']} lost, "
             f"{total['corrupt']} corrupt, {total['second_run_changed']} changed by a second "
-            f"recovery, {total['repairs']} torn tails repaired (seed {seed})"
+            f"recovery, {total['repairs']} torn tails repaired, {total['refused_as_no_log']} "
+            f"refused as no log (seed {seed})"
         )
     sys.exit(0 if total["lost"] == total["corrupt"] == total["second_run_changed"] == 0 else 1)
 
