@@ -97,8 +97,6 @@ def _parse(text: bytes | memoryview) -> _Parsed | str:
         return "not valid JSON"
     except ValueError as exc:  # _refuse_constant
         return str(exc)
-    except RecursionError:
-        return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
 
 
 def _refuse_constant(name: str) -> None:

@@ -350,3 +350,26 @@ def test_fts_check_waits_for_a_busy_writer_and_says_when_it_could_not_run(
         "[fts] the full-text index's own check could not run: a writer kept the database "
         "locked for 0.2 s; run verify again"
     ]
+
+
+def test_a_torn_end_while_a_writer_holds_the_log_is_a_write_in_progress(
+    projected: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer appends under an exclusive flock of the log: what looks torn while it holds
+    the lock is its write in progress, not a problem; once it lets go, a torn end is."""
+    import fcntl
+    import os
+
+    log, db = projected
+    with log.open("ab") as f:
+        f.write(b'{"type":"session_paused","pos":')  # the first bytes of a record
+    monkeypatch.setattr(
+        importlib.import_module("projector.verify_log"), "_WRITER_WAIT_SECONDS", 0.2
+    )
+    fd = os.open(log, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # a writer in the middle of its append
+        assert verify(log, db).ok
+    finally:
+        os.close(fd)
+    assert [p.kind for p in verify(log, db).problems] == ["log"]  # no writer: torn
