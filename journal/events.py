@@ -28,8 +28,10 @@ from msgspec import UNSET, UnsetType
 
 from journal.jsoncheck import MAX_JSON_DEPTH, event_problem, nests_too_deep, text_problem
 
-Role = Literal["user", "assistant", "system"]
-ROLES: Final = ("user", "assistant", "system")
+# ``tool`` carries a tool's result; ``developer`` is kept as its own role (OpenAI's newer
+# name for instructions), not mapped to ``system``, so a transcript is returned as sent.
+Role = Literal["user", "assistant", "system", "tool", "developer"]
+ROLES: Final[tuple[str, ...]] = get_args(Role)
 TimeoutKind = Literal["idle", "hard"]
 SnapshotReason = Literal["checkpoint", "timeout_warning", "pre_archive", "pre_delete"]
 SNAPSHOT_REASONS: Final = ("checkpoint", "timeout_warning", "pre_archive", "pre_delete")
@@ -88,14 +90,30 @@ class MessageHeader(Event, frozen=True, kw_only=True, tag="message_appended"):
     seq: int
 
 
+class ToolCall(msgspec.Struct, frozen=True, kw_only=True):
+    """A function call an assistant message asks for; ``arguments`` is the model's JSON text."""
+
+    id: str
+    name: str
+    arguments: str = ""
+
+
 class MessageAppended(MessageHeader, frozen=True, kw_only=True, tag="message_appended"):
-    """One message; ``seq`` is 1-based and gapless within its session."""
+    """One message; ``seq`` is 1-based and gapless within its session.
+
+    ``tool_calls`` (assistant), ``tool_call_id`` (tool) and ``raw`` (the provider's message
+    item, JSON text kept verbatim) came later: UNSET when absent, so they are left out of
+    the line and a plain message is written exactly as before.
+    """
 
     role: Role
     content: str
     tokens_used: int | None = None
     duration_seconds: float | None = None
     metadata: dict[str, Any] | None = None
+    tool_calls: list[ToolCall] | UnsetType = UNSET
+    tool_call_id: str | UnsetType = UNSET
+    raw: str | UnsetType = UNSET
 
 
 class SessionMetadataSet(Event, frozen=True, kw_only=True, tag="session_metadata_set"):

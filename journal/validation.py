@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import msgspec
 
 from journal.errors import InvalidValue
-from journal.events import encode_json, format_ts, parse_ts
-from journal.jsoncheck import value_problem
+from journal.events import ROLES, ToolCall, encode_json, format_ts, parse_ts
+from journal.jsoncheck import MAX_JSON_DEPTH, text_problem, too_deep, value_problem
 
 # Documented limits (README "Limits").
 MAX_CONTENT_BYTES: Final = 4 * 1024 * 1024
 MAX_TEXT_CHARS: Final = 10_000  # titles, metadata keys, model names
 MAX_METADATA_VALUE_BYTES: Final = 64 * 1024
+# A message's provider item (raw) and its tool calls are bounded like its content, so one
+# message line stays under 12 MiB and a group under MAX_GROUP_BYTES.
+MAX_RAW_BYTES: Final = 4 * 1024 * 1024
+MAX_TOOL_CALLS_BYTES: Final = 4 * 1024 * 1024
 MAX_GROUP_EVENTS: Final = 10_000
 MAX_GROUP_BYTES: Final = 64 * 1024 * 1024
 MAX_TIMEOUT_SECONDS: Final = 10 * 365 * 86400
@@ -85,17 +89,123 @@ def check_encodable(name: str, value: str) -> None:
         raise InvalidValue(f"{name} holds a NUL character at {value.index(chr(0))}")
 
 
-def check_content(content: object) -> None:
+def check_content(content: object, *, may_be_empty: bool = False) -> None:
     if not isinstance(content, str):
         raise InvalidValue(f"content must be a string, not {type(content).__name__}")
     if not content:
-        raise InvalidValue("content is empty")
+        if may_be_empty:
+            return
+        raise InvalidValue("content is empty (allowed only with tool calls or a raw item)")
     if len(content) > MAX_CONTENT_BYTES or (
         not content.isascii()  # else its length in UTF-8 is its length
         and len(content.encode("utf-8", "surrogatepass")) > MAX_CONTENT_BYTES
     ):
         raise InvalidValue(f"content is over the limit of {MAX_CONTENT_BYTES} bytes of UTF-8")
     check_encodable("content", content)
+
+
+class MessageParts(msgspec.Struct, frozen=True):
+    """The checked parts of a message beyond its text (None where absent)."""
+
+    tool_calls: list[ToolCall] | None
+    tool_call_id: str | None
+    raw: str | None
+
+
+def check_message(
+    role: object,
+    content: object,
+    tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None,
+    tool_call_id: str | None,
+    raw: str | Mapping[str, Any] | Sequence[Any] | None,
+) -> MessageParts:
+    """Check a message as LLM APIs send it; returns its parts in the log's form.
+
+    Tool calls belong to assistant messages and a ``tool_call_id`` to tool results; the
+    text may be empty only beside tool calls or a raw item (they then hold the message).
+    """
+    if role not in ROLES:
+        raise InvalidValue(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    calls = None if tool_calls is None else _check_tool_calls(role, tool_calls)
+    if tool_call_id is not None:
+        if role != "tool":
+            raise InvalidValue(f"tool_call_id belongs to a tool message, not a {role} message")
+        check_text("tool_call_id", tool_call_id, required=True, limit=MAX_TEXT_CHARS)
+    raw_text = None if raw is None else check_raw(raw)
+    check_content(content, may_be_empty=bool(calls) or raw_text is not None)
+    return MessageParts(calls, tool_call_id, raw_text)
+
+
+def _check_tool_calls(
+    role: object, tool_calls: Sequence[ToolCall | Mapping[str, Any]]
+) -> list[ToolCall]:
+    if role != "assistant":
+        raise InvalidValue(f"tool calls belong to an assistant message, not a {role} message")
+    if isinstance(tool_calls, str | bytes) or not isinstance(tool_calls, Sequence):
+        raise InvalidValue(f"tool_calls must be a list, not {type(tool_calls).__name__}")
+    calls: list[ToolCall] = []
+    for i, call in enumerate(tool_calls):
+        if isinstance(call, Mapping):
+            unknown = set(call) - {"id", "name", "arguments"}
+            if unknown:
+                raise InvalidValue(
+                    f"tool_calls[{i}] has unknown keys: {', '.join(sorted(unknown))}"
+                )
+            call = ToolCall(
+                id=call.get("id"),  # type: ignore[arg-type]  # checked just below
+                name=call.get("name"),  # type: ignore[arg-type]
+                arguments=call.get("arguments", ""),
+            )
+        elif not isinstance(call, ToolCall):
+            raise InvalidValue(
+                f"tool_calls[{i}] must be a mapping with id, name and arguments, "
+                f"not {type(call).__name__}"
+            )
+        check_text(f"tool_calls[{i}].id", call.id, required=True)
+        check_text(f"tool_calls[{i}].name", call.name, required=True)
+        if not isinstance(call.arguments, str):
+            raise InvalidValue(f"tool_calls[{i}].arguments must be a string (the JSON text)")
+        check_encodable(f"tool_calls[{i}].arguments", call.arguments)
+        calls.append(call)
+    size = len(encode_json(calls))
+    if size > MAX_TOOL_CALLS_BYTES:
+        raise InvalidValue(
+            f"tool_calls are {size} bytes of JSON; the limit is {MAX_TOOL_CALLS_BYTES}"
+        )
+    return calls
+
+
+def check_raw(raw: str | Mapping[str, Any] | Sequence[Any]) -> str:
+    """The raw provider item as JSON text: a string is kept verbatim, a value is encoded."""
+    if isinstance(raw, str):
+        check_encodable("raw", raw)
+        text = raw.encode("utf-8")
+        if len(text) <= MAX_RAW_BYTES:
+            if too_deep(text):
+                raise InvalidValue(f"raw is JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            try:
+                msgspec.json.decode(text)
+            except (msgspec.DecodeError, RecursionError):
+                raise InvalidValue(f"raw is not JSON text: {text_problem(text)}") from None
+    elif isinstance(raw, Mapping | Sequence) and not isinstance(raw, bytes | bytearray):
+        problem = value_problem(raw)
+        if problem is not None:
+            raise InvalidValue(f"raw is not JSON-serialisable: {problem}")
+        try:
+            text = encode_json(raw)
+        except (msgspec.MsgspecError, UnicodeEncodeError, TypeError) as exc:
+            raise InvalidValue(
+                "raw is not JSON-serialisable: it holds text that is not valid Unicode"
+            ) from exc
+        if too_deep(text):
+            raise InvalidValue(f"raw is JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    else:
+        raise InvalidValue(
+            f"raw must be JSON text or a JSON object or array, not {type(raw).__name__}"
+        )
+    if len(text) > MAX_RAW_BYTES:
+        raise InvalidValue(f"raw is {len(text)} bytes of JSON; the limit is {MAX_RAW_BYTES}")
+    return text.decode("utf-8")
 
 
 def check_count(name: str, value: object) -> None:

@@ -19,13 +19,14 @@ import math
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeVar
 
 import msgspec
+from msgspec import UNSET
 
 from journal.errors import (
     GroupTooLarge,
@@ -39,7 +40,6 @@ from journal.errors import (
     UnknownSession,
 )
 from journal.events import (
-    ROLES,
     SNAPSHOT_REASONS,
     AnyEvent,
     Event,
@@ -56,6 +56,7 @@ from journal.events import (
     SessionSnapshotted,
     SessionTimedOut,
     TimeoutWarning,
+    ToolCall,
     encode_line,
     format_ts,
     ts_seconds,
@@ -76,10 +77,10 @@ from journal.validation import (
     MAX_GROUP_EVENTS,
     MAX_METADATA_VALUE_BYTES,
     check_at,
-    check_content,
     check_count,
     check_duration,
     check_event_id,
+    check_message,
     check_metadata,
     check_model_id,
     check_session_id,
@@ -535,11 +536,17 @@ class Journal:
         expected_seq: int | None = None,
         event_id: str | None = None,
         at: datetime | str | None = None,
+        tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        raw: str | Mapping[str, Any] | Sequence[Any] | None = None,
     ) -> Receipt:
-        """Append a message; ``expected_seq`` is the last seq the caller saw (0 for none)."""
-        if role not in ROLES:
-            raise InvalidValue(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        check_content(content)
+        """Append a message; ``expected_seq`` is the last seq the caller saw (0 for none).
+
+        ``tool_calls`` (an assistant's: each ``id``, ``name``, ``arguments``),
+        ``tool_call_id`` (a tool result's) and ``raw`` (the provider's message item, as JSON
+        text kept verbatim or a value encoded compactly) carry real LLM traffic.
+        """
+        parts = check_message(role, content, tool_calls, tool_call_id, raw)
         check_count("tokens_used", tokens_used)
         check_duration(duration_seconds)
         meta = check_metadata(metadata)
@@ -563,6 +570,9 @@ class Journal:
                     tokens_used=tokens_used,
                     duration_seconds=duration_seconds,
                     metadata=meta,
+                    tool_calls=UNSET if parts.tool_calls is None else parts.tool_calls,
+                    tool_call_id=UNSET if parts.tool_call_id is None else parts.tool_call_id,
+                    raw=UNSET if parts.raw is None else parts.raw,
                 ),
                 event_id,
                 at,

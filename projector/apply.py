@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import Any, Generic, TypeVar, assert_never
 
 import msgspec
+from msgspec import UNSET
 
 from journal.events import (
     AnyEvent,
@@ -60,8 +61,40 @@ class ApplyError(ValueError):
         self.session_id = session_id
 
 
-class SnapshotMessage(msgspec.Struct, frozen=True):
-    """One message as a snapshot's ``context_json`` keeps it."""
+# The columns of a message row, in the order of message_row and SnapshotMessage.
+MESSAGE_COLUMNS = (
+    "message_id, session_id, sequence_number, role, content, timestamp, tokens_used, "
+    "duration_seconds, metadata, tool_calls, tool_call_id, raw"
+)
+INSERT_MESSAGE_SQL = (
+    f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def message_row(e: MessageAppended) -> tuple[Any, ...]:
+    """The messages row of an event (MESSAGE_COLUMNS), the one rule for every path."""
+    return (
+        e.pos,
+        e.session_id,
+        e.seq,
+        e.role,
+        e.content,
+        e.when,
+        e.tokens_used,
+        e.duration_seconds,
+        None if e.metadata is None else encode_json(e.metadata).decode(),
+        None if e.tool_calls is UNSET else encode_json(e.tool_calls).decode(),
+        None if e.tool_call_id is UNSET else e.tool_call_id,
+        None if e.raw is UNSET else e.raw,
+    )
+
+
+class SnapshotMessage(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One message as a snapshot's ``context_json`` keeps it.
+
+    The last three fields are left out when None, so a snapshot of plain messages keeps
+    the shape it had before they existed.
+    """
 
     message_id: int
     sequence_number: int
@@ -71,6 +104,26 @@ class SnapshotMessage(msgspec.Struct, frozen=True):
     tokens: int | None
     duration_seconds: float | None
     metadata: str | None  # the stored JSON text, kept verbatim so a restore is exact
+    tool_calls: str | None = None  # JSON text, as stored
+    tool_call_id: str | None = None
+    raw: str | None = None
+
+    def row(self, session_id: str) -> tuple[Any, ...]:
+        """The messages row (MESSAGE_COLUMNS) this snapshot entry restores."""
+        return (
+            self.message_id,
+            session_id,
+            self.sequence_number,
+            self.role,
+            self.content,
+            self.timestamp,
+            self.tokens,
+            self.duration_seconds,
+            self.metadata,
+            self.tool_calls,
+            self.tool_call_id,
+            self.raw,
+        )
 
 
 class SnapshotMetadata(msgspec.Struct, frozen=True):
@@ -233,22 +286,7 @@ def _message_appended(conn: sqlite3.Connection, e: MessageAppended) -> None:
     # No lookup first: the foreign key rejects an unknown session and the
     # messages_seq_check trigger a duplicate or missing seq, at no cost to the good case.
     try:
-        conn.execute(
-            "INSERT INTO messages (message_id, session_id, sequence_number, role, content, "
-            "timestamp, tokens_used, duration_seconds, metadata) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                e.pos,
-                e.session_id,
-                e.seq,
-                e.role,
-                e.content,
-                e.when,
-                e.tokens_used,
-                e.duration_seconds,
-                None if e.metadata is None else encode_json(e.metadata).decode(),
-            ),
-        )
+        conn.execute(INSERT_MESSAGE_SQL, message_row(e))
     except sqlite3.IntegrityError as exc:
         if "FOREIGN KEY" in str(exc):
             raise ApplyError("message for an unknown (or deleted) session", e.session_id) from exc
@@ -314,7 +352,8 @@ def _exists(conn: sqlite3.Connection, session_id: str) -> bool:
 # A session's messages as a snapshot keeps them, in seq order.
 SNAPSHOT_MESSAGES_SQL = (
     "SELECT message_id, sequence_number, role, content, timestamp, tokens_used, "
-    "duration_seconds, metadata FROM messages WHERE session_id = ? ORDER BY sequence_number"
+    "duration_seconds, metadata, tool_calls, tool_call_id, raw FROM messages "
+    "WHERE session_id = ? ORDER BY sequence_number"
 )
 INSERT_SNAPSHOT_SQL = (
     "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
@@ -466,24 +505,7 @@ def _recreate_from_snapshot(conn: sqlite3.Connection, session_id: str, snapshot_
     )
     # Inserted in seq order, so the triggers rebuild the counters exactly as the
     # incremental path did (the same additions, in the same order).
-    conn.executemany(
-        "INSERT INTO messages (message_id, session_id, sequence_number, role, content, "
-        "timestamp, tokens_used, duration_seconds, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                m.message_id,
-                session_id,
-                m.sequence_number,
-                m.role,
-                m.content,
-                m.timestamp,
-                m.tokens,
-                m.duration_seconds,
-                m.metadata,
-            )
-            for m in ctx.messages
-        ],
-    )
+    conn.executemany(INSERT_MESSAGE_SQL, [m.row(session_id) for m in ctx.messages])
     # Their ids are older than the batch, so fill_fts would not see them: index them now.
     conn.execute(RESTORED_FTS_SQL, (session_id,))
 

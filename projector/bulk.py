@@ -46,14 +46,15 @@ from journal.events import (
     SessionSnapshotted,
     SessionTimedOut,
     TimeoutWarning,
-    encode_json,
 )
 from journal.log import LogReader
 from projector.apply import (
+    INSERT_MESSAGE_SQL,
     ApplyError,
     SnapshotContext,
     SnapshotMetadata,
     _plus_seconds,
+    message_row,
 )
 from projector.bulk_snapshots import (
     ARCHIVE_MESSAGES_SQL,
@@ -75,10 +76,14 @@ from projector.reading import Until, line_hash, read_bytes
 FLUSH_ROWS: Final = 2_000
 FLUSH_BYTES: Final = 2**20
 
-INSERT_MESSAGE: Final = (
-    "INSERT INTO messages (message_id, session_id, sequence_number, role, content, "
-    "timestamp, tokens_used, duration_seconds, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+INSERT_MESSAGE: Final = INSERT_MESSAGE_SQL
+
+
+def _row_size(row: tuple[Any, ...]) -> int:
+    """What a pending message row weighs against FLUSH_BYTES: its text and its raw item."""
+    raw = row[11]
+    return len(row[4]) + (0 if raw is None else len(raw))
+
 
 # The full-text rows of the messages after a pos: FTS_FILL_SQL's, in the same order,
 # without its per-row existence check: on the bulk path no message after the batch's
@@ -247,22 +252,8 @@ class Loader:
                 raise ApplyError("message for an unknown (or deleted) session", e.session_id)
             if e.seq != s.message_count + 1:
                 raise ApplyError(f"message seq {e.seq} after seq {s.message_count}", e.session_id)
-            content = e.content
-            self._add_message(
-                s,
-                (
-                    e.pos,
-                    e.session_id,
-                    e.seq,
-                    e.role,
-                    content,
-                    e.when,
-                    e.tokens_used,
-                    e.duration_seconds,
-                    None if e.metadata is None else encode_json(e.metadata).decode(),
-                ),
-                len(content),
-            )
+            row = message_row(e)
+            self._add_message(s, row, _row_size(row))
             return
         match e:
             case ModelRegistered():
@@ -462,21 +453,8 @@ class Loader:
             m = decode_message(raw)
             if m.sequence_number != s.message_count + 1:
                 raise ApplyError("a snapshot whose seqs are not gapless", session_id)
-            self._add_message(
-                s,
-                (
-                    m.message_id,
-                    session_id,
-                    m.sequence_number,
-                    m.role,
-                    m.content,
-                    m.timestamp,
-                    m.tokens,
-                    m.duration_seconds,
-                    m.metadata,
-                ),
-                len(m.content),
-            )
+            row = m.row(session_id)
+            self._add_message(s, row, _row_size(row))
         return s
 
     # -- the end -----------------------------------------------------------------------

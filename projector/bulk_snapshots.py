@@ -42,7 +42,8 @@ SNAPSHOT_STREAMED_SQL: Final = (
 )
 SNAPSHOT_MESSAGES_AFTER_SQL: Final = (
     "SELECT message_id, sequence_number, role, content, timestamp, tokens_used, "
-    "duration_seconds, metadata FROM messages WHERE session_id = ? AND sequence_number > ? "
+    "duration_seconds, metadata, tool_calls, tool_call_id, raw FROM messages "
+    "WHERE session_id = ? AND sequence_number > ? "
     "ORDER BY sequence_number"
 )
 ARCHIVE_MESSAGES_SQL: Final = (

@@ -94,8 +94,12 @@ def show(ctx: click.Context, session_id: str, as_json: bool) -> None:
             + click.style(f"#{m.seq} {m.role}", bold=True)
             + f"  {render.short_time(m.timestamp)}"
             + (f"  ({extra})" if extra else "")
+            + (f"  answering {m.tool_call_id}" if m.tool_call_id else "")
         )
-        click.echo(m.content)
+        if m.content:
+            click.echo(m.content)
+        for call in m.tool_calls or ():
+            click.echo(f"→ {call.name}({call.arguments})  [{call.id}]")
 
 
 @click.command()

@@ -1,4 +1,9 @@
-"""Exports of one session: Markdown for people, JSON lines for other tools."""
+"""Exports of one session: Markdown for people, JSON lines for other tools.
+
+JSON lines is the lossless one: each message's ``raw`` provider item comes back as the
+very string the log holds. Markdown shows what a reader needs: tool calls as their name
+and arguments, a tool result under the call id it answers.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,13 @@ def to_markdown(t: Transcript) -> str:
     for key, value in t.metadata.items():
         lines.append(f"- {key}: {value}")
     for m in t.messages:
-        lines += ["", f"## {m.seq}. {m.role} ({m.timestamp})", "", m.content]
+        answers = f", answering `{m.tool_call_id}`" if m.tool_call_id else ""
+        lines += ["", f"## {m.seq}. {m.role} ({m.timestamp}{answers})"]
+        if m.content:
+            lines += ["", m.content]
+        for call in m.tool_calls or ():
+            lines += ["", f"Tool call `{call.id}`: **{call.name}**", "", "```json"]
+            lines += [call.arguments or "{}", "```"]
     return "\n".join(lines) + "\n"
 
 

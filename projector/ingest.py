@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple, assert_never
 
 import msgspec
+from msgspec import UNSET
 
 from journal import (
     ConflictError,
@@ -208,6 +209,9 @@ def _append_one(j: Journal, e: AnyEvent, seq_given: bool) -> Receipt:
                 tokens_used=e.tokens_used,
                 duration_seconds=e.duration_seconds,
                 metadata=e.metadata,
+                tool_calls=None if e.tool_calls is UNSET else e.tool_calls,
+                tool_call_id=None if e.tool_call_id is UNSET else e.tool_call_id,
+                raw=None if e.raw is UNSET else e.raw,
                 expected_seq=e.seq - 1 if seq_given else None,
                 event_id=eid,
                 at=at,

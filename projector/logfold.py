@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from msgspec import UNSET
+
 from journal.events import (
     AnyEvent,
     MessageAppended,
@@ -38,11 +40,17 @@ def message_digest_input(
     tokens: int | None,
     duration: float | None,
     metadata_json: str | None,
+    tool_calls_json: str | None,
+    tool_call_id: str | None,
+    raw: str | None,
 ) -> bytes:
-    """The bytes a message adds to its session's content hash."""
+    """The bytes a message adds to its session's content hash (its raw item included)."""
     if duration is not None:
         duration += 0.0  # -0.0 in the log is 0.0 in SQLite, which keeps no sign on a zero
-    row: list[Any] = [message_id, seq, role, content, timestamp, tokens, duration, metadata_json]
+    row: list[Any] = [
+        message_id, seq, role, content, timestamp, tokens, duration, metadata_json,
+        tool_calls_json, tool_call_id, raw,
+    ]  # fmt: skip
     return encode_json(row) + b"\n"
 
 
@@ -90,6 +98,11 @@ class LogTally:
                         event.tokens_used,
                         event.duration_seconds,
                         None if event.metadata is None else encode_json(event.metadata).decode(),
+                        None
+                        if event.tool_calls is UNSET
+                        else encode_json(event.tool_calls).decode(),
+                        None if event.tool_call_id is UNSET else event.tool_call_id,
+                        None if event.raw is UNSET else event.raw,
                     )
                 )
             return

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 
 from journal.errors import InvalidValue, JournalError
-from journal.events import format_ts
+from journal.events import ToolCall, format_ts
 from journal.validation import check_encodable
 
 
@@ -52,8 +52,12 @@ class SessionSummary(msgspec.Struct, frozen=True):
     last_activity: str | None
 
 
-class Message(msgspec.Struct, frozen=True):
-    """One message of a transcript."""
+class Message(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One message of a transcript.
+
+    ``raw`` is the provider's item exactly as the log holds it (JSON text, the same
+    string); the fields with defaults are left out of JSON output when absent.
+    """
 
     seq: int
     role: str
@@ -62,6 +66,12 @@ class Message(msgspec.Struct, frozen=True):
     tokens_used: int | None
     duration_seconds: float | None
     metadata: dict[str, Any] | None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    raw: str | None = None
+
+
+_tool_calls_decoder = msgspec.json.Decoder(list[ToolCall])
 
 
 class Transcript(msgspec.Struct, frozen=True):
@@ -213,10 +223,14 @@ def get_transcript(conn: sqlite3.Connection, session_id: str) -> Transcript:
             tokens,
             duration,
             None if meta is None else msgspec.json.decode(meta),
+            None if calls is None else _tool_calls_decoder.decode(calls),
+            call_id,
+            raw,
         )
-        for seq, role, content, ts, tokens, duration, meta in conn.execute(
+        for seq, role, content, ts, tokens, duration, meta, calls, call_id, raw in conn.execute(
             "SELECT sequence_number, role, content, timestamp, tokens_used, duration_seconds,"
-            " metadata FROM messages WHERE session_id = ? ORDER BY sequence_number",
+            " metadata, tool_calls, tool_call_id, raw FROM messages WHERE session_id = ?"
+            " ORDER BY sequence_number",
             (session_id,),
         )
     ]

@@ -327,7 +327,7 @@ def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
     t = SessionTally()
     for row in conn.execute(
         "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
-        "tokens_used, duration_seconds, metadata FROM messages "
+        "tokens_used, duration_seconds, metadata, tool_calls, tool_call_id, raw FROM messages "
         "ORDER BY session_id, sequence_number"
     ):
         if row[0] != current:  # rows come session by session

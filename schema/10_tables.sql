@@ -54,13 +54,21 @@ CREATE TABLE messages (
     message_id       INTEGER PRIMARY KEY,
     session_id       TEXT NOT NULL REFERENCES sessions (session_id) ON DELETE CASCADE,
     sequence_number  INTEGER NOT NULL CHECK (sequence_number >= 1),
-    role             TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system')),
+    -- The roles of journal/events.py (Role); test_schema holds the two lists equal.
+    role             TEXT NOT NULL
+        CHECK (role IN ('user', 'assistant', 'system', 'tool', 'developer')),
     content          TEXT NOT NULL,
     timestamp        TEXT NOT NULL CHECK (timestamp GLOB
         '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9].[0-9][0-9][0-9][0-9][0-9][0-9]Z'),
     tokens_used      INTEGER,
     duration_seconds REAL,
     metadata         TEXT,  -- JSON
+    -- An assistant's tool calls (JSON list of {id, name, arguments}); a tool result's
+    -- call id; the provider's message item as sent (JSON text, verbatim). Not in the
+    -- full-text index: it holds content only.
+    tool_calls       TEXT,
+    tool_call_id     TEXT,
+    raw              TEXT,
     UNIQUE (session_id, sequence_number)
 );
 

@@ -122,6 +122,11 @@ def _one_op(
                 first_message=first,
             )
         )
+    elif op == "message" and n % 11 == 0:
+        # An assistant's tool call (no text) and its result, as LLM APIs send them.
+        call = {"id": f"call_{n}", "name": "lookup", "arguments": f'{{"n": {n}}}'}
+        j.append_message(sid, "assistant", "", tool_calls=[call], raw={"n": n, "role": "assistant"})
+        j.append_message(sid, "tool", f"result {n}", tool_call_id=f"call_{n}", raw=f'{{"n":  {n}}}')
     elif op == "message":
         j.append_message(
             sid,

@@ -83,7 +83,8 @@ def test_text_problems_are_named_in_the_projects_words(text: bytes, reason: str)
         (b'{"type":"session_paused"}', "^session_paused: the field 'session_id' is missing$"),
         (
             b'{"type":"message_appended","session_id":"s","seq":1,"role":"robot","content":"x"}',
-            "^message_appended: role must be one of 'user', 'assistant', 'system', not 'robot'$",
+            "^message_appended: role must be one of 'user', 'assistant', 'system', 'tool', "
+            "'developer', not 'robot'$",
         ),
         (
             b'{"type":"message_appended","session_id":"s","seq":true,"role":"user","content":"x"}',

@@ -105,7 +105,7 @@ def messy(path: Path) -> int:
     cases: list[tuple[Any, dict[str, Any]]] = [
         ("", {}),
         (None, {}),
-        ("tool output", {"role": "tool"}),
+        ("function output", {"role": "function"}),
         ("shouting", {"role": " User "}),
         ("a\x00b", {}),
         (b"\x00\x01blob", {}),
@@ -255,7 +255,7 @@ def test_messy_database_imports_everything(tmp_path: Path, out: Path) -> None:
     assert msgspec.json.decode(empty["metadata"])["legacy"]["content"] == ""
     tool = next(r for c, r in by_content.items() if "invalid role" in c)
     assert tool["role"] == "system"
-    assert msgspec.json.decode(tool["metadata"])["legacy"]["content"] == "tool output"
+    assert msgspec.json.decode(tool["metadata"])["legacy"]["content"] == "function output"
     assert msgspec.json.decode(by_content["meta4"]["metadata"]) == {"ok": "yes"}
     assert by_content["ts1"]["timestamp"] == "2024-01-01T08:00:00.123456Z"
     assert by_content["ts2"]["timestamp"] == "2023-11-14T22:13:20.000000Z"

@@ -24,7 +24,8 @@ def blocks(language: str) -> list[str]:
 
 def test_python_examples_run_in_order(tmp_path: Path) -> None:
     examples = blocks("python")
-    assert len(examples) == 2  # the writer, then reading and watching what it wrote
+    # the writer, tool messages, then reading and watching what they wrote
+    assert len(examples) == 3
     for example in examples:
         done = subprocess.run(
             [sys.executable, "-c", example],

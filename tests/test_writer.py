@@ -136,7 +136,7 @@ BAD_INPUT: list[tuple[str, Call, type[Exception], str]] = [
         "bad role",
         lambda j: j.append_message(SID, "robot", "hi"),
         InvalidValue,
-        "role must be one of user, assistant, system, not 'robot'",
+        "role must be one of user, assistant, system, tool, developer, not 'robot'",
     ),
     (
         "empty content",
