@@ -49,12 +49,10 @@ from journal.events import (
 )
 from journal.log import LogReader
 from projector.apply import (
-    INSERT_MESSAGE_SQL,
     ApplyError,
     SnapshotContext,
     SnapshotMetadata,
     _plus_seconds,
-    message_row,
 )
 from projector.bulk_snapshots import (
     ARCHIVE_MESSAGES_SQL,
@@ -69,6 +67,7 @@ from projector.bulk_snapshots import (
     snapshot_into,
 )
 from projector.db import Checkpoint, write_checkpoint
+from projector.message_rows import INSERT_MESSAGE_SQL, message_row
 from projector.reading import Until, line_hash, read_bytes
 
 # Pending messages are written when either bound is reached: memory stays flat however

@@ -22,9 +22,9 @@ from projector.apply import (
     MESSAGES_OPEN,
     ApplyError,
     SnapshotContext,
-    SnapshotMessage,
     snapshot_json_into,
 )
+from projector.message_rows import SnapshotMessage
 
 # The create_snapshot_on_archive trigger's row (its context_json built by
 # pre_archive_into), context_json last, as text of the given length written after the
