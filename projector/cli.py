@@ -331,6 +331,7 @@ for _command in (
     cli_read.search,
     cli_read.stats,
     cli_read.export,
+    cli_read.datasette_config,
     cli_write.append,
     cli_write.snapshot,
     cli_write.restore,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, cast
 
 import click
 
@@ -264,3 +264,31 @@ def export(
         output.write(json_text(t) + "\n")
     else:
         output.write(to_jsonl(t) if fmt == "jsonl" else to_markdown(t))
+
+
+@click.command("datasette-config")
+@click.option(
+    "--for",
+    "flavour",
+    type=click.Choice(["auto", "0.65", "1.0"]),
+    default="auto",
+    show_default=True,
+    help="The Datasette version to write for; auto reads the installed one.",
+)
+@json_option
+@click.pass_context
+def datasette_config(ctx: click.Context, flavour: str, as_json: bool) -> None:
+    """Print a Datasette configuration for the database, as JSON.
+
+    Facets on status and model, full-text search on messages, a transcript and a
+    usage-by-day query; bookkeeping tables hidden. Datasette 0.65 takes it as metadata
+    (datasette sessions.db -m FILE), 1.0 as its configuration (-c FILE). The output is
+    JSON with or without --json.
+    """
+    from projector.datasette_config import Flavour, installed_flavour
+    from projector.datasette_config import datasette_config as build
+
+    chosen = installed_flavour() if flavour == "auto" else cast(Flavour, flavour)
+    with read_db(ctx):  # the configuration is for a projection: refuse anything else
+        pass
+    emit_json(build(get_paths(ctx).db, chosen))

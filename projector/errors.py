@@ -11,7 +11,8 @@
         ├── InvariantViolation    an event the projection cannot apply (line, offset, session)
         ├── CheckpointMismatch    the checkpoint is not on the log: truncated or replaced
         ├── RebuildCheckFailed    the rebuilt file failed its checks; the old one is kept
-        └── ForeignFile           a file at the database's path that is not a projection
+        ├── ForeignFile           a file at the database's path that is not a projection
+        └── DatasetteVersionError no Datasette installed (or an unknown version) to write for
 """
 
 from __future__ import annotations
@@ -78,3 +79,7 @@ class ForeignFile(ProjectorError):
         super().__init__(f"{path}: {reason}; it was left untouched")
         self.path = path
         self.reason = reason
+
+
+class DatasetteVersionError(ProjectorError):
+    """Datasette's format cannot be chosen: it is not installed, or its version is unknown."""

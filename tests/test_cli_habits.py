@@ -38,6 +38,7 @@ INVOCATIONS: dict[str, list[str]] = {
     "search": ["search", "paris"],
     "stats": ["stats"],
     "export": ["export", "demo-paris-trip"],
+    "datasette-config": ["datasette-config", "--for", "0.65"],
     "snapshot": ["snapshot", "demo-paris-trip"],
     "restore": ["restore", "demo-release-notes"],
     "archive": ["archive", "demo-paris-trip"],
