@@ -245,49 +245,17 @@ class Loader:
 
     # -- events ------------------------------------------------------------------------
     def apply(self, e: AnyEvent) -> None:
-        if type(e) is MessageAppended:
-            s = self.sessions.get(e.session_id) or self._get(e.session_id)
-            if s is None:
-                raise ApplyError("message for an unknown (or deleted) session", e.session_id)
-            if e.seq != s.message_count + 1:
-                raise ApplyError(f"message seq {e.seq} after seq {s.message_count}", e.session_id)
-            row = message_row(e)
-            self._add_message(s, row, _row_size(row))
+        if type(e) is MessageAppended:  # most of a log: first, before the match
+            self._message(e)
             return
         match e:
             case ModelRegistered():
                 if self._model(e.model_id) is None:
                     self._new_model(e.model_id, (e.model_name, e.provider, e.when))
             case SessionCreated():
-                model = self._model(e.model_id)
-                if model is None:
-                    raise ApplyError(
-                        f"session uses model {e.model_id!r}, never registered", e.session_id
-                    )
-                if self._get(e.session_id) is not None:
-                    raise ApplyError("session created twice", e.session_id)
-                s = self.sessions[e.session_id] = FoldSession(
-                    e.session_id,
-                    e.when,
-                    e.model_id,
-                    e.model_name if e.model_name is not None else model[0],
-                    e.title,
-                    "active",
-                    e.idle_timeout_seconds,
-                    e.hard_timeout_seconds,
-                    _plus_seconds(e.when, e.hard_timeout_seconds, e.session_id),
-                    e.pos,
-                )
-                self._born(s)
+                self._created(e)
             case SessionMetadataSet():
-                s = self._touch(e, e.session_id)
-                self._metadata_changed(s)
-                if e.value is None:
-                    s.metadata.pop(e.key, None)
-                elif e.key in s.metadata:
-                    s.metadata[e.key][1] = e.value
-                else:
-                    s.metadata[e.key] = [e.pos, e.value]
+                self._metadata_set(e)
             case SessionRenamed():
                 s = self._touch(e, e.session_id)
                 s.title = e.title
@@ -298,38 +266,76 @@ class Loader:
                 s.status = "active"
                 self._activity(s, e.when)
             case TimeoutWarning():
-                s = self._get(e.session_id)
-                if s is None:
-                    raise ApplyError(
-                        "timeout warning for an unknown (or deleted) session", e.session_id
-                    )
+                s = self._existing(e, e.session_id)
                 s.warning_sent = 1
                 s.warning_at = e.when
             case SessionTimedOut():
                 self._touch(e, e.session_id).status = "idle" if e.kind == "idle" else "expired"
             case SessionArchived():
-                s = self._touch(e, e.session_id)
-                old, s.status = s.status, "archived"
-                if old != "archived":
-                    self._archive_snapshot(s)
+                self._archived(e)
             case SessionSnapshotted():
                 self._snapshotted(e)
             case SessionRestored():
                 self._restored(e)
             case SessionDeleted():
-                if self._get(e.session_id) is None:
-                    raise ApplyError(
-                        "delete of an unknown (or already deleted) session", e.session_id
-                    )
+                self._existing(e, e.session_id)
                 self._gone(e.session_id)
             case _:  # pragma: no cover - every event type is handled above
                 raise AssertionError(f"unhandled event {e!r}")
 
-    def _touch(self, e: AnyEvent, session_id: str) -> FoldSession:
-        """``apply._update``'s stamps: updated_at and last_event_pos from the event."""
+    def _existing(self, e: AnyEvent, session_id: str) -> FoldSession:
+        """The session the event is about; ApplyError if it is unknown or deleted."""
         s = self._get(session_id)
         if s is None:
             raise _unknown(e, session_id)
+        return s
+
+    def _archived(self, e: SessionArchived) -> None:
+        s = self._touch(e, e.session_id)
+        old, s.status = s.status, "archived"
+        if old != "archived":
+            self._archive_snapshot(s)
+
+    def _message(self, e: MessageAppended) -> None:
+        s = self.sessions.get(e.session_id) or self._existing(e, e.session_id)
+        if e.seq != s.message_count + 1:
+            raise ApplyError(f"message seq {e.seq} after seq {s.message_count}", e.session_id)
+        row = message_row(e)
+        self._add_message(s, row, _row_size(row))
+
+    def _created(self, e: SessionCreated) -> None:
+        model = self._model(e.model_id)
+        if model is None:
+            raise ApplyError(f"session uses model {e.model_id!r}, never registered", e.session_id)
+        if self._get(e.session_id) is not None:
+            raise ApplyError("session created twice", e.session_id)
+        s = self.sessions[e.session_id] = FoldSession(
+            e.session_id,
+            e.when,
+            e.model_id,
+            e.model_name if e.model_name is not None else model[0],
+            e.title,
+            "active",
+            e.idle_timeout_seconds,
+            e.hard_timeout_seconds,
+            _plus_seconds(e.when, e.hard_timeout_seconds, e.session_id),
+            e.pos,
+        )
+        self._born(s)
+
+    def _metadata_set(self, e: SessionMetadataSet) -> None:
+        s = self._touch(e, e.session_id)
+        self._metadata_changed(s)
+        if e.value is None:
+            s.metadata.pop(e.key, None)
+        elif e.key in s.metadata:
+            s.metadata[e.key][1] = e.value
+        else:
+            s.metadata[e.key] = [e.pos, e.value]
+
+    def _touch(self, e: AnyEvent, session_id: str) -> FoldSession:
+        """``apply._update``'s stamps: updated_at and last_event_pos from the event."""
+        s = self._existing(e, session_id)
         s.updated_at = e.when
         s.last_event_pos = e.pos
         return s
@@ -538,7 +544,7 @@ def bulk_load(
     for kind, name, _sql in deferred:
         conn.execute(f'DROP {kind.upper()} "{name}"')
     loader = Loader(conn)
-    apply = loader.apply
+    apply = loader.apply if observer is None else _observed(loader.apply, observer)
     reader = LogReader(path)
     applied = 0
     last: tuple[AnyEvent, int, int] | None = None  # event, start, end of the last line
@@ -549,20 +555,10 @@ def bulk_load(
     # where a chunk had to be read line by line (a group's members then come one by one).
     for events, start, lines in reader.batches():
         if lines:
-            done = until is not None and not until.admits(events[-1])
-            if done:
-                assert until is not None
-                del events[_included(events, until) :]
-            for event in events:
-                apply(event)
-            if observer is not None:
-                for event in events:
-                    observer(event)
+            done = _apply_run(apply, events, until)
             if events:
-                k = len(events)
-                end = start + sum(map(len, lines[:k])) + k
-                last = (events[-1], end - len(lines[k - 1]) - 1, end)
-                applied += k
+                last = _last_line(events, start, lines)
+                applied += len(events)
             if done:
                 break
         else:
@@ -575,8 +571,6 @@ def bulk_load(
                 break
             for member in group:
                 apply(member)
-                if observer is not None:
-                    observer(member)
             applied += len(group)
             last = (event, start, reader.end)
             group = []
@@ -590,19 +584,51 @@ def bulk_load(
         conn.execute(sql)
     cp = Checkpoint(0, 0, 0, "")
     if last is not None:
-        event, line_start, line_end = last
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            data = read_bytes(fd, line_start, line_end)
-        finally:
-            os.close(fd)
-        cp = Checkpoint(line_end, event.pos, line_start, line_hash(data))
+        cp = _checkpoint_after(path, *last)
         write_checkpoint(conn, cp)
     conn.execute("COMMIT")
     conn.execute("PRAGMA foreign_keys = ON")
     if progress is not None and last is not None:
         progress(cp.log_offset, max(total, cp.log_offset))
     return BulkResult(applied, cp, reader.torn, examined)
+
+
+def _observed(apply: Observer, observer: Observer) -> Observer:
+    """``apply``, then the observer told of the event."""
+
+    def both(event: AnyEvent) -> None:
+        apply(event)
+        observer(event)
+
+    return both
+
+
+def _apply_run(apply: Observer, events: list[AnyEvent], until: Until | None) -> bool:
+    """Apply a run of whole units, cut to the prefix; whether the prefix ends in it."""
+    done = until is not None and not until.admits(events[-1])
+    if done:
+        assert until is not None
+        del events[_included(events, until) :]
+    for event in events:
+        apply(event)
+    return done
+
+
+def _last_line(events: list[AnyEvent], start: int, lines: list[bytes]) -> tuple[AnyEvent, int, int]:
+    """The last of a run's applied events, with where its line starts and ends."""
+    k = len(events)
+    end = start + sum(map(len, lines[:k])) + k
+    return events[-1], end - len(lines[k - 1]) - 1, end
+
+
+def _checkpoint_after(path: str, event: AnyEvent, line_start: int, line_end: int) -> Checkpoint:
+    """The checkpoint of the line that holds ``event``: where it ends, and its hash."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = read_bytes(fd, line_start, line_end)
+    finally:
+        os.close(fd)
+    return Checkpoint(line_end, event.pos, line_start, line_hash(data))
 
 
 def _included(events: list[AnyEvent], until: Until) -> int:
