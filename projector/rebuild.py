@@ -31,7 +31,7 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import fsync_directory
 from projector.apply import ApplyError
-from projector.bulk import Observer, bulk_load
+from projector.bulk_load import Observer, bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
 from projector.db import check_ours, check_paths, create_private_file, create_schema
 from projector.errors import RebuildCheckFailed

@@ -34,7 +34,7 @@ from journal.events import (
 )
 from projector import InvariantViolation, canonical_hash, catch_up, connect, rebuild, verify
 from projector.apply import SnapshotContext, SnapshotMessage, SnapshotMetadata, snapshot_json
-from projector.bulk import bulk_load
+from projector.bulk_load import bulk_load
 from projector.db import create_schema
 from projector.reading import Until
 
