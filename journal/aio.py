@@ -216,7 +216,9 @@ class AsyncJournal:
     async def append_message(
         self, session_id: str, role: str, content: str, **kwargs: Any
     ) -> Receipt:
-        return await self._call(self.journal.append_message, session_id, role, content, **kwargs)
+        # The checks that need no state run here, so bad input fails without a hand-over.
+        checked = self.journal._check_message(session_id, role, content, **kwargs)
+        return await self._call(self.journal._append_checked, *checked)
 
     async def set_metadata(
         self, session_id: str, key: str, value: str | None, **kwargs: Any

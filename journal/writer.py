@@ -78,6 +78,7 @@ from journal.validation import (
     MAX_GROUP_BYTES,
     MAX_GROUP_EVENTS,
     MAX_METADATA_VALUE_BYTES,
+    MessageParts,
     check_at,
     check_count,
     check_duration,
@@ -101,6 +102,19 @@ DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
 
 E = TypeVar("E", bound=Event)
+# append_message's arguments once checked (Journal._check_message).
+_MessageArgs = tuple[
+    str,
+    str,
+    str,
+    int | None,
+    float | None,
+    dict[str, Any] | None,
+    int | None,
+    str | None,
+    str | None,
+    MessageParts,
+]
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -572,7 +586,6 @@ class Journal:
                 self.append_message(sid, **message)
         return sid
 
-    @_combined
     def append_message(
         self,
         session_id: str,
@@ -595,6 +608,41 @@ class Journal:
         ``tool_call_id`` (a tool result's) and ``raw`` (the provider's message item, as JSON
         text kept verbatim or a value encoded compactly) carry real LLM traffic.
         """
+        return self._append_checked(
+            *self._check_message(
+                session_id,
+                role,
+                content,
+                tokens_used=tokens_used,
+                duration_seconds=duration_seconds,
+                metadata=metadata,
+                expected_seq=expected_seq,
+                event_id=event_id,
+                at=at,
+                tool_calls=tool_calls,
+                tool_call_id=tool_call_id,
+                raw=raw,
+            )
+        )
+
+    def _check_message(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        tokens_used: int | None = None,
+        duration_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        expected_seq: int | None = None,
+        event_id: str | None = None,
+        at: datetime | str | None = None,
+        tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        raw: str | Mapping[str, Any] | Sequence[Any] | None = None,
+    ) -> _MessageArgs:
+        """append_message's checks of its arguments alone: the hot path's work that needs
+        no state, done by the caller before the hand-over, outside the log's lock."""
         parts = check_message(role, content, tool_calls, tool_call_id, raw)
         check_count("tokens_used", tokens_used)
         check_duration(duration_seconds)
@@ -602,6 +650,34 @@ class Journal:
         if expected_seq is not None:
             check_count("expected_seq", expected_seq)
         at = check_at(at)
+        return (
+            session_id,
+            role,
+            content,
+            tokens_used,
+            duration_seconds,
+            meta,
+            expected_seq,
+            event_id,
+            at,
+            parts,
+        )
+
+    @_combined
+    def _append_checked(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        tokens_used: int | None,
+        duration_seconds: float | None,
+        meta: dict[str, Any] | None,
+        expected_seq: int | None,
+        event_id: str | None,
+        at: str | None,
+        parts: MessageParts,
+    ) -> Receipt:
+        """append_message, its arguments checked: what needs the state, under the lock."""
         with self._writing() as w:
             dup = self._duplicate(event_id, "message_appended", session_id)
             if dup is not None:
