@@ -82,11 +82,20 @@ class Combiner:
                 ticket._signal.acquire()
             else:
                 self._busy = True
+        interrupted: BaseException | None = None
         if ticket._signal is not None:
-            ticket.wait()  # woken with the outcome, or to combine
-            if not ticket.combine:
-                return
-        self._combine()
+            while True:
+                try:
+                    ticket.wait()  # woken with the outcome, or to combine
+                    break
+                except BaseException as exc:  # a signal handler's exception, say
+                    # The calls are handed over and will run, and the combiner's role may
+                    # be passed to this ticket: keep waiting, then raise.
+                    interrupted = exc
+        if ticket._signal is None or ticket.combine:
+            self._combine()
+        if interrupted is not None:
+            raise interrupted
 
     def _combine(self) -> None:
         with self._mutex:

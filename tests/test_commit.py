@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,52 @@ def test_an_error_in_a_combined_call_reaches_its_own_caller_only(tmp_path: Path)
             t.join()
     assert len(errors) == 20
     assert len(_contents(log)) == 100
+
+
+def test_a_caller_interrupted_while_queued_still_passes_the_log_on(tmp_path: Path) -> None:
+    """A signal handler raising in a thread that waits in the queue: its call, handed
+    over, is written; the error reaches it afterwards; the next caller is not left
+    waiting for a combiner that never comes."""
+    import signal
+
+    log = tmp_path / "s.jsonl"
+    j = Journal.open(log)
+    sid = j.create_session("m", session_id="s")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with j.batch():  # holds the log: the next combiner waits for it
+            holding.set()
+            release.wait(60)
+
+    def combine_first() -> None:
+        j.append_message(sid, "user", "first")
+
+    def interrupt(signum: int, frame: object) -> None:
+        threading.Timer(0.2, release.set).start()
+        raise RuntimeError("interrupted")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(60)
+    first = threading.Thread(target=combine_first)
+    first.start()
+    while not j._combiner._busy:
+        time.sleep(0.001)
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            j.append_message(sid, "user", "queued")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        release.set()
+    holder.join(60)
+    first.join(60)
+    after = threading.Thread(target=lambda: j.append_message(sid, "user", "after"))
+    after.start()
+    after.join(60)
+    assert not after.is_alive()
+    j.close()
+    assert _contents(log) == ["first", "queued", "after"]
