@@ -1,13 +1,14 @@
 """CPU per event on the hot path of ``AsyncJournal``: where group commit spends its time.
 
-64 tasks append 600-character messages (an ``event_id`` each) to one ``AsyncJournal``;
+64 tasks (``--tasks``) append 600-character messages (an ``event_id`` each) to one
+``AsyncJournal``;
 the script reports the CPU time per event of the loop's thread and of the committer
 thread (``time.thread_time``), then profiles the committer and splits its time into the
 phases of a batch: under the log's lock (the calls, the encoding, the write), the fsync,
 and completing the batch on the loop. With group commit the fsync is shared, so this CPU
 is what bounds the rate.
 
-    python tools/profile_async.py [--messages 6400] [--durability none]
+    python tools/profile_async.py [--messages 6400] [--tasks 64] [--durability none]
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ PHASES = {
 
 
 def measure(
-    path: Path, n: int, durability: str, profile: cProfile.Profile | None
+    path: Path, n: int, durability: str, profile: cProfile.Profile | None, tasks: int = TASKS
 ) -> dict[str, float]:
     committer_cpu = [0.0]
     real_commit = aio.AsyncJournal._commit
@@ -58,16 +59,16 @@ def measure(
 
     async def main() -> None:
         async with AsyncJournal.open(path, durability) as j:  # type: ignore[arg-type]
-            sids = [await j.create_session("m", idle_timeout_seconds=None) for _ in range(TASKS)]
+            sids = [await j.create_session("m", idle_timeout_seconds=None) for _ in range(tasks)]
             ids = [str(uuid.uuid4()) for _ in range(n)]
             text = ("lorem ipsum dolor sit amet " * 30)[:600]
 
             async def lane(k: int) -> None:
-                for i in range(k, n, TASKS):
+                for i in range(k, n, tasks):
                     await j.append_message(sids[k], "user", text, event_id=ids[i])
 
             cpu, wall = time.thread_time(), time.perf_counter()
-            await asyncio.gather(*(lane(k) for k in range(TASKS)))
+            await asyncio.gather(*(lane(k) for k in range(tasks)))
             out["loop thread, CPU µs/event"] = (time.thread_time() - cpu) / n * 1e6
             out["wall µs/event"] = (time.perf_counter() - wall) / n * 1e6
 
@@ -82,13 +83,15 @@ def measure(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--messages", type=int, default=6400)
+    p.add_argument("--tasks", type=int, default=TASKS)
     p.add_argument("--durability", default="none", choices=["always", "batch", "none"])
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        figures = measure(Path(tmp) / "plain.jsonl", args.messages, args.durability, None)
+        run = (args.messages, args.durability)
+        figures = measure(Path(tmp) / "plain.jsonl", *run, None, args.tasks)
         profile = cProfile.Profile()
-        measure(Path(tmp) / "profiled.jsonl", args.messages, args.durability, profile)
-    print(f"{args.messages:,} messages from {TASKS} tasks, durability {args.durability}")
+        measure(Path(tmp) / "profiled.jsonl", *run, profile, args.tasks)
+    print(f"{args.messages:,} messages from {args.tasks} tasks, durability {args.durability}")
     for name, value in figures.items():
         print(f"  {name}: {value:.1f}")
     stats: Any = pstats.Stats(profile).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
