@@ -5,6 +5,8 @@ or more events and appends them as one atomic unit. Under the log's exclusive lo
 writer first reads whatever other processes (or other ``Journal`` objects) appended since
 its last look, so positions and per-session seqs stay gapless however many writers share
 the file. A call returns only once its records are durable (in the default mode).
+Concurrent calls from threads share one hold of the lock, one write and one fsync
+(``journal.commit``); each stays its own atomic group.
 
 Idempotent retries: a call given an ``event_id`` that is among the last ``id_window``
 events of the log (default 65,536, whichever process wrote them) returns the first
