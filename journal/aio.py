@@ -1,12 +1,21 @@
 """The asyncio face of the writer, for host apps that run an event loop.
 
-Each call runs the blocking ``Journal`` method in a worker thread, so the loop never waits
-for a write or an fsync; concurrent awaits land in different threads and share fsyncs
-through the journal's group commit. Inside ``async with j.batch():`` the calls of the task
-that opened the batch run on the one thread that holds the batch's lock.
+Calls from the loop's tasks are queued for one committer thread, which hands everything
+queued so far to the journal's combiner (``journal.commit``) as one ticket: one hold of the
+log's lock, one write and one fsync for the lot. It then completes every future of the
+batch with a single callback on the loop, so a batch costs the loop one wake-up, not one
+thread hop per call. The loop itself never waits for a lock, a write or an fsync.
 
-Cancelling an await does not undo an append already handed to the worker: retry it with
-the same ``event_id`` to learn its receipt.
+The queue is bounded (``max_pending`` calls handed over and not yet completed): when the
+disk stalls, further calls wait before they are handed over, and memory stays bounded.
+
+Cancelling an await does not undo an append already handed to the writer: retry it with
+the same ``event_id`` to learn its receipt. A call cancelled while it waits for room in the
+queue was never handed over and writes nothing. ``aclose`` completes every call handed over
+before it, then closes the journal.
+
+Inside ``async with j.batch():`` the calls of the task that opened the batch run on the one
+thread that holds the batch's lock.
 """
 
 from __future__ import annotations
@@ -15,18 +24,25 @@ import asyncio
 import contextvars
 import functools
 import os
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
+from journal.commit import Call, Ticket
+from journal.errors import DurabilityError, JournalClosed
 from journal.log import Durability
 from journal.state import Receipt
 from journal.writer import Journal
 
-P = ParamSpec("P")
 T = TypeVar("T")
+
+DEFAULT_MAX_PENDING: Final = 1024
+# Calls per ticket: bounds the size of one write (and of its buffer) under a burst.
+_MAX_TICKET: Final = 256
 
 # The executor of the batch the current task is inside, if any.
 _batch_lane: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
@@ -35,38 +51,114 @@ _batch_lane: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.Con
 
 
 class AsyncJournal:
-    """Awaitable versions of every ``Journal`` method."""
+    """Awaitable versions of every ``Journal`` method. Use it from one event loop."""
 
-    def __init__(self, journal: Journal, max_workers: int = 16) -> None:
+    def __init__(self, journal: Journal, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.journal = journal
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="journal-async")
+        self._slots = asyncio.Semaphore(max(1, max_pending))
+        self._queue: deque[Call] = deque()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._committer = threading.Thread(target=self._commit, name="journal-commit", daemon=True)
+        self._committer.start()
 
     @classmethod
     @asynccontextmanager
     async def open(
-        cls, path: str | os.PathLike[str], durability: Durability = "always", **options: Any
+        cls,
+        path: str | os.PathLike[str],
+        durability: Durability = "always",
+        *,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        **options: Any,
     ) -> AsyncIterator[AsyncJournal]:
         """``async with AsyncJournal.open(path) as j:`` opens the log in a worker thread."""
         loop = asyncio.get_running_loop()
         journal = await loop.run_in_executor(
             None, functools.partial(Journal.open, path, durability, **options)
         )
-        aj = cls(journal)
+        aj = cls(journal, max_pending)
         try:
             yield aj
         finally:
             await aj.aclose()
 
     async def aclose(self) -> None:
-        """Close the journal (in a thread: it may fsync) and stop the workers."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, self.journal.close)
-        self._pool.shutdown(wait=True)
+        """Complete every call handed over so far, then close the journal.
 
-    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        pool = _batch_lane.get() or self._pool
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, functools.partial(fn, *args, **kwargs)
-        )
+        Calls made from now on raise ``JournalClosed``.
+        """
+        loop = asyncio.get_running_loop()
+        with self._wakeup:
+            if self._closing:
+                return
+            self._closing = True
+            self._wakeup.notify()
+        await loop.run_in_executor(None, self._committer.join)
+        await loop.run_in_executor(None, self.journal.close)
+        # The committer's last completions were scheduled before it ended: let them run.
+        await asyncio.sleep(0)
+
+    # -- the hand-over ---------------------------------------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        lane = _batch_lane.get()
+        loop = asyncio.get_running_loop()
+        if lane is not None:
+            return await loop.run_in_executor(lane, functools.partial(fn, *args, **kwargs))
+        if self._closing:
+            raise JournalClosed(f"{self.journal.path}: the journal is closed")
+        await self._slots.acquire()  # back-pressure: wait for room before handing over
+        call = Call(fn, args, kwargs)
+        call.future = future = loop.create_future()
+        with self._wakeup:
+            if self._closing:
+                self._slots.release()
+                raise JournalClosed(f"{self.journal.path}: the journal is closed")
+            self._loop = loop
+            self._queue.append(call)
+            if len(self._queue) == 1:
+                self._wakeup.notify()
+        # Handed over: cancelling this await leaves the call to run (retry with the same
+        # event_id to learn its receipt).
+        result: T = await future
+        return result
+
+    def _commit(self) -> None:
+        """The committer thread: hand queued calls over in tickets until closed and empty."""
+        while True:
+            with self._wakeup:
+                while not self._queue and not self._closing:
+                    self._wakeup.wait()
+                if not self._queue:
+                    return
+                n = min(len(self._queue), _MAX_TICKET)
+                calls = [self._queue.popleft() for _ in range(n)]
+                loop = self._loop
+            ticket = Ticket(calls)
+            self.journal._combiner.submit(ticket)
+            if ticket.token:
+                try:
+                    self.journal._log.wait_durable(ticket.token)
+                except (DurabilityError, JournalClosed) as exc:
+                    for call in calls:
+                        if call.error is None:
+                            call.error, call.result = exc, None
+            assert loop is not None
+            loop.call_soon_threadsafe(self._complete, calls)
+
+    def _complete(self, calls: list[Call]) -> None:
+        """On the loop: complete a batch's futures (those not cancelled) and free their
+        slots."""
+        for call in calls:
+            self._slots.release()
+            future = call.future
+            if future.cancelled():
+                continue
+            if call.error is not None:
+                future.set_exception(call.error)
+            else:
+                future.set_result(call.result)
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[AsyncJournal]:
@@ -110,46 +202,72 @@ class AsyncJournal:
             if not shut_down_later:
                 lane.shutdown(wait=False)  # its last task is done; never block the loop
 
+    # -- the writer's methods, awaitable ---------------------------------------------------
+    async def register_model(
+        self, model_id: str, model_name: str | None = None, **kwargs: Any
+    ) -> Receipt:
+        return await self._call(self.journal.register_model, model_id, model_name, **kwargs)
+
     async def create_session(
         self, model_id: str, model_name: str | None = None, title: str | None = None, **kwargs: Any
     ) -> str:
-        return await self._run(self.journal.create_session, model_id, model_name, title, **kwargs)
+        return await self._call(self.journal.create_session, model_id, model_name, title, **kwargs)
 
     async def append_message(
         self, session_id: str, role: str, content: str, **kwargs: Any
     ) -> Receipt:
-        return await self._run(self.journal.append_message, session_id, role, content, **kwargs)
-
-    async def register_model(
-        self, model_id: str, model_name: str | None = None, **kwargs: Any
-    ) -> Receipt:
-        return await self._run(self.journal.register_model, model_id, model_name, **kwargs)
+        # The checks that need no state run here, so bad input fails without a hand-over.
+        checked = self.journal._check_message(session_id, role, content, **kwargs)
+        return await self._call(self.journal._append_checked, *checked)
 
     async def set_metadata(
         self, session_id: str, key: str, value: str | None, **kwargs: Any
     ) -> Receipt:
-        return await self._run(self.journal.set_metadata, session_id, key, value, **kwargs)
+        return await self._call(self.journal.set_metadata, session_id, key, value, **kwargs)
 
     async def rename(self, session_id: str, title: str | None, **kwargs: Any) -> Receipt:
-        return await self._run(self.journal.rename, session_id, title, **kwargs)
+        return await self._call(self.journal.rename, session_id, title, **kwargs)
 
     async def pause(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._run(self.journal.pause, session_id, **kwargs)
+        return await self._call(self.journal.pause, session_id, **kwargs)
 
     async def resume(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._run(self.journal.resume, session_id, **kwargs)
+        return await self._call(self.journal.resume, session_id, **kwargs)
 
     async def snapshot(self, session_id: str, reason: str = "checkpoint", **kwargs: Any) -> Receipt:
-        return await self._run(self.journal.snapshot, session_id, reason, **kwargs)
+        return await self._call(self.journal.snapshot, session_id, reason, **kwargs)
 
     async def archive(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._run(self.journal.archive, session_id, **kwargs)
+        return await self._call(self.journal.archive, session_id, **kwargs)
+
+    async def time_out(
+        self, session_id: str, kind: Literal["idle", "hard"], **kwargs: Any
+    ) -> Receipt:
+        return await self._call(self.journal.time_out, session_id, kind, **kwargs)
 
     async def restore(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._run(self.journal.restore, session_id, **kwargs)
+        return await self._call(self.journal.restore, session_id, **kwargs)
 
     async def delete_session(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._run(self.journal.delete_session, session_id, **kwargs)
+        return await self._call(self.journal.delete_session, session_id, **kwargs)
 
     async def expire_due(self, now: datetime | None = None, **kwargs: Any) -> list[Receipt]:
-        return await self._run(self.journal.expire_due, now, **kwargs)
+        return await self._call(self.journal.expire_due, now, **kwargs)
+
+    # Reads of the writer's state in memory: no lock, no disk, nothing to hand over.
+    async def receipt(self, event_id: str) -> Receipt | None:
+        return self.journal.receipt(event_id)
+
+    async def last_seq(self, session_id: str) -> int:
+        return self.journal.last_seq(session_id)
+
+    async def status(self, session_id: str) -> str:
+        return self.journal.status(session_id)
+
+    @property
+    def last_pos(self) -> int:
+        return self.journal.last_pos
+
+    @property
+    def closed(self) -> bool:
+        return self._closing or self.journal.closed

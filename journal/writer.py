@@ -5,6 +5,8 @@ or more events and appends them as one atomic unit. Under the log's exclusive lo
 writer first reads whatever other processes (or other ``Journal`` objects) appended since
 its last look, so positions and per-session seqs stay gapless however many writers share
 the file. A call returns only once its records are durable (in the default mode).
+Concurrent calls from threads share one hold of the lock, one write and one fsync
+(``journal.commit``); each stays its own atomic group.
 
 Idempotent retries: a call given an ``event_id`` that is among the last ``id_window``
 events of the log (default 65,536, whichever process wrote them) returns the first
@@ -14,6 +16,7 @@ keeps memory bounded; retry within that window.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -23,11 +26,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
 
 import msgspec
 from msgspec import UNSET
 
+from journal.commit import Call, Combiner, Ticket
 from journal.errors import (
     GroupTooLarge,
     IdempotencyConflict,
@@ -76,6 +80,7 @@ from journal.validation import (
     MAX_GROUP_BYTES,
     MAX_GROUP_EVENTS,
     MAX_METADATA_VALUE_BYTES,
+    MessageParts,
     check_at,
     check_count,
     check_duration,
@@ -99,6 +104,21 @@ DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
 
 E = TypeVar("E", bound=Event)
+# append_message's arguments once checked (Journal._check_message).
+_MessageArgs = tuple[
+    str,
+    str,
+    str,
+    int | None,
+    float | None,
+    dict[str, Any] | None,
+    int | None,
+    str | None,
+    str | None,
+    MessageParts,
+]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def random_event_id() -> str:
@@ -131,6 +151,7 @@ class _Pending:
     user_batch: bool
     groups: list[list[AnyEvent]] = field(default_factory=lambda: [[]])
     ts: str | None = None  # when these events are recorded: one time for all of them
+    token: int = 0  # the durability token of their write, once written
 
     def split(self) -> None:
         """Start a new atomic group (ignored inside a user's batch, which is one group)."""
@@ -165,6 +186,29 @@ class _InGroup:
             del groups[-1][self._n_last :]
 
 
+def _combined(
+    method: Callable[Concatenate[Journal, P], T],
+) -> Callable[Concatenate[Journal, P], T]:
+    """A writing method whose calls from concurrent threads share one write and one fsync
+    (``journal.commit``). Inside ``batch()``, or run by the combiner, it runs in place."""
+
+    def combined(self: Journal, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._pending is not None and self._pending_owner == threading.get_ident():
+            return method(self, *args, **kwargs)
+        call = Call(method, (self, *args), kwargs)
+        ticket = Ticket((call,))
+        self._combiner.submit(ticket)
+        if call.error is not None:
+            raise call.error
+        if ticket.token:
+            self._log.wait_durable(ticket.token)
+        result: T = call.result
+        return result
+
+    functools.update_wrapper(combined, method)  # name, docstring and signature for help()
+    return combined
+
+
 class Journal:
     """Appends validated events to one log file. Thread-safe and process-safe.
 
@@ -190,6 +234,7 @@ class Journal:
         self._caught_up_in = 0  # the LogFile.lock_epoch of the last catch-up
         self._pending: _Pending | None = None
         self._pending_owner: int | None = None
+        self._combiner = Combiner(self._run_batch)
         self.repairs: list[Repair] = []
         try:
             with self._log.locked():
@@ -318,19 +363,26 @@ class Journal:
 
     @contextmanager
     def _write_group(self, user_batch: bool) -> Iterator[_Pending]:
-        me = threading.get_ident()
-        token = 0
+        with self._locked_pending(user_batch) as pending:
+            yield pending
+        if pending.token:
+            self._log.wait_durable(pending.token)
+
+    @contextmanager
+    def _locked_pending(self, user_batch: bool) -> Iterator[_Pending]:
+        """Lock, catch up, collect events, then write them in one go (not waiting for the
+        fsync: ``pending.token`` says which write to wait for, after the lock is let go)."""
         with self._log.locked():
             if self._log.lock_epoch != self._caught_up_in:
                 self._catch_up()
                 # Until the flock is let go, nobody else can append: no need to look again.
                 self._caught_up_in = self._log.lock_epoch
             pending = _Pending(user_batch)
-            self._pending, self._pending_owner = pending, me
+            self._pending, self._pending_owner = pending, threading.get_ident()
             self._state.begin()
             try:
                 yield pending
-                token = self._write(pending)
+                pending.token = self._write(pending)
             except BaseException:
                 self._state.rollback()
                 # A write cut short by anything but an I/O error leaves part of a record;
@@ -341,8 +393,18 @@ class Journal:
             finally:
                 self._pending = self._pending_owner = None
             self._state.commit()
-        if token:
-            self._log.wait_durable(token)
+
+    def _run_batch(self, calls: list[Call]) -> int:
+        """Run combined calls under one hold of the lock, each its own atomic group; one
+        write for them all. Returns its durability token (0 if nothing was written)."""
+        with self._locked_pending(user_batch=False) as pending:
+            for call in calls:
+                try:
+                    call.result = call.fn(*call.args, **call.kwargs)
+                except Exception as exc:  # undone alone (_InGroup); the others go on
+                    call.error = exc
+                pending.split()
+        return pending.token
 
     def _write(self, pending: _Pending) -> int:
         chunks: list[bytes] = []
@@ -435,6 +497,7 @@ class Journal:
         with self._writing(user_batch=True):
             yield self
 
+    @_combined
     def register_model(
         self,
         model_id: str,
@@ -461,6 +524,7 @@ class Journal:
                 event_id,
             )
 
+    @_combined
     def create_session(
         self,
         model_id: str,
@@ -546,6 +610,41 @@ class Journal:
         ``tool_call_id`` (a tool result's) and ``raw`` (the provider's message item, as JSON
         text kept verbatim or a value encoded compactly) carry real LLM traffic.
         """
+        return self._append_checked(
+            *self._check_message(
+                session_id,
+                role,
+                content,
+                tokens_used=tokens_used,
+                duration_seconds=duration_seconds,
+                metadata=metadata,
+                expected_seq=expected_seq,
+                event_id=event_id,
+                at=at,
+                tool_calls=tool_calls,
+                tool_call_id=tool_call_id,
+                raw=raw,
+            )
+        )
+
+    def _check_message(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        *,
+        tokens_used: int | None = None,
+        duration_seconds: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        expected_seq: int | None = None,
+        event_id: str | None = None,
+        at: datetime | str | None = None,
+        tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None,
+        tool_call_id: str | None = None,
+        raw: str | Mapping[str, Any] | Sequence[Any] | None = None,
+    ) -> _MessageArgs:
+        """append_message's checks of its arguments alone: the hot path's work that needs
+        no state, done by the caller before the hand-over, outside the log's lock."""
         parts = check_message(role, content, tool_calls, tool_call_id, raw)
         check_count("tokens_used", tokens_used)
         check_duration(duration_seconds)
@@ -553,6 +652,34 @@ class Journal:
         if expected_seq is not None:
             check_count("expected_seq", expected_seq)
         at = check_at(at)
+        return (
+            session_id,
+            role,
+            content,
+            tokens_used,
+            duration_seconds,
+            meta,
+            expected_seq,
+            event_id,
+            at,
+            parts,
+        )
+
+    @_combined
+    def _append_checked(
+        self,
+        session_id: str,
+        role: str,
+        content: str,
+        tokens_used: int | None,
+        duration_seconds: float | None,
+        meta: dict[str, Any] | None,
+        expected_seq: int | None,
+        event_id: str | None,
+        at: str | None,
+        parts: MessageParts,
+    ) -> Receipt:
+        """append_message, its arguments checked: what needs the state, under the lock."""
         with self._writing() as w:
             dup = self._duplicate(event_id, "message_appended", session_id)
             if dup is not None:
@@ -578,6 +705,7 @@ class Journal:
                 at,
             )
 
+    @_combined
     def set_metadata(
         self,
         session_id: str,
@@ -605,6 +733,7 @@ class Journal:
             at,
         )
 
+    @_combined
     def rename(self, session_id: str, title: str | None, *, event_id: str | None = None) -> Receipt:
         """Give the session a new title."""
         check_text("title", title)
@@ -612,6 +741,7 @@ class Journal:
             SessionRenamed(session_id=session_id, title=title), "rename", None, event_id
         )
 
+    @_combined
     def pause(
         self, session_id: str, *, event_id: str | None = None, at: datetime | str | None = None
     ) -> Receipt:
@@ -624,12 +754,14 @@ class Journal:
             check_at(at),
         )
 
+    @_combined
     def resume(self, session_id: str, *, event_id: str | None = None) -> Receipt:
         """Make a paused session active; its idle clock restarts."""
         return self._simple(
             SessionResumed(session_id=session_id), "resume", frozenset({"paused"}), event_id
         )
 
+    @_combined
     def snapshot(
         self,
         session_id: str,
@@ -655,6 +787,7 @@ class Journal:
             event_id,
         )
 
+    @_combined
     def archive(
         self, session_id: str, *, event_id: str | None = None, at: datetime | str | None = None
     ) -> Receipt:
@@ -667,6 +800,7 @@ class Journal:
             check_at(at),
         )
 
+    @_combined
     def time_out(
         self,
         session_id: str,
@@ -694,6 +828,7 @@ class Journal:
             at,
         )
 
+    @_combined
     def restore(self, session_id: str, *, event_id: str | None = None) -> Receipt:
         """Reopen an idle, expired, archived or deleted session with fresh deadlines.
 
@@ -712,6 +847,7 @@ class Journal:
                 w, SessionRestored(session_id=session_id, snapshot_pos=snapshot_pos), event_id
             )
 
+    @_combined
     def delete_session(self, session_id: str, *, event_id: str | None = None) -> Receipt:
         """Delete the session from the projection, after a ``pre_delete`` snapshot.
 
@@ -729,6 +865,7 @@ class Journal:
             )
             return self._add(w, SessionDeleted(session_id=session_id), event_id)
 
+    @_combined
     def expire_due(
         self,
         now: datetime | None = None,

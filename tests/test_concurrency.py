@@ -221,7 +221,7 @@ def test_a_write_cut_short_is_repaired_before_the_thread_it_hands_the_flock_to_a
     tmp_path: Path,
 ) -> None:
     """An append that fails after writing part of its record (an exception other than an
-    I/O error, so nothing cuts the file back) hands the flock to a queued thread: that
+    I/O error, so nothing cuts the file back) hands the log to a queued thread: that
     thread must first find the partial record and move it aside, not write after it."""
     log = tmp_path / "s.jsonl"
     j = Journal.open(log, "none")
@@ -234,7 +234,7 @@ def test_a_write_cut_short_is_repaired_before_the_thread_it_hands_the_flock_to_a
             return real_append(data, at)
         os.write(j._log.fd, data[: len(data) // 2])
         writing.set()
-        while not j._log._waiting:  # the other thread queues for the lock
+        while not j._combiner._queue:  # the other thread queues for the log
             time.sleep(0.001)
         raise RuntimeError("interrupted mid-write")
 

@@ -53,6 +53,29 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     assert kills >= 50
 
 
+@pytest.mark.slow
+def test_sigkill_under_async_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    """16 tasks append through AsyncJournal (batches written and fsynced together) and the
+    process is killed at random moments: every acknowledged message survives, once."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(TOOLS / "crash_writer.py"),
+            *("--kills", "12", "--seed", "4", "--tasks", "16"),
+            *("--dir", str(tmp_path), "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["lost"] == 0 and stats["duplicated"] == 0 and stats["seq_gapless"] == 1
+    assert stats["acknowledged"] > 12
+    assert stats["quarantine_files"] == stats["repairs"]
+
+
 def test_power_cut_at_every_point_keeps_acknowledged_events(tmp_path: Path) -> None:
     power = load_tool("power_loss")
     ops, acks = power.record_workload(tmp_path, "always", seed=7)

@@ -4,7 +4,8 @@ Usage::
 
     python tools/bench.py [--quick] [--only NAME[,NAME...]] [--json]
 
-Sections: ``append`` (the writer vs raw writes of the same bytes), ``projection``
+Sections: ``append`` (the writer vs raw writes of the same bytes), ``async`` (durable
+appends from an event loop and from threads vs plain SQLite), ``projection``
 (rebuild and replay vs an ideal bulk load and the seed's schema as written), ``live``
 (the live projector: append-to-visible latency, a burst, idle CPU), ``import`` (legacy
 import + projection vs rebuild alone), ``peer`` (eventsourcing). Each
@@ -28,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_append
+import bench_async
 import bench_import
 import bench_live
 import bench_peer
@@ -37,6 +39,7 @@ from benchlib import SIZES, Context, Section, cpu_model, render
 # name -> runner; a runner fills in its Section (figures, or a status and message).
 SECTIONS: dict[str, Callable[[Context, Section], None]] = {
     "append": bench_append.run,
+    "async": bench_async.run,
     "projection": bench_projection.run,
     "live": bench_live.run,
     "import": bench_import.run,

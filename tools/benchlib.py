@@ -41,6 +41,7 @@ class Size:
     catchup_msgs: int  # messages per log in the catch-up-by-session-length comparison
     live: tuple[float, int, float]  # live projector: steady seconds, burst events, idle seconds
     legacy: tuple[int, int]  # legacy import: sessions, messages per session
+    async_msgs: int = 0  # messages per timed run of the async section
 
 
 SIZES: dict[str, Size] = {
@@ -59,6 +60,7 @@ SIZES: dict[str, Size] = {
         600,
         (0.5, 300, 0.5),
         (10, 20),
+        async_msgs=128,
     ),
     "quick": Size(
         "quick",
@@ -75,6 +77,7 @@ SIZES: dict[str, Size] = {
         10_000,
         (3.0, 10_000, 3.0),
         (100, 100),
+        async_msgs=1_280,
     ),
     "full": Size(
         "full",
@@ -91,6 +94,7 @@ SIZES: dict[str, Size] = {
         100_000,
         (30.0, 50_000, 10.0),
         (1_000, 100),
+        async_msgs=3_200,
     ),
 }
 

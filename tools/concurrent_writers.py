@@ -1,11 +1,11 @@
 """Several processes append to one log at once; audit positions, seqs and ids.
 
-Each worker process runs ``--threads`` threads sharing one ``Journal`` (so the flock
-passes between them as well as between processes); each thread appends ``--appends``
-messages, alternating between its own session and sessions shared by every worker, lines
-from about 100 B to over 1 MiB (larger than a pipe buffer or a page, so a write is never
-atomic by luck). The audit reads the log back:
-every message present, positions gapless (the reader checks), ids unique, per-session seqs
+Each worker process runs ``--threads`` threads sharing one ``Journal`` (so their calls are
+combined into batches, and the flock orders the batches of the processes); each thread
+appends ``--appends`` messages, alternating between its own session and sessions shared
+by every worker, lines from about 100 B to over 1 MiB (larger than a pipe buffer or a
+page, so a write is never atomic by luck). The audit reads the log back: every message
+present, positions gapless (the reader checks), ids unique, per-session seqs
 gapless from 1.
 
     python tools/concurrent_writers.py --procs 4 --appends 500

@@ -8,6 +8,12 @@ once, that positions and seqs are gapless, and that each restart repaired what i
 
     python tools/crash_writer.py --kills 500            # prints "500 kills, … 0 lost, 0 duplicated"
     python tools/crash_writer.py --kills 25 --json      # for the test suite
+    python tools/crash_writer.py --kills 60 --tasks 16  # AsyncJournal, 16 tasks at once
+
+With ``--tasks N`` the child appends through ``AsyncJournal`` from N concurrent tasks (task
+k takes messages k, k + N, …), so kills land while batches of calls are written and
+fsynced together; a restart goes on after the highest acknowledged message (the ones
+below it that were not acknowledged are not retried: they may or may not be in the log).
 """
 
 from __future__ import annotations
@@ -52,7 +58,35 @@ def child(log: str, start: int, durability: str) -> None:
             i += 1
 
 
-def run(kills: int, workdir: Path, seed: int, durability: str) -> dict[str, int]:
+def child_async(log: str, start: int, durability: str, tasks: int) -> None:
+    import asyncio
+
+    from journal import AsyncJournal
+
+    async def main() -> None:
+        async with AsyncJournal.open(log, durability) as j:  # type: ignore[arg-type]
+            await j.create_session(
+                "crash-model", session_id=SESSION, event_id=str(uuid.uuid5(NAMESPACE, "session"))
+            )
+            print(f"open {len(j.journal.repairs)}", flush=True)
+
+            async def lane(k: int) -> None:
+                i = start + k
+                while True:
+                    size = 1_000_000 if i % 5 == 0 else 50 + i % 300
+                    print(f"begin {i}", flush=True)
+                    r = await j.append_message(
+                        SESSION, "user", f"{i}:" + "x" * size, event_id=message_id(i)
+                    )
+                    print(f"ack {i} {r.pos} {r.seq} {int(r.duplicate)}", flush=True)
+                    i += tasks
+
+            await asyncio.gather(*(lane(k) for k in range(tasks)))
+
+    asyncio.run(main())
+
+
+def run(kills: int, workdir: Path, seed: int, durability: str, tasks: int = 0) -> dict[str, int]:
     from journal import read_log
     from journal.events import MessageAppended
 
@@ -66,7 +100,8 @@ def run(kills: int, workdir: Path, seed: int, durability: str) -> dict[str, int]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for _ in range(kills):
         proc = subprocess.Popen(
-            [sys.executable, __file__, "--child", str(log), str(next_i), durability],
+            [sys.executable, __file__, "--child", str(log), str(next_i), durability]
+            + (["--tasks", str(tasks)] if tasks else []),
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -130,19 +165,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--dir", type=Path, default=None, help="work here (default: a temp dir)")
     parser.add_argument("--durability", default="always")
+    parser.add_argument("--tasks", type=int, default=0, help="append from N asyncio tasks")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", nargs=3, metavar=("LOG", "START", "DURABILITY"))
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), args.child[2])
+        if args.tasks:
+            child_async(args.child[0], int(args.child[1]), args.child[2], args.tasks)
+        else:
+            child(args.child[0], int(args.child[1]), args.child[2])
         return
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     if args.dir is None:
         with tempfile.TemporaryDirectory() as tmp:
-            stats = run(args.kills, Path(tmp), seed, args.durability)
+            stats = run(args.kills, Path(tmp), seed, args.durability, args.tasks)
     else:
         args.dir.mkdir(parents=True, exist_ok=True)
-        stats = run(args.kills, args.dir, seed, args.durability)
+        stats = run(args.kills, args.dir, seed, args.durability, args.tasks)
     stats["seed"] = seed
     if args.json:
         print(json.dumps(stats))
