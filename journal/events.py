@@ -26,7 +26,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar, get_args
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from journal.jsoncheck import MAX_JSON_DEPTH, event_problem, nests_too_deep, text_problem
+from journal.jsoncheck import event_problem, text_problem
 
 # ``tool`` carries a tool's result; ``developer`` is kept as its own role (OpenAI's newer
 # name for instructions), not mapped to ``system``, so a transcript is returned as sent.
@@ -281,8 +281,6 @@ def decode_checked(line: bytes, decoder: msgspec.json.Decoder[E]) -> E:
         raise LineError(f"invalid event: {reason}", whole=True) from None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise LineError(text_problem(line), whole=True) from None
-    if metadata_too_deep(event):
-        raise LineError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", whole=True)
     # Every consumer does arithmetic on these; a bad one must fail here, as a bad line,
     # not later as a stray ValueError in the writer or the projector.
     for name, value in (("ts", event.ts), ("at", event.at)):
@@ -294,20 +292,6 @@ def decode_checked(line: bytes, decoder: msgspec.json.Decoder[E]) -> E:
                     f"invalid event: {name} {value!r} is not a date on the calendar", whole=True
                 ) from None
     return event
-
-
-def metadata_too_deep(event: Event) -> bool:
-    """Whether a message's metadata nests deeper than the writer allows.
-
-    The decoder's own limit is the interpreter's (about 1,000 levels on 3.11, 10,000 on
-    3.13); this makes the log's limit the writer's on every Python. Only metadata can
-    nest in a record the projection uses, so only it is looked at, after decoding.
-    """
-    return (
-        isinstance(event, MessageAppended)
-        and event.metadata is not None
-        and nests_too_deep(event.metadata)
-    )
 
 
 def encode_json(obj: Any) -> bytes:

@@ -3,8 +3,9 @@
 msgspec encodes and decodes. When it refuses something, the reason a person reads comes
 from here, so that no message carries a dependency's wording (which changes between
 releases) and no limit depends on the interpreter: how deep JSON may nest used to be
-whatever stack the Python version gave the decoder; now it is ``MAX_JSON_DEPTH`` on every
-version, checked before the decoder sees the text.
+whatever stack the Python version gave the decoder; now what enters the log (the writer's
+metadata, ``append``'s input, the importer's metadata) nests at most ``MAX_JSON_DEPTH``
+levels on every version. Reading the log takes whatever earlier versions wrote.
 
 The functions that explain a refusal run only after one, so they cost nothing on the path
 that succeeds.
@@ -47,22 +48,6 @@ def too_deep(text: bytes) -> bool:
         elif first != ord('"'):
             depth -= 1
     return False
-
-
-def nests_too_deep(value: object) -> bool:
-    """Whether a decoded JSON value nests lists and dicts deeper than ``MAX_JSON_DEPTH``."""
-    level = [value]
-    for _ in range(MAX_JSON_DEPTH):
-        inner: list[object] = []
-        for item in level:
-            if isinstance(item, dict):
-                inner.extend(item.values())
-            elif isinstance(item, list):
-                inner.extend(item)
-        if not inner:
-            return False
-        level = inner
-    return any(isinstance(item, dict | list) for item in level)
 
 
 def text_problem(text: bytes | memoryview) -> str:

@@ -63,7 +63,6 @@ from journal.events import (
     StateEvent,
     decode_checked,
     event_decoder,
-    metadata_too_deep,
     state_decoder,
     verify_checksum,
 )
@@ -562,6 +561,11 @@ class LogFile:
             self._written += 1
             return self._written
 
+    @property
+    def last_token(self) -> int:
+        """The sync token of this handle's latest append (0 before any)."""
+        return self._written
+
     def wait_durable(self, token: int) -> None:
         """Return once the append ``token`` is as durable as the mode promises."""
         if self.durability != "always":
@@ -741,8 +745,6 @@ def _fast_run(
         return None
     if len(events) != n or list(map(_get_pos, events)) != list(range(pos + 1, pos + n + 1)):
         return None
-    if any(map(metadata_too_deep, events)):
-        return None  # read again line by line, which names the line
     grps = list(map(_get_grp, events))
     keep = n if grps.count(UNSET) == n else _whole_groups(grps)
     if keep is None:

@@ -382,7 +382,9 @@ class Journal:
             self._state.begin()
             try:
                 yield pending
-                pending.token = self._write(pending)
+                # Nothing written (a retry answered from the id window) still waits for
+                # this handle's last write: its receipt may name a record not yet durable.
+                pending.token = self._write(pending) or self._log.last_token
             except BaseException:
                 self._state.rollback()
                 # A write cut short by anything but an I/O error leaves part of a record;

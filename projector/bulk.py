@@ -73,9 +73,16 @@ INSERT_MESSAGE: Final = INSERT_MESSAGE_SQL
 
 
 def _row_size(row: tuple[Any, ...]) -> int:
-    """What a pending message row weighs against FLUSH_BYTES: its text and its raw item."""
-    raw = row[11]
-    return len(row[4]) + (0 if raw is None else len(raw))
+    """What a pending message row weighs against FLUSH_BYTES: every column that can be
+    large (its text, metadata, tool calls and raw item), so memory stays flat whatever
+    a message carries."""
+    _, _, _, _, content, _, _, _, metadata, tool_calls, _, raw = row
+    return (
+        len(content)
+        + (0 if metadata is None else len(metadata))
+        + (0 if tool_calls is None else len(tool_calls))
+        + (0 if raw is None else len(raw))
+    )
 
 
 # The full-text rows of the messages after a pos: FTS_FILL_SQL's, in the same order,

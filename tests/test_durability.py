@@ -244,3 +244,40 @@ def test_file_size_limit_in_a_child_process(tmp_path: Path) -> None:
     assert out["after_error"] == out["size"]
     assert out["retry"] == [4, 2]
     assert [e.pos for e, _ in read_log(str(log))] == [1, 2, 3, 4]
+
+
+def test_a_retry_while_the_first_write_is_being_fsynced_waits_for_that_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry answered from the id window ("duplicate") promises the record is durable:
+    in `always` mode it waits for the first call's fsync, and shares its failure."""
+    log = tmp_path / "s.jsonl"
+    j = Journal.open(log)
+    sid = j.create_session("gpt-4o")
+    first_fsync_started = threading.Event()
+
+    def slow_failing_fsync(fd: int) -> None:
+        first_fsync_started.set()
+        time.sleep(0.3)
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(
+        journal_log, "os", types.SimpleNamespace(**{**vars(os), "fsync": slow_failing_fsync})
+    )
+    eid = str(uuid.uuid4())
+    outcome: dict[str, object] = {}
+
+    def first() -> None:
+        try:
+            outcome["first"] = j.append_message(sid, "user", "hello", event_id=eid)
+        except DurabilityError as exc:
+            outcome["first"] = exc
+
+    writer = threading.Thread(target=first)
+    writer.start()
+    assert first_fsync_started.wait(10)
+    with pytest.raises(DurabilityError):  # not a receipt for a record not yet durable
+        j.append_message(sid, "user", "hello", event_id=eid)
+    writer.join()
+    assert isinstance(outcome["first"], DurabilityError)
+    j.close()
