@@ -33,17 +33,17 @@ _OPENERS: Final = frozenset(b"[{")
 _REPR_LIMIT: Final = 60
 
 
-def too_deep(text: bytes) -> bool:
-    """Whether the JSON ``text`` nests arrays and objects deeper than ``MAX_JSON_DEPTH``."""
+def too_deep(text: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON ``text`` nests arrays and objects deeper than ``limit``."""
     # A text with no more brackets than the limit cannot nest deeper: most texts end here.
-    if text.count(b"[") + text.count(b"{") <= MAX_JSON_DEPTH:
+    if text.count(b"[") + text.count(b"{") <= limit:
         return False
     depth = 0
     for match in _STRING_OR_BRACKET.finditer(text):
         first = match.group()[0]
         if first in _OPENERS:
             depth += 1
-            if depth > MAX_JSON_DEPTH:
+            if depth > limit:
                 return True
         elif first != ord('"'):
             depth -= 1

@@ -77,6 +77,7 @@ from journal.state import (
     StateViolation,
 )
 from journal.validation import (
+    LATEST,
     MAX_GROUP_BYTES,
     MAX_GROUP_EVENTS,
     MAX_METADATA_VALUE_BYTES,
@@ -130,6 +131,7 @@ def random_event_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_LATEST_TS: Final = format_ts(LATEST)
 _CALENDAR_END: Final = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
 
 
@@ -438,6 +440,11 @@ class Journal:
         ts = pending.ts
         if ts is None:  # the clock is read once per write, whatever the number of events
             ts = pending.ts = max(self._now(), self._state.last_ts)  # never back
+            if ts > _LATEST_TS:  # only after a record no writer of this version makes
+                raise InvalidValue(
+                    f"the log's last record is dated {ts}, after the years 1000 to 9989 the "
+                    "log records: a new record could not be dated after it; nothing was written"
+                )
         envelope: dict[str, Any] = {
             "pos": self._state.last_pos + 1,
             "id": event_id or self._new_id(),

@@ -201,6 +201,8 @@ def check_ours(path: str | os.PathLike[str]) -> None:
     try:
         st = os.stat(name)
     except FileNotFoundError:
+        if os.path.islink(name):  # SQLite would create its target, whatever its mode
+            raise ForeignFile(name, "is a symbolic link to a missing file") from None
         return
     for is_kind, kind in _KINDS:
         if is_kind(st.st_mode):
@@ -215,26 +217,25 @@ def check_ours(path: str | os.PathLike[str]) -> None:
             f"is not a SQLite database (it starts with {header[:16]!r}); "
             "is it the log? Check --log and --db",
         )
-    if int.from_bytes(header[_APPLICATION_ID_AT], "big") == APPLICATION_ID:
+    application_id = int.from_bytes(header[_APPLICATION_ID_AT], "big")
+    if application_id == APPLICATION_ID:
         return
-    if not _empty_or_a_projection(name):
+    if application_id != 0 or not _empty_or_a_projection(name):
         raise ForeignFile(name, "is a SQLite database of another program, not a projection")
 
 
 def _empty_or_a_projection(path: str) -> bool:
-    """Whether the database at ``path`` has no tables at all, or the projector's checkpoint
-    table (a projection made before the application id)."""
+    """Whether the database at ``path`` has no schema at all (no table, view, index or
+    trigger), or the projector's checkpoint table (a projection made before the id)."""
     try:
         conn = sqlite3.connect(readonly_uri(path), uri=True)
     except sqlite3.Error:
         return False
     try:
-        tables = {
-            str(name)
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
+        listed = conn.execute("SELECT type, name FROM sqlite_master")
+        objects = {(str(kind), str(name)) for kind, name in listed}
     except sqlite3.Error:
         return False
     finally:
         conn.close()
-    return not tables or "projector_checkpoint" in tables
+    return not objects or ("table", "projector_checkpoint") in objects

@@ -118,8 +118,14 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
             raise InputError(
                 source, number, "starts with a byte-order mark; save as UTF-8 without BOM"
             )
-        if too_deep(line):
-            raise InputError(source, number, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        # The event's object is one level above its metadata's, which may nest the limit.
+        if too_deep(line, MAX_JSON_DEPTH + 1):
+            raise InputError(
+                source,
+                number,
+                f"JSON nested deeper than {MAX_JSON_DEPTH + 1} levels "
+                f"(an event's metadata may nest {MAX_JSON_DEPTH})",
+            )
         try:
             fields = msgspec.json.decode(line)
         except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):

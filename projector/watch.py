@@ -73,9 +73,14 @@ def lock_path(db_path: str) -> str:
 def _acquire_lock(db_path: str) -> int:
     check_ours(db_path)  # no lock file beside a file that is not a projection
     path = lock_path(db_path)
-    fd = os.open(
-        path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE
-    )
+    try:
+        fd = os.open(
+            path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, FILE_MODE
+        )
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.EISDIR):
+            raise
+        raise ForeignFile(path, "is a symbolic link or a directory, not a watch lock") from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ForeignFile(path, "is not a regular file, so not a watch lock")

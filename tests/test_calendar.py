@@ -153,3 +153,23 @@ def test_the_importer_flags_a_time_off_the_calendar_and_projects(tmp_path: Path)
     report = import_legacy(old, tmp_path / "s.jsonl", tmp_path / "s.db")
     assert report.ok
     assert "timestamp_out_of_range" in report.anomaly_counts
+
+
+def test_a_writer_records_nothing_after_a_record_dated_past_the_range(tmp_path: Path) -> None:
+    """A crafted (or very old) last record dated 9999: a new record could only be dated
+    after it, out of the range; the writer refuses instead of copying that date."""
+    log = tmp_path / "s.jsonl"
+    events = [
+        ModelRegistered(pos=1, id="00000000-0000-4000-8000-000000000001", ts=TS,
+                        model_id="m", model_name="M"),
+        SessionCreated(pos=2, id="00000000-0000-4000-8000-000000000002",
+                       ts="9999-12-31T23:59:59.000000Z", session_id="s", model_id="m"),
+    ]  # fmt: skip
+    log.write_bytes(b"".join(map(encode_line, events)))
+    before = log.read_bytes()
+    with Journal.open(log) as j:
+        with pytest.raises(InvalidValue, match="last record is dated 9999-12-31"):
+            j.append_message("s", "user", "hi")
+        with pytest.raises(InvalidValue, match="last record is dated 9999-12-31"):
+            j.pause("s")
+    assert log.read_bytes() == before

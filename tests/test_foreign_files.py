@@ -250,3 +250,60 @@ def test_a_database_a_first_catch_up_made_before_its_schema_is_still_ours(
     check_ours(db)
     replay(log, db)
     assert cli(log, db, "verify").exit_code == 0
+
+
+def _view_only(p: Path) -> None:
+    with closing(sqlite3.connect(p)) as conn:
+        conn.execute("CREATE VIEW important AS SELECT 'my data' AS x")
+        conn.commit()
+
+
+def _other_application(p: Path) -> None:
+    with closing(sqlite3.connect(p)) as conn:
+        conn.execute("PRAGMA application_id = 12345")
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+
+
+@pytest.mark.parametrize("make", [_view_only, _other_application], ids=["view", "app-id"])
+def test_a_foreign_database_without_tables_is_still_foreign(
+    demo: tuple[Path, Path], make: object
+) -> None:
+    log, db = demo
+    db.unlink()
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    assert callable(make)
+    make(db)
+    before = db.read_bytes()
+    result = cli(log, db, "replay")
+    assert result.exit_code == 2 and "another program" in result.stderr
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["symlink", "directory"])
+def test_a_symlink_or_directory_where_the_watch_lock_goes_is_refused(
+    demo: tuple[Path, Path], kind: str
+) -> None:
+    log, db = demo
+    lock = Path(lock_path(str(db)))
+    lock.unlink()  # the demo's own
+    if kind == "symlink":
+        lock.symlink_to(log)
+    else:
+        lock.mkdir()
+    before = log.read_bytes()
+    result = cli(log, db, "replay")
+    assert result.exit_code == 2, result.output
+    assert "not a watch lock" in result.stderr
+    assert log.read_bytes() == before
+
+
+def test_a_dangling_symlink_at_the_database_path_is_refused(tmp_path: Path) -> None:
+    log, db = tmp_path / "sessions.jsonl", tmp_path / "sessions.db"
+    with Journal.open(log) as j:
+        j.create_session("gpt-4o", session_id="s")
+    db.symlink_to(tmp_path / "elsewhere.db")
+    result = cli(log, db, "replay")
+    assert result.exit_code == 2 and "symbolic link to a missing file" in result.stderr
+    assert not (tmp_path / "elsewhere.db").exists()

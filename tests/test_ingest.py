@@ -108,7 +108,7 @@ def test_arbitrary_bytes_never_crash_and_never_half_write(tmp_path: Path, data: 
             b'{"type":"session_renamed","session_id":"s-1","title":"\x80"}',
             r"^input: line 1: not valid UTF-8 \(byte 54\)",
         ),
-        (b"[" * 2000 + b"]" * 2000, "^input: line 1: JSON nested deeper than 256 levels"),
+        (b"[" * 2000 + b"]" * 2000, r"^input: line 1: JSON nested deeper than 257 levels \("),
         (
             b'{"type":"message_appended","session_id":"s-1","seq":2,"role":"user",'
             b'"content":"x","tokens_used":1e400}',
@@ -180,3 +180,25 @@ def test_too_many_events_for_one_group_is_refused_before_writing(tmp_path: Path)
 def test_input_error_names_source_and_line() -> None:
     with pytest.raises(InputError, match=r"^in\.jsonl: line 3: not valid JSON;"):
         parse_lines([b"", b'{"type":"session_paused","session_id":"s"}', b"{"], "in.jsonl")
+
+
+@pytest.mark.parametrize(("depth", "ok"), [(255, True), (256, False)])
+def test_append_takes_metadata_as_deep_as_the_writer_does(
+    tmp_path: Path, depth: int, ok: bool
+) -> None:
+    """The event's object is one level above its metadata: metadata nesting 256 levels
+    (the writer's limit) gets through append, one more does not."""
+    log = tmp_path / "deep.jsonl"
+    seeded(log)
+    before = log.read_bytes()
+    line = (
+        b'{"type":"message_appended","session_id":"s-1","role":"user","content":"x",'
+        b'"metadata":{"a":%s}}' % (b"[" * depth + b"]" * depth)
+    )
+    if ok:
+        feed(log, line)
+        assert log.read_bytes() != before
+    else:
+        with pytest.raises(JournalError, match="nested deeper than"):
+            feed(log, line)
+        assert log.read_bytes() == before
