@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-import journal.log as journal_log
+import journal.log.appender as journal_log
 from journal import AsyncJournal, Journal, read_log
 from journal.events import MessageAppended
 

@@ -160,7 +160,7 @@ def test_bulk_equals_incremental_when_read_line_by_line(
     n = len(log.read_bytes().splitlines())
     groups = [json.loads(raw).get("grp") for raw in log.read_bytes().splitlines()]
     assert any(g is not None and g[0] < g[1] for g in groups)
-    log_module = importlib.import_module("journal.log")
+    log_module = importlib.import_module("journal.log.reader")
     monkeypatch.setattr(log_module, "_fast_run", lambda *args: None)
     for until in (None, *range(1, n, 7)):
         a, b = tmp_path / "bulk.db", tmp_path / "incr.db"

@@ -399,7 +399,9 @@ def test_units_are_whole_groups_with_their_lines_byte_ranges(
     for raw in data.splitlines(keepends=True):
         starts.append(starts[-1] + len(raw))
     if line_by_line:
-        monkeypatch.setattr(importlib.import_module("journal.log"), "_fast_run", lambda *a: None)
+        monkeypatch.setattr(
+            importlib.import_module("journal.log.reader"), "_fast_run", lambda *a: None
+        )
     got = list(units(LogReader(str(log))))
     assert [(r.event.pos, r.start, r.end) for u in got for r in u] == [
         (n, starts[n - 1], starts[n]) for n in range(1, len(starts))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import journal.log as journal_log
+import journal.log.appender as journal_log
 from journal import Journal, LogWriteError, read_log
 from journal.commit import Call, Ticket
 from journal.errors import SequenceConflict, UnknownSession

@@ -175,7 +175,7 @@ def test_threads_hand_the_flock_on_a_bounded_number_of_times(
     import fcntl
     import time
 
-    import journal.log
+    import journal.log.appender
     from journal.log import LogFile
 
     calls: list[int] = []
@@ -195,8 +195,8 @@ def test_threads_hand_the_flock_on_a_bounded_number_of_times(
         time.sleep(0.002)  # hold the lock long enough for the other threads to queue
         return real_append(self, data, at)
 
-    monkeypatch.setattr(journal.log, "fcntl", RecordingFcntl)
-    monkeypatch.setattr(journal.log, "MAX_HANDOFFS", 3)
+    monkeypatch.setattr(journal.log.appender, "fcntl", RecordingFcntl)
+    monkeypatch.setattr(journal.log.appender, "MAX_HANDOFFS", 3)
     monkeypatch.setattr(LogFile, "append", slow_append)
     log = tmp_path / "s.jsonl"
     with Journal.open(log, "none") as j:

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-import journal.log as journal_log
+import journal.log.appender as journal_log
+import journal.log.files as journal_log_files
 from journal import (
     DurabilityError,
     Journal,
@@ -64,6 +65,7 @@ class FakeOS(types.SimpleNamespace):
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeOS:
     shim = FakeOS()
     monkeypatch.setattr(journal_log, "os", shim)
+    monkeypatch.setattr(journal_log_files, "os", shim)
     return shim
 
 

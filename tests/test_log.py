@@ -121,7 +121,7 @@ def crlf(lines: list[bytes]) -> list[bytes]:
     ["every line", "the second half", "the first half", "the last line", "one middle line"],
 )
 def test_a_log_converted_to_crlf_is_named_and_left_alone(tmp_path: Path, converted: str) -> None:
-    import journal.log
+    import journal.log.reader
 
     log = tmp_path / "s.jsonl"
     lines = make_log(log, messages=6)
@@ -147,7 +147,7 @@ def test_a_log_converted_to_crlf_is_named_and_left_alone(tmp_path: Path, convert
     with pytest.raises(CorruptLog, match=named):
         list(read_log(str(log)))
     with pytest.MonkeyPatch.context() as patch:  # the chunked reader, as replay reads
-        patch.setattr(journal.log, "_FAST_CHUNK", 256)
+        patch.setattr(journal.log.reader, "_FAST_CHUNK", 256)
         with pytest.raises(CorruptLog, match=named):
             for _ in LogReader(str(log)).batches():
                 pass
@@ -518,7 +518,7 @@ def _fold_slowly(path: Path, window: int) -> tuple[object, ...]:
 def test_opening_in_chunks_folds_what_the_line_by_line_reader_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    import journal.log
+    import journal.log.reader
     import journal.writer
 
     path = tmp_path / "log.jsonl"
@@ -532,7 +532,7 @@ def test_opening_in_chunks_folds_what_the_line_by_line_reader_does(
             j.pause(sid)
             if i % 2:  # a message makes a paused session active again
                 j.append_message(sid, "user", "back")
-    monkeypatch.setattr(journal.log, "_FAST_CHUNK", chunk)
+    monkeypatch.setattr(journal.log.reader, "_FAST_CHUNK", chunk)
     monkeypatch.setattr(journal.writer, "_LONG_STRETCH_BYTES", 0)
     with Journal.open(path, "none", id_window=4) as j:
         state = j._state
@@ -654,7 +654,7 @@ def test_the_writer_reads_a_message_header_and_the_projector_the_whole_message(
 def test_chunked_reading_stops_before_a_torn_group_at_the_end(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, cut_members: int
 ) -> None:
-    import journal.log
+    import journal.log.reader
 
     path = tmp_path / "log.jsonl"
     with Journal.open(path, "none") as j:
@@ -667,7 +667,7 @@ def test_chunked_reading_stops_before_a_torn_group_at_the_end(
     lines = path.read_bytes().splitlines(keepends=True)
     kept = b"".join(lines[:-cut_members])
     path.write_bytes(kept)
-    monkeypatch.setattr(journal.log, "_FAST_CHUNK", chunk)
+    monkeypatch.setattr(journal.log.reader, "_FAST_CHUNK", chunk)
     reader = LogReader(str(path))
     got = [e.pos for events, _, _ in reader.batches() for e in events]
     assert got == list(range(1, len(lines) - 3 + 1))
@@ -742,7 +742,7 @@ def test_chunked_and_line_by_line_reading_agree_on_any_damage(
     """The chunked reader checks whole chunks in C and reads a chunk that fails again line
     by line: whatever the damage, it must give what line-by-line reading gives, the same
     events, the same error (line and offset) and the same torn tail."""
-    import journal.log
+    import journal.log.reader
 
     path = tmp_path_factory.mktemp("damage") / "log.jsonl"
     raw = bytearray(_group_log(path))
@@ -761,7 +761,7 @@ def test_chunked_and_line_by_line_reading_agree_on_any_damage(
         raw = bytearray(b"".join([*lines[: n + 1], lines[n], *lines[n + 1 :]]))
     path.write_bytes(bytes(raw))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(journal.log, "_FAST_CHUNK", chunk)
+        patch.setattr(journal.log.reader, "_FAST_CHUNK", chunk)
         assert _reading(path, chunked=True) == _reading(path, chunked=False)
 
 

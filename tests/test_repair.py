@@ -15,7 +15,8 @@ import pytest
 from cli_runner import cli_runner
 from click.testing import Result
 
-import journal.log
+import journal.log.appender
+import journal.log.files
 import journal.repair
 from journal import (
     CorruptLog,
@@ -118,7 +119,7 @@ def test_a_cut_that_fails_after_the_copy_poisons_the_handle(
     lines = make_log(log)
     with Journal.open(log) as j:
         log.write_bytes(b"".join(lines) + b"{torn")
-        monkeypatch.setattr(journal.log, "os", FullDisk("ftruncate"))
+        monkeypatch.setattr(journal.log.appender, "os", FullDisk("ftruncate"))
         with pytest.raises(DurabilityError, match="cutting the torn tail off at byte offset"):
             j.append_message("s", "user", "one more")
         monkeypatch.undo()
@@ -221,7 +222,7 @@ def test_repair_line_endings_says_when_its_rename_may_not_be_durable(
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             os.fsync(fd)
 
-    monkeypatch.setattr(journal.log, "os", DirectoryFsyncFails())
+    monkeypatch.setattr(journal.log.files, "os", DirectoryFsyncFails())
     result = run(log, "repair-line-endings")
     assert result.exit_code == 1
     assert result.stderr == (

@@ -64,7 +64,7 @@ def record_workload(
     workdir: Path, durability: str, seed: int
 ) -> tuple[list[tuple[str, Any]], list[tuple[str, int]]]:
     """Run a workload; return the operations and (event id, ops done when acknowledged)."""
-    import journal.log as journal_log
+    import journal.log.appender as journal_log
     from journal import Journal
 
     rng = random.Random(seed)

@@ -1,0 +1,26 @@
+"""The log: the append-only file of checksummed JSON lines that is the only source of truth.
+
+``files`` opens it safely, ``appender`` writes whole records under a lock with group
+commit, ``reader`` (with ``fastpath``) reads it back and tells a clean end from a torn tail
+from corruption. ``backend`` states what the writer and the projector need of any log;
+``file_backend`` and ``memory`` implement it, the second for fast tests.
+"""
+
+from journal.log.appender import DURABILITY_MODES, MAX_HANDOFFS, Durability, LogFile
+from journal.log.files import FILE_MODE, check_regular_file, fsync_directory, open_log_for_append
+from journal.log.reader import LogReader, StateReader, TornTail, read_log
+
+__all__ = [
+    "DURABILITY_MODES",
+    "FILE_MODE",
+    "MAX_HANDOFFS",
+    "Durability",
+    "LogFile",
+    "LogReader",
+    "StateReader",
+    "TornTail",
+    "check_regular_file",
+    "fsync_directory",
+    "open_log_for_append",
+    "read_log",
+]

@@ -1,0 +1,72 @@
+"""Opening the log file safely: never through a symlink or a second name, created private.
+
+Also the directory fsync that makes a creation, rename or removal durable.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from typing import Final
+
+from journal.errors import (
+    LogError,
+    UnsafeLogPath,
+)
+
+FILE_MODE: Final = 0o600
+
+
+def fsync_directory(path: str) -> None:
+    """Make a file's creation, rename or removal in ``path`` durable."""
+    fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_regular_file(path: str, st: os.stat_result) -> None:
+    """Refuse anything but a plain file with a single name (symlink checked by the caller)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeLogPath(f"{path}: not a regular file", path=path)
+    if st.st_nlink > 1:
+        raise UnsafeLogPath(
+            f"{path}: has {st.st_nlink} hard links; a log must have exactly one name", path=path
+        )
+
+
+def open_log_for_append(path: str) -> tuple[int, os.stat_result]:
+    """Open (creating 0600 if needed) the log for appending; returns (fd, its fstat).
+
+    Refuses symlinks (``O_NOFOLLOW``), hard links and non-regular files.
+    """
+    flags = os.O_RDWR | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
+    created = False
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        created = True
+    except FileExistsError:
+        try:
+            fd = os.open(path, flags)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeLogPath(
+                    f"{path}: is a symlink; refusing to follow it", path=path
+                ) from exc
+            if exc.errno == errno.EISDIR:
+                raise UnsafeLogPath(f"{path}: not a regular file (a directory)", path=path) from exc
+            raise LogError(f"{path}: cannot open: {exc.strerror}", path=path) from exc
+    except OSError as exc:
+        raise LogError(f"{path}: cannot create: {exc.strerror}", path=path) from exc
+    try:
+        opened = os.fstat(fd)
+        check_regular_file(path, opened)
+        if created:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask: conversations are private
+            fsync_directory(os.path.dirname(os.path.abspath(path)))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, opened
