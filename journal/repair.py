@@ -20,7 +20,8 @@ from journal.errors import (
     QuarantineFailed,
 )
 from journal.events import LineError, verify_checksum
-from journal.log import FILE_MODE, LogFile, check_regular_file, fsync_directory
+from journal.log.appender import LogFile
+from journal.log.files import FILE_MODE, check_regular_file, fsync_directory
 
 _COPY_CHUNK: Final = 1 << 20
 

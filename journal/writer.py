@@ -66,8 +66,7 @@ from journal.events import (
     ts_seconds,
 )
 from journal.gcpause import gc_paused
-from journal.log import Durability, LogFile, StateReader, TornTail
-from journal.repair import quarantine_tail
+from journal.log import START, Durability, FileLog, LogBackend, TornTail
 from journal.state import (
     DEFAULT_ID_WINDOW,
     OPEN_STATUSES,
@@ -97,9 +96,6 @@ from journal.validation import (
 
 log = logging.getLogger("journal")
 
-# A stretch of log to catch up on this long is read with GC paused (journal.gcpause), and
-# the ids of its lines before the last ``id_window`` are not entered.
-_LONG_STRETCH_BYTES: Final = 16 * 1024 * 1024
 DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
 
 _EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
@@ -219,7 +215,7 @@ class Journal:
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | LogBackend,
         durability: Durability = "always",
         *,
         clock: Callable[[], datetime] | None = None,
@@ -227,19 +223,22 @@ class Journal:
         id_window: int = DEFAULT_ID_WINDOW,
         new_id: Callable[[], str] | None = None,
     ) -> None:
-        self.path = os.fspath(path)
         self._clock = clock or (lambda: datetime.now(UTC))
         self._new_id = new_id or random_event_id
-        self._log = LogFile(self.path, durability, batch_interval_ms / 1000)
+        if isinstance(path, (str, os.PathLike)):
+            self._log: LogBackend = FileLog(os.fspath(path), durability, batch_interval_ms / 1000)
+        else:  # a log of another kind, opened with its own durability settings
+            self._log = path
+        self.path = self._log.name
         self._state = JournalState(id_window)
-        self._end = 0  # byte offset up to which the state has read the log
-        self._caught_up_in = 0  # the LogFile.lock_epoch of the last catch-up
+        self._end = START  # where the state has read the log up to
+        self._caught_up_in = 0  # the log's lock_epoch at the last catch-up
         self._pending: _Pending | None = None
         self._pending_owner: int | None = None
         self._combiner = Combiner(self._run_batch)
         self.repairs: list[Repair] = []
         try:
-            with self._log.locked():
+            with self._log.exclusive():
                 self._catch_up()
         except BaseException:
             self._log.close()
@@ -248,7 +247,7 @@ class Journal:
     @classmethod
     def open(
         cls,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | LogBackend,
         durability: Durability = "always",
         *,
         clock: Callable[[], datetime] | None = None,
@@ -257,6 +256,9 @@ class Journal:
         new_id: Callable[[], str] | None = None,
     ) -> Journal:
         """Open (or create) the log at ``path``, repairing a torn tail if there is one.
+
+        ``path`` may also be an open ``journal.log.LogBackend`` (``MemoryLog``, say); its
+        own settings then say how durable an append is.
 
         ``clock`` (timezone-aware datetimes) and ``new_id`` (canonical UUID strings for
         events and sessions given none) can be injected for tests and reproducible logs.
@@ -287,59 +289,40 @@ class Journal:
     # -- reading the log ------------------------------------------------------------------
     def _catch_up(self) -> None:
         """Fold what was appended since our last look (lock held); repair a torn tail."""
-        try:
-            mine = os.stat(self.path)  # the path still names our file: its size is ours
-        except FileNotFoundError:
-            mine = None
-        if mine is None or (mine.st_ino, mine.st_dev) != self._log.identity:
-            raise LogError(
-                f"{self.path}: the log was moved or replaced while open; "
-                "close the journal and open it again",
-                path=self.path,
-            )
-        if mine.st_size == self._end:
+        end = self._log.end(self._end)
+        if end == self._end:
             return
-        if mine.st_size < self._end:
-            raise LogError(
-                f"{self.path}: the log shrank from {self._end} to "
-                f"{mine.st_size} bytes while open; records were removed by "
-                "something other than this library",
-                path=self.path,
-            )
-        reader = StateReader(self.path, self._end, self._state.last_pos)
-        long_stretch = mine.st_size - self._end > _LONG_STRETCH_BYTES
-        # Only the last ``id_window`` ids are remembered: on a long stretch, find where its
-        # last lines start (reading back from the end) and skip entering the older ones.
-        first, remember_from = self._end, self._end
-        if long_stretch:
-            remember_from = _last_lines_start(
-                self._log.fd, self._end, mine.st_size, self._state.recent_ids.size
-            )
+        reading = self._log.read_state(self._end, self._state.last_pos)
+        # Only the last ``id_window`` ids are remembered: find where the last records start
+        # (a file reads back from its end) and skip entering the older ones. A stretch
+        # longer than the window is long: it is read with GC paused.
+        first = self._end
+        remember_from = self._log.start_of_last(self._state.recent_ids.size, self._end, end)
+        long_stretch = remember_from > first
         with gc_paused(long_stretch):
-            for events, start, lines in reader.batches():
+            for run in reading.runs():
                 try:
-                    self._state.apply_many(
-                        events, _lines_before(remember_from, start, reader.end, lines, len(events))
-                    )
+                    self._state.apply_many(run.events, run.count_before(remember_from))
                 except StateViolation as exc:
                     k = exc.index
-                    self._end = start + sum(map(len, lines[:k])) + k
+                    self._end = ([run.start, *run.ends()])[k]
                     raise LogError(
-                        f"{self.path}: line {events[k].pos} (byte offset {self._end}): {exc}",
-                        path=self.path,
+                        f"{self._log.name}: line {run.events[k].pos} (byte offset "
+                        f"{self._end}): {exc}",
+                        path=self._log.name,
                     ) from exc
-                self._end = reader.end
-        if reader.torn is not None:
-            self._repair(reader.torn)
+                self._end = run.end
+        if reading.torn is not None:
+            self._repair(reading.torn)
             if remember_from > first:
                 # Lines of the torn tail were counted: the window may hold fewer ids than
                 # promised. Rare (after a crash): fold the log again, now free of the tail.
                 self._state = JournalState(self._state.recent_ids.size)
-                self._end = 0
+                self._end = START
                 self._catch_up()
 
     def _repair(self, torn: TornTail) -> None:
-        quarantine = quarantine_tail(self._log, torn.offset)
+        quarantine = self._log.repair(torn)
         repair = Repair(torn.offset, torn.length, torn.line, torn.reason, quarantine)
         self.repairs.append(repair)
         log.warning(
@@ -374,7 +357,7 @@ class Journal:
     def _locked_pending(self, user_batch: bool) -> Iterator[_Pending]:
         """Lock, catch up, collect events, then write them in one go (not waiting for the
         fsync: ``pending.token`` says which write to wait for, after the lock is let go)."""
-        with self._log.locked():
+        with self._log.exclusive():
             if self._log.lock_epoch != self._caught_up_in:
                 self._catch_up()
                 # Until the flock is let go, nobody else can append: no need to look again.
@@ -419,14 +402,12 @@ class Journal:
                 chunks.append(encode_line(framed))
         if not chunks:
             return 0
-        data = b"".join(chunks)
-        if pending.user_batch and len(data) > MAX_GROUP_BYTES:
+        if pending.user_batch and (size := sum(map(len, chunks))) > MAX_GROUP_BYTES:
             raise GroupTooLarge(
-                f"atomic group of {len(data)} bytes is over the limit of "
+                f"atomic group of {size} bytes is over the limit of "
                 f"{MAX_GROUP_BYTES}; nothing was written"
             )
-        token = self._log.append(data, self._end)
-        self._end += len(data)
+        token, self._end = self._log.append(chunks, self._end)
         return token
 
     def _add(
@@ -978,48 +959,10 @@ class Journal:
     @property
     def closed(self) -> bool:
         try:
-            self._log._check_open()
+            self._log.check_open()
         except JournalClosed:
             return True
         return False
-
-
-_BACK_CHUNK = 1 << 22
-
-
-def _last_lines_start(fd: int, start: int, end: int, lines: int) -> int:
-    """Where the last ``lines`` lines of bytes ``start`` to ``end`` begin (``start`` if
-    there are no more), read backwards from the end so only that stretch is read."""
-    remaining = lines  # newlines to step over before the one that precedes them
-    at = end
-    while at > start:
-        size = min(at - start, _BACK_CHUNK)
-        chunk = os.pread(fd, size, at - size)
-        found = chunk.count(b"\n")
-        if found > remaining:
-            cut = len(chunk)
-            for _ in range(remaining + 1):
-                cut = chunk.rfind(b"\n", 0, cut)
-            return at - size + cut + 1
-        remaining -= found
-        at -= size
-    return start
-
-
-def _lines_before(offset: int, start: int, end: int, lines: list[bytes], count: int) -> int:
-    """How many of a run of ``count`` records (bytes ``start`` to ``end``, their ``lines``
-    when known) begin before byte ``offset``."""
-    if end <= offset:
-        return count
-    if start >= offset:
-        return 0
-    before = 0
-    for line in lines:
-        if start >= offset:
-            break
-        start += len(line) + 1
-        before += 1
-    return before
 
 
 def _first_message_kwargs(first: str | Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any
 from msgspec import UNSET
 
 from journal.events import AnyEvent
-from journal.log import LogReader
+from journal.log import LogReader, Run
 from projector.bulk import Loader
 from projector.db import Checkpoint, write_checkpoint
 from projector.reading import Until, line_hash, read_bytes
@@ -81,11 +81,12 @@ def bulk_load(
     examined: int | None = None  # set if the loop reads the log to its end
     # Runs of whole lines checked and decoded in C (whole groups only), or single events
     # where a chunk had to be read line by line (a group's members then come one by one).
-    for events, start, lines in reader.batches():
-        if lines:
+    for run in reader.runs():
+        events = run.events
+        if run.whole:
             done = _apply_run(apply, events, until)
             if events:
-                last = _last_line(events, start, lines)
+                last = _last_line(run)
                 applied += len(events)
             if done:
                 break
@@ -100,7 +101,7 @@ def bulk_load(
             for member in group:
                 apply(member)
             applied += len(group)
-            last = (event, start, reader.end)
+            last = (event, run.start, run.end)
             group = []
         if progress is not None and applied >= next_progress:
             next_progress = applied + 20_000
@@ -142,11 +143,12 @@ def _apply_run(apply: Observer, events: list[AnyEvent], until: Until | None) -> 
     return done
 
 
-def _last_line(events: list[AnyEvent], start: int, lines: list[bytes]) -> tuple[AnyEvent, int, int]:
-    """The last of a run's applied events, with where its line starts and ends."""
-    k = len(events)
-    end = start + sum(map(len, lines[:k])) + k
-    return events[-1], end - len(lines[k - 1]) - 1, end
+def _last_line(run: Run[AnyEvent]) -> tuple[AnyEvent, int, int]:
+    """The last of a run's applied events (a prefix of the run's records), with where its
+    line starts and ends."""
+    k = len(run.events)
+    ends = run.ends()
+    return run.events[-1], ends[k - 2] if k > 1 else run.start, ends[k - 1]
 
 
 def _checkpoint_after(path: str, event: AnyEvent, line_start: int, line_end: int) -> Checkpoint:

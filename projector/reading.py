@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import accumulate
 
 from msgspec import UNSET
 
@@ -31,32 +30,24 @@ class Record:
 
 
 def units(reader: LogReader) -> Iterator[list[Record]]:
-    """Group the reader's records into units, from its runs (``LogReader.batches``:
-    chunks checked and decoded by loops in C).
+    """Group the reader's records into units, from its runs (``LogReader.runs``: chunks
+    checked and decoded by loops in C).
 
-    A run read line by line holds one event, and a group's members then arrive one run
-    at a time: a member's line ends where the next one starts (the reader's ``end`` is
-    already the whole group's)."""
+    A run that is not ``whole`` holds one member of a group whose members arrive one run
+    at a time, its end the whole group's: a member's line ends where the next one starts."""
     unit: list[Record] = []
-    for events, start, lines in reader.batches():
-        if lines:
-            offsets = list(accumulate([len(line) + 1 for line in lines], initial=start))
-            for i, event in enumerate(events):
-                unit.append(Record(event, offsets[i], offsets[i + 1]))
-                grp = event.grp
-                if grp is UNSET or grp[0] == grp[1]:
-                    yield unit
-                    unit = []
-            continue
-        event = events[0]
-        if unit:  # the previous member of this group ends where this one starts
-            prev = unit[-1]
-            unit[-1] = Record(prev.event, prev.start, start)
-        unit.append(Record(event, start, reader.end))
-        grp = event.grp
-        if grp is UNSET or grp[0] == grp[1]:
-            yield unit
-            unit = []
+    for run in reader.runs():
+        start = run.start
+        for event, end in zip(run.events, run.ends(), strict=True):
+            if unit and unit[-1].end != start:  # the previous member ends where this starts
+                prev = unit[-1]
+                unit[-1] = Record(prev.event, prev.start, start)
+            unit.append(Record(event, start, end))
+            start = end
+            grp = event.grp
+            if grp is UNSET or grp[0] == grp[1]:
+                yield unit
+                unit = []
 
 
 @dataclass(frozen=True)

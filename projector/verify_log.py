@@ -53,8 +53,8 @@ class LogRuns:
         while True:
             reader = LogReader(self.log, offset, pos)
             try:
-                for events, _start, _lines in reader.batches():
-                    yield events
+                for run in reader.runs():
+                    yield run.events
                     if self.progress is not None and reader.end >= next_report:
                         self.progress(reader.end, total)
                         next_report = reader.end + (1 << 20)

@@ -17,6 +17,7 @@ import pytest
 
 from journal import Journal, JournalClosed, read_log
 from journal.events import MessageAppended
+from journal.log import Cursor
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
@@ -229,9 +230,10 @@ def test_a_write_cut_short_is_repaired_before_the_thread_it_hands_the_flock_to_a
     real_append = j._log.append
     writing = threading.Event()
 
-    def cut_short_once(data: bytes, at: int) -> int:
+    def cut_short_once(lines: list[bytes], at: Cursor) -> tuple[int, Cursor]:
         if writing.is_set():
-            return real_append(data, at)
+            return real_append(lines, at)
+        data = b"".join(lines)
         os.write(j._log.fd, data[: len(data) // 2])
         writing.set()
         while not j._combiner._queue:  # the other thread queues for the log

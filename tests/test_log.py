@@ -149,7 +149,7 @@ def test_a_log_converted_to_crlf_is_named_and_left_alone(tmp_path: Path, convert
     with pytest.MonkeyPatch.context() as patch:  # the chunked reader, as replay reads
         patch.setattr(journal.log.reader, "_FAST_CHUNK", 256)
         with pytest.raises(CorruptLog, match=named):
-            for _ in LogReader(str(log)).batches():
+            for _ in LogReader(str(log)).runs():
                 pass
 
 
@@ -533,7 +533,6 @@ def test_opening_in_chunks_folds_what_the_line_by_line_reader_does(
             if i % 2:  # a message makes a paused session active again
                 j.append_message(sid, "user", "back")
     monkeypatch.setattr(journal.log.reader, "_FAST_CHUNK", chunk)
-    monkeypatch.setattr(journal.writer, "_LONG_STRETCH_BYTES", 0)
     with Journal.open(path, "none", id_window=4) as j:
         state = j._state
         assert (
@@ -563,7 +562,6 @@ def test_reopening_remembers_the_receipts_of_the_last_id_window_events(tmp_path:
 def test_a_torn_tail_of_many_lines_leaves_the_id_window_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import journal.writer
 
     path = tmp_path / "log.jsonl"
     with Journal.open(path, "none") as j:
@@ -571,7 +569,6 @@ def test_a_torn_tail_of_many_lines_leaves_the_id_window_full(
         receipts = [j.append_message(sid, "user", f"m{n}") for n in range(20)]
     with open(path, "ab") as f:
         f.write(b"garbage\n" * 10 + b"{")
-    monkeypatch.setattr(journal.writer, "_LONG_STRETCH_BYTES", 0)
     with Journal.open(path, "none", id_window=8) as j:
         assert len(j.repairs) == 1
         for r in receipts[-8:]:
@@ -589,7 +586,7 @@ def test_a_torn_tail_of_many_lines_leaves_the_id_window_full(
 def test_the_start_of_the_last_lines_is_found_reading_backwards(
     tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], head: int, want: int, chunk: int
 ) -> None:
-    import journal.writer
+    from journal.log import file_backend
 
     data = b"x" * head + b"".join(line + b"\n" for line in lines)
     path = tmp_path_factory.mktemp("tail") / "f"
@@ -598,14 +595,14 @@ def test_the_start_of_the_last_lines_is_found_reading_backwards(
     for line in lines:
         starts.append(starts[-1] + len(line) + 1)
     expected = starts[max(0, len(lines) - want)]
-    old = journal.writer._BACK_CHUNK
-    journal.writer._BACK_CHUNK = chunk
+    old = file_backend._BACK_CHUNK
+    file_backend._BACK_CHUNK = chunk
     fd = os.open(path, os.O_RDONLY)
     try:
-        assert journal.writer._last_lines_start(fd, head, len(data), want) == expected
+        assert file_backend.last_lines_start(fd, head, len(data), want) == expected
     finally:
         os.close(fd)
-        journal.writer._BACK_CHUNK = old
+        file_backend._BACK_CHUNK = old
 
 
 def test_the_writer_reads_a_message_header_and_the_projector_the_whole_message(
@@ -669,7 +666,7 @@ def test_chunked_reading_stops_before_a_torn_group_at_the_end(
     path.write_bytes(kept)
     monkeypatch.setattr(journal.log.reader, "_FAST_CHUNK", chunk)
     reader = LogReader(str(path))
-    got = [e.pos for events, _, _ in reader.batches() for e in events]
+    got = [e.pos for run in reader.runs() for e in run.events]
     assert got == list(range(1, len(lines) - 3 + 1))
     assert reader.torn is not None and reader.torn.line == len(lines) - 2
     assert reader.torn.offset + reader.torn.length == len(kept)
@@ -680,13 +677,10 @@ def test_the_ids_a_writer_remembers_do_not_depend_on_the_hosts_gc(
 ) -> None:
     import gc
 
-    import journal.writer
-
     path = tmp_path / "log.jsonl"
     with Journal.open(path, "none") as j:
         sid = j.create_session("m", session_id="s")
         ids = [j.append_message(sid, "user", f"m{n}").event_id for n in range(12)]
-    monkeypatch.setattr(journal.writer, "_LONG_STRETCH_BYTES", 0)  # a long stretch
 
     def remembered() -> list[bool]:
         with Journal.open(path, "none", id_window=8) as j:
@@ -719,7 +713,7 @@ def _reading(path: Path, chunked: bool) -> tuple[object, ...]:
     error = None
     try:
         if chunked:
-            got = [e.pos for events, _, _ in reader.batches() for e in events]
+            got = [e.pos for run in reader.runs() for e in run.events]
         else:
             got = [e.pos for e, _ in reader]
     except CorruptLog as exc:
@@ -784,7 +778,7 @@ def test_metadata_an_earlier_writer_nested_deeper_than_todays_limit_still_reads(
     )
     log.write_bytes(b"".join(lines) + body[:-1] + b',"crc":"%08x"}\n' % checksum(body))
     readers = (
-        lambda: [e for batch, _, _ in LogReader(str(log)).batches() for e in batch],  # chunks
+        lambda: [e for run in LogReader(str(log)).runs() for e in run.events],  # chunks
         lambda: list(LogReader(str(log))),
         lambda: list(read_log(str(log))),
     )

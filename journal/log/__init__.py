@@ -7,16 +7,26 @@ from corruption. ``backend`` states what the writer and the projector need of an
 """
 
 from journal.log.appender import DURABILITY_MODES, MAX_HANDOFFS, Durability, LogFile
+from journal.log.backend import START, AppendConflict, Cursor, LogBackend, LogSource, Run, TornTail
+from journal.log.file_backend import FileLog, FileSource
 from journal.log.files import FILE_MODE, check_regular_file, fsync_directory, open_log_for_append
-from journal.log.reader import LogReader, StateReader, TornTail, read_log
+from journal.log.reader import LogReader, StateReader, read_log
 
 __all__ = [
     "DURABILITY_MODES",
     "FILE_MODE",
     "MAX_HANDOFFS",
+    "START",
+    "AppendConflict",
+    "Cursor",
     "Durability",
+    "FileLog",
+    "FileSource",
+    "LogBackend",
     "LogFile",
     "LogReader",
+    "LogSource",
+    "Run",
     "StateReader",
     "TornTail",
     "check_regular_file",

@@ -1,7 +1,7 @@
 """Appending to the log file: locking, whole-record writes and group commit.
 
 Appends go through one ``O_APPEND`` descriptor per handle, as a loop over ``os.write`` of
-whole records, under an exclusive ``flock`` held by the caller (see ``LogFile.locked``).
+whole records, under an exclusive ``flock`` held by the caller (see ``LogFile.exclusive``).
 Durability is settled after the lock is released, so concurrent callers share one fsync.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Sequence
 from typing import Final, Literal
 
 from journal.errors import (
@@ -18,6 +19,7 @@ from journal.errors import (
     JournalClosed,
     LogWriteError,
 )
+from journal.log.backend import AppendConflict, Cursor
 from journal.log.files import open_log_for_append
 
 Durability = Literal["always", "batch", "none"]
@@ -25,7 +27,7 @@ DURABILITY_MODES: Final = ("always", "batch", "none")
 
 
 class _Locked:
-    """``with log.locked():`` — a plain context manager: this runs on every append."""
+    """``with log.exclusive():`` — a plain context manager: this runs on every append."""
 
     __slots__ = ("_log",)
 
@@ -46,7 +48,7 @@ MAX_HANDOFFS: Final = 32
 class LogFile:
     """One append handle on the log: locking, whole-record writes and group commit.
 
-    Callers hold ``locked()`` around catching up and ``append``; they call ``wait_durable``
+    Callers hold ``exclusive()`` around catching up and ``append``; they call ``wait_durable``
     with the token ``append`` returned after releasing it, so one fsync covers every record
     written by any thread in the meantime. A failed fsync is never retried: the handle is
     poisoned, since the kernel may already have dropped the dirty pages it could not write.
@@ -92,7 +94,7 @@ class LogFile:
             self._flusher.start()
 
     # -- locking -------------------------------------------------------------------------
-    def locked(self) -> _Locked:
+    def exclusive(self) -> _Locked:
         """Exclusive access across threads (RLock) and processes (flock), re-entrant.
 
         When other threads of this process are waiting, the flock is handed on with the
@@ -121,12 +123,12 @@ class LogFile:
             self._waiting -= 1
         try:
             if self._lock_depth == 0 and not self._flock_held:
-                self._check_open()
+                self.check_open()
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
                 self._flock_held = True
                 self._handoffs = 0
                 self.lock_epoch += 1
-            self._check_open()
+            self.check_open()
         except BaseException:
             if self._lock_depth == 0 and self._flock_held:
                 self._release_flock()
@@ -152,12 +154,21 @@ class LogFile:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
 
     # -- writing -------------------------------------------------------------------------
-    def append(self, data: bytes, at: int) -> int:
-        """Write whole records at the end (``at``, the current size); returns a sync token.
+    def append(self, lines: Sequence[bytes], after: Cursor) -> tuple[int, Cursor]:
+        """Write whole records at the end, which must be ``after``; returns (sync token,
+        the new end).
 
-        On failure the file is cut back to ``at`` so no partial record remains.
+        On failure the file is cut back to ``after`` so no partial record remains.
         """
-        self._check_open()
+        self.check_open()
+        data = b"".join(lines)
+        at = after
+        if os.fstat(self.fd).st_size != at:
+            raise AppendConflict(
+                f"{self.path}: the log no longer ends at byte offset {at}, where this writer "
+                "read it to; nothing was written",
+                path=self.path,
+            )
         view = memoryview(data)
         try:
             while view:
@@ -178,7 +189,7 @@ class LogFile:
             ) from exc
         with self._cond:
             self._written += 1
-            return self._written
+            return self._written, Cursor(at + len(data))
 
     @property
     def last_token(self) -> int:
@@ -256,7 +267,7 @@ class LogFile:
             ) from exc
 
     # -- lifetime ------------------------------------------------------------------------
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
         if self._closed:
             raise JournalClosed(f"{self.path}: the journal is closed")
         if self._failure is not None:

@@ -23,8 +23,7 @@ or whole group, the rest of the file is
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Final, Generic, TypeVar
 
 import msgspec
@@ -46,19 +45,10 @@ from journal.events import (
     state_decoder,
     verify_checksum,
 )
+from journal.log.backend import Cursor, Run, TornTail, ends_from_sizes
 from journal.log.fastpath import _FAST_CHUNK, _fast_run
 
 _READ_BUFFER: Final = 1 << 20
-
-
-@dataclass(frozen=True)
-class TornTail:
-    """Bytes at the end of the log that are not (yet) whole records."""
-
-    offset: int
-    length: int
-    line: int
-    reason: str
 
 
 E = TypeVar("E", bound=Event)
@@ -85,15 +75,25 @@ class _Reader(Generic[E]):
             f.seek(self.start)
             yield from self._records(f)
 
-    def batches(self) -> Iterator[tuple[list[E], int, list[bytes]]]:
-        """Like iterating, but in runs: ``(events, offset of the first, their lines)``.
+    def runs(self) -> Iterator[Run[E]]:
+        """Like iterating, but in runs (``Run``: events, offsets before and after).
 
         Whole chunks of the file are checked (checksums, positions, groups) and decoded by
         loops that run in C; a chunk that fails any check is read again line by line, so
-        errors and torn tails are reported exactly as by iteration. ``lines`` exclude the
-        ``\\n`` (empty for a run read line by line, always a single event); after each run,
-        ``end`` is the offset just after it.
+        errors and torn tails are reported exactly as by iteration (a run of one event).
         """
+        for events, start, lines in self._batches():
+            yield Run(
+                events,
+                Cursor(start),
+                Cursor(self.end),
+                _line_ends(start, lines, self.end),
+                whole=bool(lines),
+            )
+
+    def _batches(self) -> Iterator[tuple[list[E], int, list[bytes]]]:
+        """``(events, offset of the first, their lines without the newline)``; ``lines`` is
+        empty for a run read line by line (a single event)."""
         try:
             f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -322,6 +322,13 @@ def _is_whole(line: bytes) -> bool:
     except LineError:
         return False
     return True
+
+
+def _line_ends(start: int, lines: list[bytes], end: int) -> Callable[[], list[Cursor]]:
+    """``Run.ends`` for a run of file lines: each ends one newline after its bytes."""
+    if not lines:
+        return lambda: [Cursor(end)]
+    return lambda: ends_from_sizes(Cursor(start), [len(line) + 1 for line in lines])()
 
 
 def read_log(path: str, start: int = 0, start_pos: int = 0) -> Iterator[tuple[AnyEvent, int]]:
