@@ -1,0 +1,310 @@
+"""The log's contract (``journal.log.backend``), one body of tests run against every backend.
+
+Each test speaks to the interface only: cursors are kept and compared, never computed.
+What a test needs done to a log behind the interface's back (a crash cutting a write
+short, a flipped byte, the log replaced or cut) is the harness's, one per backend. A new
+backend adds a harness to ``HARNESSES`` and must pass these tests unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import msgspec
+import pytest
+
+from journal import CorruptLog, Journal, JournalClosed, LogError
+from journal.events import AnyEvent, MessageAppended, SessionCreated, encode_line
+from journal.log import START, AppendConflict, Cursor, FileLog, LogBackend, MemoryLog, MemoryStore
+
+TS = "2026-01-01T00:00:00.000000Z"
+
+
+class Harness(Protocol):
+    def open(self) -> LogBackend:
+        """A new writer's handle on the harness's one log."""
+
+    def cut_last_record_short(self) -> None:
+        """What a crash during the last append leaves: part of its last record."""
+
+    def flip_a_byte_of(self, index: int) -> None:
+        """Damage record ``index`` (0-based) as a disk or an editor would."""
+
+    def replace(self) -> None:
+        """Put another, empty log in this one's place."""
+
+    def drop_last_record(self) -> None:
+        """Remove the last whole record, as something other than this library might."""
+
+
+class FileHarness:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self) -> LogBackend:
+        return FileLog(str(self.path), "none")
+
+    def _lines(self) -> list[bytes]:
+        return self.path.read_bytes().splitlines(keepends=True)
+
+    def cut_last_record_short(self) -> None:
+        last = self._lines()[-1]
+        os.truncate(self.path, self.path.stat().st_size - len(last) // 2)
+
+    def flip_a_byte_of(self, index: int) -> None:
+        lines = self._lines()
+        line = bytearray(lines[index])
+        line[len(line) // 3] ^= 0x01
+        lines[index] = bytes(line)
+        self.path.write_bytes(b"".join(lines))
+
+    def replace(self) -> None:
+        other = self.path.with_name("other.jsonl")
+        other.write_bytes(b"")
+        os.replace(other, self.path)
+
+    def drop_last_record(self) -> None:
+        os.truncate(self.path, self.path.stat().st_size - len(self._lines()[-1]))
+
+
+class MemoryHarness:
+    def __init__(self) -> None:
+        self.store = MemoryStore("test-memory")
+
+    def open(self) -> LogBackend:
+        return MemoryLog(self.store)
+
+    def cut_last_record_short(self) -> None:
+        last = self.store.cut(len(self.store.lines) - 1)[0]
+        self.store.add(last[: len(last) // 2])
+
+    def flip_a_byte_of(self, index: int) -> None:
+        line = bytearray(self.store.lines[index])
+        line[len(line) // 3] ^= 0x01
+        self.store.lines[index] = bytes(line)
+
+    def replace(self) -> None:
+        self.store.replace()
+
+    def drop_last_record(self) -> None:
+        self.store.cut(len(self.store.lines) - 1)
+
+
+HARNESSES = ["file", "memory"]
+
+
+@pytest.fixture(params=HARNESSES)
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
+    if request.param == "file":
+        return FileHarness(tmp_path / "log.jsonl")
+    return MemoryHarness()
+
+
+@pytest.fixture
+def log(harness: Harness) -> Iterator[LogBackend]:
+    handle = harness.open()
+    yield handle
+    handle.close()
+
+
+def message(pos: int, seq: int, content: str = "hi") -> MessageAppended:
+    return MessageAppended(
+        pos=pos, id=str(uuid.uuid4()), ts=TS, session_id="s", seq=seq, role="user", content=content
+    )
+
+
+def created(pos: int, session_id: str = "s") -> SessionCreated:
+    return SessionCreated(pos=pos, id=str(uuid.uuid4()), ts=TS, session_id=session_id, model_id="m")
+
+
+def lines(*events: AnyEvent, group: bool = False) -> list[bytes]:
+    n = len(events)
+    return [
+        encode_line(msgspec.structs.replace(e, grp=(i, n)) if group else e)
+        for i, e in enumerate(events, 1)
+    ]
+
+
+def append(log: LogBackend, records: list[bytes], after: Cursor) -> Cursor:
+    with log.exclusive():
+        _token, end = log.append(records, after)
+    return end
+
+
+def read_all(log: LogBackend, after: Cursor = START, pos: int = 0) -> list[tuple[AnyEvent, int]]:
+    return list(log.read(after, pos))
+
+
+def test_an_empty_log_reads_as_nothing(log: LogBackend) -> None:
+    reading = log.read()
+    assert list(reading) == []
+    assert reading.torn is None and reading.last_pos == 0
+    assert log.end(START) == START
+
+
+def test_what_is_appended_reads_back_the_same_with_ordered_cursors(log: LogBackend) -> None:
+    events = [created(1), message(2, 1), message(3, 2, "é ✓ " * 50)]
+    end = append(log, lines(*events), START)
+    got = read_all(log)
+    assert [e for e, _ in got] == events
+    cursors = [c for _, c in got]
+    assert cursors == sorted(cursors) and len(set(cursors)) == len(cursors)
+    assert cursors[-1] == end == log.end(START)
+    reading = log.read()
+    runs = list(reading.runs())
+    assert [e for run in runs for e in run.events] == events
+    assert [c for run in runs for c in run.ends()] == cursors
+    assert reading.end == end and reading.last_pos == 3
+
+
+def test_reading_from_a_cursor_gives_exactly_what_follows_it(log: LogBackend) -> None:
+    end = append(log, lines(created(1), message(2, 1)), START)
+    end = append(log, lines(message(3, 2), message(4, 3)), end)
+    first = read_all(log)
+    cursor = Cursor(first[1][1])
+    assert [e.pos for e, _ in read_all(log, cursor, 2)] == [3, 4]
+    assert read_all(log, end, 4) == []
+
+
+def test_a_group_is_read_whole_or_not_at_all(harness: Harness, log: LogBackend) -> None:
+    end = append(log, lines(created(1)), START)
+    append(log, lines(message(2, 1), message(3, 2), message(4, 3), group=True), end)
+    assert [e.grp for e, _ in read_all(log)][1:] == [(1, 3), (2, 3), (3, 3)]
+    harness.cut_last_record_short()
+    reading = log.read()
+    assert [e.pos for e, _ in reading] == [1]
+    assert reading.torn is not None
+    assert reading.torn.offset == end and reading.torn.line == 2
+    assert reading.end == end
+
+
+def test_an_append_after_a_stale_cursor_conflicts_and_writes_nothing(
+    harness: Harness, log: LogBackend
+) -> None:
+    other = harness.open()
+    try:
+        end = append(log, lines(created(1)), START)
+        with pytest.raises(AppendConflict):
+            append(other, lines(created(1, "t")), START)
+        assert [e.pos for e, _ in read_all(log)] == [1]
+        assert append(other, lines(message(2, 1)), end) > end
+    finally:
+        other.close()
+
+
+def test_writers_under_exclusion_keep_positions_gapless(harness: Harness) -> None:
+    handles = [harness.open() for _ in range(3)]
+    first = handles[0]
+    append(first, lines(created(1)), START)
+
+    def writer(log: LogBackend) -> None:
+        for _ in range(30):
+            with log.exclusive():
+                end = log.end(START)
+                reading = log.read(START)
+                list(reading)
+                log.append(lines(message(reading.last_pos + 1, reading.last_pos)), end)
+
+    threads = [threading.Thread(target=writer, args=(h,)) for h in handles]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e.pos for e, _ in read_all(first)] == list(range(1, 92))
+    for h in handles:
+        h.close()
+
+
+def test_a_torn_tail_is_moved_aside_and_the_log_goes_on(harness: Harness, log: LogBackend) -> None:
+    end = append(log, lines(created(1), message(2, 1)), START)
+    append(log, lines(message(3, 2)), end)
+    harness.cut_last_record_short()
+    reading = log.read()
+    assert [e.pos for e, _ in reading] == [1, 2]
+    torn = reading.torn
+    assert torn is not None and torn.offset == end and torn.line == 3 and torn.length > 0
+    with log.exclusive():
+        where = log.repair(torn)
+    assert where
+    assert log.end(START) == end
+    assert log.read().torn is None
+    append(log, lines(message(3, 2, "again")), end)
+    assert [e.pos for e, _ in read_all(log)] == [1, 2, 3]
+
+
+def test_damage_in_the_middle_is_corruption_named_by_line(
+    harness: Harness, log: LogBackend
+) -> None:
+    append(log, lines(created(1), message(2, 1), message(3, 2)), START)
+    harness.flip_a_byte_of(1)
+    with pytest.raises(CorruptLog, match="line 2 "):
+        read_all(log)
+
+
+def test_a_replaced_or_cut_log_is_noticed(harness: Harness, log: LogBackend) -> None:
+    end = append(log, lines(created(1), message(2, 1)), START)
+    harness.drop_last_record()
+    with pytest.raises(LogError):
+        log.end(end)
+    harness.replace()
+    with pytest.raises(LogError):
+        log.end(START)
+
+
+def test_the_start_of_the_last_records(log: LogBackend) -> None:
+    end = append(log, lines(created(1), *(message(p, p - 1) for p in range(2, 7))), START)
+    cursors = [c for _, c in read_all(log)]
+    assert log.start_of_last(2, START, end) == cursors[3]
+    assert log.start_of_last(6, START, end) == START
+    assert log.start_of_last(10, Cursor(cursors[1]), end) == cursors[1]
+
+
+def test_a_closed_handle_appends_nothing(log: LogBackend) -> None:
+    log.close()
+    with pytest.raises(JournalClosed):
+        log.check_open()
+    with pytest.raises(JournalClosed):
+        log.append(lines(created(1)), START)
+
+
+# -- the writer over each backend: what it promises holds whatever stores the log ----------
+
+
+def test_the_writer_works_over_every_backend(harness: Harness) -> None:
+    with Journal.open(harness.open()) as j:
+        sid = j.create_session("m", session_id="s", first_message="hello")
+        with j.batch():
+            j.append_message(sid, "assistant", "one")
+            j.append_message(sid, "user", "two")
+        assert j.last_seq(sid) == 3
+        written = j.last_pos
+    with Journal.open(harness.open()) as again:
+        assert again.last_seq("s") == 3 and again.last_pos == written
+        assert again.append_message("s", "user", "three").pos == written + 1
+
+
+def test_a_retry_through_another_writer_is_answered_from_the_log(harness: Harness) -> None:
+    with Journal.open(harness.open()) as a, Journal.open(harness.open()) as b:
+        sid = a.create_session("m", session_id="s")
+        first = a.append_message(sid, "user", "once", event_id=str(uuid.uuid4()))
+        again = b.append_message(sid, "user", "once", event_id=first.event_id)
+        assert again == first._replace(duplicate=True)
+        assert b.append_message(sid, "user", "next").seq == 2
+        assert a.append_message(sid, "user", "last").seq == 3
+
+
+def test_the_writer_repairs_a_torn_tail_when_it_opens(harness: Harness) -> None:
+    with Journal.open(harness.open()) as j:
+        sid = j.create_session("m", session_id="s")
+        j.append_message(sid, "user", "kept")
+        j.append_message(sid, "user", "torn")
+    harness.cut_last_record_short()
+    with Journal.open(harness.open()) as j:
+        assert len(j.repairs) == 1
+        assert j.last_seq("s") == 1
+        assert j.append_message("s", "user", "again").seq == 2
