@@ -39,12 +39,13 @@ class Call:
 class Ticket:
     """Calls handed over together: they land in the same batch, in this order."""
 
-    __slots__ = ("_signal", "calls", "combine", "token")
+    __slots__ = ("_signal", "calls", "combine", "handed_on", "token")
 
     def __init__(self, calls: Sequence[Call]) -> None:
         self.calls = calls
         self.token = 0  # the durability token of the batch's write (0: nothing written)
         self.combine = False  # woken to become the combiner, not because it is done
+        self.handed_on = False  # this ticket's combiner passed the role on
         self._signal: threading.Lock | None = None
 
     def wait(self) -> None:
@@ -75,38 +76,73 @@ class Combiner:
         Each call then holds its result or its error, and ``ticket.token`` says which
         write to wait for (``LogFile.wait_durable``).
         """
-        with self._mutex:
-            self._queue.append(ticket)
-            if self._busy:
-                ticket._signal = threading.Lock()
-                ticket._signal.acquire()
-            else:
-                self._busy = True
         interrupted: BaseException | None = None
-        if ticket._signal is not None:
-            while True:
-                try:
-                    ticket.wait()  # woken with the outcome, or to combine
-                    break
-                except BaseException as exc:  # a signal handler's exception, say
-                    # The calls are handed over and will run, and the combiner's role may
-                    # be passed to this ticket: keep waiting, then raise.
-                    interrupted = exc
-        if ticket._signal is None or ticket.combine:
-            self._combine()
+        leading = False  # this thread holds the combiner's role
+        try:
+            with self._mutex:
+                self._queue.append(ticket)
+                if self._busy:
+                    ticket._signal = threading.Lock()
+                    ticket._signal.acquire()
+                else:
+                    self._busy = leading = True
+            if not leading:
+                interrupted = self._wait(ticket)
+                leading = ticket.combine
+            if leading:
+                self._combine(ticket)
+        except BaseException:
+            if leading and not ticket.handed_on:
+                self._give_up_role(ticket)
+            raise
         if interrupted is not None:
             raise interrupted
 
-    def _combine(self) -> None:
-        with self._mutex:
-            batch, self._queue = self._queue, []
-        calls = [call for t in batch for call in t.calls]
+    @staticmethod
+    def _wait(ticket: Ticket) -> BaseException | None:
+        """Wait to be woken with the outcome, or to combine; an exception raised meanwhile
+        (by a signal handler, say) is returned, not raised: the calls are handed over and
+        will run, and the combiner's role may be passed to this ticket."""
+        interrupted = None
+        while True:
+            try:
+                ticket.wait()
+                return interrupted
+            except BaseException as exc:
+                interrupted = exc
+
+    def _combine(self, own: Ticket) -> None:
+        """Run what is queued as one batch, then wake its callers and pass the role on.
+
+        An interrupt of this thread (KeyboardInterrupt, say) while the batch runs fails
+        this thread's calls alone: nothing of the batch was written, and the other
+        callers' calls go back to the head of the queue for the next combiner.
+        """
+        batch: list[Ticket] = []
         token = 0
         try:
-            token = self._run_batch(calls)
-        except BaseException as exc:  # nothing of the batch was written
-            for call in calls:
-                call.error, call.result = exc, None
+            with self._mutex:
+                batch, self._queue = self._queue, []
+            calls = [call for t in batch for call in t.calls]
+            try:
+                token = self._run_batch(calls)
+            except Exception as exc:  # nothing of the batch was written
+                for call in calls:
+                    call.error, call.result = exc, None
+            except BaseException as exc:
+                for call in own.calls:
+                    call.error, call.result = exc, None
+                others = [t for t in batch if t is not own]
+                with self._mutex:
+                    self._queue[:0] = others
+                batch = [own]
+                raise
+        finally:
+            self._hand_on(batch, token, own)
+
+    def _hand_on(self, batch: list[Ticket], token: int, own: Ticket) -> None:
+        """Pass the combiner's role to the first caller queued meanwhile, then wake the
+        batch's callers with their outcome."""
         successor = None
         with self._mutex:
             if self._queue:
@@ -114,10 +150,20 @@ class Combiner:
                 successor.combine = True
             else:
                 self._busy = False
-        for t in batch:
-            t.token = token
-            if t._signal is not None:
-                t.combine = False
-                t.wake()
-        if successor is not None:
-            successor.wake()
+        own.handed_on = True
+        try:
+            for t in batch:
+                t.token = token
+                if t._signal is not None and t is not own:
+                    t.combine = False
+                    t.wake()
+        finally:
+            if successor is not None:
+                successor.wake()
+
+    def _give_up_role(self, own: Ticket) -> None:
+        """Interrupted before combining: leave the queue and pass the role on."""
+        with self._mutex:
+            if own in self._queue:
+                self._queue.remove(own)
+        self._hand_on([], 0, own)

@@ -197,3 +197,86 @@ def test_a_caller_interrupted_while_queued_still_passes_the_log_on(tmp_path: Pat
     assert not after.is_alive()
     j.close()
     assert _contents(log) == ["first", "queued", "after"]
+
+
+def test_an_interrupt_of_the_combining_thread_fails_its_own_call_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KeyboardInterrupt in the thread combining a batch (here: in its write) fails that
+    thread's call; the other callers' calls of the batch are written by the next
+    combiner, and nobody is left waiting."""
+    log = tmp_path / "s.jsonl"
+    j = Journal.open(log)
+    sid = j.create_session("m", session_id="s")
+    holding, release = threading.Event(), threading.Event()
+    armed = threading.Event()
+    real_write = journal_log.os.write
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if armed.is_set() and threading.current_thread() is threading.main_thread():
+            armed.clear()
+            raise KeyboardInterrupt
+        return real_write(fd, data)
+
+    def hold() -> None:
+        with j.batch():  # holds the log: the first combiner waits for it
+            holding.set()
+            release.wait(60)
+
+    def queue_after_main() -> None:
+        while len(j._combiner._queue) < 1:  # the main thread queued behind the combiner
+            time.sleep(0.001)
+        for name in ("b", "c"):
+            threading.Thread(target=j.append_message, args=(sid, "user", name)).start()
+        while len(j._combiner._queue) < 3:
+            time.sleep(0.001)
+        armed.set()
+        release.set()
+
+    threading.Thread(target=hold).start()
+    holding.wait(60)
+    first = threading.Thread(target=j.append_message, args=(sid, "user", "a"))
+    first.start()
+    while not j._combiner._busy:
+        time.sleep(0.001)
+    monkeypatch.setattr(journal_log.os, "write", write)
+    threading.Thread(target=queue_after_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        j.append_message(sid, "user", "main")
+    first.join(60)
+    deadline = time.monotonic() + 60
+    while sorted(_contents(log)) != ["a", "b", "c"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert j.append_message(sid, "user", "after").seq == 4
+    j.close()
+    contents = _contents(log)
+    assert sorted(contents[:3]) == ["a", "b", "c"] and contents[3:] == ["after"]
+
+
+def test_a_combiner_interrupted_before_it_combines_passes_the_role_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from journal.commit import Combiner
+
+    log = tmp_path / "s.jsonl"
+    j = Journal.open(log)
+    sid = j.create_session("m", session_id="s")
+    real_combine = Combiner._combine
+    calls = 0
+
+    def interrupted_once(self: Combiner, own: Ticket) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyboardInterrupt
+        real_combine(self, own)
+
+    monkeypatch.setattr(Combiner, "_combine", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        j.append_message(sid, "user", "lost")
+    other = threading.Thread(target=j.append_message, args=(sid, "user", "next"))
+    other.start()
+    other.join(60)
+    assert not other.is_alive()
+    j.close()
+    assert _contents(log) == ["next"]

@@ -119,9 +119,11 @@ class LogFile:
                 finally:
                     self._lock.release()
             raise
-        with self._waiting_lock:
-            self._waiting -= 1
+        # Nothing between the acquire above and this try: an exception raised in between
+        # (by a signal handler) would leave the lock held for good.
         try:
+            with self._waiting_lock:
+                self._waiting -= 1
             if self._lock_depth == 0 and not self._flock_held:
                 self.check_open()
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -129,12 +131,12 @@ class LogFile:
                 self._handoffs = 0
                 self.lock_epoch += 1
             self.check_open()
+            self._lock_depth += 1
         except BaseException:
             if self._lock_depth == 0 and self._flock_held:
                 self._release_flock()
             self._lock.release()
             raise
-        self._lock_depth += 1
 
     def _release(self) -> None:
         try:
