@@ -66,7 +66,7 @@ from journal.events import (
     ts_seconds,
 )
 from journal.gcpause import gc_paused
-from journal.log import START, Durability, FileLog, LogBackend, TornTail
+from journal.log import START, Cursor, Durability, FileLog, LogBackend, TornTail
 from journal.state import (
     DEFAULT_ID_WINDOW,
     OPEN_STATUSES,
@@ -955,6 +955,11 @@ class Journal:
     def last_pos(self) -> int:
         """The position of the last record this writer has seen."""
         return self._state.last_pos
+
+    @property
+    def read_to(self) -> Cursor:
+        """Where this writer has read the log up to: the cursor after ``last_pos``."""
+        return self._end
 
     @property
     def closed(self) -> bool:

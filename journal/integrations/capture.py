@@ -43,8 +43,8 @@ from journal.errors import (
     UnknownSession,
 )
 from journal.events import MessageAppended, SessionCreated, SessionMetadataSet, encode_json
-from journal.log import Durability, read_log
-from journal.validation import MODEL_ID, SESSION_ID
+from journal.log import START, Cursor, Durability, LogReader
+from journal.validation import MAX_RAW_BYTES, MODEL_ID, SESSION_ID
 from journal.writer import Journal
 
 log = logging.getLogger("journal.integrations")
@@ -52,6 +52,8 @@ log = logging.getLogger("journal.integrations")
 MissingSession = Literal["skip", "per_call"]
 HistoryChange = Literal["skip", "new_session"]
 FORKED_FROM: Final = "forked_from"
+# Metadata of a message whose provider item was over MAX_RAW_BYTES: the item's size.
+RAW_OMITTED: Final = "raw_omitted_bytes"
 # Event ids of a call: uuid5 of the call id in this namespace (fixed: ids must not change).
 _NAMESPACE: Final = uuid.UUID("6f1c3a52-0d7e-4f5b-9a51-2b0c8e4d7a10")
 _NOT_ID_CHARS = re.compile(r"[^A-Za-z0-9._:@-]")
@@ -92,6 +94,14 @@ def message_arguments(item: Mapping[str, Any]) -> dict[str, Any]:
         )
     else:
         text = "" if content is None else str(content)
+    encoded = encode_json(dict(item))
+    raw: str | None = encoded.decode()
+    metadata = None
+    if len(encoded) > MAX_RAW_BYTES:
+        # Kept, the item would be refused every time the client resends it: the message
+        # goes in without it (its text and tool calls still there), marked with its size.
+        metadata = {RAW_OMITTED: len(encoded)}
+        raw = None
     calls = [
         {
             "id": str(c.get("id") or ""),
@@ -101,12 +111,15 @@ def message_arguments(item: Mapping[str, Any]) -> dict[str, Any]:
         for c in item.get("tool_calls") or ()
         if isinstance(c, Mapping)
     ]
+    if raw is None and not text and not calls:
+        text = f"[a provider item of {len(encoded)} bytes, not kept]"
     return {
         "role": item.get("role"),
         "content": text,
         "tool_calls": calls or None,
         "tool_call_id": item.get("tool_call_id"),
-        "raw": encode_json(dict(item)).decode(),
+        "raw": raw,
+        "metadata": metadata,
     }
 
 
@@ -144,9 +157,37 @@ def model_id_for(value: str) -> str:
 
 @dataclass
 class _Known:
-    """What this recorder knows of one session id: its sessions' logged messages."""
+    """What this recorder knows of one session id: its sessions' logged messages, as read
+    from the log up to ``cursor`` (the record at ``pos`` ends there)."""
 
     sessions: dict[str, list[Key]] = field(default_factory=dict)  # in order of creation
+    cursor: Cursor = START
+    pos: int = 0
+
+    def stale(self, j: Journal) -> bool:
+        """Whether another writer added messages to these sessions (the writer's seqs are
+        current inside a batch)."""
+        return any(_last_seq(j, s) != len(keys) for s, keys in self.sessions.items())
+
+    def read_more(self, path: str, sid: str) -> None:
+        """Read what the log added since ``cursor``: ``sid``'s session and its forks
+        (made by any writer), with their messages."""
+        reader = LogReader(path, self.cursor, self.pos)
+        sessions = self.sessions
+        for event, _ in reader:
+            if isinstance(event, SessionCreated) and event.session_id == sid:
+                sessions.setdefault(sid, [])
+            elif (
+                isinstance(event, SessionMetadataSet)
+                and event.key == FORKED_FROM
+                and event.value == sid
+            ):
+                sessions.setdefault(event.session_id, [])
+            elif isinstance(event, MessageAppended) and event.session_id in sessions:
+                logged = sessions[event.session_id]
+                if event.seq > len(logged):  # not one this recorder wrote and noted
+                    logged.append(_event_key(event))
+        self.cursor, self.pos = Cursor(reader.end), reader.last_pos
 
 
 class Recorder:
@@ -215,6 +256,11 @@ class Recorder:
         for attempt in range(3):
             if j.receipt(done) is not None:
                 return "duplicate"
+            # Most of any reading of the log is done here, before the lock is taken: inside
+            # the batch only what was appended in between is left to read.
+            known = self._sessions(j, sid)
+            if known.sessions and _extended(known, keys) is None:
+                known.read_more(self.log_path, sid)  # another writer's fork, maybe
             try:
                 with j.batch():  # holds the lock: what it reads below is final
                     return self._append(j, sid, call, transcript, keys)
@@ -237,14 +283,13 @@ class Recorder:
         keys: list[Key],
     ) -> str:
         known = self._sessions(j, sid)
-        target: str | None = None
-        for candidate in reversed(known.sessions):  # the newest first
-            logged = known.sessions[candidate]
-            if keys[: len(logged)] == logged[: len(keys)]:
-                if len(logged) >= len(keys):
-                    return "already logged"
-                target = candidate
-                break
+        target = _extended(known, keys)
+        if target is None and known.sessions:
+            # No session matches: another writer may have forked one meanwhile.
+            known.read_more(self.log_path, sid)
+            target = _extended(known, keys)
+        if target == "":
+            return "already logged"
         if target is None and known.sessions:
             if self.history_change == "skip":
                 log.warning(
@@ -265,11 +310,12 @@ class Recorder:
         logged = known.sessions[target]
         for i in range(start, len(transcript)):
             last = i == len(transcript) - 1
-            figures = _figures(call) if last else {}
+            args = transcript[i]
+            if last:
+                args = _with_figures(args, call)
             j.append_message(
                 target,
-                **transcript[i],
-                **figures,
+                **args,
                 expected_seq=len(logged),
                 event_id=event_id(call.call_id, "response" if last else f"m{i + 1}"),
             )
@@ -286,20 +332,28 @@ class Recorder:
             j.set_metadata(target, FORKED_FROM, sid, event_id=event_id(call.call_id, "forked"))
 
     def _sessions(self, j: Journal, sid: str) -> _Known:
-        """The sessions of ``sid`` and their messages, read from the log when not cached
-        or when another writer changed them (the cache's lengths are checked against the
-        writer's seqs, which are current inside a batch)."""
+        """The sessions of ``sid`` and their messages: cached, and read on from where the
+        cache stopped when another writer changed them."""
         known = self._known.get(sid)
-        if known is not None and all(
-            _last_seq(j, s) == len(keys) for s, keys in known.sessions.items()
-        ):
-            return known
-        if _last_seq(j, sid) is None and known is None:
-            known = _Known()  # a new session id: nothing to read
-        else:
-            known = _read_sessions(self.log_path, sid)
-        self._known[sid] = known
+        if known is None:
+            known = self._known[sid] = _Known()
+            if _last_seq(j, sid) is None:  # a new session id: nothing to read
+                known.cursor, known.pos = j.read_to, j.last_pos
+                return known
+            known.read_more(self.log_path, sid)
+        elif known.stale(j):
+            known.read_more(self.log_path, sid)
         return known
+
+
+def _extended(known: _Known, keys: list[Key]) -> str | None:
+    """The newest session whose messages the call's transcript extends ("" if the
+    transcript is already all logged in one), or None."""
+    for candidate in reversed(known.sessions):
+        logged = known.sessions[candidate]
+        if keys[: len(logged)] == logged[: len(keys)]:
+            return "" if len(logged) >= len(keys) else candidate
+    return None
 
 
 def _last_seq(j: Journal, sid: str) -> int | None:
@@ -309,25 +363,8 @@ def _last_seq(j: Journal, sid: str) -> int | None:
         return None
 
 
-def _read_sessions(path: str, sid: str) -> _Known:
-    """One pass over the log: ``sid``'s session and its forks, with their messages."""
-    known = _Known()
-    for event, _ in read_log(path):
-        if isinstance(event, SessionCreated) and event.session_id == sid:
-            known.sessions.setdefault(sid, [])
-        elif (
-            isinstance(event, SessionMetadataSet)
-            and event.key == FORKED_FROM
-            and event.value == sid
-        ):
-            known.sessions.setdefault(event.session_id, [])
-        elif isinstance(event, MessageAppended) and event.session_id in known.sessions:
-            known.sessions[event.session_id].append(_event_key(event))
-    return known
-
-
-def _figures(call: Call) -> dict[str, Any]:
-    """The response's tokens, duration and metadata."""
+def _with_figures(args: dict[str, Any], call: Call) -> dict[str, Any]:
+    """The response's arguments with the call's tokens, duration and metadata."""
     tokens = None
     if call.prompt_tokens is not None or call.completion_tokens is not None:
         tokens = (call.prompt_tokens or 0) + (call.completion_tokens or 0)
@@ -341,7 +378,11 @@ def _figures(call: Call) -> dict[str, Any]:
         "stream": call.stream,
     }
     return {
+        **args,
         "tokens_used": tokens,
         "duration_seconds": call.duration_seconds,
-        "metadata": {k: v for k, v in meta.items() if v is not None},
+        "metadata": {
+            **(args["metadata"] or {}),
+            **{k: v for k, v in meta.items() if v is not None},
+        },
     }
