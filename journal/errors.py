@@ -25,6 +25,8 @@ happen, with ``raise … from exc``; callers catch these classes only::
 
 from __future__ import annotations
 
+from journal.lifecycle import CLOSED_STATUSES, RESTORE
+
 
 class JournalError(Exception):
     """Base class of every error session-journal raises on purpose."""
@@ -116,7 +118,7 @@ class InvalidState(ValidationError):
     def __init__(self, session_id: str, status: str, operation: str) -> None:
         hint = (
             f"; restore({session_id!r}) reopens it"
-            if status in ("expired", "archived") and operation != "restore"
+            if status in CLOSED_STATUSES and operation != RESTORE.operation
             else ""
         )
         super().__init__(f"session {session_id!r} is {status}: cannot {operation}{hint}")

@@ -66,11 +66,11 @@ from journal.events import (
     ts_seconds,
 )
 from journal.gcpause import gc_paused
+from journal.lifecycle import OPEN_STATUSES
 from journal.log import Durability, LogFile, StateReader, TornTail
 from journal.repair import quarantine_tail
 from journal.state import (
     DEFAULT_ID_WINDOW,
-    OPEN_STATUSES,
     JournalState,
     Receipt,
     SessionState,
