@@ -12,127 +12,47 @@ Idempotent retries: a call given an ``event_id`` that is among the last ``id_win
 events of the log (default 65,536, whichever process wrote them) returns the first
 call's receipt with ``duplicate=True`` and writes nothing. Older ids are forgotten, which
 keeps memory bounded; retry within that window.
+
+This module holds ``Journal`` itself: opening the log, catching up with it, and the append
+machinery every operation goes through. The operations it inherits are
+``journal.operations``'s; which status allows each is ``journal.lifecycle``'s.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import os
 import threading
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
-from msgspec import UNSET
 
-from journal.commit import Call, Combiner, Ticket
-from journal.errors import (
-    GroupTooLarge,
-    IdempotencyConflict,
-    InvalidState,
-    InvalidValue,
-    JournalClosed,
-    LogError,
-    SequenceConflict,
-    SessionExists,
-    UnknownSession,
-)
-from journal.events import (
-    SNAPSHOT_REASONS,
-    AnyEvent,
-    Event,
-    MessageAppended,
-    ModelRegistered,
-    SessionArchived,
-    SessionCreated,
-    SessionDeleted,
-    SessionMetadataSet,
-    SessionPaused,
-    SessionRenamed,
-    SessionRestored,
-    SessionResumed,
-    SessionSnapshotted,
-    SessionTimedOut,
-    TimeoutWarning,
-    ToolCall,
-    encode_line,
-    format_ts,
-    ts_seconds,
-)
+from journal.commit import Call, Combiner
+from journal.errors import GroupTooLarge, InvalidValue, JournalClosed, LogError
+from journal.events import AnyEvent, Event, encode_line, format_ts
 from journal.gcpause import gc_paused
-from journal.lifecycle import OPEN_STATUSES
+from journal.ids import random_event_id
 from journal.log import Durability, LogFile, StateReader, TornTail
+from journal.operations import Operations
+from journal.pending import InGroup as _InGroup
+from journal.pending import Pending as _Pending
 from journal.repair import quarantine_tail
-from journal.state import (
-    DEFAULT_ID_WINDOW,
-    JournalState,
-    Receipt,
-    SessionState,
-    StateViolation,
-)
-from journal.validation import (
-    LATEST,
-    MAX_GROUP_BYTES,
-    MAX_GROUP_EVENTS,
-    MAX_METADATA_VALUE_BYTES,
-    MessageParts,
-    check_at,
-    check_count,
-    check_duration,
-    check_event_id,
-    check_message,
-    check_metadata,
-    check_model_id,
-    check_session_id,
-    check_text,
-    check_time,
-    check_timeout,
-)
+from journal.state import DEFAULT_ID_WINDOW, JournalState, Receipt, StateViolation
+from journal.validation import LATEST, MAX_GROUP_BYTES, MAX_GROUP_EVENTS, check_time
 
 log = logging.getLogger("journal")
 
 # A stretch of log to catch up on this long is read with GC paused (journal.gcpause), and
 # the ids of its lines before the last ``id_window`` are not entered.
 _LONG_STRETCH_BYTES: Final = 16 * 1024 * 1024
-DEFAULT_WARN_BEFORE_SECONDS: Final = 300.0
-
-_EVENT_ID_NAMESPACE: Final = uuid.UUID("7f1b2c3e-4d5a-5b6c-8d7e-9f0a1b2c3d4e")
 
 E = TypeVar("E", bound=Event)
-# append_message's arguments once checked (Journal._check_message).
-_MessageArgs = tuple[
-    str,
-    str,
-    str,
-    int | None,
-    float | None,
-    dict[str, Any] | None,
-    int | None,
-    str | None,
-    str | None,
-    MessageParts,
-]
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def random_event_id() -> str:
-    """A random (version 4) UUID as text; twice as fast as ``str(uuid.uuid4())``."""
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
 
 _LATEST_TS: Final = format_ts(LATEST)
-_CALENDAR_END: Final = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC).timestamp()
 
 
 @dataclass(frozen=True)
@@ -146,72 +66,7 @@ class Repair:
     quarantine_path: str
 
 
-@dataclass
-class _Pending:
-    """Events built by the current call or ``batch()`` block, not yet written."""
-
-    user_batch: bool
-    groups: list[list[AnyEvent]] = field(default_factory=lambda: [[]])
-    ts: str | None = None  # when these events are recorded: one time for all of them
-    token: int = 0  # the durability token of their write, once written
-
-    def split(self) -> None:
-        """Start a new atomic group (ignored inside a user's batch, which is one group)."""
-        if not self.user_batch and self.groups[-1]:
-            self.groups.append([])
-
-
-class _InGroup:
-    """A call inside a batch (or create_session's first message) adds to its group; if it
-    fails and the caller catches the error, nothing of this call may stay in the group.
-
-    A class, not a generator context manager: it is entered once per call in a batch,
-    where the generator's overhead was a tenth of the time of an append.
-    """
-
-    __slots__ = ("_mark", "_n_groups", "_n_last", "_pending", "_state")
-
-    def __init__(self, state: JournalState, pending: _Pending) -> None:
-        self._state, self._pending = state, pending
-
-    def __enter__(self) -> _Pending:
-        groups = self._pending.groups
-        self._mark = self._state.savepoint()
-        self._n_groups, self._n_last = len(groups), len(groups[-1])
-        return self._pending
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is not None:
-            self._state.rollback_to(self._mark)
-            groups = self._pending.groups
-            del groups[self._n_groups :]
-            del groups[-1][self._n_last :]
-
-
-def _combined(
-    method: Callable[Concatenate[Journal, P], T],
-) -> Callable[Concatenate[Journal, P], T]:
-    """A writing method whose calls from concurrent threads share one write and one fsync
-    (``journal.commit``). Inside ``batch()``, or run by the combiner, it runs in place."""
-
-    def combined(self: Journal, /, *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._pending is not None and self._pending_owner == threading.get_ident():
-            return method(self, *args, **kwargs)
-        call = Call(method, (self, *args), kwargs)
-        ticket = Ticket((call,))
-        self._combiner.submit(ticket)
-        if call.error is not None:
-            raise call.error
-        if ticket.token:
-            self._log.wait_durable(ticket.token)
-        result: T = call.result
-        return result
-
-    functools.update_wrapper(combined, method)  # name, docstring and signature for help()
-    return combined
-
-
-class Journal:
+class Journal(Operations):
     """Appends validated events to one log file. Thread-safe and process-safe.
 
     Open with ``Journal.open(path)``; use as a context manager or call ``close()``.
@@ -457,42 +312,7 @@ class Journal:
         pending.groups[-1].append(stamped)
         return receipt
 
-    def _duplicate(self, event_id: str | None, tag: str, session_id: str | None) -> Receipt | None:
-        if event_id is None:
-            return None
-        check_event_id(event_id)
-        seen = self._state.recent_ids.get(event_id)
-        if seen is None:
-            return None
-        seen_tag, receipt = seen
-        if seen_tag != tag or (session_id is not None and receipt.session_id != session_id):
-            raise IdempotencyConflict(
-                f"event id {event_id} was already used for a {seen_tag} event at position "
-                f"{receipt.pos}; use a new id for a different operation"
-            )
-        return receipt._replace(duplicate=True)
-
-    def _session(
-        self, session_id: str, operation: str, allowed: frozenset[str] | None = None
-    ) -> SessionState:
-        check_session_id(session_id)
-        s = self._state.sessions.get(session_id)
-        if s is None:
-            raise UnknownSession(session_id)
-        if s.status == "deleted" and (allowed is None or "deleted" not in allowed):
-            raise UnknownSession(session_id, deleted=True)
-        if allowed is not None and s.status not in allowed:
-            raise InvalidState(session_id, s.status, operation)
-        return s
-
-    @staticmethod
-    def _derived_id(event_id: str | None, part: str) -> str | None:
-        """A deterministic id for an auxiliary event, so retries and imports repeat it."""
-        return (
-            None if event_id is None else str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event_id}/{part}"))
-        )
-
-    # -- the public API -------------------------------------------------------------------
+    # -- atomic batches, and what callers read of the writer itself -----------------------
     @contextmanager
     def batch(self) -> Iterator[Journal]:
         """Append every call made inside the block as one atomic group.
@@ -505,470 +325,6 @@ class Journal:
             raise InvalidValue("batch() blocks do not nest")
         with self._writing(user_batch=True):
             yield self
-
-    @_combined
-    def register_model(
-        self,
-        model_id: str,
-        model_name: str | None = None,
-        provider: str | None = None,
-        *,
-        event_id: str | None = None,
-    ) -> Receipt:
-        """Record a model (done automatically on its first use by a session)."""
-        check_model_id(model_id)
-        check_text("model_name", model_name)
-        check_text("provider", provider)
-        with self._writing() as w:
-            dup = self._duplicate(event_id, "model_registered", None)
-            if dup is not None:
-                return dup
-            if model_id in self._state.models:
-                raise InvalidValue(f"model {model_id!r} is already registered")
-            return self._add(
-                w,
-                ModelRegistered(
-                    model_id=model_id, model_name=model_name or model_id, provider=provider
-                ),
-                event_id,
-            )
-
-    @_combined
-    def create_session(
-        self,
-        model_id: str,
-        model_name: str | None = None,
-        title: str | None = None,
-        *,
-        idle_timeout_seconds: int | None = 3600,
-        hard_timeout_seconds: int | None = 86400,
-        session_id: str | None = None,
-        first_message: str | Mapping[str, Any] | None = None,
-        provider: str | None = None,
-        event_id: str | None = None,
-        at: datetime | str | None = None,
-    ) -> str:
-        """Start a session (and its first message, atomically); returns its id.
-
-        ``first_message`` is the content of a user message, or the keyword arguments of
-        ``append_message``. An unknown model is registered in the same atomic group.
-        """
-        sid = session_id if session_id is not None else self._new_id()
-        check_session_id(sid)
-        check_model_id(model_id)
-        check_text("model_name", model_name)
-        check_text("title", title)
-        check_timeout("idle_timeout_seconds", idle_timeout_seconds)
-        check_timeout("hard_timeout_seconds", hard_timeout_seconds)
-        at = check_at(at)
-        message = _first_message_kwargs(first_message)
-        with self._writing() as w:
-            dup = self._duplicate(event_id, "session_created", session_id)
-            if dup is not None:
-                assert dup.session_id is not None
-                return dup.session_id
-            if sid in self._state.sessions:
-                raise SessionExists(sid)
-            if model_id not in self._state.models:
-                self._add(
-                    w,
-                    ModelRegistered(
-                        model_id=model_id, model_name=model_name or model_id, provider=provider
-                    ),
-                    self._derived_id(event_id, "model"),
-                    at,
-                )
-            self._add(
-                w,
-                SessionCreated(
-                    session_id=sid,
-                    model_id=model_id,
-                    model_name=model_name,
-                    title=title,
-                    idle_timeout_seconds=idle_timeout_seconds,
-                    hard_timeout_seconds=hard_timeout_seconds,
-                ),
-                event_id,
-                at,
-            )
-            if message is not None:
-                message.setdefault("event_id", self._derived_id(event_id, "first_message"))
-                message.setdefault("at", at)
-                self.append_message(sid, **message)
-        return sid
-
-    def append_message(
-        self,
-        session_id: str,
-        role: str,
-        content: str,
-        *,
-        tokens_used: int | None = None,
-        duration_seconds: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        expected_seq: int | None = None,
-        event_id: str | None = None,
-        at: datetime | str | None = None,
-        tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None,
-        tool_call_id: str | None = None,
-        raw: str | Mapping[str, Any] | Sequence[Any] | None = None,
-    ) -> Receipt:
-        """Append a message; ``expected_seq`` is the last seq the caller saw (0 for none).
-
-        ``tool_calls`` (an assistant's: each ``id``, ``name``, ``arguments``),
-        ``tool_call_id`` (a tool result's) and ``raw`` (the provider's message item, as JSON
-        text kept verbatim or a value encoded compactly) carry real LLM traffic.
-        """
-        return self._append_checked(
-            *self._check_message(
-                session_id,
-                role,
-                content,
-                tokens_used=tokens_used,
-                duration_seconds=duration_seconds,
-                metadata=metadata,
-                expected_seq=expected_seq,
-                event_id=event_id,
-                at=at,
-                tool_calls=tool_calls,
-                tool_call_id=tool_call_id,
-                raw=raw,
-            )
-        )
-
-    def _check_message(
-        self,
-        session_id: str,
-        role: str,
-        content: str,
-        *,
-        tokens_used: int | None = None,
-        duration_seconds: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        expected_seq: int | None = None,
-        event_id: str | None = None,
-        at: datetime | str | None = None,
-        tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None,
-        tool_call_id: str | None = None,
-        raw: str | Mapping[str, Any] | Sequence[Any] | None = None,
-    ) -> _MessageArgs:
-        """append_message's checks of its arguments alone: the hot path's work that needs
-        no state, done by the caller before the hand-over, outside the log's lock."""
-        parts = check_message(role, content, tool_calls, tool_call_id, raw)
-        check_count("tokens_used", tokens_used)
-        check_duration(duration_seconds)
-        meta = check_metadata(metadata)
-        if expected_seq is not None:
-            check_count("expected_seq", expected_seq)
-        at = check_at(at)
-        return (
-            session_id,
-            role,
-            content,
-            tokens_used,
-            duration_seconds,
-            meta,
-            expected_seq,
-            event_id,
-            at,
-            parts,
-        )
-
-    @_combined
-    def _append_checked(
-        self,
-        session_id: str,
-        role: str,
-        content: str,
-        tokens_used: int | None,
-        duration_seconds: float | None,
-        meta: dict[str, Any] | None,
-        expected_seq: int | None,
-        event_id: str | None,
-        at: str | None,
-        parts: MessageParts,
-    ) -> Receipt:
-        """append_message, its arguments checked: what needs the state, under the lock."""
-        with self._writing() as w:
-            dup = self._duplicate(event_id, "message_appended", session_id)
-            if dup is not None:
-                return dup
-            s = self._session(session_id, "append a message", OPEN_STATUSES)
-            if expected_seq is not None and expected_seq != s.last_seq:
-                raise SequenceConflict(session_id, expected_seq, s.last_seq)
-            return self._add(
-                w,
-                MessageAppended(
-                    session_id=session_id,
-                    seq=s.last_seq + 1,
-                    role=role,  # type: ignore[arg-type]
-                    content=content,
-                    tokens_used=tokens_used,
-                    duration_seconds=duration_seconds,
-                    metadata=meta,
-                    tool_calls=UNSET if parts.tool_calls is None else parts.tool_calls,
-                    tool_call_id=UNSET if parts.tool_call_id is None else parts.tool_call_id,
-                    raw=UNSET if parts.raw is None else parts.raw,
-                ),
-                event_id,
-                at,
-            )
-
-    @_combined
-    def set_metadata(
-        self,
-        session_id: str,
-        key: str,
-        value: str | None,
-        *,
-        event_id: str | None = None,
-        at: datetime | str | None = None,
-    ) -> Receipt:
-        """Set (or, with None, clear) one metadata key of a session."""
-        check_text("key", key, required=True)
-        if value is not None:
-            check_text("value", value, limit=MAX_METADATA_VALUE_BYTES)
-            size = len(value.encode("utf-8"))
-            if size > MAX_METADATA_VALUE_BYTES:
-                raise InvalidValue(
-                    f"value is {size} bytes of UTF-8; the limit is {MAX_METADATA_VALUE_BYTES}"
-                )
-        at = check_at(at)
-        return self._simple(
-            SessionMetadataSet(session_id=session_id, key=key, value=value),
-            "set metadata",
-            None,
-            event_id,
-            at,
-        )
-
-    @_combined
-    def rename(self, session_id: str, title: str | None, *, event_id: str | None = None) -> Receipt:
-        """Give the session a new title."""
-        check_text("title", title)
-        return self._simple(
-            SessionRenamed(session_id=session_id, title=title), "rename", None, event_id
-        )
-
-    @_combined
-    def pause(
-        self, session_id: str, *, event_id: str | None = None, at: datetime | str | None = None
-    ) -> Receipt:
-        """Suspend the session's timeouts until resume() or its next message."""
-        return self._simple(
-            SessionPaused(session_id=session_id),
-            "pause",
-            frozenset({"active", "idle"}),
-            event_id,
-            check_at(at),
-        )
-
-    @_combined
-    def resume(self, session_id: str, *, event_id: str | None = None) -> Receipt:
-        """Make a paused session active; its idle clock restarts."""
-        return self._simple(
-            SessionResumed(session_id=session_id), "resume", frozenset({"paused"}), event_id
-        )
-
-    @_combined
-    def snapshot(
-        self,
-        session_id: str,
-        reason: str = "checkpoint",
-        *,
-        note: str | None = None,
-        event_id: str | None = None,
-    ) -> Receipt:
-        """Record a snapshot of the session and its messages as of now."""
-        if reason not in SNAPSHOT_REASONS:
-            raise InvalidValue(
-                f"reason must be one of {', '.join(SNAPSHOT_REASONS)}, not {reason!r}"
-            )
-        check_text("note", note)
-        return self._simple(
-            SessionSnapshotted(
-                session_id=session_id,
-                reason=reason,  # type: ignore[arg-type]
-                note=note,
-            ),
-            "snapshot",
-            None,
-            event_id,
-        )
-
-    @_combined
-    def archive(
-        self, session_id: str, *, event_id: str | None = None, at: datetime | str | None = None
-    ) -> Receipt:
-        """Archive the session (the projection keeps a pre_archive snapshot)."""
-        return self._simple(
-            SessionArchived(session_id=session_id),
-            "archive",
-            frozenset({"active", "idle", "paused", "expired"}),
-            event_id,
-            check_at(at),
-        )
-
-    @_combined
-    def time_out(
-        self,
-        session_id: str,
-        kind: Literal["idle", "hard"],
-        *,
-        event_id: str | None = None,
-        at: datetime | str | None = None,
-    ) -> Receipt:
-        """Record that one session timed out, decided by the caller (imports, or a host
-        app that runs its own timeout policy); ``expire_due`` decides for every session.
-
-        ``idle`` makes an active session idle; ``hard`` expires an active, idle or paused
-        one. The decision time (``as_of``) is ``at`` when given, else the writer's clock.
-        """
-        if kind not in ("idle", "hard"):
-            raise InvalidValue(f"kind must be 'idle' or 'hard', not {kind!r}")
-        at = check_at(at)
-        as_of = self._now() if at is None else at
-        allowed = frozenset({"active"} if kind == "idle" else {"active", "idle", "paused"})
-        return self._simple(
-            SessionTimedOut(session_id=session_id, kind=kind, as_of=as_of),
-            "time out",
-            allowed,
-            event_id,
-            at,
-        )
-
-    @_combined
-    def restore(self, session_id: str, *, event_id: str | None = None) -> Receipt:
-        """Reopen an idle, expired, archived or deleted session with fresh deadlines.
-
-        A deleted session comes back from the ``pre_delete`` snapshot taken when it was
-        deleted, messages included.
-        """
-        with self._writing() as w:
-            dup = self._duplicate(event_id, "session_restored", session_id)
-            if dup is not None:
-                return dup
-            s = self._session(
-                session_id, "restore", frozenset({"idle", "expired", "archived", "deleted"})
-            )
-            snapshot_pos = s.pre_delete_pos if s.status == "deleted" else None
-            return self._add(
-                w, SessionRestored(session_id=session_id, snapshot_pos=snapshot_pos), event_id
-            )
-
-    @_combined
-    def delete_session(self, session_id: str, *, event_id: str | None = None) -> Receipt:
-        """Delete the session from the projection, after a ``pre_delete`` snapshot.
-
-        The log keeps every event; ``restore`` brings the session back.
-        """
-        with self._writing() as w:
-            dup = self._duplicate(event_id, "session_deleted", session_id)
-            if dup is not None:
-                return dup
-            self._session(session_id, "delete")
-            self._add(
-                w,
-                SessionSnapshotted(session_id=session_id, reason="pre_delete"),
-                self._derived_id(event_id, "pre_delete"),
-            )
-            return self._add(w, SessionDeleted(session_id=session_id), event_id)
-
-    @_combined
-    def expire_due(
-        self,
-        now: datetime | None = None,
-        *,
-        warn_before_seconds: float = DEFAULT_WARN_BEFORE_SECONDS,
-    ) -> list[Receipt]:
-        """Append the timeout events due as of ``now`` (default: the writer's clock).
-
-        Per session, at most one of: ``session_timed_out(kind=hard)`` once past the hard
-        deadline (status expired), ``session_timed_out(kind=idle)`` once idle for longer
-        than its idle timeout (status idle), or, within ``warn_before_seconds`` of either
-        deadline, a ``timeout_warning`` with a ``timeout_warning`` snapshot. Paused sessions
-        are skipped. The decision time is recorded in each event as ``as_of``.
-        """
-        as_of = self._now() if now is None else check_time("now", now)
-        t = ts_seconds(as_of)
-        receipts: list[Receipt] = []
-        with self._writing() as w:
-            for sid, s in list(self._state.sessions.items()):
-                if s.status not in ("active", "idle"):
-                    continue
-                idle_at = (
-                    ts_seconds(s.idle_since) + s.idle_timeout
-                    if s.idle_timeout is not None and s.status == "active"
-                    else math.inf
-                )
-                hard_at = s.hard_deadline if s.hard_deadline is not None else math.inf
-                # A deadline past the calendar (only a log from before the writer kept
-                # times in range holds one) is its last moment, which no clock reaches.
-                idle_at, hard_at = (min(x, _CALENDAR_END) for x in (idle_at, hard_at))
-                if hard_at <= t:
-                    kind: Literal["idle", "hard"] | None = "hard"
-                elif idle_at <= t:
-                    kind = "idle"
-                else:
-                    kind = None
-                if kind is not None:
-                    receipts.append(
-                        self._add(w, SessionTimedOut(session_id=sid, kind=kind, as_of=as_of), None)
-                    )
-                elif not s.warned and min(idle_at, hard_at) - warn_before_seconds <= t:
-                    soon: Literal["idle", "hard"] = "idle" if idle_at <= hard_at else "hard"
-                    deadline = datetime.fromtimestamp(min(idle_at, hard_at), UTC)
-                    self._add(w, SessionSnapshotted(session_id=sid, reason="timeout_warning"), None)
-                    receipts.append(
-                        self._add(
-                            w,
-                            TimeoutWarning(
-                                session_id=sid, kind=soon, deadline=format_ts(deadline), as_of=as_of
-                            ),
-                            None,
-                        )
-                    )
-                w.split()
-        return receipts
-
-    def _simple(
-        self,
-        event: AnyEvent,
-        operation: str,
-        allowed: frozenset[str] | None,
-        event_id: str | None,
-        at: str | None = None,
-    ) -> Receipt:
-        """Validate the session's status and append one event about it."""
-        session_id: str = event.session_id  # type: ignore[union-attr]
-        with self._writing() as w:
-            dup = self._duplicate(
-                event_id,
-                type(event).__struct_config__.tag,  # type: ignore[arg-type]
-                session_id,
-            )
-            if dup is not None:
-                return dup
-            self._session(session_id, operation, allowed)
-            return self._add(w, event, event_id, at)
-
-    # -- read-only views for callers ------------------------------------------------------
-    def receipt(self, event_id: str) -> Receipt | None:
-        """Where the event with this id landed, if it is within the id window."""
-        seen = self._state.recent_ids.get(event_id)
-        return None if seen is None else seen[1]
-
-    def last_seq(self, session_id: str) -> int:
-        """The seq of the session's last message (0 if none), as of the last look."""
-        return self._session(session_id, "read", None).last_seq
-
-    def status(self, session_id: str) -> str:
-        """The session's status as of the writer's last look at the log."""
-        return self._session(
-            session_id,
-            "read",
-            frozenset({"active", "idle", "paused", "archived", "expired", "deleted"}),
-        ).status
 
     @property
     def last_pos(self) -> int:
@@ -1020,13 +376,3 @@ def _lines_before(offset: int, start: int, end: int, lines: list[bytes], count: 
         start += len(line) + 1
         before += 1
     return before
-
-
-def _first_message_kwargs(first: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if first is None:
-        return None
-    if isinstance(first, str):
-        return {"role": "user", "content": first}
-    if isinstance(first, Mapping):
-        return dict(first)
-    raise InvalidValue("first_message must be a string or a mapping of append_message arguments")
