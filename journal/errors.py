@@ -61,9 +61,7 @@ class CorruptLog(LogError):
         self, reason: str, *, path: str, line: int, offset: int, why: str = LATER_RECORDS
     ) -> None:
         super().__init__(f"{path}: line {line} (byte offset {offset}): {reason}; {why}", path=path)
-        self.reason = reason
-        self.line = line
-        self.offset = offset
+        self.reason, self.line, self.offset = reason, line, offset
 
 
 class LogWriteError(LogError):
@@ -100,8 +98,7 @@ class UnknownSession(ValidationError):
             if deleted
             else f"unknown session {session_id!r}"
         )
-        self.session_id = session_id
-        self.deleted = deleted
+        self.session_id, self.deleted = session_id, deleted
 
 
 class SessionExists(ValidationError):
@@ -122,9 +119,7 @@ class InvalidState(ValidationError):
             else ""
         )
         super().__init__(f"session {session_id!r} is {status}: cannot {operation}{hint}")
-        self.session_id = session_id
-        self.status = status
-        self.operation = operation
+        self.session_id, self.status, self.operation = session_id, status, operation
 
 
 class GroupTooLarge(ValidationError):
@@ -143,9 +138,7 @@ class SequenceConflict(ConflictError):
             f"session {session_id!r}: expected last seq {expected}, but it is {actual}; "
             "read the new messages and retry"
         )
-        self.session_id = session_id
-        self.expected = expected
-        self.actual = actual
+        self.session_id, self.expected, self.actual = session_id, expected, actual
 
 
 class IdempotencyConflict(ConflictError):
