@@ -30,11 +30,13 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, TypeVar
 
 from journal.commit import Call, Ticket
 from journal.errors import DurabilityError, JournalClosed
+from journal.events import TimeoutKind
 from journal.log import Durability
+from journal.message_args import MessageArgs
 from journal.state import Receipt
 from journal.writer import Journal
 
@@ -217,8 +219,8 @@ class AsyncJournal:
         self, session_id: str, role: str, content: str, **kwargs: Any
     ) -> Receipt:
         # The checks that need no state run here, so bad input fails without a hand-over.
-        checked = self.journal._check_message(session_id, role, content, **kwargs)
-        return await self._call(self.journal._append_checked, *checked)
+        checked = MessageArgs(session_id, role, content, **kwargs).checked()
+        return await self._call(self.journal._append_checked, checked)
 
     async def set_metadata(
         self, session_id: str, key: str, value: str | None, **kwargs: Any
@@ -240,9 +242,7 @@ class AsyncJournal:
     async def archive(self, session_id: str, **kwargs: Any) -> Receipt:
         return await self._call(self.journal.archive, session_id, **kwargs)
 
-    async def time_out(
-        self, session_id: str, kind: Literal["idle", "hard"], **kwargs: Any
-    ) -> Receipt:
+    async def time_out(self, session_id: str, kind: TimeoutKind, **kwargs: Any) -> Receipt:
         return await self._call(self.journal.time_out, session_id, kind, **kwargs)
 
     async def restore(self, session_id: str, **kwargs: Any) -> Receipt:

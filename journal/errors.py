@@ -25,6 +25,8 @@ happen, with ``raise … from exc``; callers catch these classes only::
 
 from __future__ import annotations
 
+from journal.lifecycle import CLOSED_STATUSES, RESTORE
+
 
 class JournalError(Exception):
     """Base class of every error session-journal raises on purpose."""
@@ -59,9 +61,7 @@ class CorruptLog(LogError):
         self, reason: str, *, path: str, line: int, offset: int, why: str = LATER_RECORDS
     ) -> None:
         super().__init__(f"{path}: line {line} (byte offset {offset}): {reason}; {why}", path=path)
-        self.reason = reason
-        self.line = line
-        self.offset = offset
+        self.reason, self.line, self.offset = reason, line, offset
 
 
 class LogWriteError(LogError):
@@ -98,8 +98,7 @@ class UnknownSession(ValidationError):
             if deleted
             else f"unknown session {session_id!r}"
         )
-        self.session_id = session_id
-        self.deleted = deleted
+        self.session_id, self.deleted = session_id, deleted
 
 
 class SessionExists(ValidationError):
@@ -116,13 +115,11 @@ class InvalidState(ValidationError):
     def __init__(self, session_id: str, status: str, operation: str) -> None:
         hint = (
             f"; restore({session_id!r}) reopens it"
-            if status in ("expired", "archived") and operation != "restore"
+            if status in CLOSED_STATUSES and operation != RESTORE.operation
             else ""
         )
         super().__init__(f"session {session_id!r} is {status}: cannot {operation}{hint}")
-        self.session_id = session_id
-        self.status = status
-        self.operation = operation
+        self.session_id, self.status, self.operation = session_id, status, operation
 
 
 class GroupTooLarge(ValidationError):
@@ -141,9 +138,7 @@ class SequenceConflict(ConflictError):
             f"session {session_id!r}: expected last seq {expected}, but it is {actual}; "
             "read the new messages and retry"
         )
-        self.session_id = session_id
-        self.expected = expected
-        self.actual = actual
+        self.session_id, self.expected, self.actual = session_id, expected, actual
 
 
 class IdempotencyConflict(ConflictError):

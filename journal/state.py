@@ -1,20 +1,9 @@
 """What the writer must know to validate the next event, folded from the log.
 
 Memory is bounded by the number of sessions and models (plus a fixed window of recent
-event ids), never by the number of events. The same rules decide status changes here and
-in the projection, so a session the writer accepts a message for is one the projection can
-store it in.
-
-Status lifecycle::
-
-    created ─► active ◄──────── message / resume / restore
-                 │  ▲
-        pause ◄──┘  └── (message on idle or paused)
-                 ├─► idle      (session_timed_out kind=idle)
-                 ├─► paused    (timeouts suspended)
-                 ├─► expired   (session_timed_out kind=hard; restore to reopen)
-                 ├─► archived  (restore to reopen)
-                 └─► deleted   (restore brings it back from its pre_delete snapshot)
+event ids), never by the number of events. The status each event leaves its session in
+is ``journal.lifecycle``'s, the module the writer's checks read too, so a session the
+writer accepts a message for is one the folded state (and the projection) can store it in.
 """
 
 from __future__ import annotations
@@ -26,37 +15,10 @@ from typing import Any, Final, NamedTuple, assert_never
 
 from msgspec import UNSET
 
-from journal.events import (
-    EVENT_TYPES,
-    Event,
-    MessageAppended,
-    MessageHeader,
-    ModelRegistered,
-    SessionArchived,
-    SessionCreated,
-    SessionDeleted,
-    SessionMetadataSet,
-    SessionPaused,
-    SessionRenamed,
-    SessionRestored,
-    SessionResumed,
-    SessionSnapshotted,
-    SessionTimedOut,
-    StateEvent,
-    TimeoutWarning,
-    ts_seconds,
-)
+import journal.events as ev
+from journal.lifecycle import ACTIVE, REOPENED_BY_MESSAGE, STATUS_AFTER, STATUS_AFTER_TIMEOUT
 
-# Statuses in which a session takes new messages.
-OPEN_STATUSES: Final = frozenset({"active", "idle", "paused"})
 DEFAULT_ID_WINDOW: Final = 65_536
-
-# The status an event leaves its session in, where that is all the event changes.
-_STATUS_AFTER: Final[dict[type[StateEvent], str]] = {
-    SessionPaused: "paused",
-    SessionArchived: "archived",
-    SessionDeleted: "deleted",
-}
 
 
 class StateViolation(ValueError):
@@ -111,7 +73,7 @@ class Receipt(NamedTuple):
 
 _new_receipt = tuple.__new__
 _get_ts = operator.attrgetter("ts")
-_STATE_TYPES: Final[tuple[type[Event], ...]] = (*EVENT_TYPES, MessageHeader)
+_STATE_TYPES: Final[tuple[type[ev.Event], ...]] = (*ev.EVENT_TYPES, ev.MessageHeader)
 _TAG_OF: Final[dict[type, str]] = {cls: str(cls.__struct_config__.tag) for cls in _STATE_TYPES}
 
 
@@ -204,7 +166,7 @@ class JournalState:
                 self.last_pos, self.last_ts = old
 
     # -- folding events -----------------------------------------------------------------
-    def apply(self, event: StateEvent) -> Receipt:
+    def apply(self, event: ev.StateEvent) -> Receipt:
         """Fold one event (already validated, or read from the log) into the state."""
         undo = self._undo
         if undo is not None:
@@ -224,7 +186,7 @@ class JournalState:
             self.recent_ids.add(event.id, event.__struct_config__.tag, receipt)  # type: ignore[arg-type]
         return receipt
 
-    def apply_many(self, events: Sequence[StateEvent], remember_from: int = 0) -> None:
+    def apply_many(self, events: Sequence[ev.StateEvent], remember_from: int = 0) -> None:
         """``apply`` each event in turn (outside ``begin``): the loop that opens a log.
 
         Messages, the bulk of any log, are folded inline; on a StateViolation the state
@@ -240,19 +202,21 @@ class JournalState:
         fold = self._fold
         new = _new_receipt
         tag_of = _TAG_OF
+        header, whole = ev.MessageHeader, ev.MessageAppended
+        active, reopened = ACTIVE, REOPENED_BY_MESSAGE
         last_pos, last_ts = self.last_pos, self.last_ts
         k = 0
         seq: int | None
         try:
             for k, event in enumerate(events):
-                if type(event) is MessageHeader or type(event) is MessageAppended:
+                if type(event) is header or type(event) is whole:
                     s = sessions.get(event.session_id)
                     seq = event.seq
                     if s is None or seq != s.last_seq + 1:
                         fold(event)  # raises the precise StateViolation
                         raise AssertionError("unreachable")  # pragma: no cover
-                    if s.status != "active" and s.status in ("idle", "paused"):
-                        s.status = "active"
+                    if s.status != active and s.status in reopened:
+                        s.status = active
                     s.last_seq = seq
                     s.warned = False
                     s.idle_since = event.ts if event.at is UNSET else event.at
@@ -289,45 +253,45 @@ class JournalState:
             self._undo.append(("session", session_id, SessionState(*s.fields())))
         return s
 
-    def _fold(self, event: StateEvent) -> int | None:
+    def _fold(self, event: ev.StateEvent) -> int | None:
         """Apply the event's effect; returns the message seq for messages."""
         match event:
-            case MessageHeader():  # or a whole MessageAppended, its subclass
+            case ev.MessageHeader():  # or a whole MessageAppended, its subclass
                 return self._fold_message(event)
-            case ModelRegistered():
+            case ev.ModelRegistered():
                 if event.model_id not in self.models:
                     if self._undo is not None:
                         self._undo.append(("model", event.model_id, None))
                     self.models.add(event.model_id)
-            case SessionCreated():
+            case ev.SessionCreated():
                 self._fold_created(event)
-            case SessionPaused() | SessionArchived() | SessionDeleted():
-                self._edit(event.session_id).status = _STATUS_AFTER[type(event)]
-            case SessionResumed() | SessionRestored():
+            case ev.SessionPaused() | ev.SessionArchived() | ev.SessionDeleted():
+                self._edit(event.session_id).status = STATUS_AFTER[type(event)]
+            case ev.SessionResumed() | ev.SessionRestored():
                 s = self._edit(event.session_id)
-                s.status, s.warned, s.idle_since = "active", False, event.when
-                if isinstance(event, SessionRestored) and s.hard_timeout is not None:
-                    s.hard_deadline = ts_seconds(event.when) + s.hard_timeout
-            case TimeoutWarning():
+                s.status, s.warned, s.idle_since = STATUS_AFTER[type(event)], False, event.when
+                if isinstance(event, ev.SessionRestored) and s.hard_timeout is not None:
+                    s.hard_deadline = ev.ts_seconds(event.when) + s.hard_timeout
+            case ev.TimeoutWarning():
                 self._edit(event.session_id).warned = True
-            case SessionTimedOut():
+            case ev.SessionTimedOut():
                 # An idle session still has a hard deadline ahead, which deserves its own
                 # warning: the idle warning that came before does not count for it.
                 s = self._edit(event.session_id)
-                s.status = "idle" if event.kind == "idle" else "expired"
+                s.status = STATUS_AFTER_TIMEOUT[event.kind]
                 s.warned = False
-            case SessionSnapshotted():
+            case ev.SessionSnapshotted():
                 if event.reason == "pre_delete":
                     self._edit(event.session_id).pre_delete_pos = event.pos
                 else:
                     self.session(event.session_id)
-            case SessionMetadataSet() | SessionRenamed():
+            case ev.SessionMetadataSet() | ev.SessionRenamed():
                 self.session(event.session_id)
             case _:
                 assert_never(event)
         return None
 
-    def _fold_message(self, event: MessageHeader) -> int:
+    def _fold_message(self, event: ev.MessageHeader) -> int:
         s = self.session(event.session_id)
         if event.seq != s.last_seq + 1:
             raise StateViolation(
@@ -337,14 +301,14 @@ class JournalState:
         if self._undo is not None:  # the fields a message changes, not a copy
             saved = (s.status, s.last_seq, s.warned, s.idle_since)
             self._undo.append(("message", event.session_id, saved))
-        if s.status in ("idle", "paused"):
-            s.status = "active"
+        if s.status in REOPENED_BY_MESSAGE:
+            s.status = ACTIVE
         s.last_seq = event.seq
         s.warned = False
         s.idle_since = event.when
         return event.seq
 
-    def _fold_created(self, event: SessionCreated) -> None:
+    def _fold_created(self, event: ev.SessionCreated) -> None:
         if event.session_id in self.sessions:
             raise StateViolation(f"session {event.session_id!r} created twice")
         if event.model_id not in self.models:
@@ -356,13 +320,13 @@ class JournalState:
         if self._undo is not None:
             self._undo.append(("session", event.session_id, None))
         self.sessions[event.session_id] = SessionState(
-            status="active",
+            status=STATUS_AFTER[type(event)],
             last_seq=0,
             model_id=event.model_id,
             idle_timeout=event.idle_timeout_seconds,
             hard_timeout=hard,
             idle_since=event.when,
-            hard_deadline=None if hard is None else ts_seconds(event.when) + hard,
+            hard_deadline=None if hard is None else ev.ts_seconds(event.when) + hard,
         )
 
     def session(self, session_id: str) -> SessionState:
