@@ -20,7 +20,7 @@ from typing import Final
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
-from projector.apply import ApplyError, apply_event, fill_fts
+from projector.apply import apply_event, fill_fts
 from projector.bulk_catchup import CatchUpLoader
 from projector.db import (
     Checkpoint,
@@ -29,6 +29,7 @@ from projector.db import (
 )
 from projector.errors import CheckpointMismatch, InvariantViolation
 from projector.reading import Record, Skipped, Until, line_hash, read_bytes, skip_bad_lines, units
+from projector.rules import ApplyError
 
 DEFAULT_BATCH_EVENTS: Final = 2_000
 # A batch also ends after this many bytes of log, so that memory stays bounded.
