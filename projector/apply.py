@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, assert_never
+from typing import Any
 
 import msgspec
 
@@ -101,16 +101,6 @@ def apply_event(conn: sqlite3.Connection, event: ev.AnyEvent) -> None:
             _message_appended(conn, event)
         case ev.SessionMetadataSet():
             _metadata_set(conn, event)
-        case (
-            ev.SessionRenamed()
-            | ev.SessionPaused()
-            | ev.SessionResumed()
-            | ev.SessionTimedOut()
-            | ev.SessionArchived()
-        ):
-            # On archiving, the create_snapshot_on_archive trigger takes the pre_archive
-            # snapshot, with snapshot_id = last_event_pos = this event's pos.
-            _update(conn, event, rules.changes(event))
         case ev.TimeoutWarning():
             _timeout_warning(conn, event)
         case ev.SessionSnapshotted():
@@ -119,8 +109,10 @@ def apply_event(conn: sqlite3.Connection, event: ev.AnyEvent) -> None:
             _restored(conn, event)
         case ev.SessionDeleted():
             _deleted(conn, event)
-        case _:
-            assert_never(event)
+        case _:  # the events that only set columns of their session (rules.Change)
+            # On archiving, the create_snapshot_on_archive trigger takes the pre_archive
+            # snapshot, with snapshot_id = last_event_pos = this event's pos.
+            _update(conn, event, rules.changes(event))
 
 
 def _session_created(conn: sqlite3.Connection, e: ev.SessionCreated) -> None:
@@ -281,15 +273,22 @@ def snapshot_context(
             (session_id,),
         )
     ]
-    names = SNAPSHOT_SESSION_FIELDS
-    head = SnapshotContext(
-        **dict(zip(names, row, strict=True)),
+    head = snapshot_head(row, metadata, reason, when)
+    return snapshot_json(head, conn.execute(SNAPSHOT_MESSAGES_SQL, (session_id,)))
+
+
+def snapshot_head(
+    session: Sequence[Any], metadata: list[SnapshotMetadata], reason: str, when: str
+) -> SnapshotContext[SnapshotMessage]:
+    """A snapshot's context without its messages; ``session``: the session's
+    SNAPSHOT_SESSION_FIELDS, in that order; ``metadata`` in key order."""
+    return SnapshotContext(
+        **dict(zip(SNAPSHOT_SESSION_FIELDS, session, strict=True)),
         metadata=metadata,
         messages=[],
         snapshot_reason=reason,
         snapshot_time=when,
     )
-    return snapshot_json(head, conn.execute(SNAPSHOT_MESSAGES_SQL, (session_id,)))
 
 
 def _snapshotted(conn: sqlite3.Connection, e: ev.SessionSnapshotted) -> None:

@@ -28,6 +28,7 @@ prove the two paths equal row for row (``canonical_hash``) on random workloads.
 from __future__ import annotations
 
 import functools
+import operator
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -38,6 +39,8 @@ from projector.apply import (
     INSERT_METADATA_SQL,
     INSERT_MODEL_SQL,
     INSERT_SESSION_SQL,
+    SNAPSHOT_SESSION_FIELDS,
+    snapshot_head,
     unknown_session,
 )
 from projector.bulk_snapshots import (
@@ -54,7 +57,6 @@ from projector.bulk_snapshots import (
 )
 from projector.message_rows import (
     INSERT_MESSAGE_SQL,
-    SnapshotContext,
     SnapshotMetadata,
     message_row,
 )
@@ -123,9 +125,9 @@ INSERT_TIMEOUTS_SQL: Final = (
 
 @dataclass(slots=True, eq=False)
 class FoldSession:
-    """A live session: its ``sessions`` row (the fields in ``rules.SESSION_COLUMNS``
-    order), its ``session_timeouts`` warning state and its metadata (key -> [metadata_id,
-    value])."""
+    """A live session: its ``sessions`` row (``rules.SESSION_COLUMNS``, in that order),
+    its ``session_timeouts`` warning state and its metadata (key -> [metadata_id, value]).
+    Each field has its column's name."""
 
     session_id: str
     created_at: str
@@ -138,12 +140,12 @@ class FoldSession:
     total_duration_seconds: float
     last_activity: str
     status: str
-    idle: int | None
-    hard: int | None
+    idle_timeout_seconds: int | None
+    hard_timeout_seconds: int | None
     expires_at: str | None
     last_event_pos: int
-    warning_sent: int = 0
-    warning_at: str | None = None
+    timeout_warning_sent: int = 0
+    warning_sent_at: str | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
     # The last snapshot this fold wrote of the session: (snapshot_id, message_count,
     # start, end of its messages in context_json). Messages are only ever appended
@@ -151,20 +153,11 @@ class FoldSession:
     # next snapshot copies those bytes and encodes only the messages after them.
     snap: tuple[int, int, int, int] | None = None
 
-    def session_row(self) -> tuple[Any, ...]:
-        return (
-            self.session_id, self.created_at, self.updated_at, self.model_id, self.model_name,
-            self.title, self.message_count, self.total_tokens, self.total_duration_seconds,
-            self.last_activity, self.status, self.idle, self.hard, self.expires_at,
-            self.last_event_pos,
-        )  # fmt: skip
 
-    def timeouts_row(self) -> tuple[Any, ...]:
-        """Its ``session_timeouts`` row (TIMEOUT_COLUMNS)."""
-        return (
-            self.session_id, self.idle, self.hard, self.created_at, self.last_activity,
-            self.expires_at, self.warning_sent, self.warning_at,
-        )  # fmt: skip
+# A FoldSession's sessions row, its session_timeouts row, the fields a snapshot copies.
+session_row: Final = operator.attrgetter(*rules.SESSION_COLUMNS)
+timeouts_row: Final = operator.attrgetter(*TIMEOUT_COLUMNS)
+_snapshot_fields: Final = operator.attrgetter(*SNAPSHOT_SESSION_FIELDS)
 
 
 class Loader:
@@ -220,7 +213,7 @@ class Loader:
         s.updated_at = when
         s.last_event_pos = row[0]
         s.status = status_after_message(s.status)
-        s.warning_sent, s.warning_at = NOT_WARNED
+        s.timeout_warning_sent, s.warning_sent_at = NOT_WARNED
         self.pending.append(row)
         self.pending_bytes += size
         if self.pending_bytes >= FLUSH_BYTES or len(self.pending) >= FLUSH_ROWS:
@@ -239,17 +232,9 @@ class Loader:
                 self._created(e)
             case ev.SessionMetadataSet():
                 self._metadata_set(e)
-            case (
-                ev.SessionRenamed()
-                | ev.SessionPaused()
-                | ev.SessionResumed()
-                | ev.SessionTimedOut()
-                | ev.SessionArchived()
-            ):
-                self._set(self._existing(e, e.session_id), rules.changes(e))
             case ev.TimeoutWarning():
                 s = self._existing(e, e.session_id)
-                s.warning_sent, s.warning_at = rules.warned(e.when)
+                s.timeout_warning_sent, s.warning_sent_at = rules.warned(e.when)
             case ev.SessionSnapshotted():
                 self._snapshotted(e)
             case ev.SessionRestored():
@@ -257,8 +242,10 @@ class Loader:
             case ev.SessionDeleted():
                 self._existing(e, e.session_id)
                 self._gone(e.session_id)
-            case _:  # pragma: no cover - every event type is handled above
-                raise AssertionError(f"unhandled event {e!r}")
+            case ev.MessageAppended():  # pragma: no cover - taken before the match
+                self._message(e)
+            case _:  # the events that only set columns of their session (rules.Change)
+                self._set(self._existing(e, e.session_id), rules.changes(e))
 
     def _existing(self, e: ev.AnyEvent, session_id: str) -> FoldSession:
         """The session the event is about; ApplyError if it is unknown or deleted."""
@@ -275,7 +262,7 @@ class Loader:
         for name, value in values.items():
             setattr(s, name, value)
         if "last_activity" in values:  # session_activity_au
-            s.warning_sent, s.warning_at = NOT_WARNED
+            s.timeout_warning_sent, s.warning_sent_at = NOT_WARNED
         if rules.takes_pre_archive(old_status, s.status):
             self._archive_snapshot(s)
 
@@ -326,25 +313,8 @@ class Loader:
         if s is None:
             raise ApplyError("snapshot of an unknown (or deleted) session", e.session_id)
         self.flush()
-        head = SnapshotContext(
-            session_id=s.session_id,
-            title=s.title,
-            model_id=s.model_id,
-            model_name=s.model_name,
-            created_at=s.created_at,
-            status=s.status,
-            message_count=s.message_count,
-            total_tokens=s.total_tokens,
-            total_duration_seconds=s.total_duration_seconds,
-            idle_timeout_seconds=s.idle,
-            hard_timeout_seconds=s.hard,
-            expires_at=s.expires_at,
-            last_activity=s.last_activity,
-            metadata=[SnapshotMetadata(m[0], key, m[1]) for key, m in sorted(s.metadata.items())],
-            messages=[],
-            snapshot_reason=e.reason,
-            snapshot_time=e.when,
-        )
+        metadata = [SnapshotMetadata(m[0], key, m[1]) for key, m in sorted(s.metadata.items())]
+        head = snapshot_head(_snapshot_fields(s), metadata, e.reason, e.when)
         conn, prev = self.conn, s.snap or self._stored_snap(s)
         # The messages after the previous snapshot's (all of them if none: seqs start at 1),
         # that snapshot's copied as they are stored.
@@ -368,7 +338,7 @@ class Loader:
                     "restore of a deleted session without a snapshot_pos", e.session_id
                 )
             s = self._recreate(e.session_id, e.snapshot_pos)
-        self._set(s, rules.restored(e, s.hard))
+        self._set(s, rules.restored(e, s.hard_timeout_seconds))
 
     def _recreate(self, session_id: str, snapshot_pos: int) -> FoldSession:
         """``apply._recreate_from_snapshot``: the row, its metadata, its messages in seq
@@ -417,8 +387,8 @@ class Loader:
         c = self.conn
         live = self.live()
         c.executemany(INSERT_MODEL_SQL, [(mid, *m) for mid, m in self.models.items()])
-        c.executemany(INSERT_SESSION_SQL, [s.session_row() for s in live])
-        c.executemany(INSERT_TIMEOUTS_SQL, [s.timeouts_row() for s in live])
+        c.executemany(INSERT_SESSION_SQL, [session_row(s) for s in live])
+        c.executemany(INSERT_TIMEOUTS_SQL, [timeouts_row(s) for s in live])
         c.executemany(
             INSERT_METADATA_SQL,
             [(m[0], s.session_id, key, m[1]) for s in live for key, m in s.metadata.items()],

@@ -19,6 +19,8 @@ from projector.bulk import (
     FoldSession,
     Loader,
     fill_fts_after,
+    session_row,
+    timeouts_row,
 )
 from projector.bulk_snapshots import messages_span
 from projector.rules import SESSION_COLUMNS
@@ -64,7 +66,7 @@ class CatchUpLoader(Loader):
             (session_id,),
         ).fetchone()
         if warning is not None:
-            s.warning_sent, s.warning_at = warning
+            s.timeout_warning_sent, s.warning_sent_at = warning
         for metadata_id, key, value in self.conn.execute(
             "SELECT metadata_id, key, value FROM session_metadata WHERE session_id = ?",
             (session_id,),
@@ -89,8 +91,8 @@ class CatchUpLoader(Loader):
         self.conn.execute(INSERT_MODEL_SQL, (model_id, *model))
 
     def _born(self, s: FoldSession) -> None:
-        self.conn.execute(INSERT_SESSION_SQL, s.session_row())
-        self.conn.execute(INSERT_TIMEOUTS_SQL, s.timeouts_row())
+        self.conn.execute(INSERT_SESSION_SQL, session_row(s))
+        self.conn.execute(INSERT_TIMEOUTS_SQL, timeouts_row(s))
 
     def _metadata_changed(self, s: FoldSession) -> None:
         self._meta_dirty.add(s.session_id)
@@ -132,10 +134,8 @@ class CatchUpLoader(Loader):
         self.flush()
         c = self.conn
         live = self.live()
-        c.executemany(UPDATE_SESSION_SQL, [(*r[1:], r[0]) for r in (s.session_row() for s in live)])
-        c.executemany(
-            UPDATE_TIMEOUTS_SQL, [(*r[1:], r[0]) for r in (s.timeouts_row() for s in live)]
-        )
+        c.executemany(UPDATE_SESSION_SQL, [(*r[1:], r[0]) for r in map(session_row, live)])
+        c.executemany(UPDATE_TIMEOUTS_SQL, [(*r[1:], r[0]) for r in map(timeouts_row, live)])
         for sid in sorted(self._meta_dirty):
             s = self.sessions.get(sid)
             if s is None:

@@ -32,6 +32,7 @@ from projector.cli_support import (
     emit_json,
     get_paths,
     json_option,
+    path_options,
     paths_with_log,
     print_sessions,
     prints_data,
@@ -103,24 +104,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--log",
-    "log_path",
-    envvar="SESSION_JOURNAL_LOG",
-    default="sessions.jsonl",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The event log (env SESSION_JOURNAL_LOG).",
-)
-@click.option(
-    "--db",
-    "db_path",
-    envvar="SESSION_JOURNAL_DB",
-    default="sessions.db",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The SQLite projection (env SESSION_JOURNAL_DB).",
-)
+@path_options
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print JSON (for the commands that print data)."
