@@ -39,6 +39,7 @@ from projector.cli_support import (
     progress_bar,
     read_db,
     refuse_json,
+    seconds_option,
     silence_stdout,
 )
 from projector.errors import InvariantViolation
@@ -287,12 +288,11 @@ def _verify_summary(paths: Paths, report: VerifyReport) -> str:
 
 
 @main.command()
-@click.option(
+@seconds_option(
     "--poll-interval",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0.01),
-    help="Seconds between polls of the log (the backstop for missed file events).",
+    1.0,
+    0.01,
+    "Seconds between polls of the log (the backstop for missed file events).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="A line per batch: events and lag.")
 @click.pass_context

@@ -58,6 +58,13 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
+def seconds_option(flag: str, default: float, minimum: float, help_text: str) -> Callable[[F], F]:
+    """An option giving a number of seconds, at least ``minimum``; its default is shown."""
+    return click.option(
+        flag, default=default, show_default=True, type=click.FloatRange(minimum), help=help_text
+    )
+
+
 def prints_data(command: click.Command) -> bool:
     """Whether ``command`` takes --json (it prints data)."""
     return any(param.name == "as_json" for param in command.params)

@@ -18,6 +18,7 @@ from projector.cli_support import (
     json_option,
     paths_with_log,
     progress_bar,
+    seconds_option,
 )
 from projector.queries import parse_time
 from projector.watch import projection_lock
@@ -117,12 +118,8 @@ archive = _session_command(
 
 @click.command()
 @click.option("--now", "now_text", help="Decide as of this time (default: now).")
-@click.option(
-    "--warn-before",
-    default=300.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds before a deadline at which a timeout_warning is written.",
+@seconds_option(
+    "--warn-before", 300.0, 0, "Seconds before a deadline at which a timeout_warning is written."
 )
 @json_option
 @click.pass_context
