@@ -17,6 +17,9 @@ faster, through this module's ``Loader``:
   snapshot, a deletion, a restore) flush the pending messages first, then use the rows;
 * the full-text index is filled once at the end from messages joined with their session.
 
+What each event does to a session is ``projector.rules``'s, as on the incremental path;
+the rules the triggers carry out there are followed here through the same definitions.
+
 Whatever the bulk path cannot apply (an event the projection refuses, a bad line) raises:
 rebuild then starts over on the incremental path, which reports it precisely. The tests
 prove the two paths equal row for row (``canonical_hash``) on random workloads.
@@ -25,30 +28,20 @@ prove the two paths equal row for row (``canonical_hash``) on random workloads.
 from __future__ import annotations
 
 import functools
+import operator
 import sqlite3
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-from journal.events import (
-    AnyEvent,
-    MessageAppended,
-    ModelRegistered,
-    SessionArchived,
-    SessionCreated,
-    SessionDeleted,
-    SessionMetadataSet,
-    SessionPaused,
-    SessionRenamed,
-    SessionRestored,
-    SessionResumed,
-    SessionSnapshotted,
-    SessionTimedOut,
-    TimeoutWarning,
-)
+from journal import events as ev
+from projector import rules
 from projector.apply import (
-    ApplyError,
-    SnapshotContext,
-    SnapshotMetadata,
-    _plus_seconds,
+    INSERT_METADATA_SQL,
+    INSERT_MODEL_SQL,
+    INSERT_SESSION_SQL,
+    SNAPSHOT_SESSION_FIELDS,
+    snapshot_head,
+    unknown_session,
 )
 from projector.bulk_snapshots import (
     ARCHIVE_MESSAGES_SQL,
@@ -62,7 +55,12 @@ from projector.bulk_snapshots import (
     pre_archive_into,
     snapshot_into,
 )
-from projector.message_rows import INSERT_MESSAGE_SQL, message_row
+from projector.message_rows import (
+    INSERT_MESSAGE_SQL,
+    SnapshotMetadata,
+    message_row,
+)
+from projector.rules import NOT_WARNED, ApplyError, status_after_message
 
 # Pending messages are written when either bound is reached: memory stays flat however
 # long the log is.
@@ -115,73 +113,51 @@ def fill_fts_after(conn: sqlite3.Connection, after_pos: int) -> None:
     conn.execute(FTS_SETTING, ("automerge", FTS5_DEFAULT_AUTOMERGE))
 
 
+TIMEOUT_COLUMNS: Final = (
+    "session_id", "idle_timeout_seconds", "hard_timeout_seconds", "created_at",
+    "last_activity", "expires_at", "timeout_warning_sent", "warning_sent_at",
+)  # fmt: skip
+INSERT_TIMEOUTS_SQL: Final = (
+    f"INSERT INTO session_timeouts ({', '.join(TIMEOUT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(TIMEOUT_COLUMNS))})"
+)
+
+
+@dataclass(slots=True, eq=False)
 class FoldSession:
-    """A live session: its ``sessions`` row, its ``session_timeouts`` warning state and
-    its metadata (key -> [metadata_id, value])."""
+    """A live session: its ``sessions`` row (``rules.SESSION_COLUMNS``, in that order),
+    its ``session_timeouts`` warning state and its metadata (key -> [metadata_id, value]).
+    Each field has its column's name."""
 
-    __slots__ = (
-        "created_at", "expires_at", "hard", "idle", "last_activity", "last_event_pos",
-        "message_count", "metadata", "model_id", "model_name", "session_id", "snap",
-        "status", "title", "total_duration_seconds", "total_tokens", "updated_at",
-        "warning_at", "warning_sent",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        session_id: str,
-        created_at: str,
-        model_id: str | None,
-        model_name: str | None,
-        title: str | None,
-        status: str,
-        idle: int | None,
-        hard: int | None,
-        expires_at: str | None,
-        last_event_pos: int,
-    ) -> None:
-        self.session_id = session_id
-        self.created_at = created_at
-        self.updated_at = created_at
-        self.model_id = model_id
-        self.model_name = model_name
-        self.title = title
-        self.message_count = 0
-        self.total_tokens = 0
-        self.total_duration_seconds = 0.0
-        self.last_activity = created_at
-        self.status = status
-        self.idle = idle
-        self.hard = hard
-        self.expires_at = expires_at
-        self.last_event_pos = last_event_pos
-        self.warning_sent = 0
-        self.warning_at: str | None = None
-        self.metadata: dict[str, list[Any]] = {}
-        # The last snapshot this fold wrote of the session: (snapshot_id, message_count,
-        # start, end of its messages in context_json). Messages are only ever appended
-        # while this object lives (a deletion ends it, a restore makes a new one), so the
-        # next snapshot copies those bytes and encodes only the messages after them.
-        self.snap: tuple[int, int, int, int] | None = None
-
-    def session_row(self) -> tuple[Any, ...]:
-        return (
-            self.session_id, self.created_at, self.updated_at, self.model_id, self.model_name,
-            self.title, self.message_count, self.total_tokens, self.total_duration_seconds,
-            self.last_activity, self.status, self.idle, self.hard, self.expires_at,
-            self.last_event_pos,
-        )  # fmt: skip
-
-    def timeouts_row(self) -> tuple[Any, ...]:
-        return (
-            self.session_id, self.idle, self.hard, self.created_at, self.last_activity,
-            self.expires_at, self.warning_sent, self.warning_at,
-        )  # fmt: skip
+    session_id: str
+    created_at: str
+    updated_at: str
+    model_id: str | None
+    model_name: str | None
+    title: str | None
+    message_count: int
+    total_tokens: int
+    total_duration_seconds: float
+    last_activity: str
+    status: str
+    idle_timeout_seconds: int | None
+    hard_timeout_seconds: int | None
+    expires_at: str | None
+    last_event_pos: int
+    timeout_warning_sent: int = 0
+    warning_sent_at: str | None = None
+    metadata: dict[str, list[Any]] = field(default_factory=dict)
+    # The last snapshot this fold wrote of the session: (snapshot_id, message_count,
+    # start, end of its messages in context_json). Messages are only ever appended
+    # while this object lives (a deletion ends it, a restore makes a new one), so the
+    # next snapshot copies those bytes and encodes only the messages after them.
+    snap: tuple[int, int, int, int] | None = None
 
 
-def _unknown(e: AnyEvent, session_id: str) -> ApplyError:
-    return ApplyError(
-        f"{type(e).__struct_config__.tag} for an unknown (or deleted) session", session_id
-    )
+# A FoldSession's sessions row, its session_timeouts row, the fields a snapshot copies.
+session_row: Final = operator.attrgetter(*rules.SESSION_COLUMNS)
+timeouts_row: Final = operator.attrgetter(*TIMEOUT_COLUMNS)
+_snapshot_fields: Final = operator.attrgetter(*SNAPSHOT_SESSION_FIELDS)
 
 
 class Loader:
@@ -227,7 +203,8 @@ class Loader:
             self.pending_bytes = 0
 
     def _add_message(self, s: FoldSession, row: tuple[Any, ...], size: int) -> None:
-        """The counter trigger's arithmetic and the activity trigger's reset, then the row."""
+        """A message's rule (update_message_count_insert's arithmetic, in its order, and
+        session_activity_au's reset: see projector.rules), then the row."""
         s.message_count += 1
         tokens, duration, when = row[6], row[7], row[5]
         s.total_tokens += tokens if tokens is not None else 0
@@ -235,97 +212,79 @@ class Loader:
         s.last_activity = when
         s.updated_at = when
         s.last_event_pos = row[0]
-        if s.status == "idle" or s.status == "paused":
-            s.status = "active"
-        s.warning_sent = 0
-        s.warning_at = None
+        s.status = status_after_message(s.status)
+        s.timeout_warning_sent, s.warning_sent_at = NOT_WARNED
         self.pending.append(row)
         self.pending_bytes += size
         if self.pending_bytes >= FLUSH_BYTES or len(self.pending) >= FLUSH_ROWS:
             self.flush()
 
     # -- events ------------------------------------------------------------------------
-    def apply(self, e: AnyEvent) -> None:
-        if type(e) is MessageAppended:  # most of a log: first, before the match
+    def apply(self, e: ev.AnyEvent) -> None:
+        if type(e) is ev.MessageAppended:  # most of a log: first, before the match
             self._message(e)
             return
         match e:
-            case ModelRegistered():
+            case ev.ModelRegistered():
                 if self._model(e.model_id) is None:
                     self._new_model(e.model_id, (e.model_name, e.provider, e.when))
-            case SessionCreated():
+            case ev.SessionCreated():
                 self._created(e)
-            case SessionMetadataSet():
+            case ev.SessionMetadataSet():
                 self._metadata_set(e)
-            case SessionRenamed():
-                s = self._touch(e, e.session_id)
-                s.title = e.title
-            case SessionPaused():
-                self._touch(e, e.session_id).status = "paused"
-            case SessionResumed():
-                s = self._touch(e, e.session_id)
-                s.status = "active"
-                self._activity(s, e.when)
-            case TimeoutWarning():
+            case ev.TimeoutWarning():
                 s = self._existing(e, e.session_id)
-                s.warning_sent = 1
-                s.warning_at = e.when
-            case SessionTimedOut():
-                self._touch(e, e.session_id).status = "idle" if e.kind == "idle" else "expired"
-            case SessionArchived():
-                self._archived(e)
-            case SessionSnapshotted():
+                s.timeout_warning_sent, s.warning_sent_at = rules.warned(e.when)
+            case ev.SessionSnapshotted():
                 self._snapshotted(e)
-            case SessionRestored():
+            case ev.SessionRestored():
                 self._restored(e)
-            case SessionDeleted():
+            case ev.SessionDeleted():
                 self._existing(e, e.session_id)
                 self._gone(e.session_id)
-            case _:  # pragma: no cover - every event type is handled above
-                raise AssertionError(f"unhandled event {e!r}")
+            case ev.MessageAppended():  # pragma: no cover - taken before the match
+                self._message(e)
+            case _:  # the events that only set columns of their session (rules.Change)
+                self._set(self._existing(e, e.session_id), rules.changes(e))
 
-    def _existing(self, e: AnyEvent, session_id: str) -> FoldSession:
+    def _existing(self, e: ev.AnyEvent, session_id: str) -> FoldSession:
         """The session the event is about; ApplyError if it is unknown or deleted."""
         s = self._get(session_id)
         if s is None:
-            raise _unknown(e, session_id)
+            raise unknown_session(e, session_id)
         return s
 
-    def _archived(self, e: SessionArchived) -> None:
-        s = self._touch(e, e.session_id)
-        old, s.status = s.status, "archived"
-        if old != "archived":
+    def _set(self, s: FoldSession, values: dict[str, Any]) -> None:
+        """``apply._update``'s: the columns an event sets (``rules.changes``), and what
+        the triggers do on that update (the warning's reset on new activity, the
+        pre_archive snapshot on entering archived)."""
+        old_status = s.status
+        for name, value in values.items():
+            setattr(s, name, value)
+        if "last_activity" in values:  # session_activity_au
+            s.timeout_warning_sent, s.warning_sent_at = NOT_WARNED
+        if rules.takes_pre_archive(old_status, s.status):
             self._archive_snapshot(s)
 
-    def _message(self, e: MessageAppended) -> None:
+    def _message(self, e: ev.MessageAppended) -> None:
         s = self.sessions.get(e.session_id) or self._existing(e, e.session_id)
         if e.seq != s.message_count + 1:
             raise ApplyError(f"message seq {e.seq} after seq {s.message_count}", e.session_id)
         row = message_row(e)
         self._add_message(s, row, _row_size(row))
 
-    def _created(self, e: SessionCreated) -> None:
+    def _created(self, e: ev.SessionCreated) -> None:
         model = self._model(e.model_id)
         if model is None:
             raise ApplyError(f"session uses model {e.model_id!r}, never registered", e.session_id)
         if self._get(e.session_id) is not None:
             raise ApplyError("session created twice", e.session_id)
-        s = self.sessions[e.session_id] = FoldSession(
-            e.session_id,
-            e.when,
-            e.model_id,
-            e.model_name if e.model_name is not None else model[0],
-            e.title,
-            "active",
-            e.idle_timeout_seconds,
-            e.hard_timeout_seconds,
-            _plus_seconds(e.when, e.hard_timeout_seconds, e.session_id),
-            e.pos,
-        )
+        s = self.sessions[e.session_id] = FoldSession(*rules.created_row(e, model[0]))
         self._born(s)
 
-    def _metadata_set(self, e: SessionMetadataSet) -> None:
-        s = self._touch(e, e.session_id)
+    def _metadata_set(self, e: ev.SessionMetadataSet) -> None:
+        s = self._existing(e, e.session_id)
+        self._set(s, rules.changes(e))
         self._metadata_changed(s)
         if e.value is None:
             s.metadata.pop(e.key, None)
@@ -333,19 +292,6 @@ class Loader:
             s.metadata[e.key][1] = e.value
         else:
             s.metadata[e.key] = [e.pos, e.value]
-
-    def _touch(self, e: AnyEvent, session_id: str) -> FoldSession:
-        """``apply._update``'s stamps: updated_at and last_event_pos from the event."""
-        s = self._existing(e, session_id)
-        s.updated_at = e.when
-        s.last_event_pos = e.pos
-        return s
-
-    @staticmethod
-    def _activity(s: FoldSession, when: str) -> None:
-        s.last_activity = when
-        s.warning_sent = 0
-        s.warning_at = None
 
     def _archive_snapshot(self, s: FoldSession) -> None:
         self.flush()
@@ -362,30 +308,13 @@ class Loader:
             ),
         )  # fmt: skip
 
-    def _snapshotted(self, e: SessionSnapshotted) -> None:
+    def _snapshotted(self, e: ev.SessionSnapshotted) -> None:
         s = self._get(e.session_id)
         if s is None:
             raise ApplyError("snapshot of an unknown (or deleted) session", e.session_id)
         self.flush()
-        head = SnapshotContext(
-            session_id=s.session_id,
-            title=s.title,
-            model_id=s.model_id,
-            model_name=s.model_name,
-            created_at=s.created_at,
-            status=s.status,
-            message_count=s.message_count,
-            total_tokens=s.total_tokens,
-            total_duration_seconds=s.total_duration_seconds,
-            idle_timeout_seconds=s.idle,
-            hard_timeout_seconds=s.hard,
-            expires_at=s.expires_at,
-            last_activity=s.last_activity,
-            metadata=[SnapshotMetadata(m[0], key, m[1]) for key, m in sorted(s.metadata.items())],
-            messages=[],
-            snapshot_reason=e.reason,
-            snapshot_time=e.when,
-        )
+        metadata = [SnapshotMetadata(m[0], key, m[1]) for key, m in sorted(s.metadata.items())]
+        head = snapshot_head(_snapshot_fields(s), metadata, e.reason, e.when)
         conn, prev = self.conn, s.snap or self._stored_snap(s)
         # The messages after the previous snapshot's (all of them if none: seqs start at 1),
         # that snapshot's copied as they are stored.
@@ -401,7 +330,7 @@ class Loader:
         )  # fmt: skip
         s.snap = (e.pos, s.message_count, start, size - tail)
 
-    def _restored(self, e: SessionRestored) -> None:
+    def _restored(self, e: ev.SessionRestored) -> None:
         s = self._get(e.session_id)
         if s is None:
             if e.snapshot_pos is None:
@@ -409,11 +338,7 @@ class Loader:
                     "restore of a deleted session without a snapshot_pos", e.session_id
                 )
             s = self._recreate(e.session_id, e.snapshot_pos)
-        s.status = "active"
-        self._activity(s, e.when)
-        s.expires_at = _plus_seconds(e.when, s.hard, e.session_id)
-        s.updated_at = e.when
-        s.last_event_pos = e.pos
+        self._set(s, rules.restored(e, s.hard_timeout_seconds))
 
     def _recreate(self, session_id: str, snapshot_pos: int) -> FoldSession:
         """``apply._recreate_from_snapshot``: the row, its metadata, its messages in seq
@@ -434,19 +359,9 @@ class Loader:
         del row
         if ctx.model_id is not None and self._model(ctx.model_id) is None:
             raise ApplyError(f"restore of a session on model {ctx.model_id!r}, not registered")
-        s = FoldSession(
-            session_id,
-            ctx.created_at,
-            ctx.model_id,
-            ctx.model_name,
-            ctx.title,
-            ctx.status,
-            ctx.idle_timeout_seconds,
-            ctx.hard_timeout_seconds,
-            ctx.expires_at,
-            snapshot_pos,
+        s = self.sessions[session_id] = FoldSession(
+            *rules.recreated_row(session_id, ctx, snapshot_pos)
         )
-        self.sessions[session_id] = s
         self._born(s)
         self._metadata_changed(s)
         self._restored_ids.add(session_id)
@@ -471,26 +386,11 @@ class Loader:
         self.flush()
         c = self.conn
         live = self.live()
+        c.executemany(INSERT_MODEL_SQL, [(mid, *m) for mid, m in self.models.items()])
+        c.executemany(INSERT_SESSION_SQL, [session_row(s) for s in live])
+        c.executemany(INSERT_TIMEOUTS_SQL, [timeouts_row(s) for s in live])
         c.executemany(
-            "INSERT INTO models (model_id, model_name, provider, created_at) VALUES (?, ?, ?, ?)",
-            [(mid, *m) for mid, m in self.models.items()],
-        )
-        c.executemany(
-            "INSERT INTO sessions (session_id, created_at, updated_at, model_id, model_name, "
-            "title, message_count, total_tokens, total_duration_seconds, last_activity, status, "
-            "idle_timeout_seconds, hard_timeout_seconds, expires_at, last_event_pos) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [s.session_row() for s in live],
-        )
-        c.executemany(
-            "INSERT INTO session_timeouts (session_id, idle_timeout_seconds, "
-            "hard_timeout_seconds, created_at, last_activity, expires_at, timeout_warning_sent, "
-            "warning_sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [s.timeouts_row() for s in live],
-        )
-        c.executemany(
-            "INSERT INTO session_metadata (metadata_id, session_id, key, value) "
-            "VALUES (?, ?, ?, ?)",
+            INSERT_METADATA_SQL,
             [(m[0], s.session_id, key, m[1]) for s in live for key, m in s.metadata.items()],
         )
         fill_fts_after(c, 0)

@@ -7,15 +7,33 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from projector.apply import RESTORED_FTS_SQL
-from projector.bulk import FoldSession, Loader, fill_fts_after
-from projector.bulk_snapshots import messages_span
-
-SESSION_COLUMNS: Final = (
-    "session_id, created_at, updated_at, model_id, model_name, title, message_count, "
-    "total_tokens, total_duration_seconds, last_activity, status, idle_timeout_seconds, "
-    "hard_timeout_seconds, expires_at, last_event_pos"
+from projector.apply import (
+    INSERT_METADATA_SQL,
+    INSERT_MODEL_SQL,
+    INSERT_SESSION_SQL,
+    RESTORED_FTS_SQL,
 )
+from projector.bulk import (
+    INSERT_TIMEOUTS_SQL,
+    TIMEOUT_COLUMNS,
+    FoldSession,
+    Loader,
+    fill_fts_after,
+    session_row,
+    timeouts_row,
+)
+from projector.bulk_snapshots import messages_span
+from projector.rules import SESSION_COLUMNS
+
+
+def _update_sql(table: str, columns: tuple[str, ...]) -> str:
+    """An UPDATE of every column but the first, the key, given last."""
+    sets = ", ".join(f"{name} = ?" for name in columns[1:])
+    return f"UPDATE {table} SET {sets} WHERE {columns[0]} = ?"
+
+
+UPDATE_SESSION_SQL: Final = _update_sql("sessions", SESSION_COLUMNS)
+UPDATE_TIMEOUTS_SQL: Final = _update_sql("session_timeouts", TIMEOUT_COLUMNS)
 
 
 class CatchUpLoader(Loader):
@@ -35,22 +53,20 @@ class CatchUpLoader(Loader):
         if session_id in self.sessions:
             return self.sessions[session_id]
         row = self.conn.execute(
-            f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+            f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE session_id = ?",
+            (session_id,),
         ).fetchone()
         if row is None:
             self.sessions[session_id] = None
             return None
-        s = FoldSession(row[0], row[1], row[3], row[4], row[5], row[10], row[11], row[12],
-                     row[13], row[14])  # fmt: skip
-        s.updated_at, s.message_count, s.total_tokens = row[2], row[6], row[7]
-        s.total_duration_seconds, s.last_activity = row[8], row[9]
+        s = FoldSession(*row)
         warning = self.conn.execute(
             "SELECT timeout_warning_sent, warning_sent_at FROM session_timeouts "
             "WHERE session_id = ?",
             (session_id,),
         ).fetchone()
         if warning is not None:
-            s.warning_sent, s.warning_at = warning
+            s.timeout_warning_sent, s.warning_sent_at = warning
         for metadata_id, key, value in self.conn.execute(
             "SELECT metadata_id, key, value FROM session_metadata WHERE session_id = ?",
             (session_id,),
@@ -72,23 +88,11 @@ class CatchUpLoader(Loader):
 
     def _new_model(self, model_id: str, model: tuple[str, str | None, str]) -> None:
         self.models[model_id] = model
-        self.conn.execute(
-            "INSERT INTO models (model_id, model_name, provider, created_at) VALUES (?, ?, ?, ?)",
-            (model_id, *model),
-        )
+        self.conn.execute(INSERT_MODEL_SQL, (model_id, *model))
 
     def _born(self, s: FoldSession) -> None:
-        self.conn.execute(
-            f"INSERT INTO sessions ({SESSION_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            s.session_row(),
-        )
-        self.conn.execute(
-            "INSERT INTO session_timeouts (session_id, idle_timeout_seconds, "
-            "hard_timeout_seconds, created_at, last_activity, expires_at, timeout_warning_sent, "
-            "warning_sent_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            s.timeouts_row(),
-        )
+        self.conn.execute(INSERT_SESSION_SQL, session_row(s))
+        self.conn.execute(INSERT_TIMEOUTS_SQL, timeouts_row(s))
 
     def _metadata_changed(self, s: FoldSession) -> None:
         self._meta_dirty.add(s.session_id)
@@ -130,28 +134,15 @@ class CatchUpLoader(Loader):
         self.flush()
         c = self.conn
         live = self.live()
-        c.executemany(
-            "UPDATE sessions SET created_at = ?, updated_at = ?, model_id = ?, model_name = ?, "
-            "title = ?, message_count = ?, total_tokens = ?, total_duration_seconds = ?, "
-            "last_activity = ?, status = ?, idle_timeout_seconds = ?, "
-            "hard_timeout_seconds = ?, expires_at = ?, last_event_pos = ? WHERE session_id = ?",
-            [(*r[1:], r[0]) for r in (s.session_row() for s in live)],
-        )
-        c.executemany(
-            "UPDATE session_timeouts SET idle_timeout_seconds = ?, hard_timeout_seconds = ?, "
-            "created_at = ?, last_activity = ?, expires_at = ?, timeout_warning_sent = ?, "
-            "warning_sent_at = ? WHERE session_id = ?",
-            [(*r[1:], r[0]) for r in (s.timeouts_row() for s in live)],
-        )
+        c.executemany(UPDATE_SESSION_SQL, [(*r[1:], r[0]) for r in map(session_row, live)])
+        c.executemany(UPDATE_TIMEOUTS_SQL, [(*r[1:], r[0]) for r in map(timeouts_row, live)])
         for sid in sorted(self._meta_dirty):
             s = self.sessions.get(sid)
             if s is None:
                 continue
             c.execute("DELETE FROM session_metadata WHERE session_id = ?", (sid,))
             c.executemany(
-                "INSERT INTO session_metadata (metadata_id, session_id, key, value) "
-                "VALUES (?, ?, ?, ?)",
-                [(m[0], sid, key, m[1]) for key, m in s.metadata.items()],
+                INSERT_METADATA_SQL, [(m[0], sid, key, m[1]) for key, m in s.metadata.items()]
             )
         fill_fts_after(c, self.after_pos)
         # A restored session's messages keep their old ids: index them too.

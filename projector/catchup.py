@@ -20,7 +20,7 @@ from typing import Final
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
-from projector.apply import ApplyError, apply_event, fill_fts
+from projector.apply import apply_event, fill_fts
 from projector.bulk_catchup import CatchUpLoader
 from projector.db import (
     Checkpoint,
@@ -29,6 +29,7 @@ from projector.db import (
 )
 from projector.errors import CheckpointMismatch, InvariantViolation
 from projector.reading import Record, Skipped, Until, line_hash, read_bytes, skip_bad_lines, units
+from projector.rules import ApplyError
 
 DEFAULT_BATCH_EVENTS: Final = 2_000
 # A batch also ends after this many bytes of log, so that memory stays bounded.
@@ -326,22 +327,9 @@ class _BulkBatch(_Batch):
     """A batch on the bulk path: triggers dropped at BEGIN, created again before COMMIT
     (a ROLLBACK restores them too), the events folded by a ``CatchUpLoader``."""
 
-    def __init__(
-        self,
-        conn: sqlite3.Connection,
-        fd: int,
-        cp: Checkpoint,
-        progress: Progress | None,
-        total: int,
-    ) -> None:
-        super().__init__(conn, fd, cp, progress, total)
-        self.triggers = [
-            (str(name), str(sql))
-            for name, sql in conn.execute(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY rowid"
-            )
-        ]
-        self.loader: CatchUpLoader | None = None
+    # The triggers (name, sql) dropped by the open transaction, and its fold.
+    triggers: tuple[tuple[str, str], ...] = ()
+    loader: CatchUpLoader | None = None
 
     def apply(
         self, unit: list[Record], path: str, observer: Callable[[AnyEvent], None] | None
@@ -349,6 +337,12 @@ class _BulkBatch(_Batch):
         loader = self.loader
         if loader is None:
             self._begin()
+            self.triggers = tuple(
+                (str(name), str(sql))
+                for name, sql in self.conn.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY rowid"
+                )
+            )
             for name, _sql in self.triggers:
                 self.conn.execute(f'DROP TRIGGER "{name}"')
             loader = self.loader = CatchUpLoader(self.conn, self.cp.log_pos)

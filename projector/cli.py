@@ -32,12 +32,14 @@ from projector.cli_support import (
     emit_json,
     get_paths,
     json_option,
+    path_options,
     paths_with_log,
     print_sessions,
     prints_data,
     progress_bar,
     read_db,
     refuse_json,
+    seconds_option,
     silence_stdout,
 )
 from projector.errors import InvariantViolation
@@ -103,24 +105,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--log",
-    "log_path",
-    envvar="SESSION_JOURNAL_LOG",
-    default="sessions.jsonl",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The event log (env SESSION_JOURNAL_LOG).",
-)
-@click.option(
-    "--db",
-    "db_path",
-    envvar="SESSION_JOURNAL_DB",
-    default="sessions.db",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The SQLite projection (env SESSION_JOURNAL_DB).",
-)
+@path_options
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.option(
     "--json", "as_json", is_flag=True, help="Print JSON (for the commands that print data)."
@@ -303,12 +288,11 @@ def _verify_summary(paths: Paths, report: VerifyReport) -> str:
 
 
 @main.command()
-@click.option(
+@seconds_option(
     "--poll-interval",
-    default=1.0,
-    show_default=True,
-    type=click.FloatRange(0.01),
-    help="Seconds between polls of the log (the backstop for missed file events).",
+    1.0,
+    0.01,
+    "Seconds between polls of the log (the backstop for missed file events).",
 )
 @click.option("--verbose", "-v", is_flag=True, help="A line per batch: events and lag.")
 @click.pass_context

@@ -58,9 +58,38 @@ def json_option(fn: F) -> F:
     )(fn)
 
 
+def seconds_option(flag: str, default: float, minimum: float, help_text: str) -> Callable[[F], F]:
+    """An option giving a number of seconds, at least ``minimum``; its default is shown."""
+    return click.option(
+        flag, default=default, show_default=True, type=click.FloatRange(minimum), help=help_text
+    )
+
+
 def prints_data(command: click.Command) -> bool:
     """Whether ``command`` takes --json (it prints data)."""
     return any(param.name == "as_json" for param in command.params)
+
+
+# The paths every command may take, as (name, environment variable, default, what it is).
+PATH_OPTIONS: Final = (
+    ("log", "SESSION_JOURNAL_LOG", "sessions.jsonl", "The event log"),
+    ("db", "SESSION_JOURNAL_DB", "sessions.db", "The SQLite projection"),
+)
+
+
+def path_options(fn: F) -> F:
+    """The group's --log and --db (given before a command's name)."""
+    for name, env, default, what in reversed(PATH_OPTIONS):
+        fn = click.option(
+            f"--{name}",
+            f"{name}_path",
+            envvar=env,
+            default=default,
+            show_default=True,
+            type=click.Path(dir_okay=False),
+            help=f"{what} (env {env}).",
+        )(fn)
+    return fn
 
 
 def _set_path(field: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
@@ -101,19 +130,15 @@ def add_global_options(command: click.Command) -> None:
             )
         )
     command.params += [
-        click.Option(
-            ["--log", "log_after"],
-            type=click.Path(dir_okay=False),
-            expose_value=False,
-            callback=_set_path("log"),
-            help="The event log (as before the command).",
-        ),
-        click.Option(
-            ["--db", "db_after"],
-            type=click.Path(dir_okay=False),
-            expose_value=False,
-            callback=_set_path("db"),
-            help="The SQLite projection (as before the command).",
+        *(
+            click.Option(
+                [f"--{name}", f"{name}_after"],
+                type=click.Path(dir_okay=False),
+                expose_value=False,
+                callback=_set_path(name),
+                help=f"{what} (as before the command).",
+            )
+            for name, _env, _default, what in PATH_OPTIONS
         ),
         click.Option(
             ["--debug", "debug_after"],

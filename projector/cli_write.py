@@ -5,11 +5,12 @@ date."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from journal import Journal
+from journal import Journal, Receipt
 from projector.cli_notes import being_watched, to_run
 from projector.cli_support import (
     emit_json,
@@ -17,6 +18,7 @@ from projector.cli_support import (
     json_option,
     paths_with_log,
     progress_bar,
+    seconds_option,
 )
 from projector.queries import parse_time
 from projector.watch import projection_lock
@@ -88,34 +90,36 @@ def snapshot(
         print_receipts(ctx, [j.snapshot(session_id, reason, note=note)], as_json)
 
 
-@click.command()
-@click.argument("session_id")
-@json_option
-@click.pass_context
-def restore(ctx: click.Context, session_id: str, as_json: bool) -> None:
-    """Reopen an idle, expired, archived or deleted session with fresh deadlines."""
-    with Journal.open(paths_with_log(ctx).log) as j:
-        print_receipts(ctx, [j.restore(session_id)], as_json)
+def _session_command(
+    name: str, help_text: str, write: Callable[[Journal, str], Receipt]
+) -> click.Command:
+    """A command that writes one event about SESSION_ID: ``write(journal, session_id)``."""
+
+    @click.command(name, help=help_text)
+    @click.argument("session_id")
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, session_id: str, as_json: bool) -> None:
+        with Journal.open(paths_with_log(ctx).log) as j:
+            print_receipts(ctx, [write(j, session_id)], as_json)
+
+    return command
 
 
-@click.command()
-@click.argument("session_id")
-@json_option
-@click.pass_context
-def archive(ctx: click.Context, session_id: str, as_json: bool) -> None:
-    """Archive a session (its pre_archive snapshot is kept)."""
-    with Journal.open(paths_with_log(ctx).log) as j:
-        print_receipts(ctx, [j.archive(session_id)], as_json)
+restore = _session_command(
+    "restore",
+    "Reopen an idle, expired, archived or deleted session with fresh deadlines.",
+    Journal.restore,
+)
+archive = _session_command(
+    "archive", "Archive a session (its pre_archive snapshot is kept).", Journal.archive
+)
 
 
 @click.command()
 @click.option("--now", "now_text", help="Decide as of this time (default: now).")
-@click.option(
-    "--warn-before",
-    default=300.0,
-    show_default=True,
-    type=click.FloatRange(0),
-    help="Seconds before a deadline at which a timeout_warning is written.",
+@seconds_option(
+    "--warn-before", 300.0, 0, "Seconds before a deadline at which a timeout_warning is written."
 )
 @json_option
 @click.pass_context

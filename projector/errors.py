@@ -6,6 +6,9 @@
 
     JournalError                  (journal.errors)
     ├── CorruptLog                a bad line in the middle of the log (from the reader)
+    ├── FileRefused               a file that cannot be used as asked (path, reason)
+    │   ├── ForeignFile           (also a ProjectorError, below)
+    │   └── LegacyImportError     an old database import-legacy cannot read
     └── ProjectorError            the projection cannot follow the log
         ├── SchemaNotFound        the schema/*.sql files are missing from the install
         ├── InvariantViolation    an event the projection cannot apply (line, offset, session)
@@ -17,11 +20,25 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from journal.errors import JournalError
 
 
 class ProjectorError(JournalError):
     """The projection cannot follow the log."""
+
+
+class FileRefused(JournalError):
+    """A file that cannot be used as asked: ``path``, ``reason``, and in the message
+    what became of it (``OUTCOME``)."""
+
+    OUTCOME: ClassVar[str] = "nothing was done"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}; {self.OUTCOME}")
+        self.path = path
+        self.reason = reason
 
 
 class SchemaNotFound(ProjectorError):
@@ -35,10 +52,8 @@ class InvariantViolation(ProjectorError):
         self, reason: str, *, path: str, line: int, offset: int, session_id: str | None
     ) -> None:
         where = f" (session {session_id!r})" if session_id is not None else ""
-        super().__init__(
-            f"{path}: line {line} (byte offset {offset}){where}: {reason}; "
-            "the projection stopped before this event"
-        )
+        place = f"{path}: line {line} (byte offset {offset}){where}"
+        super().__init__(f"{place}: {reason}; the projection stopped before this event")
         self.reason = reason
         self.path = path
         self.line = line
@@ -72,13 +87,10 @@ class RebuildCheckFailed(ProjectorError):
         self.problems = problems
 
 
-class ForeignFile(ProjectorError):
+class ForeignFile(ProjectorError, FileRefused):
     """A file the projector would replace or write is not one of its own; it is left as is."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}; it was left untouched")
-        self.path = path
-        self.reason = reason
+    OUTCOME = "it was left untouched"
 
 
 class DatasetteVersionError(ProjectorError):

@@ -26,29 +26,12 @@ from journal import (
     SequenceConflict,
     ValidationError,
 )
-from journal.events import (
-    TAGS,
-    AnyEvent,
-    MessageAppended,
-    ModelRegistered,
-    SessionArchived,
-    SessionCreated,
-    SessionDeleted,
-    SessionMetadataSet,
-    SessionPaused,
-    SessionRenamed,
-    SessionRestored,
-    SessionResumed,
-    SessionSnapshotted,
-    SessionTimedOut,
-    TimeoutWarning,
-    format_ts,
-)
+from journal import events as ev
 from journal.jsoncheck import MAX_JSON_DEPTH, event_problem, too_deep
 from journal.validation import MAX_GROUP_EVENTS
 from projector.queries import parse_time
 
-_input_decoder: msgspec.json.Decoder[AnyEvent] = msgspec.json.Decoder(AnyEvent)
+_input_decoder: msgspec.json.Decoder[ev.AnyEvent] = msgspec.json.Decoder(ev.AnyEvent)
 _ENVELOPE_SET_BY_WRITER = ("pos", "v", "ts", "crc", "grp")
 
 
@@ -67,7 +50,7 @@ class Parsed(NamedTuple):
 
     source: str
     line: int
-    event: AnyEvent
+    event: ev.AnyEvent
     seq_given: bool = True
 
 
@@ -79,7 +62,7 @@ _SEQ_LEFT_OUT = 1
 def _unknown_fields(fields: dict[str, Any]) -> str | None:
     """Fields the event type does not have (a typo such as "tokens" would be dropped)."""
     kind = fields.get("type")
-    cls = TAGS.get(kind) if isinstance(kind, str) else None
+    cls = ev.TAGS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         return None  # event_problem names the bad type
     known = {f.encode_name for f in msgspec.structs.fields(cls)} | {"type"}
@@ -100,7 +83,7 @@ def _normalise_at(fields: dict[str, Any]) -> None:
     try:
         if not isinstance(at, str):
             raise ValueError
-        fields["at"] = format_ts(parse_time(at))
+        fields["at"] = ev.format_ts(parse_time(at))
     except ValueError:
         raise ValueError(
             f"'at' must be a time such as 2026-11-26T10:15:33.139877Z, not {at!r}"
@@ -129,7 +112,7 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
         try:
             fields = msgspec.json.decode(line)
         except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
-            raise InputError(source, number, event_problem(line, TAGS)) from None
+            raise InputError(source, number, event_problem(line, ev.TAGS)) from None
         if not isinstance(fields, dict):
             raise InputError(source, number, "not a JSON object")
         present = [name for name in _ENVELOPE_SET_BY_WRITER if name in fields]
@@ -153,7 +136,7 @@ def parse_lines(lines: Iterable[bytes], source: str = "<stdin>") -> list[Parsed]
         try:
             events.append(Parsed(source, number, _input_decoder.decode(typed), seq_given))
         except msgspec.ValidationError:
-            raise InputError(source, number, event_problem(typed, TAGS)) from None
+            raise InputError(source, number, event_problem(typed, ev.TAGS)) from None
     if len(events) > MAX_GROUP_EVENTS:
         raise InvalidValue(
             f"{source}: {len(events)} events; append writes one atomic group "
@@ -184,15 +167,15 @@ def append_events(journal: Journal, events: list[Parsed]) -> list[Receipt]:
     return receipts
 
 
-def _append_one(j: Journal, e: AnyEvent, seq_given: bool) -> Receipt:
+def _append_one(j: Journal, e: ev.AnyEvent, seq_given: bool) -> Receipt:
     """Call the writer method that produces this event, so the same validation applies."""
     # An id is chosen here when the input has none, so that every receipt can name it.
     eid = e.id or str(uuid.uuid4())
     at: Any = None if e.at is msgspec.UNSET else e.at
     match e:
-        case ModelRegistered():
+        case ev.ModelRegistered():
             return j.register_model(e.model_id, e.model_name, e.provider, event_id=eid)
-        case SessionCreated():
+        case ev.SessionCreated():
             before = j.last_pos
             j.create_session(
                 e.model_id,
@@ -207,7 +190,7 @@ def _append_one(j: Journal, e: AnyEvent, seq_given: bool) -> Receipt:
             receipt = j.receipt(eid)
             assert receipt is not None  # just written, or found in the id window
             return receipt._replace(duplicate=j.last_pos == before)
-        case MessageAppended():
+        case ev.MessageAppended():
             return j.append_message(
                 e.session_id,
                 e.role,
@@ -222,23 +205,23 @@ def _append_one(j: Journal, e: AnyEvent, seq_given: bool) -> Receipt:
                 event_id=eid,
                 at=at,
             )
-        case SessionMetadataSet():
+        case ev.SessionMetadataSet():
             return j.set_metadata(e.session_id, e.key, e.value, event_id=eid, at=at)
-        case SessionRenamed():
+        case ev.SessionRenamed():
             return j.rename(e.session_id, e.title, event_id=eid)
-        case SessionPaused():
+        case ev.SessionPaused():
             return j.pause(e.session_id, event_id=eid, at=at)
-        case SessionResumed():
+        case ev.SessionResumed():
             return j.resume(e.session_id, event_id=eid)
-        case SessionSnapshotted():
+        case ev.SessionSnapshotted():
             return j.snapshot(e.session_id, e.reason, note=e.note, event_id=eid)
-        case SessionArchived():
+        case ev.SessionArchived():
             return j.archive(e.session_id, event_id=eid, at=at)
-        case SessionRestored():
+        case ev.SessionRestored():
             return j.restore(e.session_id, event_id=eid)
-        case SessionDeleted():
+        case ev.SessionDeleted():
             return j.delete_session(e.session_id, event_id=eid)
-        case SessionTimedOut() | TimeoutWarning():
+        case ev.SessionTimedOut() | ev.TimeoutWarning():
             raise InvalidValue(
                 f"{e.__struct_config__.tag} events are written by "
                 "`session-journal expire`, not by append"

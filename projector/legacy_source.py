@@ -24,8 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from journal.errors import JournalError
 from projector.db import readonly_uri
+from projector.errors import FileRefused
 
 # The tables the import reads, and the columns it knows in each (others are kept too).
 KNOWN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
@@ -61,13 +61,10 @@ KNOWN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
 DERIVED_TABLES: Final = frozenset({"sessions_fts", "sqlite_sequence"})
 
 
-class LegacyImportError(JournalError):
+class LegacyImportError(FileRefused):
     """The old database cannot be read; nothing was written."""
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}; nothing was written")
-        self.path = path
-        self.reason = reason
+    OUTCOME = "nothing was written"
 
 
 class BadText(bytes):

@@ -1,12 +1,13 @@
-"""A message's row in the projection: its columns, built from an event or a snapshot.
+"""A message's row in the projection, and the shape of a snapshot's context.
 
 Every path that writes messages (an event applied, the bulk load, a session restored from
-its snapshot) builds the row here, so the columns and their order are stated once.
+its snapshot) builds the row here, so the columns and their order are stated once; every
+path that writes or reads a snapshot's ``context_json`` decodes it as ``SnapshotContext``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET
@@ -76,3 +77,38 @@ class SnapshotMessage(msgspec.Struct, frozen=True, omit_defaults=True):
             self.tool_call_id,
             self.raw,
         )
+
+
+class SnapshotMetadata(msgspec.Struct, frozen=True):
+    metadata_id: int
+    key: str
+    value: str | None
+
+
+M = TypeVar("M", SnapshotMessage, msgspec.Raw)
+
+
+class SnapshotContext(msgspec.Struct, Generic[M], frozen=True):
+    """A session and its messages as of a snapshot (the seed's context, extended).
+
+    ``SnapshotContext[SnapshotMessage]`` decodes the messages; ``SnapshotContext[Raw]``
+    leaves each one undecoded, a slice of the text (the bulk path copies them as they are).
+    """
+
+    session_id: str
+    title: str | None
+    model_id: str | None
+    model_name: str | None
+    created_at: str
+    status: str
+    message_count: int
+    total_tokens: int
+    total_duration_seconds: float
+    idle_timeout_seconds: int | None
+    hard_timeout_seconds: int | None
+    expires_at: str | None
+    last_activity: str
+    metadata: list[SnapshotMetadata]
+    messages: list[M]
+    snapshot_reason: str
+    snapshot_time: str

@@ -30,13 +30,13 @@ import msgspec
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import fsync_directory
-from projector.apply import ApplyError
 from projector.bulk_load import Observer, bulk_load
 from projector.catchup import CatchUpResult, Progress, catch_up
 from projector.db import check_ours, check_paths, create_private_file, create_schema
 from projector.errors import RebuildCheckFailed
 from projector.logfold import LogTally, LogWitness, file_identity
 from projector.reading import Until
+from projector.rules import ApplyError
 
 REBUILD_BATCH_EVENTS: Final = 2_000
 # The new file's page cache, in KiB (negative: a size, not a page count): a fixed cap, so
