@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypedDict, TypeVar, Unpack
 
 import msgspec
 
@@ -59,6 +59,15 @@ class Repair:
     line: int
     reason: str
     quarantine_path: str
+
+
+class JournalOptions(TypedDict, total=False):
+    """``Journal.open``'s keyword options (see ``Journal``)."""
+
+    clock: Callable[[], datetime] | None
+    batch_interval_ms: float
+    id_window: int
+    new_id: Callable[[], str] | None
 
 
 class Journal(Operations):
@@ -103,28 +112,18 @@ class Journal(Operations):
         cls,
         path: str | os.PathLike[str] | LogBackend,
         durability: Durability = "always",
-        *,
-        clock: Callable[[], datetime] | None = None,
-        batch_interval_ms: float = 50,
-        id_window: int = DEFAULT_ID_WINDOW,
-        new_id: Callable[[], str] | None = None,
+        **options: Unpack[JournalOptions],
     ) -> Journal:
         """Open (or create) the log at ``path``, repairing a torn tail if there is one.
 
         ``path`` may also be an open ``journal.log.LogBackend`` (``MemoryLog``, say); its
-        own settings then say how durable an append is.
-
+        own settings then say how durable an append is. The options are ``Journal``'s:
         ``clock`` (timezone-aware datetimes) and ``new_id`` (canonical UUID strings for
-        events and sessions given none) can be injected for tests and reproducible logs.
+        events and sessions given none) can be injected for tests and reproducible logs;
+        ``batch_interval_ms`` is the fsync interval of the ``batch`` mode; ``id_window``
+        how many recent event ids answer retries.
         """
-        return cls(
-            path,
-            durability,
-            clock=clock,
-            batch_interval_ms=batch_interval_ms,
-            id_window=id_window,
-            new_id=new_id,
-        )
+        return cls(path, durability, **options)
 
     def __enter__(self) -> Journal:
         return self

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from typing import Any, NamedTuple, assert_never
+from typing import Any, Final, NamedTuple, assert_never
 
 import msgspec
 from msgspec import UNSET
@@ -167,6 +167,16 @@ def append_events(journal: Journal, events: list[Parsed]) -> list[Receipt]:
     return receipts
 
 
+_CREATE_FIELDS: Final = (
+    "model_id",
+    "model_name",
+    "title",
+    "idle_timeout_seconds",
+    "hard_timeout_seconds",
+    "session_id",
+)
+
+
 def _append_one(j: Journal, e: ev.AnyEvent, seq_given: bool) -> Receipt:
     """Call the writer method that produces this event, so the same validation applies."""
     # An id is chosen here when the input has none, so that every receipt can name it.
@@ -177,16 +187,9 @@ def _append_one(j: Journal, e: ev.AnyEvent, seq_given: bool) -> Receipt:
             return j.register_model(e.model_id, e.model_name, e.provider, event_id=eid)
         case ev.SessionCreated():
             before = j.last_pos
-            j.create_session(
-                e.model_id,
-                e.model_name,
-                e.title,
-                idle_timeout_seconds=e.idle_timeout_seconds,
-                hard_timeout_seconds=e.hard_timeout_seconds,
-                session_id=e.session_id,
-                event_id=eid,
-                at=at,
-            )
+            # The event's fields are create_session's arguments, by the same names.
+            fields = {name: getattr(e, name) for name in _CREATE_FIELDS}
+            j.create_session(**fields, event_id=eid, at=at)
             receipt = j.receipt(eid)
             assert receipt is not None  # just written, or found in the id window
             return receipt._replace(duplicate=j.last_pos == before)

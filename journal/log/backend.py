@@ -56,34 +56,25 @@ class AppendConflict(LogError):
     """Something was appended after the cursor the caller read up to: nothing was written."""
 
 
+@dataclass(slots=True)
 class Run(Generic[E]):
     """Consecutive records: their events, and the cursors before and after them.
 
     ``whole`` runs hold whole groups only. Otherwise the run is one member of a group
     whose members come one run each, and ``end`` is already the whole group's (a reader
     resumes after whole groups only). ``ends()`` (where each record ends) is worked out
-    only when asked for: most readers need just the run's ``end``.
+    by ``ends_of`` only when asked for: most readers need just the run's ``end``.
     """
 
-    __slots__ = ("_ends", "end", "events", "start", "whole")
-
-    def __init__(
-        self,
-        events: list[E],
-        start: Cursor,
-        end: Cursor,
-        ends: Callable[[], list[Cursor]],
-        whole: bool = True,
-    ) -> None:
-        self.events = events
-        self.start = start
-        self.end = end
-        self._ends = ends
-        self.whole = whole
+    events: list[E]
+    start: Cursor
+    end: Cursor
+    ends_of: Callable[[], list[Cursor]]
+    whole: bool = True
 
     def ends(self) -> list[Cursor]:
         """The cursor just after each record, in order (the last is ``end``)."""
-        return self._ends()
+        return self.ends_of()
 
     def count_before(self, cursor: Cursor) -> int:
         """How many of the run's records begin before ``cursor``."""

@@ -19,20 +19,12 @@ from typing import Final, Generic, TypeVar
 import msgspec
 from msgspec import UNSET
 
+import journal.events as ev
 from journal.errors import CorruptLog, JournalClosed, LogError
-from journal.events import (
-    AnyEvent,
-    Event,
-    LineError,
-    StateEvent,
-    decode_checked,
-    event_decoder,
-    state_decoder,
-)
 from journal.log.backend import START, AppendConflict, Cursor, Run, TornTail
 
 STRIDE: Final = 16
-E = TypeVar("E", bound=Event)
+E = TypeVar("E", bound=ev.Event)
 
 
 class MemoryStore:
@@ -135,8 +127,8 @@ class MemoryReading(Generic[E]):
 
     def _decode(self, line: bytes, expected: int, at: Cursor) -> E:
         try:
-            event = decode_checked(line[:-1], self._decoder)
-        except LineError as exc:
+            event = ev.decode_checked(line[:-1], self._decoder)
+        except ev.LineError as exc:
             raise self._corrupt(exc.reason, expected, at) from exc
         if event.pos != expected:
             raise self._corrupt(f"position {event.pos} where {expected} was expected", expected, at)
@@ -161,41 +153,30 @@ class MemoryLog:
 
     def __init__(self, store: MemoryStore | None = None) -> None:
         self.store = store if store is not None else MemoryStore()
+        self.name = self.store.name
+        self.lock_epoch = 0
+        self.last_token = 0  # appends made through this handle
         self._generation = self.store.generation
         self._depth = 0
-        self._epoch = 0
-        self._written = 0
         self._closed = False
-
-    @property
-    def name(self) -> str:
-        return self.store.name
-
-    @property
-    def lock_epoch(self) -> int:
-        return self._epoch
-
-    @property
-    def last_token(self) -> int:
-        return self._written
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         with self.store.lock:
             self.check_open()
             if self._depth == 0:
-                self._epoch += 1  # others may have appended since we last held it
+                self.lock_epoch += 1  # others may have appended since we last held it
             self._depth += 1
             try:
                 yield
             finally:
                 self._depth -= 1
 
-    def read(self, after: Cursor = START, pos: int = 0) -> MemoryReading[AnyEvent]:
-        return MemoryReading(self.store, after, pos, event_decoder)
+    def read(self, after: Cursor = START, pos: int = 0) -> MemoryReading[ev.AnyEvent]:
+        return MemoryReading(self.store, after, pos, ev.event_decoder)
 
-    def read_state(self, after: Cursor = START, pos: int = 0) -> MemoryReading[StateEvent]:
-        return MemoryReading(self.store, after, pos, state_decoder)
+    def read_state(self, after: Cursor = START, pos: int = 0) -> MemoryReading[ev.StateEvent]:
+        return MemoryReading(self.store, after, pos, ev.state_decoder)
 
     def end(self, known: Cursor) -> Cursor:
         with self.store.lock:
@@ -229,8 +210,8 @@ class MemoryLog:
                 raise ValueError("every record appended must end with a newline")
             for line in lines:
                 self.store.add(line)
-            self._written += 1
-            return self._written, self.store.end
+            self.last_token += 1
+            return self.last_token, self.store.end
 
     def wait_durable(self, token: int) -> None:
         """Nothing to wait for: a memory log is as durable as it gets once appended."""
