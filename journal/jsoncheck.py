@@ -215,9 +215,19 @@ def _describe(annotation: Any) -> str:
             words.append(f"a list of {len(get_args(option))} numbers")
         elif origin is dict:
             words.append("a JSON object")
+        elif origin is list:
+            (item,) = get_args(option)
+            words.append(f"a list of {_plural(item)}")
         else:
             words.append(_NAMES.get(option, "a value of another type"))
     return " or ".join(words)
+
+
+def _plural(item: Any) -> str:
+    """What a list holds, in words: its items' struct name (``tool calls``) or type."""
+    if isinstance(item, type) and issubclass(item, msgspec.Struct):
+        return "objects with the fields " + ", ".join(item.__struct_fields__)
+    return "values that are " + _describe(item)
 
 
 _NAMES: Final[dict[Any, str]] = {

@@ -96,6 +96,12 @@ def test_text_problems_are_named_in_the_projects_words(text: bytes, reason: str)
             "^message_appended: metadata must be a JSON object or null, not",
         ),
         (
+            b'{"type":"message_appended","session_id":"s","seq":1,"role":"assistant",'
+            b'"content":"","tool_calls":"lookup"}',
+            "^message_appended: tool_calls must be a list of objects with the fields id, name, "
+            "arguments, not 'lookup'$",
+        ),
+        (
             b'{"type":"session_paused","session_id":"s","ts":"2026-11-26 10:00:00"}',
             "^session_paused: ts must be a timestamp like 2026-11-26T10:15:33.139877Z",
         ),
