@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 import os
 import threading
 from collections import deque
@@ -42,6 +43,7 @@ from journal.writer import Journal
 
 T = TypeVar("T")
 
+log = logging.getLogger("journal")
 DEFAULT_MAX_PENDING: Final = 1024
 # Calls per ticket: bounds the size of one write (and of its buffer) under a burst.
 _MAX_TICKET: Final = 256
@@ -147,7 +149,14 @@ class AsyncJournal:
                         if call.error is None:
                             call.error, call.result = exc, None
             assert loop is not None
-            loop.call_soon_threadsafe(self._complete, calls)
+            try:
+                loop.call_soon_threadsafe(self._complete, calls)
+            except RuntimeError:  # that loop is closed: nobody can await these calls now
+                log.warning(
+                    "%s: %d calls completed after their event loop closed",
+                    self.journal.path,
+                    len(calls),
+                )
 
     def _complete(self, calls: list[Call]) -> None:
         """On the loop: complete a batch's futures (those not cancelled) and free their

@@ -427,3 +427,34 @@ def test_a_failed_fsync_reaches_every_awaiting_task(
                 await j.append_message(sid, "user", "poisoned")
 
     run(main)
+
+
+def test_the_committer_outlives_a_loop_that_closed_under_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Completing calls on a loop that has closed cannot be done; the committer says so
+    and goes on serving the journal (so that it can still be closed)."""
+
+    async def main() -> None:
+        aj = AsyncJournal(Journal.open(tmp_path / "s.jsonl"))
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+        refused = threading.Event()
+
+        def closed_once(*args: Any) -> Any:
+            if not refused.is_set():
+                refused.set()
+                raise RuntimeError("Event loop is closed")
+            return real(*args)
+
+        loop.call_soon_threadsafe = closed_once  # type: ignore[method-assign]
+        first = asyncio.ensure_future(aj.create_session("m", session_id="s"))
+        await asyncio.get_running_loop().run_in_executor(None, refused.wait, 10)
+        assert not first.done()
+        first.cancel()
+        assert await aj.last_seq("s") == 0  # the committer still serves calls
+        await aj.aclose()
+
+    with caplog.at_level("WARNING", logger="journal"):
+        asyncio.run(main())
+    assert "completed after their event loop closed" in caplog.text
