@@ -7,12 +7,13 @@ gapless ``pos``; some records form atomic groups. Two sides:
   tail (the remains of a write a crash cut short) and raising ``CorruptLog`` for damage
   no crash can leave. A cursor is opaque and ordered: a byte offset in a file, a stream
   sequence elsewhere, with gaps allowed. Callers keep cursors and compare them, never
-  compute with them. A source also says where the log ends now, and raises ``LogError``
-  when the log was replaced or cut behind the reader's back.
-* ``LogBackend`` appends too: under ``exclusive()`` (across threads and processes), a
-  caller that has read up to cursor ``after`` appends whole lines as one atomic unit. If
-  anything was appended after ``after`` meanwhile, the append raises ``AppendConflict``
-  and writes nothing: that is the log-wide expected version, which keeps ``pos`` gapless.
+  compute with them.
+* ``LogBackend`` says where the log ends now, raising ``LogError`` when it was replaced
+  or cut behind the writer's back, and appends: under ``exclusive()`` (across threads
+  and processes), a caller that has read up to cursor ``after`` appends whole lines as
+  one atomic unit. If anything was appended after ``after`` meanwhile, the append raises
+  ``AppendConflict`` and writes nothing: that is the log-wide expected version, which
+  keeps ``pos`` gapless.
   Idempotency keys (event ids) are the writer's: it folds them from what it reads, so a
   retry through any handle on any backend is answered from its window. A torn tail is
   moved aside by ``repair`` before the next append.

@@ -11,7 +11,7 @@ import os
 from typing import Final
 
 from journal.errors import LogError
-from journal.log.appender import Durability, LogFile
+from journal.log.appender import LogFile
 from journal.log.backend import START, Cursor, TornTail
 from journal.log.reader import LogReader, StateReader
 from journal.repair import quarantine_tail
@@ -38,11 +38,6 @@ class FileSource:
 
 class FileLog(LogFile, FileSource):
     """A writer's handle on a log file (created 0600 if missing): see ``LogFile``."""
-
-    def __init__(
-        self, path: str, durability: Durability = "always", batch_interval: float = 0.05
-    ) -> None:
-        LogFile.__init__(self, path, durability, batch_interval)
 
     def end(self, known: Cursor) -> Cursor:
         try:
