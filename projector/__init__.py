@@ -8,10 +8,17 @@
     report = verify("sessions.jsonl", "sessions.db")
     if not report.ok:
         print(*report.problems, sep="\\n")
+
+The tree, in the order the data flows: ``db`` opens the database (schema, whose file it
+is); ``rules`` says what each event does to the rows; ``sync`` keeps the database in step
+with the log (catch-up, rebuild, ``replay``; ``watch`` does it live); ``checks`` proves
+it matches the log (``verify``); ``queries`` reads it. ``legacy`` imports the old app's
+database; ``cli`` is the command line over all of it; ``errors`` holds the errors.
 """
 
-from projector.canonical import canonical_hash
-from projector.catchup import CatchUpResult, catch_up
+from projector.checks.canonical import canonical_hash
+from projector.checks.findings import Problem
+from projector.checks.verify import VerifyReport, verify
 from projector.db import connect
 from projector.errors import (
     CheckpointMismatch,
@@ -20,10 +27,9 @@ from projector.errors import (
     RebuildCheckFailed,
     SchemaNotFound,
 )
-from projector.findings import Problem
-from projector.rebuild import RebuildResult, rebuild
-from projector.replay import ReplayResult, replay
-from projector.verify import VerifyReport, verify
+from projector.sync.catchup import CatchUpResult, catch_up
+from projector.sync.rebuild import RebuildResult, rebuild
+from projector.sync.replay import ReplayResult, replay
 
 __all__ = [
     "CatchUpResult",

@@ -1,7 +1,7 @@
 """The live projector: keeps the SQLite projection current while the log grows.
 
-One worker loop (``projector.watch_loop``) runs the projector's own catch-up
-(``projector.catchup.catch_up``: from the checkpoint to the end of the log, checkpoint in
+One worker loop (``projector.sync.watch_loop``) runs the projector's own catch-up
+(``projector.sync.catchup.catch_up``: from the checkpoint to the end of the log, checkpoint in
 the same transaction; ``replay`` when the database is new, of another schema, or its
 checkpoint is not on the log any more, which rebuilds it); the live projector only
 decides *when* to run it. Two sources wake the worker:
@@ -42,7 +42,7 @@ from journal.errors import JournalError
 from journal.log import FILE_MODE
 from projector.db import check_ours, check_paths
 from projector.errors import ForeignFile
-from projector.watch_loop import BatchReport, Worker
+from projector.sync.watch_loop import BatchReport, Worker
 
 __all__ = [
     "AlreadyWatching",

@@ -33,13 +33,13 @@ from journal.events import (
     encode_json,
 )
 from projector import InvariantViolation, canonical_hash, catch_up, connect, rebuild, verify
-from projector.apply import SnapshotContext, SnapshotMessage, SnapshotMetadata, snapshot_json
-from projector.bulk_load import bulk_load
 from projector.db import create_schema
-from projector.reading import Until
+from projector.rules.apply import SnapshotContext, SnapshotMessage, SnapshotMetadata, snapshot_json
+from projector.sync.bulk_load import bulk_load
+from projector.sync.reading import Until
 
-rebuild_module = importlib.import_module("projector.rebuild")
-catchup_module = importlib.import_module("projector.catchup")
+rebuild_module = importlib.import_module("projector.sync.rebuild")
+catchup_module = importlib.import_module("projector.sync.catchup")
 SCHEMA_SQL = "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
 
 
@@ -277,7 +277,7 @@ def _fields(struct: Any) -> dict[str, Any]:
 
 
 # -- catch-up batches on the bulk path ------------------------------------------------
-catchup_module = importlib.import_module("projector.catchup")
+catchup_module = importlib.import_module("projector.sync.catchup")
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -374,7 +374,7 @@ def test_a_refused_bulk_batch_is_applied_one_by_one(
 
 def pre_archive_json(*values: Any) -> bytearray:
     """The pre_archive context built in one buffer (no spill)."""
-    from projector.bulk_snapshots import pre_archive_into
+    from projector.sync.bulk_snapshots import pre_archive_into
 
     out = bytearray()
     pre_archive_into(out, *values, None)
@@ -425,7 +425,7 @@ def test_pre_archive_json_is_the_triggers_json() -> None:
 def test_streamed_contexts_are_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     """The snapshot texts built piece by piece (spilled every few bytes) equal the ones
     built in one buffer."""
-    from projector import bulk_snapshots as bulk_module
+    from projector.sync import bulk_snapshots as bulk_module
 
     monkeypatch.setattr(bulk_module, "SPILL_BYTES", 5)
     messages, head = sample_context("é ☃ 𝄞" * 50)
@@ -457,7 +457,7 @@ def test_snapshot_contexts_stay_text(
 ) -> None:
     """Contexts written through blob I/O (all of them with a small spill size), or bound
     whole, are stored as TEXT, byte for byte the same as the incremental path's."""
-    from projector import bulk_snapshots as bulk_module
+    from projector.sync import bulk_snapshots as bulk_module
 
     monkeypatch.setattr(bulk_module, "SPILL_BYTES", spill_bytes)
     log = tmp_path / "log.jsonl"
@@ -478,7 +478,7 @@ def test_repeated_snapshots_across_a_deletion_and_restore(
 ) -> None:
     """A later snapshot of a session copies the messages of its earlier one, but only while
     the session lives on: after a deletion and restore it starts over."""
-    from projector import bulk_snapshots as bulk_module
+    from projector.sync import bulk_snapshots as bulk_module
 
     monkeypatch.setattr(bulk_module, "SPILL_BYTES", spill_bytes)
     log = tmp_path / "log.jsonl"
@@ -501,7 +501,7 @@ def test_catch_up_copies_a_stored_snapshot_only_while_the_session_begins_with_it
     """A bulk catch-up batch's first snapshot of a session copies the messages of the
     session's latest stored snapshot, unless a restore from an older one replaced them
     (the same seq, another message): then it reads them all from the database."""
-    from projector import bulk_snapshots
+    from projector.sync import bulk_snapshots
 
     monkeypatch.setattr(bulk_snapshots, "SPILL_BYTES", spill_bytes)
 

@@ -16,8 +16,8 @@ from journal.validation import EARLIEST, LATEST
 from projector import connect, replay
 from projector.cli import main
 from projector.errors import InvariantViolation
-from projector.legacy import import_legacy
-from projector.rebuild import rebuild
+from projector.legacy.importer import import_legacy
+from projector.sync.rebuild import rebuild
 
 TS = "2026-01-01T00:00:00.000000Z"
 

@@ -217,7 +217,7 @@ def test_every_path_refuses_an_event_with_its_line(
     in a rebuild (the bulk load gives up, the incremental path reports): the same error."""
     log = tmp_path / "log.jsonl"
     offsets = write_lines(log, [*base_events(), bad])  # type: ignore[list-item]
-    catchup_module = importlib.import_module("projector.catchup")
+    catchup_module = importlib.import_module("projector.sync.catchup")
     for n, bulk_min in enumerate((10**12, 0)):
         monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", bulk_min)
         conn = connect(tmp_path / f"{n}.db")
@@ -390,7 +390,7 @@ def test_units_are_whole_groups_with_their_lines_byte_ranges(
     import importlib
 
     from journal.log import LogReader
-    from projector.reading import units
+    from projector.sync.reading import units
 
     log = tmp_path / "log.jsonl"
     run_workload(log, random_ops(11, 300))

@@ -15,7 +15,7 @@ from click.testing import Result
 
 from journal import CorruptLog, InvalidValue
 from journal.errors import UnknownSession
-from projector.cli import _exit_code, main
+from projector.cli.group import _exit_code, main
 
 
 @pytest.fixture
@@ -260,7 +260,7 @@ def test_rebuild_until_a_time(demo: tuple[str, str]) -> None:
 
 def test_times_without_an_offset_are_utc(monkeypatch: pytest.MonkeyPatch) -> None:
     """--until, --now and --since read a time without an offset as UTC, as the log is."""
-    from projector.cli import _parse_until
+    from projector.cli.group import _parse_until
     from projector.queries import parse_since, parse_time
 
     monkeypatch.setenv("TZ", "America/New_York")

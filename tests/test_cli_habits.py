@@ -19,7 +19,7 @@ from cli_runner import cli_runner
 from click.testing import Result
 
 from projector.cli import main
-from projector.cli_support import PIPE_CLOSED_EXIT
+from projector.cli.support import PIPE_CLOSED_EXIT
 from projector.errors import ForeignFile
 
 RENAME = '{"type":"session_renamed","session_id":"demo-haiku","title":"Spring"}\n'

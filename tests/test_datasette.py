@@ -16,7 +16,7 @@ import pytest
 from cli_runner import cli_runner
 
 from projector.cli import main
-from projector.datasette_config import HIDDEN_TABLES, installed_flavour
+from projector.cli.datasette_config import HIDDEN_TABLES, installed_flavour
 
 pytest.importorskip("datasette", reason="the datasette extra is not installed")
 from datasette.app import Datasette

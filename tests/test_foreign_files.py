@@ -22,7 +22,7 @@ from projector import replay
 from projector.cli import main
 from projector.db import APPLICATION_ID, check_ours
 from projector.errors import ForeignFile
-from projector.rebuild import rebuild
+from projector.sync.rebuild import rebuild
 from projector.watch import lock_path
 
 

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from journal import Journal, JournalError, read_log
-from projector.ingest import InputError, append_events, parse_lines
+from projector.cli.ingest import InputError, append_events, parse_lines
 
 SESSION = "s-1"
 

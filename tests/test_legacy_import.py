@@ -23,11 +23,13 @@ from hypothesis import strategies as st
 
 from journal import Journal
 from journal.events import encode_json, format_ts
-from projector import canonical_hash, legacy, legacy_check, replay
-from projector.legacy import LegacyImportError, format_report, import_legacy
-from projector.legacy_ids import NAMESPACE, IdPrefix, event_id, uuid5_hex
-from projector.legacy_plan import RECORD_KEY
-from projector.legacy_values import from_jsonable, normalise_ts, parse_when
+from projector import canonical_hash, replay
+from projector.legacy import check as legacy_check
+from projector.legacy import importer as legacy
+from projector.legacy.ids import NAMESPACE, IdPrefix, event_id, uuid5_hex
+from projector.legacy.importer import LegacyImportError, format_report, import_legacy
+from projector.legacy.plan import RECORD_KEY
+from projector.legacy.values import from_jsonable, normalise_ts, parse_when
 
 # The seed's pre-enhancement tables without their constraints: the old app's files hold
 # what those constraints would refuse; content and the numbers are untyped here, as in
@@ -743,7 +745,7 @@ def test_unreadable_file_as_any_user(
 ) -> None:
     old = tmp_path / "old.db"
     messy(old)
-    monkeypatch.setattr("projector.legacy_source.os.access", lambda path, mode: False)
+    monkeypatch.setattr("projector.legacy.source.os.access", lambda path, mode: False)
     with pytest.raises(LegacyImportError, match=r"old\.db: cannot be read \(permission denied\)"):
         run(tmp_path, old)
     assert not any(out.iterdir())
@@ -852,7 +854,10 @@ def test_an_import_killed_at_any_stage_is_finished_by_running_it_again(
         sys.path.pop(0)
     old, log, db = tmp_path / "old.db", out / "s.jsonl", out / "s.db"
     n = build_legacy_db(old, 60, 50, seed=3, schema="migrated")
-    code = "import sys; from projector.legacy import import_legacy; import_legacy(*sys.argv[1:])"
+    code = (
+        "import sys; from projector.legacy.importer import import_legacy; "
+        "import_legacy(*sys.argv[1:])"
+    )
     child = subprocess.Popen([sys.executable, "-c", code, str(old), str(log), str(db)])
     try:
         while child.poll() is None and not _stage_reached(stage, log, db):

@@ -24,7 +24,7 @@ from projector.db import create_schema
 from projector.errors import ForeignFile
 
 # The package exports the function rebuild under the module's name.
-rebuild_module = importlib.import_module("projector.rebuild")
+rebuild_module = importlib.import_module("projector.sync.rebuild")
 
 
 def test_until_pos_and_time_match_a_partial_replay(tmp_path: Path) -> None:
@@ -105,7 +105,7 @@ def test_the_incremental_rebuild_goes_event_by_event_checked_or_not(
 ) -> None:
     log = tmp_path / "log.jsonl"
     known_workload(log)
-    catchup_module = importlib.import_module("projector.catchup")
+    catchup_module = importlib.import_module("projector.sync.catchup")
     monkeypatch.setattr(catchup_module, "BULK_MIN_BYTES", 0)  # any stretch would go in bulk
 
     def no_bulk(*args: Any) -> None:

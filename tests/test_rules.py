@@ -15,9 +15,9 @@ from itertools import product
 import pytest
 from projection_helpers import REPO
 
-from projector import rules
 from projector.db import create_schema
-from projector.message_rows import INSERT_MESSAGE_SQL
+from projector.rules import session_rows as rules
+from projector.rules.message_rows import INSERT_MESSAGE_SQL
 
 TS = "2026-03-01T09:00:00.000000Z"
 LATER = "2026-03-01T09:05:00.000000Z"

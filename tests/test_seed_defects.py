@@ -13,8 +13,8 @@ import pytest
 from projection_helpers import SEED_SCHEMA, SEED_SOURCE, our_conn, seed_conn
 
 from journal.events import SessionSnapshotted, format_ts
-from projector.apply import apply_event, fill_fts
-from projector.verify import SEQUENCE_GAPS_SQL
+from projector.checks.verify import SEQUENCE_GAPS_SQL
+from projector.rules.apply import apply_event, fill_fts
 
 SEED = pytest.param("seed", marks=pytest.mark.xfail(strict=True, reason="the seed's defect"))
 SCHEMAS = [SEED, "ours"]

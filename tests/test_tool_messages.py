@@ -20,7 +20,7 @@ from journal.events import ROLES, MessageAppended, decode_line, encode_line
 from journal.validation import MAX_RAW_BYTES
 from projector import connect, rebuild, replay, verify
 from projector.cli import main
-from projector.export import to_jsonl, to_markdown
+from projector.cli.export import to_jsonl, to_markdown
 from projector.queries import get_transcript, search
 
 DATA = Path(__file__).parent / "data"

@@ -16,10 +16,10 @@ from projection_helpers import execute, known_workload, random_ops, rows, run_wo
 from journal import Journal
 from journal.events import decode_line, encode_line
 from projector import connect, rebuild, replay, verify
+from projector.checks.findings import Findings
+from projector.checks.logfold import LogWitness
+from projector.checks.verify_log import check_log
 from projector.errors import ForeignFile
-from projector.findings import Findings
-from projector.logfold import LogWitness
-from projector.verify_log import check_log
 
 
 @pytest.fixture
@@ -139,7 +139,7 @@ def test_ids_that_only_share_a_fingerprint_are_not_repeats(
     projected: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every id with the same fingerprint: all suspects, and the ids themselves decide.
-    module = importlib.import_module("projector.logfold")
+    module = importlib.import_module("projector.checks.logfold")
     monkeypatch.setattr(module, "fingerprint", lambda event_id: 0)
     log, db = projected
     assert verify(log, db).ok
@@ -185,7 +185,7 @@ def test_an_unreadable_or_stale_database_is_reported_not_checked(
 @pytest.fixture
 def log_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every reading of the log by verify's log check."""
-    module = importlib.import_module("projector.verify")
+    module = importlib.import_module("projector.checks.verify")
     real, reads = module.check_log, []
 
     def counted(log: str, *args: Any) -> Any:
@@ -253,7 +253,7 @@ def test_a_witness_of_a_log_edited_while_the_rebuild_read_it_is_not_used(
 ) -> None:
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     known_workload(log)
-    rebuild_module = importlib.import_module("projector.rebuild")
+    rebuild_module = importlib.import_module("projector.sync.rebuild")
     real_load = rebuild_module.bulk_load
 
     def edited_as_it_is_read(*args: Any, **kwargs: Any) -> Any:
@@ -329,7 +329,7 @@ def test_fts_check_waits_for_a_busy_writer_and_says_when_it_could_not_run(
     commits: a busy database is waited for, and never reported as damage."""
     log, db = projected
     db_module = importlib.import_module("projector.db")
-    verify_module = importlib.import_module("projector.verify")
+    verify_module = importlib.import_module("projector.checks.verify")
     monkeypatch.setattr(db_module, "BUSY_TIMEOUT_MS", 20)  # each try gives up quickly
     monkeypatch.setattr(verify_module, "_BUSY_WAIT_SECONDS", 5.0)
     writer = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
@@ -364,7 +364,7 @@ def test_a_torn_end_while_a_writer_holds_the_log_is_a_write_in_progress(
     with log.open("ab") as f:
         f.write(b'{"type":"session_paused","pos":')  # the first bytes of a record
     monkeypatch.setattr(
-        importlib.import_module("projector.verify_log"), "_WRITER_WAIT_SECONDS", 0.2
+        importlib.import_module("projector.checks.verify_log"), "_WRITER_WAIT_SECONDS", 0.2
     )
     fd = os.open(log, os.O_RDONLY)
     try:

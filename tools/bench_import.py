@@ -1,7 +1,7 @@
 """The import section of ``tools/bench.py``: legacy import + projection vs rebuild alone.
 
 An old-style AI-router database (``tools/legacy_fixture.py``, the seed's migrated schema,
-5 % of its counters drifted) is imported with ``projector.legacy.import_legacy``: plan,
+5 % of its counters drifted) is imported with ``projector.legacy.importer.import_legacy``: plan,
 write the log, project it into a new database (the bulk path ``rebuild`` takes), verify
 it and check every message against the source. The baseline is ``projector.rebuild`` of
 the log that import wrote, into another database: what projecting those events costs on
@@ -16,8 +16,8 @@ from benchlib import Context, Figure, Section, best_of, timed
 from legacy_fixture import build_legacy_db
 
 import projector
-from projector.legacy import import_legacy
-from projector.rebuild import remove_database
+from projector.legacy.importer import import_legacy
+from projector.sync.rebuild import remove_database
 
 SEED = 7
 

@@ -30,7 +30,7 @@ from benchlib import Context, Figure, Section, best_of, child_peak_rss_mib, time
 
 import projector
 from journal import LogReader
-from projector.rebuild import remove_database
+from projector.sync.rebuild import remove_database
 
 SEED = 1
 REBUILD_CODE = "import sys, projector\nprojector.rebuild(sys.argv[1], sys.argv[2])\n"

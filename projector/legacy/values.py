@@ -29,7 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
 from journal import validation
-from projector.legacy_source import BadText
+from projector.legacy.source import BadText
 
 # The writer's own id rules, so that the import can choose an id the writer will accept
 # instead of failing on it.

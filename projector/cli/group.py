@@ -4,7 +4,7 @@ Each command parses its options, calls one library function and prints the resul
 table for people or, with ``--json``, as stable JSON for scripts. Errors become one line on
 stderr in one place (``_Group.invoke``): exit 2 for bad input or usage, 1 for integrity or
 I/O problems; ``--debug`` shows the traceback instead. This module holds the group and the
-commands that keep the projection current; ``cli_read`` and ``cli_write`` hold the others.
+commands that keep the projection current; ``read`` and ``write`` hold the others.
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from journal.errors import (
     LogWriteError,
 )
 from journal.events import format_ts
-from projector import cli_read, cli_write
-from projector.cli_notes import Paths, in_cli_terms, to_run
-from projector.cli_support import (
+from projector.cli import read as cli_read
+from projector.cli import write as cli_write
+from projector.cli.notes import Paths, in_cli_terms, to_run
+from projector.cli.support import (
     PIPE_CLOSED_EXIT,
     add_global_options,
     emit_json,
@@ -47,7 +48,7 @@ from projector.queries import list_sessions, parse_time
 from projector.watch import projection_lock
 
 if TYPE_CHECKING:
-    from projector.verify import VerifyReport
+    from projector.checks.verify import VerifyReport
 
 # Errors that mean "the data or the disk is in trouble", not "you typed something wrong".
 _INTEGRITY_ERRORS: tuple[type[BaseException], ...] = (
@@ -137,7 +138,7 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     Safe to run twice: the second run finds the demo sessions and writes nothing.
     """
     from projector import replay, verify
-    from projector.demo import write_demo
+    from projector.cli.demo import write_demo
 
     paths = get_paths(ctx)
     result = write_demo(paths.log)

@@ -14,8 +14,8 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 import msgspec
 
-from projector import render
-from projector.cli_notes import Paths, note_if_stale, to_run
+from projector.cli import render
+from projector.cli.notes import Paths, note_if_stale, to_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,6 +1,6 @@
 """The bulk path of rebuild: the whole log folded in Python, rows written in bulk.
 
-``projector.bulk_load`` fills a new, empty database (``create_schema`` just ran on it)
+``projector.sync.bulk_load`` fills a new, empty database (``create_schema`` just ran on it)
 with the very rows the incremental path (``catch_up`` through the triggers) would produce,
 faster, through this module's ``Loader``:
 
@@ -17,8 +17,9 @@ faster, through this module's ``Loader``:
   snapshot, a deletion, a restore) flush the pending messages first, then use the rows;
 * the full-text index is filled once at the end from messages joined with their session.
 
-What each event does to a session is ``projector.rules``'s, as on the incremental path;
-the rules the triggers carry out there are followed here through the same definitions.
+What each event does to a session is ``projector.rules.session_rows``'s, as on the
+incremental path; the rules the triggers carry out there are followed here through the same
+definitions.
 
 Whatever the bulk path cannot apply (an event the projection refuses, a bad line) raises:
 rebuild then starts over on the incremental path, which reports it precisely. The tests
@@ -34,8 +35,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from journal import events as ev
-from projector import rules
-from projector.apply import (
+from projector.rules import session_rows as rules
+from projector.rules.apply import (
     INSERT_METADATA_SQL,
     INSERT_MODEL_SQL,
     INSERT_SESSION_SQL,
@@ -43,7 +44,13 @@ from projector.apply import (
     snapshot_head,
     unknown_session,
 )
-from projector.bulk_snapshots import (
+from projector.rules.message_rows import (
+    INSERT_MESSAGE_SQL,
+    SnapshotMetadata,
+    message_row,
+)
+from projector.rules.session_rows import NOT_WARNED, ApplyError, status_after_message
+from projector.sync.bulk_snapshots import (
     ARCHIVE_MESSAGES_SQL,
     ARCHIVE_SNAPSHOT_STREAMED_SQL,
     SNAPSHOT_MESSAGES_AFTER_SQL,
@@ -55,12 +62,6 @@ from projector.bulk_snapshots import (
     pre_archive_into,
     snapshot_into,
 )
-from projector.message_rows import (
-    INSERT_MESSAGE_SQL,
-    SnapshotMetadata,
-    message_row,
-)
-from projector.rules import NOT_WARNED, ApplyError, status_after_message
 
 # Pending messages are written when either bound is reached: memory stays flat however
 # long the log is.
@@ -204,7 +205,7 @@ class Loader:
 
     def _add_message(self, s: FoldSession, row: tuple[Any, ...], size: int) -> None:
         """A message's rule (update_message_count_insert's arithmetic, in its order, and
-        session_activity_au's reset: see projector.rules), then the row."""
+        session_activity_au's reset: see projector.rules.session_rows), then the row."""
         s.message_count += 1
         tokens, duration, when = row[6], row[7], row[5]
         s.total_tokens += tokens if tokens is not None else 0

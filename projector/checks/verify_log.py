@@ -17,9 +17,9 @@ from typing import Final
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
-from projector.findings import Findings
-from projector.logfold import IdCheck, LogTally
-from projector.reading import skip_bad_lines
+from projector.checks.findings import Findings
+from projector.checks.logfold import IdCheck, LogTally
+from projector.sync.reading import skip_bad_lines
 
 _WRITER_WAIT_SECONDS: Final = 5.0
 _event_id = operator.attrgetter("id")

@@ -1,9 +1,9 @@
 """bulk_load: rebuild's one transaction over the whole log, on the bulk path.
 
 The triggers and secondary indexes are dropped, the log is read in checked runs of whole
-units and folded by ``projector.bulk.Loader``, then the dropped objects are created again
+units and folded by ``projector.sync.bulk.Loader``, then the dropped objects are created again
 from their own text and the checkpoint is written, all in one transaction: a crash leaves
-a file the next rebuild throws away. See ``projector.bulk`` for how the rows come out
+a file the next rebuild throws away. See ``projector.sync.bulk`` for how the rows come out
 equal to the incremental path's.
 """
 
@@ -18,9 +18,9 @@ from msgspec import UNSET
 
 from journal.events import AnyEvent
 from journal.log import LogReader, Run
-from projector.bulk import Loader
 from projector.db import Checkpoint, write_checkpoint
-from projector.reading import Until, line_hash, read_bytes
+from projector.sync.bulk import Loader
+from projector.sync.reading import Until, line_hash, read_bytes
 
 
 def _deferred_objects(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:

@@ -7,9 +7,10 @@ from typing import Any, cast
 
 import click
 
-from projector import render
-from projector.cli_notes import note_more, one_more, to_run
-from projector.cli_support import (
+from projector.cli import render
+from projector.cli.export import to_jsonl, to_markdown
+from projector.cli.notes import note_more, one_more, to_run
+from projector.cli.support import (
     emit_json,
     fail,
     get_paths,
@@ -18,7 +19,6 @@ from projector.cli_support import (
     print_sessions,
     read_db,
 )
-from projector.export import to_jsonl, to_markdown
 from projector.queries import (
     STATUSES,
     SearchHit,
@@ -285,8 +285,8 @@ def datasette_config(ctx: click.Context, flavour: str, as_json: bool) -> None:
     (datasette sessions.db -m FILE), 1.0 as its configuration (-c FILE). The output is
     JSON with or without --json.
     """
-    from projector.datasette_config import Flavour, installed_flavour
-    from projector.datasette_config import datasette_config as build
+    from projector.cli.datasette_config import Flavour, installed_flavour
+    from projector.cli.datasette_config import datasette_config as build
 
     chosen = installed_flavour() if flavour == "auto" else cast(Flavour, flavour)
     with read_db(ctx):  # the configuration is for a projection: refuse anything else

@@ -6,7 +6,7 @@ Checks, each problem named with its session or line:
   the index against the messages it should hold;
 * counters against rows, the timeout mirror against sessions, sequence gaps (one
   window-function pass, not the seed's correlated subquery per row);
-* the log itself (``projector.verify_log``): checksums, gapless positions, whole groups
+* the log itself (``projector.checks.verify_log``): checksums, gapless positions, whole groups
   (the reader), unique ids, a torn tail, and whether the checkpoint's line is still in it;
 * the projection against the log, up to the checkpoint: the set of live sessions, and per
   session the message count, tokens and a content hash computed from the log alone.
@@ -33,7 +33,14 @@ from datetime import UTC, datetime
 from typing import Final, TypeVar
 
 from journal.events import format_ts
-from projector.catchup import check_checkpoint
+from projector.checks.findings import Findings, Problem
+from projector.checks.logfold import (
+    LogTally,
+    LogWitness,
+    SessionTally,
+    message_digest_input,
+)
+from projector.checks.verify_log import check_log, check_log_end
 from projector.db import (
     Checkpoint,
     check_paths,
@@ -44,15 +51,8 @@ from projector.db import (
     user_version,
 )
 from projector.errors import CheckpointMismatch
-from projector.findings import Findings, Problem
-from projector.logfold import (
-    LogTally,
-    LogWitness,
-    SessionTally,
-    message_digest_input,
-)
-from projector.rebuild import counter_mismatches
-from projector.verify_log import check_log, check_log_end
+from projector.sync.catchup import check_checkpoint
+from projector.sync.rebuild import counter_mismatches
 
 _event_id = operator.attrgetter("id")
 _BUSY_WAIT_SECONDS: Final = 60.0

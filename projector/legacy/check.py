@@ -16,15 +16,15 @@ from typing import Any
 
 import msgspec
 
+from projector.checks.logfold import LogWitness
+from projector.checks.verify import verify
 from projector.db import readonly_uri
-from projector.legacy_plan import RECORD_KEY, MessagePlan, SessionPlan
-from projector.legacy_report import ImportReport
-from projector.legacy_source import BadText
-from projector.legacy_values import from_jsonable, jsonable
-from projector.logfold import LogWitness
-from projector.rebuild import rebuild, remove_database
-from projector.replay import replay
-from projector.verify import verify
+from projector.legacy.plan import RECORD_KEY, MessagePlan, SessionPlan
+from projector.legacy.report import ImportReport
+from projector.legacy.source import BadText
+from projector.legacy.values import from_jsonable, jsonable
+from projector.sync.rebuild import rebuild, remove_database
+from projector.sync.replay import replay
 
 
 def project(

@@ -2,7 +2,7 @@
 
 ``projector.watch`` is the public face (lock, signals, the ``watch`` entry point); this
 module holds the loop it runs: watchdog hints and a ``stat`` poll wake a worker that runs
-``projector.catchup.catch_up`` on a connection kept open between passes (``replay`` on the
+``projector.sync.catchup.catch_up`` on a connection kept open between passes (``replay`` on the
 first pass and whenever the database must be created or rebuilt), reports every committed
 batch, and stops only between batches.
 """
@@ -31,10 +31,10 @@ from watchdog.observers.api import BaseObserver
 from journal.errors import CorruptLog
 from journal.events import AnyEvent, ts_seconds
 from journal.log import TornTail
-from projector.catchup import CatchUpResult, catch_up
 from projector.db import connect
 from projector.errors import CheckpointMismatch
-from projector.replay import replay
+from projector.sync.catchup import CatchUpResult, catch_up
+from projector.sync.replay import replay
 
 # A caller's ``stop`` Event cannot wake our wait, so the worker looks at it this often.
 # Twenty wake-ups a second cost well under 0.1 % of a core.

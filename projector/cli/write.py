@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from journal import Journal, Receipt
-from projector.cli_notes import being_watched, to_run
-from projector.cli_support import (
+from projector.cli.notes import being_watched, to_run
+from projector.cli.support import (
     emit_json,
     get_paths,
     json_option,
@@ -51,7 +51,7 @@ def append(ctx: click.Context, source: Any, as_json: bool) -> None:
     and "at" (when it happened) are optional. The whole input is validated first: one bad
     line and nothing is written.
     """
-    from projector.ingest import append_events, parse_lines
+    from projector.cli.ingest import append_events, parse_lines
 
     name = getattr(source, "name", "<stdin>")
     label = "<stdin>" if name == "<stdin>" else str(name)
@@ -152,8 +152,8 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
     Prints what was found (counter mismatches, orphans, gaps, invalid rows) and how each
     was kept, then replays and verifies. Running it again appends nothing.
     """
-    from projector.legacy import import_legacy as do_import
-    from projector.legacy_report import format_report
+    from projector.legacy.importer import import_legacy as do_import
+    from projector.legacy.report import format_report
 
     paths = get_paths(ctx)
     # A dry run writes nothing, the database included: it need not keep watch away.

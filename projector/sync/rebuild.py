@@ -6,7 +6,7 @@ fold of the log), closed in rollback-journal mode with no side files, fsynced, a
 then renamed over the old file. A reader opens either the old database or the whole new
 one, never a half-built file. A failed build or check leaves the old database untouched.
 
-The new file is filled by the bulk path (projector/bulk.py: the log folded in Python, rows
+The new file is filled by the bulk path (projector/sync/bulk.py: the log folded in Python, rows
 written in bulk, triggers and secondary indexes created after the load), which tests prove
 equal, row for row, to the incremental path (``catch_up`` through the triggers). A log the
 bulk path refuses (an event the projection cannot apply, a bad line), and quarantine mode,
@@ -30,13 +30,13 @@ import msgspec
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import fsync_directory
-from projector.bulk_load import Observer, bulk_load
-from projector.catchup import CatchUpResult, Progress, catch_up
+from projector.checks.logfold import LogTally, LogWitness, file_identity
 from projector.db import check_ours, check_paths, create_private_file, create_schema
 from projector.errors import RebuildCheckFailed
-from projector.logfold import LogTally, LogWitness, file_identity
-from projector.reading import Until
-from projector.rules import ApplyError
+from projector.rules.session_rows import ApplyError
+from projector.sync.bulk_load import Observer, bulk_load
+from projector.sync.catchup import CatchUpResult, Progress, catch_up
+from projector.sync.reading import Until
 
 REBUILD_BATCH_EVENTS: Final = 2_000
 # The new file's page cache, in KiB (negative: a size, not a page count): a fixed cap, so

@@ -1,5 +1,5 @@
 """The bulk path of catch-up: the fold of ``bulk.Loader`` on a database that already
-holds part of the log (see projector/catchup.py, which drops the triggers inside the
+holds part of the log (see projector/sync/catchup.py, which drops the triggers inside the
 batch's transaction and creates them again before its COMMIT)."""
 
 from __future__ import annotations
@@ -7,13 +7,14 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from projector.apply import (
+from projector.rules.apply import (
     INSERT_METADATA_SQL,
     INSERT_MODEL_SQL,
     INSERT_SESSION_SQL,
     RESTORED_FTS_SQL,
 )
-from projector.bulk import (
+from projector.rules.session_rows import SESSION_COLUMNS
+from projector.sync.bulk import (
     INSERT_TIMEOUTS_SQL,
     TIMEOUT_COLUMNS,
     FoldSession,
@@ -22,8 +23,7 @@ from projector.bulk import (
     session_row,
     timeouts_row,
 )
-from projector.bulk_snapshots import messages_span
-from projector.rules import SESSION_COLUMNS
+from projector.sync.bulk_snapshots import messages_span
 
 
 def _update_sql(table: str, columns: tuple[str, ...]) -> str:

@@ -2,8 +2,8 @@
 
 Planning is pure (no I/O): the same old rows always give the same plan, the same event ids
 and the same content, which is what makes the import idempotent and its dry run exact.
-``projector.legacy`` documents the mapping of every kind of mess; this module implements
-it and records every deviation from the old row as an ``Anomaly`` for the report.
+``projector.legacy.importer`` documents the mapping of every kind of mess; this module
+implements it and records every deviation from the old row as an ``Anomaly`` for the report.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from journal.validation import (
     MAX_TEXT_CHARS,
     MAX_TIMEOUT_SECONDS,
 )
-from projector.legacy_ids import IdPrefix, event_id, uuid5_hex
-from projector.legacy_report import Anomaly
-from projector.legacy_source import BadText, OldDatabase, OldSession, Row
-from projector.legacy_values import (
+from projector.legacy.ids import IdPrefix, event_id, uuid5_hex
+from projector.legacy.report import Anomaly
+from projector.legacy.source import BadText, OldDatabase, OldSession, Row
+from projector.legacy.values import (
     MODEL_ID,
     SESSION_ID,
     as_count,

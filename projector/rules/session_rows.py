@@ -1,7 +1,7 @@
 """What each event does to a session's row: the projection's rules, stated once.
 
-Both ways of applying the log take them from here: ``projector.apply``, one event at a
-time in SQL (catch-up, replay, the live watcher), and ``projector.bulk``, the log folded
+Both ways of applying the log take them from here: ``projector.rules.apply``, one event at a
+time in SQL (catch-up, replay, the live watcher), and ``projector.sync.bulk``, the log folded
 in Python (rebuild, a long catch-up). The two batch and order their writes differently,
 but neither says again what an event does; tests/test_bulk_rebuild.py holds their rows
 equal.
@@ -47,7 +47,7 @@ from datetime import timedelta
 from typing import Any, Final, assert_never
 
 from journal import events as ev
-from projector.message_rows import SnapshotContext
+from projector.rules.message_rows import SnapshotContext
 
 ACTIVE: Final = "active"
 # The statuses a message turns back into ACTIVE.

@@ -11,12 +11,6 @@ import os
 import sqlite3
 from dataclasses import dataclass
 
-from projector.catchup import (
-    DEFAULT_BATCH_EVENTS,
-    CatchUpResult,
-    Progress,
-    catch_up,
-)
 from projector.db import (
     check_paths,
     connect,
@@ -26,7 +20,13 @@ from projector.db import (
     user_version,
 )
 from projector.errors import CheckpointMismatch
-from projector.rebuild import rebuild
+from projector.sync.catchup import (
+    DEFAULT_BATCH_EVENTS,
+    CatchUpResult,
+    Progress,
+    catch_up,
+)
+from projector.sync.rebuild import rebuild
 
 
 @dataclass(frozen=True)

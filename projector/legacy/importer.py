@@ -62,7 +62,7 @@ the message's metadata ``import_flags``):
   (``metadata_not_object``), holding the keys ``legacy``/``import_flags``
   (``metadata_reserved_key``) or over the size limit (``metadata_too_large``): the text
   is kept in ``legacy.metadata``.
-* Timestamps: the formats ``projector.legacy_values`` accepts are normalised; NULL
+* Timestamps: the formats ``projector.legacy.values`` accepts are normalised; NULL
   (``missing_timestamp``), unparseable (``unparseable_timestamp``) or outside the years
   1000 to 9989 the writer records (``timestamp_out_of_range``): the message takes
   the time of the message before it (or the session's), the raw value stays in
@@ -96,17 +96,17 @@ from journal.gcpause import gc_paused
 from journal.log import read_log
 from journal.validation import MAX_GROUP_EVENTS, MAX_TEXT_CHARS
 from projector.db import check_paths
-from projector.legacy_check import project
-from projector.legacy_ids import event_id
-from projector.legacy_plan import MessagePlan, Planner, SessionPlan
-from projector.legacy_report import Anomaly, CounterMismatch, ImportReport, format_report
-from projector.legacy_source import (
+from projector.legacy.check import project
+from projector.legacy.ids import event_id
+from projector.legacy.plan import MessagePlan, Planner, SessionPlan
+from projector.legacy.report import Anomaly, CounterMismatch, ImportReport, format_report
+from projector.legacy.source import (
     LegacyImportError,
     OldDatabase,
     file_digest,
     read_database,
 )
-from projector.legacy_values import MODEL_ID, as_seq, as_text, jsonable
+from projector.legacy.values import MODEL_ID, as_seq, as_text, jsonable
 
 __all__ = ["ImportReport", "LegacyImportError", "format_report", "import_legacy"]
 

@@ -109,9 +109,9 @@ def note_if_stale(conn: sqlite3.Connection, paths: Paths) -> None:
     events were appended since the last replay, or the log is not the one the database
     was projected from. About the log: quiet while a live projector keeps the database
     current, and when the log is not here to compare with."""
-    from projector.catchup import check_checkpoint
     from projector.db import read_checkpoint, schema_version, user_version
     from projector.errors import CheckpointMismatch
+    from projector.sync.catchup import check_checkpoint
 
     replay = to_run(paths, "replay")
     try:

@@ -17,9 +17,9 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 
-from projector.apply import MESSAGES_CLOSE, MESSAGES_OPEN, snapshot_json_into
-from projector.message_rows import SnapshotContext, SnapshotMessage
-from projector.rules import ApplyError
+from projector.rules.apply import MESSAGES_CLOSE, MESSAGES_OPEN, snapshot_json_into
+from projector.rules.message_rows import SnapshotContext, SnapshotMessage
+from projector.rules.session_rows import ApplyError
 
 # The create_snapshot_on_archive trigger's row (its context_json built by
 # pre_archive_into), context_json last, as text of the given length written after the

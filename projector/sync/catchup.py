@@ -20,21 +20,29 @@ from typing import Final
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
-from projector.apply import apply_event, fill_fts
-from projector.bulk_catchup import CatchUpLoader
 from projector.db import (
     Checkpoint,
     read_checkpoint,
     write_checkpoint,
 )
 from projector.errors import CheckpointMismatch, InvariantViolation
-from projector.reading import Record, Skipped, Until, line_hash, read_bytes, skip_bad_lines, units
-from projector.rules import ApplyError
+from projector.rules.apply import apply_event, fill_fts
+from projector.rules.session_rows import ApplyError
+from projector.sync.bulk_catchup import CatchUpLoader
+from projector.sync.reading import (
+    Record,
+    Skipped,
+    Until,
+    line_hash,
+    read_bytes,
+    skip_bad_lines,
+    units,
+)
 
 DEFAULT_BATCH_EVENTS: Final = 2_000
 # A batch also ends after this many bytes of log, so that memory stays bounded.
 BATCH_BYTES: Final = 16 * 2**20
-# From this much unread log on, batches take the bulk path (projector/bulk.py): the
+# From this much unread log on, batches take the bulk path (projector/sync/bulk.py): the
 # events folded in Python, the rows written in bulk with the triggers dropped inside the
 # batch's transaction (and created again before its COMMIT: no reader ever sees the schema
 # without them). Below it (a live watcher's few new lines), events go one by one through

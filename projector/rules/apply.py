@@ -1,11 +1,11 @@
 """Applying one event to the projection: one function per event type.
 
 The projector inserts and updates facts taken from the event, with the values
-``projector.rules`` gives (a new session's row, the columns each event sets, its
+``projector.rules.session_rows`` gives (a new session's row, the columns each event sets, its
 deadlines); the triggers of ``schema/30_triggers.sql`` keep the counters,
 ``last_activity``/``updated_at`` and the status after a message, the timeout mirror, the
 warning's reset on activity, the ``pre_archive`` snapshot and the full-text index's
-deletions (rules.py says which rule lives where). Every time stored is the event's
+deletions (session_rows.py says which rule lives where). Every time stored is the event's
 (``event.when``: ``at`` for imported history, else ``ts``) and every row id comes from the
 log, so applying the same events always yields the same rows.
 
@@ -30,15 +30,15 @@ from typing import Any
 import msgspec
 
 from journal import events as ev
-from projector import rules
-from projector.message_rows import (
+from projector.rules import session_rows as rules
+from projector.rules.message_rows import (
     INSERT_MESSAGE_SQL,
     SnapshotContext,
     SnapshotMessage,
     SnapshotMetadata,
     message_row,
 )
-from projector.rules import ApplyError
+from projector.rules.session_rows import ApplyError
 
 INSERT_SESSION_SQL = (
     f"INSERT INTO sessions ({', '.join(rules.SESSION_COLUMNS)}) "

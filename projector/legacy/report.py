@@ -17,7 +17,7 @@ import msgspec
 class Anomaly(msgspec.Struct, frozen=True, kw_only=True):
     """One thing in the old database that was not as it should be, and what became of it.
 
-    ``kind`` is a flag name (see ``projector.legacy``), ``session_id`` the id in the
+    ``kind`` is a flag name (see ``projector.legacy.importer``), ``session_id`` the id in the
     journal, ``old_session_id`` and ``message_id`` the old row's ids.
     """
 
