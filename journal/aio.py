@@ -239,6 +239,9 @@ class AsyncJournal:
     async def rename(self, session_id: str, title: str | None, **kwargs: Any) -> Receipt:
         return await self._call(self.journal.rename, session_id, title, **kwargs)
 
+    async def truncate(self, session_id: str, keep_through_seq: int, **kwargs: Any) -> Receipt:
+        return await self._call(self.journal.truncate, session_id, keep_through_seq, **kwargs)
+
     async def pause(self, session_id: str, **kwargs: Any) -> Receipt:
         return await self._call(self.journal.pause, session_id, **kwargs)
 

@@ -187,6 +187,16 @@ class SessionDeleted(Event, frozen=True, kw_only=True, tag="session_deleted"):
     session_id: str
 
 
+class MessagesTruncated(Event, frozen=True, kw_only=True, tag="messages_truncated"):
+    """The session's messages after seq ``keep_through_seq`` are withdrawn: the log keeps
+    them (an audit trail), the projection drops them and the next message reuses the seq
+    after ``keep_through_seq``."""
+
+    session_id: str
+    keep_through_seq: int
+    reason: str | None = None
+
+
 # The event types after message_appended, in the order of the README's list: both unions end so.
 _AFTER_MESSAGES = (
     SessionMetadataSet
@@ -199,6 +209,7 @@ _AFTER_MESSAGES = (
     | SessionSnapshotted
     | SessionRestored
     | SessionDeleted
+    | MessagesTruncated
 )
 AnyEvent = ModelRegistered | SessionCreated | MessageAppended | _AFTER_MESSAGES
 # What the writer folds into its state: every event whole, except messages (header only).

@@ -77,6 +77,8 @@ class Rule(NamedTuple):
 APPEND_MESSAGE: Final = Rule("append a message", OPEN_STATUSES)
 SET_METADATA: Final = Rule("set metadata", None)
 RENAME: Final = Rule("rename", None)
+# Withdrawing messages: in the statuses that take new ones, which it makes room for.
+TRUNCATE: Final = Rule("withdraw messages", OPEN_STATUSES)
 SNAPSHOT: Final = Rule("snapshot", None)
 DELETE: Final = Rule("delete", None)
 PAUSE: Final = Rule("pause", frozenset({ACTIVE, IDLE}))

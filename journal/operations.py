@@ -38,6 +38,7 @@ from journal.lifecycle import (
     SNAPSHOT,
     TIME_OUT,
     TIMED_STATUSES,
+    TRUNCATE,
 )
 from journal.message_args import CheckedMessage, MessageArgs, first_message_kwargs
 from journal.operation_base import OperationBase, combined
@@ -45,6 +46,7 @@ from journal.state import Receipt
 from journal.validation import (
     MAX_METADATA_VALUE_BYTES,
     check_at,
+    check_count,
     check_model_id,
     check_session_id,
     check_text,
@@ -252,6 +254,39 @@ class Operations(OperationBase):
         """Give the session a new title."""
         check_text("title", title)
         return self._simple(ev.SessionRenamed(session_id=session_id, title=title), RENAME, event_id)
+
+    @combined
+    def truncate(
+        self,
+        session_id: str,
+        keep_through_seq: int,
+        *,
+        reason: str | None = None,
+        event_id: str | None = None,
+    ) -> Receipt:
+        """Withdraw the session's messages after seq ``keep_through_seq`` (0: all of them).
+
+        The log keeps them, for the record; the projection removes them, and the next
+        message gets seq ``keep_through_seq + 1``.
+        """
+        if keep_through_seq is None:
+            raise InvalidValue("keep_through_seq must be a whole number >= 0, not None")
+        check_count("keep_through_seq", keep_through_seq)
+        check_text("reason", reason)
+        event = ev.MessagesTruncated(
+            session_id=session_id, keep_through_seq=keep_through_seq, reason=reason
+        )
+        with self._writing() as w:
+            dup = self._duplicate(event_id, "messages_truncated", session_id)
+            if dup is not None:
+                return dup
+            last = self._session(session_id, TRUNCATE).last_seq
+            if keep_through_seq >= last:
+                raise InvalidValue(
+                    f"session {session_id!r}: no messages after seq {keep_through_seq} to "
+                    f"withdraw (its last seq is {last})"
+                )
+            return self._add(w, event, event_id)
 
     @combined
     def snapshot(

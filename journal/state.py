@@ -287,6 +287,8 @@ class JournalState:
                     self.session(event.session_id)
             case ev.SessionMetadataSet() | ev.SessionRenamed():
                 self.session(event.session_id)
+            case ev.MessagesTruncated():
+                self._fold_truncated(event)
             case _:
                 assert_never(event)
         return None
@@ -307,6 +309,15 @@ class JournalState:
         s.warned = False
         s.idle_since = event.when
         return event.seq
+
+    def _fold_truncated(self, event: ev.MessagesTruncated) -> None:
+        s = self._edit(event.session_id)
+        if not 0 <= event.keep_through_seq <= s.last_seq:
+            raise StateViolation(
+                f"session {event.session_id!r}: messages withdrawn after seq "
+                f"{event.keep_through_seq}, but its last seq is {s.last_seq}"
+            )
+        s.last_seq = event.keep_through_seq
 
     def _fold_created(self, event: ev.SessionCreated) -> None:
         if event.session_id in self.sessions:
