@@ -138,6 +138,10 @@ def _one_op(
         )
     elif op == "metadata":
         j.set_metadata(sid, f"key{n % 3}", None if n % 4 == 0 else f"v{n}")
+    elif op == "rename" and n % 4 == 0:
+        # Messages withdrawn (an agent's pop or a compaction): to 0, or a few back.
+        last = j.last_seq(sid)
+        j.truncate(sid, 0 if n % 3 == 0 else max(0, last - 1 - n % 3), reason=f"n{n}")
     elif op == "rename":
         j.rename(sid, f"title {n}")
     elif op == "pause":

@@ -81,6 +81,11 @@ def test_append_with_a_seq_still_checks_it(demo: tuple[str, str]) -> None:
         (message(role="bot"), "message_appended: role must be one of 'user', "),
         (message(seq="3"), "message_appended: seq must be a whole number, not '3'"),
         ('{"type":"session_renamed","session_id":"demo-haiku"}', "session_renamed: the field"),
+        (
+            '{"type":"session_renamed","session_id":"demo-haiku","title":"t",'
+            '"at":"2026-12-01T10:00:00Z"}',
+            "session_renamed: 'at' (when imported history happened) is taken by session_created,",
+        ),
     ],
 )
 def test_append_names_what_is_wrong_in_its_own_words(
@@ -168,3 +173,15 @@ def test_suggested_commands_repeat_the_paths_in_use(
     result = cli_runner().invoke(main, ["--db", "d.db", "archive", "demo-release-notes"])
     assert " --db d.db restore demo-release-notes` reopens it" in result.stderr
     assert "--log" not in result.stderr
+
+
+def test_append_withdraws_messages_and_the_projection_follows(demo: tuple[str, str]) -> None:
+    cut = json.dumps(
+        {"type": "messages_truncated", "session_id": "demo-paris-trip", "keep_through_seq": 4}
+    )
+    result = run(demo, "append", "--json", input=f"{cut}\n{message()}\n")
+    assert result.exit_code == 0, result.output
+    assert [r["seq"] for r in json.loads(result.stdout)] == [None, 5]
+    assert run(demo, "replay").exit_code == 0
+    verified = run(demo, "verify")
+    assert verified.exit_code == 0, verified.output

@@ -93,6 +93,11 @@ SPECIFIC: dict[type[ev.Event], dict[str, st.SearchStrategy[object]]] = {
     },
     ev.SessionRestored: {"session_id": ident, "snapshot_pos": st.none() | st.integers(1, 2**40)},
     ev.SessionDeleted: {"session_id": ident},
+    ev.MessagesTruncated: {
+        "session_id": ident,
+        "keep_through_seq": st.integers(0, 2**40),
+        "reason": opt_text,
+    },
 }
 
 any_event = st.one_of(

@@ -28,6 +28,7 @@ from typing import Any
 from journal.events import (
     AnyEvent,
     MessageAppended,
+    MessagesTruncated,
     ModelRegistered,
     SessionArchived,
     SessionCreated,
@@ -149,6 +150,11 @@ class SeedLoader:
                     self._insert_session(e.session_id, None, None, None)
             case SessionDeleted():
                 x("DELETE FROM sessions WHERE session_id = ?", (e.session_id,))
+            case MessagesTruncated():  # the seed's triggers keep its counters
+                x(
+                    "DELETE FROM messages WHERE session_id = ? AND sequence_number > ?",
+                    (e.session_id, e.keep_through_seq),
+                )
             case _:
                 raise AssertionError(f"unhandled event {e!r}")
 

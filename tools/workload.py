@@ -3,11 +3,12 @@
 ``operations(seed, events)`` yields the writer calls a host app would make: several
 models, session lengths from 1 to 10,000 messages (long-tailed), message lengths from tens
 to thousands of characters (long-tailed, some non-ASCII), token counts and durations, and
-every event type: metadata, renames, pauses, timeouts (warnings, idle and hard), archives,
-snapshots, restores and deletions. Every id (session and event) is derived from the seed
-and every call carries its time, so ``write_log`` (durability ``none``, an injected clock)
-gives the same bytes for the same seed. Benchmarks replay the same operations through other
-paths (a raw ``os.write`` loop, another event store) from the ``Op`` list.
+every event type: metadata, renames, pauses, withdrawn messages, timeouts (warnings, idle
+and hard), archives, snapshots, restores and deletions. Every id (session and event) is
+derived from the seed and every call carries its time, so ``write_log`` (durability
+``none``, an injected clock) gives the same bytes for the same seed. Benchmarks replay the
+same operations through other paths (a raw ``os.write`` loop, another event store) from
+the ``Op`` list.
 
 Sessions interleave (a pool of concurrently open sessions, as a router serves many users).
 Timeout scenarios run one at a time on sessions with short timeouts; every other session
@@ -278,6 +279,17 @@ def _step(g: _Gen, s: _Session, plain: bool) -> Iterator[Op]:
         if r < 0.003 and not s.paused:
             s.paused = True
             yield g.op("pause", 1, session_id=s.sid, event_id=g.uid())
+            return
+        if s.sent >= 4 and 0.003 <= r < 0.006:  # the last message withdrawn (an agent's rewind)
+            s.sent -= 1
+            yield g.op(
+                "truncate",
+                1,
+                session_id=s.sid,
+                keep_through_seq=s.sent,
+                reason="rewind",
+                event_id=g.uid(),
+            )
             return
         if not s.renamed and s.sent >= 2 and r < 0.02:
             s.renamed = True

@@ -19,6 +19,7 @@ from msgspec import UNSET
 from journal.events import (
     AnyEvent,
     MessageAppended,
+    MessagesTruncated,
     SessionCreated,
     SessionDeleted,
     SessionRestored,
@@ -71,14 +72,24 @@ class SessionTally:
 
 
 class LogTally:
-    """Folds events into per-session tallies; mirrors the projection's rules, not its code."""
+    """Folds events into per-session tallies; mirrors the projection's rules, not its code.
 
-    def __init__(self, *, hashes: bool = True) -> None:
+    A running hash cannot take messages back: a session whose messages are withdrawn
+    after seq K > 0 (``messages_truncated``) needs the tally it had at seq K. Such a
+    session is noted in ``stale`` with the seqs it was cut back to; ``recount`` folds the
+    log again for those sessions only, keeping a copy of their tally at each of those
+    seqs (``keep_at``), so memory stays bounded by the sessions, not the messages.
+    """
+
+    def __init__(self, *, hashes: bool = True, keep_at: dict[str, set[int]] | None = None) -> None:
         # hashes=False: counts and tokens only (rebuild's checks need no content hash).
         self.hashes = hashes
         self.sessions: dict[str, SessionTally] = {}
         # The tally as of each snapshot: a deleted session is restored from one.
         self._at_snapshot: dict[int, tuple[str, SessionTally]] = {}
+        self.stale: dict[str, set[int]] = {}
+        self._keep_at = keep_at or {}
+        self._at_seq: dict[tuple[str, int], SessionTally] = {}
 
     def observe(self, event: AnyEvent) -> None:
         if type(event) is MessageAppended:  # the common case first
@@ -105,6 +116,8 @@ class LogTally:
                         None if event.raw is UNSET else event.raw,
                     )
                 )
+            if self._keep_at and event.seq in self._keep_at.get(event.session_id, ()):
+                self._at_seq[event.session_id, event.seq] = t.copy()
             return
         match event:
             case SessionCreated():
@@ -120,8 +133,42 @@ class LogTally:
                     saved = self._at_snapshot.get(event.snapshot_pos)
                     if saved is not None and saved[0] == event.session_id:
                         self.sessions[event.session_id] = saved[1].copy()
+            case MessagesTruncated():
+                self._truncated(event)
             case _:
                 pass  # other events do not change messages
+
+    def _truncated(self, event: MessagesTruncated) -> None:
+        sid, keep = event.session_id, event.keep_through_seq
+        if sid not in self.sessions:
+            return
+        saved = self._at_seq.get((sid, keep))
+        if keep == 0:
+            self.sessions[sid] = SessionTally()
+            self.stale.pop(sid, None)  # nothing before it counts any more
+        elif saved is not None:
+            self.sessions[sid] = saved.copy()
+        else:
+            self.stale.setdefault(sid, set()).add(keep)
+            self.sessions[sid].count = keep  # exact; tokens and hash need a recount
+
+
+def recount(events: Iterable[AnyEvent], tally: LogTally) -> None:
+    """Fold ``events`` (the log again, up to where ``tally`` stopped) for the sessions
+    ``tally`` could not fold alone, and put their tallies right."""
+    if not tally.stale:
+        return
+    again = LogTally(hashes=tally.hashes, keep_at=tally.stale)
+    wanted = tally.stale.keys()
+    for event in events:
+        if getattr(event, "session_id", None) in wanted:
+            again.observe(event)
+    for sid in wanted:
+        if sid in again.sessions:
+            tally.sessions[sid] = again.sessions[sid]
+        else:
+            tally.sessions.pop(sid, None)
+    tally.stale = {}
 
 
 class IdCheck:

@@ -39,8 +39,9 @@ from projector.checks.logfold import (
     LogWitness,
     SessionTally,
     message_digest_input,
+    recount,
 )
-from projector.checks.verify_log import check_log, check_log_end
+from projector.checks.verify_log import check_log, check_log_end, events_upto
 from projector.db import (
     Checkpoint,
     check_paths,
@@ -176,6 +177,7 @@ def verify(
                 check_log_end(log, witness.torn, witness.ids, against_log)
             else:
                 tally, last_pos = check_log(log, cp.log_pos, against_log, progress)
+            recount(events_upto(log, cp.log_pos), tally)  # sessions with withdrawn messages
             # A check that could not join the snapshot (the projector moved on before its
             # connection looked) runs here, on the connection that holds it.
             found = _or_here(tables.result(), conn, _checked_by(_check_tables))

@@ -107,6 +107,16 @@ def check_log(
     return tally, runs.last_pos
 
 
+def events_upto(log: str, upto: int) -> Iterator[AnyEvent]:
+    """The log's events up to pos ``upto``, bad lines stepped over (``check_log`` reported
+    them): a second reading, for ``logfold.recount``."""
+    for events in LogRuns(log, Findings(), None):
+        for event in events:
+            if event.pos > upto:
+                return
+            yield event
+
+
 def check_log_end(log: str, torn: TornTail | None, ids: IdCheck, found: Findings) -> None:
     """What the whole log's reading leaves to report: a torn tail, repeated ids."""
     if torn is not None:

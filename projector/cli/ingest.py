@@ -177,11 +177,27 @@ _CREATE_FIELDS: Final = (
 )
 
 
+# The events whose writer method takes ``at``: the others are dated when written.
+_DATED: Final = (
+    ev.SessionCreated,
+    ev.MessageAppended,
+    ev.SessionMetadataSet,
+    ev.SessionPaused,
+    ev.SessionArchived,
+)
+
+
 def _append_one(j: Journal, e: ev.AnyEvent, seq_given: bool) -> Receipt:
     """Call the writer method that produces this event, so the same validation applies."""
     # An id is chosen here when the input has none, so that every receipt can name it.
     eid = e.id or str(uuid.uuid4())
     at: Any = None if e.at is msgspec.UNSET else e.at
+    if at is not None and type(e) not in _DATED:
+        raise InvalidValue(
+            f"{e.__struct_config__.tag}: 'at' (when imported history happened) is taken by "
+            f"{', '.join(str(t.__struct_config__.tag) for t in _DATED)} only; leave it out "
+            "(this event is dated when it is written)"
+        )
     match e:
         case ev.ModelRegistered():
             return j.register_model(e.model_id, e.model_name, e.provider, event_id=eid)
@@ -224,6 +240,8 @@ def _append_one(j: Journal, e: ev.AnyEvent, seq_given: bool) -> Receipt:
             return j.restore(e.session_id, event_id=eid)
         case ev.SessionDeleted():
             return j.delete_session(e.session_id, event_id=eid)
+        case ev.MessagesTruncated():
+            return j.truncate(e.session_id, e.keep_through_seq, reason=e.reason, event_id=eid)
         case ev.SessionTimedOut() | ev.TimeoutWarning():
             raise InvalidValue(
                 f"{e.__struct_config__.tag} events are written by "

@@ -109,6 +109,8 @@ def apply_event(conn: sqlite3.Connection, event: ev.AnyEvent) -> None:
             _restored(conn, event)
         case ev.SessionDeleted():
             _deleted(conn, event)
+        case ev.MessagesTruncated():
+            _truncated(conn, event)
         case _:  # the events that only set columns of their session (rules.Change)
             # On archiving, the create_snapshot_on_archive trigger takes the pre_archive
             # snapshot, with snapshot_id = last_event_pos = this event's pos.
@@ -145,6 +147,14 @@ def _message_appended(conn: sqlite3.Connection, e: ev.MessageAppended) -> None:
         ) from exc
 
 
+def _truncated(conn: sqlite3.Connection, e: ev.MessagesTruncated) -> None:
+    # The delete triggers take the withdrawn messages out of the full-text index; the
+    # counters are then set from the messages kept (rules.truncated).
+    conn.execute(rules.WITHDRAW_SQL, (e.session_id, e.keep_through_seq))
+    kept = conn.execute(rules.KEPT_SQL, (e.session_id,))
+    _update(conn, e, rules.truncated(e, kept))
+
+
 def _metadata_set(conn: sqlite3.Connection, e: ev.SessionMetadataSet) -> None:
     _update(conn, e, rules.changes(e))
     if e.value is None:
@@ -173,6 +183,7 @@ def _timeout_warning(conn: sqlite3.Connection, e: ev.TimeoutWarning) -> None:
 # always bound).
 _SETTABLE = frozenset(
     {"title", "status", "last_activity", "expires_at", "updated_at", "last_event_pos"}
+    | {"message_count", "total_tokens", "total_duration_seconds"}
 )
 
 

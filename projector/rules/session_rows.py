@@ -17,6 +17,10 @@ Where each rule lives:
   the status; a resume restarts the idle clock (``last_activity``); a restore makes the
   session active, restarts its idle clock and counts a fresh hard deadline from then.
 * A timeout warning marks the session warned, ``warned``.
+* Withdrawing messages (``messages_truncated``) removes those after its seq; the session's
+  counters become those of the messages kept, ``truncated``: the insert trigger's
+  arithmetic over them in seq order, so the totals are the same float, bit for bit, as
+  if the withdrawn messages had never come.
 * A deleted session being restored comes back as its snapshot holds it,
   ``recreated_row``; its messages are then added again, in seq order, as messages.
 * A metadata value sets its key, which keeps the id (pos) of the event that first set it;
@@ -43,6 +47,7 @@ journal/state.py follows the same lifecycle to validate what the writer accepts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any, Final, assert_never
 
@@ -71,6 +76,7 @@ Change = (
     | ev.SessionTimedOut
     | ev.SessionArchived
     | ev.SessionMetadataSet
+    | ev.MessagesTruncated
 )
 
 
@@ -135,11 +141,45 @@ def changes(e: Change) -> dict[str, Any]:
             values = {"status": "archived"}
         case ev.SessionMetadataSet():  # its key and value go to session_metadata
             values = {}
+        case ev.MessagesTruncated():  # its counters: ``truncated``
+            values = {}
         case _:
             assert_never(e)
     values["updated_at"] = e.when
     values["last_event_pos"] = e.pos
     return values
+
+
+def truncated(
+    e: ev.MessagesTruncated, kept: Iterable[tuple[int | None, float | None]]
+) -> dict[str, Any]:
+    """The columns a truncation sets: the counters of the messages ``kept`` (tokens and
+    duration of each, in seq order), summed as the insert trigger sums them, with
+    ``changes``'s stamps. ApplyError if the session had fewer messages than it keeps."""
+    count, tokens, duration = 0, 0, 0.0
+    for used, took in kept:
+        count += 1
+        tokens += used if used is not None else 0
+        duration += took if took is not None else 0
+    if count != e.keep_through_seq:
+        raise ApplyError(
+            f"messages withdrawn after seq {e.keep_through_seq}, but the session has {count}",
+            e.session_id,
+        )
+    return {
+        "message_count": count,
+        "total_tokens": tokens,
+        "total_duration_seconds": duration,
+        **changes(e),
+    }
+
+
+# A truncation's statements, the same on both paths.
+WITHDRAW_SQL: Final = "DELETE FROM messages WHERE session_id = ? AND sequence_number > ?"
+KEPT_SQL: Final = (
+    "SELECT tokens_used, duration_seconds FROM messages WHERE session_id = ? "
+    "ORDER BY sequence_number"
+)
 
 
 def restored(e: ev.SessionRestored, hard_timeout_seconds: int | None) -> dict[str, Any]:

@@ -196,6 +196,12 @@ class Loader:
         self.flush()
         self.conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
 
+    def _withdraw(self, session_id: str, keep_through_seq: int) -> None:
+        """Delete the session's messages after ``keep_through_seq`` (the full-text index
+        of a new database is filled at the end, from the messages left)."""
+        self.flush()
+        self.conn.execute(rules.WITHDRAW_SQL, (session_id, keep_through_seq))
+
     # -- messages ----------------------------------------------------------------------
     def flush(self) -> None:
         if self.pending:
@@ -243,6 +249,8 @@ class Loader:
             case ev.SessionDeleted():
                 self._existing(e, e.session_id)
                 self._gone(e.session_id)
+            case ev.MessagesTruncated():
+                self._truncated(e)
             case ev.MessageAppended():  # pragma: no cover - taken before the match
                 self._message(e)
             case _:  # the events that only set columns of their session (rules.Change)
@@ -273,6 +281,14 @@ class Loader:
             raise ApplyError(f"message seq {e.seq} after seq {s.message_count}", e.session_id)
         row = message_row(e)
         self._add_message(s, row, _row_size(row))
+
+    def _truncated(self, e: ev.MessagesTruncated) -> None:
+        s = self._existing(e, e.session_id)
+        self._withdraw(e.session_id, e.keep_through_seq)
+        kept = self.conn.execute(rules.KEPT_SQL, (e.session_id,))
+        self._set(s, rules.truncated(e, kept))
+        if s.snap is not None and s.snap[1] > e.keep_through_seq:
+            s.snap = None  # its messages are no longer the first ones of the session
 
     def _created(self, e: ev.SessionCreated) -> None:
         model = self._model(e.model_id)
