@@ -185,3 +185,30 @@ def test_append_withdraws_messages_and_the_projection_follows(demo: tuple[str, s
     assert run(demo, "replay").exit_code == 0
     verified = run(demo, "verify")
     assert verified.exit_code == 0, verified.output
+
+
+def test_truncate_withdraws_and_says_what_it_did(demo: tuple[str, str]) -> None:
+    result = run(demo, "truncate", "demo-paris-trip", "--keep-through", "2", "--json")
+    assert result.exit_code == 0, result.output
+    (receipt,) = json.loads(result.stdout)
+    assert receipt["session_id"] == "demo-paris-trip"
+    assert log_lines(demo)[-1]["type"] == "messages_truncated"
+    assert run(demo, "replay").exit_code == 0
+    shown = run(demo, "show", "demo-paris-trip", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert [m["seq"] for m in json.loads(shown.stdout)["messages"]] == [1, 2]
+    assert run(demo, "verify").exit_code == 0
+    # The state as of before the withdrawal still holds them.
+    before = str(receipt["pos"] - 1)
+    assert run(demo, "rebuild", "--until", before).exit_code == 0
+    shown = run(demo, "show", "demo-paris-trip", "--json")
+    assert len(json.loads(shown.stdout)["messages"]) == 6
+
+
+def test_truncate_refuses_what_it_cannot_do_and_writes_nothing(demo: tuple[str, str]) -> None:
+    before = Path(demo[0]).read_bytes()
+    result = run(demo, "truncate", "demo-paris-trip", "--keep-through", "99")
+    assert result.exit_code != 0
+    assert "no messages after seq 99 to withdraw" in result.stderr
+    assert run(demo, "truncate", "nobody", "--keep-through", "0").exit_code != 0
+    assert Path(demo[0]).read_bytes() == before

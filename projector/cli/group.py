@@ -321,6 +321,7 @@ for _command in (
     cli_write.snapshot,
     cli_write.restore,
     cli_write.archive,
+    cli_write.truncate,
     cli_write.expire,
     cli_write.import_legacy,
     cli_write.repair_line_endings,

@@ -90,6 +90,28 @@ def snapshot(
         print_receipts(ctx, [j.snapshot(session_id, reason, note=note)], as_json)
 
 
+@click.command()
+@click.argument("session_id")
+@click.option(
+    "--keep-through",
+    "keep_through_seq",
+    type=click.IntRange(min=0),
+    required=True,
+    help="The seq of the last message to keep (0: withdraw them all).",
+)
+@click.option("--reason", help="Why, kept in the log with the withdrawal.")
+@json_option
+@click.pass_context
+def truncate(
+    ctx: click.Context, session_id: str, keep_through_seq: int, reason: str | None, as_json: bool
+) -> None:
+    """Withdraw a session's messages after a seq: the log keeps them (see ``rebuild
+    --until``), the database drops them, and the next message reuses the seq after it."""
+    with Journal.open(paths_with_log(ctx).log) as j:
+        receipt = j.truncate(session_id, keep_through_seq, reason=reason)
+        print_receipts(ctx, [receipt], as_json)
+
+
 def _session_command(
     name: str, help_text: str, write: Callable[[Journal, str], Receipt]
 ) -> click.Command:
