@@ -384,6 +384,26 @@ def test_an_id_the_log_accepts_is_kept(tmp_path: Path) -> None:
     assert not [e for e in events(tmp_path / "s.jsonl") if isinstance(e, SessionMetadataSet)]
 
 
+def test_a_cancelled_write_still_settles_in_memory_and_log_alike(tmp_path: Path) -> None:
+    log = tmp_path / "s.jsonl"
+
+    async def main() -> None:
+        async with JournalSession("s", log=log, session_settings={"limit": 2}) as s:
+            await s.add_items([user("1")])
+            for n in range(5):
+                task = asyncio.ensure_future(s.add_items([answer(f"a{n}"), user(f"u{n}")]))
+                for _ in range(n):  # cancelled at different moments
+                    await asyncio.sleep(0)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                async with JournalSession("s", log=log) as fresh:
+                    assert await s.get_items(-1) == await fresh.get_items()
+            assert len(await s.get_items()) == 2  # the settings' limit
+
+    run(main)
+
+
 # -- the SDK's compaction hooks: one atomic group each ---------------------------------------
 def test_a_compaction_snapshot_replaces_the_newest_items_in_one_group(tmp_path: Path) -> None:
     log = tmp_path / "s.jsonl"

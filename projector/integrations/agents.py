@@ -102,7 +102,8 @@ class JournalSession:
 
     Operations on one object run one at a time, each as one call in a worker thread (the
     loop never waits for the log's lock, a write or an fsync); an operation whose caller
-    is cancelled still settles before the cancellation goes through. ``await
+    is cancelled still settles before the cancellation goes through. Use an object from
+    one event loop at a time (``Runner.run_sync`` reuses one loop per thread). ``await
     session.close()``, or ``async with``, closes the log. Errors are the journal's:
     ``InvalidValue`` for an item the log cannot keep, ``InvalidState`` for a session
     closed in the log (archived, expired), ``JournalClosed`` after ``close()``.
