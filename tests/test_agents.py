@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "true")
-os.environ.setdefault("OPENAI_API_KEY", "sk-dummy")  # never used: every model is scripted
 pytest.importorskip("agents", reason="the agents extra (openai-agents) is not installed")
 
 from agents import Agent, Runner, SQLiteSession, function_tool
