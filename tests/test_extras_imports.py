@@ -1,5 +1,6 @@
-"""The optional extras stay optional: litellm is imported by its one adapter module only,
-and datasette by none (the configuration command reads its installed version)."""
+"""The optional extras stay optional: litellm and the Agents SDK are each imported by
+their one adapter module only, and datasette by none (the configuration command reads its
+installed version)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ def imported_roots(path: Path) -> set[str]:
 
 
 def test_each_extra_is_imported_only_by_its_own_module() -> None:
-    importers: dict[str, set[str]] = {"litellm": set(), "datasette": set()}
+    importers: dict[str, set[str]] = {"litellm": set(), "datasette": set(), "agents": set()}
     for package in ("journal", "projector"):
         for path in (ROOT / package).rglob("*.py"):
             for extra in importers.keys() & imported_roots(path):
                 importers[extra].add(path.relative_to(ROOT).as_posix())
-    assert importers == {"litellm": {"journal/integrations/litellm.py"}, "datasette": set()}
+    assert importers == {
+        "litellm": {"journal/integrations/litellm.py"},
+        "datasette": set(),
+        "agents": {"projector/integrations/agents.py"},
+    }
