@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+import projector
+import projector.queries
+
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "true")
 pytest.importorskip("agents", reason="the agents extra (openai-agents) is not installed")
 
@@ -218,6 +221,25 @@ def test_runs_keep_the_same_history_as_sqlite_session(tmp_path: Path) -> None:
     assert (result.role, result.tool_call_id, result.content) == ("tool", "call_1", "Sunny in Lyon")
     # the run's usage: each group records the tokens spent since the run's previous one
     assert sum(m.tokens_used or 0 for m in messages) == 30 + 40 + 50 + 60 + 70 + 80
+    # the projection holds the session as the SDK sees it, verified against the log
+    db = str(tmp_path / "sessions.db")
+    projector.replay(str(log), db)
+    report = projector.verify(str(log), db)
+    assert report.ok, report.problems
+    assert messages_in(db) == 11
+    # and as of before each withdrawal, with what it withdrew
+    projector.rebuild(str(log), db, until=cuts[1].pos - 1)
+    assert messages_in(db) == 11  # 9 kept after the pop, 2 of turn four
+    projector.rebuild(str(log), db, until=cuts[0].pos - 1)
+    assert messages_in(db) == 10  # the popped one included
+
+
+def messages_in(db: str) -> int:
+    conn = projector.connect(db)
+    try:
+        return len(projector.queries.get_transcript(conn, "trip").messages)
+    finally:
+        conn.close()
 
 
 def test_run_sync_and_run_streamed_with_a_tool_call(tmp_path: Path) -> None:
