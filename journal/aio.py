@@ -27,21 +27,20 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from journal.commit import Call, Ticket
 from journal.errors import DurabilityError, JournalClosed
-from journal.events import TimeoutKind
 from journal.log import Durability
 from journal.message_args import MessageArgs
 from journal.state import Receipt
 from journal.writer import Journal
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 log = logging.getLogger("journal")
 DEFAULT_MAX_PENDING: Final = 1024
@@ -52,6 +51,19 @@ _MAX_TICKET: Final = 256
 _batch_lane: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
     "journal_batch_lane", default=None
 )
+
+
+def _awaitable(
+    method: Callable[Concatenate[Journal, P], T],
+) -> Callable[Concatenate[AsyncJournal, P], Coroutine[Any, Any, T]]:
+    """``method`` of ``Journal`` as an awaitable of ``AsyncJournal``, with its signature:
+    the call is handed to the committer (``AsyncJournal._call``)."""
+
+    async def awaitable(self: AsyncJournal, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await self._call(functools.partial(method, self.journal), *args, **kwargs)
+
+    functools.update_wrapper(awaitable, method)  # name, docstring and signature for help()
+    return awaitable
 
 
 class AsyncJournal:
@@ -214,15 +226,8 @@ class AsyncJournal:
                 lane.shutdown(wait=False)  # its last task is done; never block the loop
 
     # -- the writer's methods, awaitable ---------------------------------------------------
-    async def register_model(
-        self, model_id: str, model_name: str | None = None, **kwargs: Any
-    ) -> Receipt:
-        return await self._call(self.journal.register_model, model_id, model_name, **kwargs)
-
-    async def create_session(
-        self, model_id: str, model_name: str | None = None, title: str | None = None, **kwargs: Any
-    ) -> str:
-        return await self._call(self.journal.create_session, model_id, model_name, title, **kwargs)
+    register_model = _awaitable(Journal.register_model)
+    create_session = _awaitable(Journal.create_session)
 
     async def append_message(
         self, session_id: str, role: str, content: str, **kwargs: Any
@@ -231,40 +236,17 @@ class AsyncJournal:
         checked = MessageArgs(session_id, role, content, **kwargs).checked()
         return await self._call(self.journal._append_checked, checked)
 
-    async def set_metadata(
-        self, session_id: str, key: str, value: str | None, **kwargs: Any
-    ) -> Receipt:
-        return await self._call(self.journal.set_metadata, session_id, key, value, **kwargs)
-
-    async def rename(self, session_id: str, title: str | None, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.rename, session_id, title, **kwargs)
-
-    async def truncate(self, session_id: str, keep_through_seq: int, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.truncate, session_id, keep_through_seq, **kwargs)
-
-    async def pause(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.pause, session_id, **kwargs)
-
-    async def resume(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.resume, session_id, **kwargs)
-
-    async def snapshot(self, session_id: str, reason: str = "checkpoint", **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.snapshot, session_id, reason, **kwargs)
-
-    async def archive(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.archive, session_id, **kwargs)
-
-    async def time_out(self, session_id: str, kind: TimeoutKind, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.time_out, session_id, kind, **kwargs)
-
-    async def restore(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.restore, session_id, **kwargs)
-
-    async def delete_session(self, session_id: str, **kwargs: Any) -> Receipt:
-        return await self._call(self.journal.delete_session, session_id, **kwargs)
-
-    async def expire_due(self, now: datetime | None = None, **kwargs: Any) -> list[Receipt]:
-        return await self._call(self.journal.expire_due, now, **kwargs)
+    set_metadata = _awaitable(Journal.set_metadata)
+    rename = _awaitable(Journal.rename)
+    truncate = _awaitable(Journal.truncate)
+    pause = _awaitable(Journal.pause)
+    resume = _awaitable(Journal.resume)
+    snapshot = _awaitable(Journal.snapshot)
+    archive = _awaitable(Journal.archive)
+    time_out = _awaitable(Journal.time_out)
+    restore = _awaitable(Journal.restore)
+    delete_session = _awaitable(Journal.delete_session)
+    expire_due = _awaitable(Journal.expire_due)
 
     # Reads of the writer's state in memory: no lock, no disk, nothing to hand over.
     async def receipt(self, event_id: str) -> Receipt | None:

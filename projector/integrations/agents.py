@@ -197,11 +197,9 @@ class JournalSession:
             j.truncate(self.journal_session_id, n - 1, reason=POP_ITEM)
             return self._entries.pop
 
-        async with self._guard():
-            entry: _Entry | None = await self._call(self._write_group, plan)
+        entry: _Entry | None = await self._write(plan)
         if entry is None:
             return None
-        await self._project()
         item: TResponseInputItem = json.loads(entry.text)
         return item
 
@@ -219,10 +217,7 @@ class JournalSession:
 
             return apply
 
-        async with self._guard():
-            cleared: bool = await self._call(self._write_group, plan)
-        if cleared:
-            await self._project()
+        await self._write(plan)
 
     # -- the SDK's compaction hooks: one atomic group each ------------------------------
     async def _get_compaction_snapshot(
@@ -288,13 +283,18 @@ class JournalSession:
 
             return apply
 
-        async with self._guard():
-            replaced: bool = await self._call(self._write_group, plan)
-        if replaced:
-            await self._project()
-        return replaced
+        return await self._write(plan)
 
     # -- closing --------------------------------------------------------------------------
+    async def _write(self, plan: Callable[[Journal], Callable[[], T]]) -> T:
+        """Run ``plan``'s group (``_write_group``) under the session's guard; when it wrote
+        (a result that is not None or False), bring the projection up to date."""
+        async with self._guard():
+            done: T = await self._call(self._write_group, plan)
+        if done is not None and done is not False:
+            await self._project()
+        return done
+
     async def close(self) -> None:
         """Close the log (after the operation under way, if any); later calls raise
         ``JournalClosed``."""
