@@ -539,3 +539,35 @@ def test_catch_up_copies_a_stored_snapshot_only_while_the_session_begins_with_it
         finally:
             conn.close()
         assert_same(db, want)
+
+
+@pytest.mark.parametrize("keep", [0, 3, 30, 39])
+def test_withdrawals_far_back_or_near_agree_on_every_path(tmp_path: Path, keep: int) -> None:
+    """A truncation keeping one of the last messages takes the counters the bulk fold
+    remembers; one further back sums the messages kept again: both must give the
+    per-event path's rows, float totals included, and catch-up in bulk too."""
+    log = tmp_path / "log.jsonl"
+    with open_journal(log) as j:
+        sid = j.create_session("m", session_id="s")
+        other = j.create_session("m", session_id="o")
+        for n in range(40):
+            j.append_message(sid, "user", f"m{n}", tokens_used=n, duration_seconds=n / 7.0)
+            j.append_message(other, "user", f"o{n}", duration_seconds=0.1)
+        j.truncate(sid, keep)
+        for n in range(3):
+            j.append_message(sid, "assistant", f"again {n}", duration_seconds=n / 3.0)
+        j.truncate(sid, keep + 1)
+    a, b, c = tmp_path / "bulk.db", tmp_path / "incr.db", tmp_path / "halves.db"
+    bulk(log, a)
+    incremental(log, b)
+    assert_same(a, b)
+    conn = connect(c)
+    try:
+        create_schema(conn)
+        catch_up(conn, log, until=90, bulk=False)
+        catch_up(conn, log, bulk=True)
+    finally:
+        conn.close()
+    assert_same(a, c)
+    assert rows(a, "SELECT message_count FROM sessions WHERE session_id = 's'") == [(keep + 1,)]
+    assert verify(log, a).ok

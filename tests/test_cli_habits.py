@@ -42,6 +42,7 @@ INVOCATIONS: dict[str, list[str]] = {
     "snapshot": ["snapshot", "demo-paris-trip"],
     "restore": ["restore", "demo-release-notes"],
     "archive": ["archive", "demo-paris-trip"],
+    "truncate": ["truncate", "demo-paris-trip", "--keep-through", "1"],
     "expire": ["expire", "--now", "2100-01-01T00:00:00Z"],
     "import-legacy": ["import-legacy", "{legacy}"],
     "repair-line-endings": ["repair-line-endings"],

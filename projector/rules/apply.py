@@ -152,7 +152,7 @@ def _truncated(conn: sqlite3.Connection, e: ev.MessagesTruncated) -> None:
     # counters are then set from the messages kept (rules.truncated).
     conn.execute(rules.WITHDRAW_SQL, (e.session_id, e.keep_through_seq))
     kept = conn.execute(rules.KEPT_SQL, (e.session_id,))
-    _update(conn, e, rules.truncated(e, kept))
+    _update(conn, e, rules.truncated(e, rules.kept_totals(kept)))
 
 
 def _metadata_set(conn: sqlite3.Connection, e: ev.SessionMetadataSet) -> None:

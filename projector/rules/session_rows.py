@@ -150,17 +150,32 @@ def changes(e: Change) -> dict[str, Any]:
     return values
 
 
-def truncated(
-    e: ev.MessagesTruncated, kept: Iterable[tuple[int | None, float | None]]
-) -> dict[str, Any]:
-    """The columns a truncation sets: the counters of the messages ``kept`` (tokens and
-    duration of each, in seq order), summed as the insert trigger sums them, with
-    ``changes``'s stamps. ApplyError if the session had fewer messages than it keeps."""
-    count, tokens, duration = 0, 0, 0.0
-    for used, took in kept:
-        count += 1
-        tokens += used if used is not None else 0
-        duration += took if took is not None else 0
+Totals = tuple[int, int, float]  # message_count, total_tokens, total_duration_seconds
+
+
+def add_message(totals: Totals, tokens: int | None, duration: float | None) -> Totals:
+    """A session's counters once a message is added: the insert trigger's arithmetic."""
+    count, used, took = totals
+    return (
+        count + 1,
+        used + (tokens if tokens is not None else 0),
+        took + (duration if duration is not None else 0),
+    )
+
+
+def kept_totals(kept: Iterable[tuple[int | None, float | None]]) -> Totals:
+    """The counters of the messages ``kept`` (tokens and duration of each, in seq order),
+    summed as they were added, so the float is the same, bit for bit."""
+    totals: Totals = (0, 0, 0.0)
+    for tokens, duration in kept:
+        totals = add_message(totals, tokens, duration)
+    return totals
+
+
+def truncated(e: ev.MessagesTruncated, totals: Totals) -> dict[str, Any]:
+    """The columns a truncation sets: the counters of the messages it keeps (``totals``),
+    with ``changes``'s stamps. ApplyError if the session had fewer messages than it keeps."""
+    count, tokens, duration = totals
     if count != e.keep_through_seq:
         raise ApplyError(
             f"messages withdrawn after seq {e.keep_through_seq}, but the session has {count}",

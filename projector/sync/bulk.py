@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import operator
 import sqlite3
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -66,6 +67,7 @@ from projector.sync.bulk_snapshots import (
 # Pending messages are written when either bound is reached: memory stays flat however
 # long the log is.
 FLUSH_ROWS: Final = 2_000
+RECENT: Final = 16  # see FoldSession.recent
 FLUSH_BYTES: Final = 2**20
 
 INSERT_MESSAGE: Final = INSERT_MESSAGE_SQL
@@ -153,6 +155,18 @@ class FoldSession:
     # while this object lives (a deletion ends it, a restore makes a new one), so the
     # next snapshot copies those bytes and encodes only the messages after them.
     snap: tuple[int, int, int, int] | None = None
+    # The counters after each of the last RECENT messages: a truncation that keeps one of
+    # them takes its counters from here instead of summing the messages kept again.
+    recent: deque[rules.Totals] = field(default_factory=lambda: deque(maxlen=RECENT))
+
+    def totals_at(self, count: int) -> rules.Totals | None:
+        """The counters as they were with ``count`` messages, if still known."""
+        if count == 0:
+            return (0, 0, 0.0)
+        for totals in reversed(self.recent):
+            if totals[0] == count:
+                return totals
+        return None
 
 
 # A FoldSession's sessions row, its session_timeouts row, the fields a snapshot copies.
@@ -197,9 +211,12 @@ class Loader:
         self.conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
 
     def _withdraw(self, session_id: str, keep_through_seq: int) -> None:
-        """Delete the session's messages after ``keep_through_seq`` (the full-text index
-        of a new database is filled at the end, from the messages left)."""
-        self.flush()
+        """Drop the session's messages after ``keep_through_seq``: rows not yet written
+        from the pending ones, the others from the table (the full-text index of a new
+        database is filled at the end, from the messages left)."""
+        self.pending = [
+            row for row in self.pending if row[1] != session_id or row[2] <= keep_through_seq
+        ]
         self.conn.execute(rules.WITHDRAW_SQL, (session_id, keep_through_seq))
 
     # -- messages ----------------------------------------------------------------------
@@ -212,10 +229,12 @@ class Loader:
     def _add_message(self, s: FoldSession, row: tuple[Any, ...], size: int) -> None:
         """A message's rule (update_message_count_insert's arithmetic, in its order, and
         session_activity_au's reset: see projector.rules.session_rows), then the row."""
-        s.message_count += 1
         tokens, duration, when = row[6], row[7], row[5]
-        s.total_tokens += tokens if tokens is not None else 0
-        s.total_duration_seconds += duration if duration is not None else 0
+        totals = rules.add_message(
+            (s.message_count, s.total_tokens, s.total_duration_seconds), tokens, duration
+        )
+        s.message_count, s.total_tokens, s.total_duration_seconds = totals
+        s.recent.append(totals)
         s.last_activity = when
         s.updated_at = when
         s.last_event_pos = row[0]
@@ -284,10 +303,16 @@ class Loader:
 
     def _truncated(self, e: ev.MessagesTruncated) -> None:
         s = self._existing(e, e.session_id)
-        self._withdraw(e.session_id, e.keep_through_seq)
-        kept = self.conn.execute(rules.KEPT_SQL, (e.session_id,))
-        self._set(s, rules.truncated(e, kept))
-        if s.snap is not None and s.snap[1] > e.keep_through_seq:
+        keep = e.keep_through_seq
+        self._withdraw(e.session_id, keep)
+        totals = s.totals_at(keep) if keep <= s.message_count else None
+        if totals is None:  # further back than ``recent`` remembers: sum what is kept
+            self.flush()
+            totals = rules.kept_totals(self.conn.execute(rules.KEPT_SQL, (e.session_id,)))
+        self._set(s, rules.truncated(e, totals))
+        while s.recent and s.recent[-1][0] > keep:
+            s.recent.pop()
+        if s.snap is not None and s.snap[1] > keep:
             s.snap = None  # its messages are no longer the first ones of the session
 
     def _created(self, e: ev.SessionCreated) -> None:

@@ -13,7 +13,7 @@ from projector.rules.apply import (
     INSERT_SESSION_SQL,
     RESTORED_FTS_SQL,
 )
-from projector.rules.session_rows import SESSION_COLUMNS, WITHDRAW_SQL
+from projector.rules.session_rows import SESSION_COLUMNS
 from projector.sync.bulk import (
     INSERT_TIMEOUTS_SQL,
     TIMEOUT_COLUMNS,
@@ -120,14 +120,14 @@ class CatchUpLoader(Loader):
         return (row[0], row[1], span[0], span[1]) if same else None
 
     def _withdraw(self, session_id: str, keep_through_seq: int) -> None:
-        """As the messages_ad trigger would, the full-text rows go first."""
-        self.flush()
+        """As the messages_ad trigger would, the full-text rows of the messages written
+        go first (pending ones are in no index yet)."""
         self.conn.execute(
             "DELETE FROM sessions_fts WHERE rowid IN (SELECT message_id FROM messages "
             "WHERE session_id = ? AND sequence_number > ?)",
             (session_id, keep_through_seq),
         )
-        self.conn.execute(WITHDRAW_SQL, (session_id, keep_through_seq))
+        super()._withdraw(session_id, keep_through_seq)
 
     def _gone(self, session_id: str) -> None:
         self.sessions[session_id] = None
