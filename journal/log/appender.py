@@ -78,6 +78,8 @@ class LogFile:
         # Bumped whenever the flock is taken afresh: while it stays the same, this process
         # has held the log the whole time and no other writer can have appended.
         self.lock_epoch = 0
+        # (lock_epoch, size): the log's size as last seen under the lock, in that epoch.
+        self._end_seen: tuple[int, int] | None = None
         self._cond = threading.Condition(threading.Lock())
         self._written = 0  # appends made through this handle
         self._synced = 0  # appends covered by a completed fsync
@@ -165,7 +167,9 @@ class LogFile:
         self.check_open()
         data = b"".join(lines)
         at = after
-        if os.fstat(self.fd).st_size != at:
+        # Where the log ends is known without asking the file system while this process
+        # has held the lock since it last looked (``end_seen``).
+        if self._end_seen != (self.lock_epoch, at) and os.fstat(self.fd).st_size != at:
             raise AppendConflict(
                 f"{self.path}: the log no longer ends at byte offset {at}, where this writer "
                 "read it to; nothing was written",
@@ -189,9 +193,11 @@ class LogFile:
             raise LogWriteError(
                 f"{self.path}: write failed ({exc.strerror}); nothing was appended", path=self.path
             ) from exc
+        end = Cursor(at + len(data))
+        self._end_seen = (self.lock_epoch, end)
         with self._cond:
             self._written += 1
-            return self._written, Cursor(at + len(data))
+            return self._written, end
 
     @property
     def last_token(self) -> int:
@@ -256,6 +262,7 @@ class LogFile:
 
     def cut_back(self, offset: int) -> None:
         """Cut the log at ``offset``, durably (a torn tail, once ``journal.repair`` copied it)."""
+        self._end_seen = None
         try:
             os.ftruncate(self.fd, offset)
             os.fsync(self.fd)

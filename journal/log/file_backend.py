@@ -57,6 +57,7 @@ class FileLog(LogFile, FileSource):
                 "something other than this library",
                 path=self.path,
             )
+        self._end_seen = (self.lock_epoch, mine.st_size)
         return Cursor(mine.st_size)
 
     def start_of_last(self, count: int, after: Cursor, end: Cursor) -> Cursor:
