@@ -1,7 +1,7 @@
 """Simulated power loss: what survives a cut at any point of a recorded write stream.
 
 A workload runs against a real log while a shim over ``os.write``, ``os.fsync`` and
-``os.ftruncate`` (installed as ``journal.log.os``) records every operation on the log's
+``os.ftruncate`` (installed as ``journal.log.appender.os``) records every operation on the log's
 descriptor and the moment each call was acknowledged. For many crash points the harness
 builds the file a power cut could leave: the bytes covered by the last completed fsync,
 then a random prefix of the bytes written after it, then optionally a zero or garbage
