@@ -33,6 +33,7 @@ from projection_helpers import (
 from journal.errors import CorruptLog
 from journal.events import (
     MessageAppended,
+    MessagesTruncated,
     ModelRegistered,
     SessionCreated,
     SessionDeleted,
@@ -208,6 +209,14 @@ TS0 = format_ts(T0)
         ),
         (SessionRestored(session_id="nobody"), "without a snapshot_pos"),
         (SessionRestored(session_id="nobody", snapshot_pos=2), "not a snapshot of this session"),
+        (
+            MessagesTruncated(session_id="nobody", keep_through_seq=0),
+            "messages_truncated for an unknown",
+        ),
+        (
+            MessagesTruncated(session_id="s", keep_through_seq=5),
+            "messages withdrawn after seq 5, but the session has 2",
+        ),
     ],
 )
 def test_every_path_refuses_an_event_with_its_line(

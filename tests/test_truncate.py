@@ -115,3 +115,33 @@ def test_a_log_withdrawing_past_the_last_seq_is_refused_on_open(tmp_path: Path) 
         f.write(encode_line(crafted))
     with pytest.raises(LogError, match=f"line {last + 1} .*withdrawn after seq 5"):
         Journal.open(log)
+
+
+@pytest.mark.parametrize("keep", [0, 2])
+def test_verify_checks_what_a_truncation_kept_against_the_log(tmp_path: Path, keep: int) -> None:
+    """The log fold of a cut-back session is exact (a second reading for K > 0): a kept
+    message changed in the database, or a withdrawn one left there, is reported."""
+    import sqlite3
+
+    import projector
+
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    with Journal.open(log) as j:
+        sid = _session(j)
+        j.truncate(sid, keep)
+        j.append_message(sid, "user", "after the cut", tokens_used=3)
+    projector.replay(str(log), str(db))
+    assert projector.verify(str(log), str(db)).ok
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE messages SET content = 'changed' WHERE session_id = ? "
+                "AND sequence_number = ?",
+                (sid, keep + 1),
+            )
+    finally:
+        conn.close()
+    report = projector.verify(str(log), str(db))
+    assert not report.ok
+    assert any(sid in str(p) for p in report.problems)

@@ -76,7 +76,6 @@ class MemoryReading(Generic[E]):
             self._cursors = store.cursors[first:]
         self._name = store.name
         self._decoder = decoder
-        self.start = after
         self.end: int = after
         self.last_pos = pos
         self.torn: TornTail | None = None
@@ -206,8 +205,6 @@ class MemoryLog:
                     "nothing was written",
                     path=self.name,
                 )
-            if not all(line.endswith(b"\n") for line in lines):
-                raise ValueError("every record appended must end with a newline")
             for line in lines:
                 self.store.add(line)
             self.last_token += 1
