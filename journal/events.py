@@ -18,6 +18,7 @@ upcaster in ``decode_line`` (none exists yet: every type is at v1).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from datetime import UTC, datetime
@@ -197,6 +198,25 @@ class MessagesTruncated(Event, frozen=True, kw_only=True, tag="messages_truncate
     reason: str | None = None
 
 
+class SessionForgotten(Event, frozen=True, kw_only=True, tag="session_forgotten"):
+    """A session was erased (``Journal.forget``): each of its records was overwritten in
+    place by a ``redacted`` record of the same length. Holds no personal data, not even
+    the session's id: ``positions`` are the erased records' positions, as ascending
+    inclusive ranges ``[first, last]``; the very first is the session's creation."""
+
+    positions: tuple[tuple[int, int], ...]
+
+
+class Redacted(Event, frozen=True, kw_only=True, tag="redacted"):
+    """A forgotten session's record, as ``redaction_line`` overwrites it: the same length,
+    ``pos``, ``ts`` and group, no content and no event id. ``was`` is the start of the
+    SHA-256 of the line it replaced (newline included), so a projector whose checkpoint
+    named that line can tell it was redacted, not replaced; ``pad`` fills the length."""
+
+    was: str = ""
+    pad: str = ""
+
+
 # The event types after message_appended, in the order of the README's list: both unions end so.
 _AFTER_MESSAGES = (
     SessionMetadataSet
@@ -210,6 +230,8 @@ _AFTER_MESSAGES = (
     | SessionRestored
     | SessionDeleted
     | MessagesTruncated
+    | SessionForgotten
+    | Redacted
 )
 AnyEvent = ModelRegistered | SessionCreated | MessageAppended | _AFTER_MESSAGES
 # What the writer folds into its state: every event whole, except messages (header only).
@@ -251,6 +273,40 @@ def encode_line(event: Event) -> bytes:
     """The event as one log line: JSON, the checksum field last, and ``\\n``."""
     body = _encoder.encode(event)
     return b'%s%s%08x"}\n' % (body[:-1], CRC_PREFIX, checksum(body))
+
+
+# Hex digits of the replaced line's SHA-256 a redaction keeps: 128 bits tell lines apart.
+REDACTED_HASH_DIGITS: Final = 32
+
+
+def line_digest(line: bytes) -> str:
+    """The SHA-256 of a whole line (newline included), in hex: what checkpoints keep."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def redaction_line(line: bytes) -> bytes:
+    """The ``redacted`` record that replaces ``line`` (a whole record, newline included).
+
+    Keeps the record's ``pos``, ``ts`` and ``grp`` (so positions, time order and groups
+    still check) and its length (so every other record keeps its byte offset); a line
+    already redacted comes back as it is. Raises LineError if ``line`` is not a record.
+    """
+    event = decode_line(line[:-1])
+    if isinstance(event, Redacted):
+        return line
+    for was in (line_digest(line)[:REDACTED_HASH_DIGITS], ""):
+        fields: dict[str, Any] = {"type": "redacted", "pos": event.pos, "ts": event.ts}
+        if event.grp is not UNSET:
+            fields["grp"] = list(event.grp)
+        if was:
+            fields["was"] = was
+        fields["pad"] = ""
+        room = len(line) - len(_encoder.encode(fields)) - CRC_SUFFIX_LEN
+        if room >= 0:
+            fields["pad"] = " " * room
+            body = _encoder.encode(fields)
+            return b'%s%s%08x"}\n' % (body[:-1], CRC_PREFIX, checksum(body))
+    raise LineError(f"record {event.pos} is too short to hold its redaction")
 
 
 def verify_checksum(line: bytes) -> None:
