@@ -248,6 +248,15 @@ class AsyncJournal:
     delete_session = _awaitable(Journal.delete_session)
     expire_due = _awaitable(Journal.expire_due)
 
+    async def forget(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """``Journal.forget``, on a thread of its own rather than the committer's: it reads
+        the whole log, which would hold every other call of the loop up meanwhile."""
+        if self._closing:
+            raise JournalClosed(f"{self.journal.path}: the journal is closed")
+        run = functools.partial(self.journal.forget, session_id, event_id=event_id)
+        lane = _batch_lane.get()  # inside a batch: refused there, as by Journal
+        return await asyncio.get_running_loop().run_in_executor(lane, run)
+
     # Reads of the writer's state in memory: no lock, no disk, nothing to hand over.
     async def receipt(self, event_id: str) -> Receipt | None:
         return self.journal.receipt(event_id)

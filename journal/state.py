@@ -45,6 +45,7 @@ class SessionState:
     hard_deadline: float | None  # POSIX seconds
     warned: bool = False  # a timeout_warning was written since the last activity
     pre_delete_pos: int | None = None  # pos of the snapshot a deleted session returns from
+    created_pos: int = 0  # pos of its session_created: what a forgetting names it by
 
     def fields(self) -> tuple[Any, ...]:
         """Every field, in order: ``SessionState(*s.fields())`` is a copy."""
@@ -58,6 +59,7 @@ class SessionState:
             self.hard_deadline,
             self.warned,
             self.pre_delete_pos,
+            self.created_pos,
         )
 
 
@@ -106,6 +108,18 @@ class IdWindow:
         self._young.pop(event_id, None)
         self._old.pop(event_id, None)
 
+    def drop_sessions(self, forgotten: dict[str, int]) -> None:
+        """Drop the receipts of forgotten sessions' events: ``{session id: pos of its
+        forgetting}`` (a later session that reuses the id keeps its own)."""
+        for generation in (self._young, self._old):
+            gone = [
+                eid
+                for eid, (_, r) in generation.items()
+                if r.session_id in forgotten and r.pos < forgotten[r.session_id]
+            ]
+            for eid in gone:
+                del generation[eid]
+
 
 class JournalState:
     """Sessions, models and recent event ids, as of ``last_pos``.
@@ -124,6 +138,12 @@ class JournalState:
         self.last_pos = 0
         self.last_ts = ""
         self._undo: list[tuple[str, object, object]] | None = None
+        # Sessions by the pos of their creation, built at the first forgetting folded.
+        self._by_created: dict[int, str] | None = None
+        # Forgettings folded whose session was still here: its records were read whole, so
+        # their redaction may be unfinished (``Journal`` completes it).
+        self.unredacted: list[tuple[tuple[int, int], ...]] = []
+        self._forgotten: dict[str, int] = {}  # receipts to drop from the id window
 
     # -- atomic groups ------------------------------------------------------------------
     def begin(self) -> None:
@@ -132,6 +152,7 @@ class JournalState:
 
     def commit(self) -> None:
         self._undo = None
+        self._drop_forgotten_receipts()
 
     def savepoint(self) -> int:
         """A mark inside the current ``begin`` that ``rollback_to`` can return to."""
@@ -147,6 +168,8 @@ class JournalState:
         """Undo the changes made since ``savepoint`` returned ``mark``, newest first."""
         assert self._undo is not None
         undo, self._undo = self._undo[mark:], self._undo[:mark]
+        if undo:
+            self._by_created = None  # rebuilt when next needed, from the sessions put back
         for kind, key, old in reversed(undo):
             if kind == "session":
                 if old is None:
@@ -161,6 +184,9 @@ class JournalState:
                 self.models.discard(str(key))
             elif kind == "id":
                 self.recent_ids.discard(str(key))
+            elif kind == "forgot":
+                self._forgotten.pop(str(key), None)
+                self.unredacted.pop()
             else:
                 assert isinstance(old, tuple)
                 self.last_pos, self.last_ts = old
@@ -180,7 +206,8 @@ class JournalState:
         receipt = _new_receipt(
             Receipt, (event.pos, event.id, getattr(event, "session_id", None), seq, False)
         )
-        if event.id not in self.recent_ids:  # a duplicate id in the log keeps its first
+        # A duplicate id in the log keeps its first; a redacted record has no id.
+        if event.id and event.id not in self.recent_ids:
             if undo is not None:
                 undo.append(("id", event.id, None))
             self.recent_ids.add(event.id, event.__struct_config__.tag, receipt)  # type: ignore[arg-type]
@@ -226,7 +253,8 @@ class JournalState:
                 # Older events than the window keeps cost no receipt: most of a large log.
                 if k >= remember_from:
                     eid = event.id
-                    if eid not in young and eid not in old:  # a duplicate id keeps its first
+                    # A duplicate id keeps its first; a redacted record has none.
+                    if eid and eid not in young and eid not in old:
                         if len(young) >= size:
                             old, young = young, {}
                             window._old, window._young = old, young
@@ -244,6 +272,7 @@ class JournalState:
         if events:
             self.last_pos = events[-1].pos
             self.last_ts = max(last_ts, max(map(_get_ts, events)))
+        self._drop_forgotten_receipts()
 
     def _edit(self, session_id: str) -> SessionState:
         """The session's state, to change in place; a copy is kept first for rollback."""
@@ -268,10 +297,7 @@ class JournalState:
             case ev.SessionPaused() | ev.SessionArchived() | ev.SessionDeleted():
                 self._edit(event.session_id).status = STATUS_AFTER[type(event)]
             case ev.SessionResumed() | ev.SessionRestored():
-                s = self._edit(event.session_id)
-                s.status, s.warned, s.idle_since = STATUS_AFTER[type(event)], False, event.when
-                if isinstance(event, ev.SessionRestored) and s.hard_timeout is not None:
-                    s.hard_deadline = ev.ts_seconds(event.when) + s.hard_timeout
+                self._fold_reopened(event)
             case ev.TimeoutWarning():
                 self._edit(event.session_id).warned = True
             case ev.SessionTimedOut():
@@ -281,17 +307,30 @@ class JournalState:
                 s.status = STATUS_AFTER_TIMEOUT[event.kind]
                 s.warned = False
             case ev.SessionSnapshotted():
-                if event.reason == "pre_delete":
-                    self._edit(event.session_id).pre_delete_pos = event.pos
-                else:
-                    self.session(event.session_id)
+                self._fold_snapshotted(event)
             case ev.SessionMetadataSet() | ev.SessionRenamed():
                 self.session(event.session_id)
             case ev.MessagesTruncated():
                 self._fold_truncated(event)
+            case ev.SessionForgotten():
+                self._fold_forgotten(event)
+            case ev.Redacted():
+                pass  # what was there is gone from the state too (see _fold_forgotten)
             case _:
                 assert_never(event)
         return None
+
+    def _fold_reopened(self, event: ev.SessionResumed | ev.SessionRestored) -> None:
+        s = self._edit(event.session_id)
+        s.status, s.warned, s.idle_since = STATUS_AFTER[type(event)], False, event.when
+        if isinstance(event, ev.SessionRestored) and s.hard_timeout is not None:
+            s.hard_deadline = ev.ts_seconds(event.when) + s.hard_timeout
+
+    def _fold_snapshotted(self, event: ev.SessionSnapshotted) -> None:
+        if event.reason == "pre_delete":
+            self._edit(event.session_id).pre_delete_pos = event.pos
+        else:
+            self.session(event.session_id)
 
     def _fold_message(self, event: ev.MessageHeader) -> int:
         s = self.session(event.session_id)
@@ -319,6 +358,26 @@ class JournalState:
             )
         s.last_seq = event.keep_through_seq
 
+    def _fold_forgotten(self, event: ev.SessionForgotten) -> None:
+        """Drop the session created at the first position, if its records were read."""
+        if self._by_created is None:
+            self._by_created = {s.created_pos: sid for sid, s in self.sessions.items()}
+        session_id = self._by_created.get(event.positions[0][0]) if event.positions else None
+        if session_id is None:  # redacted before this state read it: nothing to drop
+            return
+        s = self.sessions.pop(session_id)
+        del self._by_created[s.created_pos]
+        self._forgotten[session_id] = event.pos
+        self.unredacted.append(event.positions)
+        if self._undo is not None:
+            self._undo.append(("session", session_id, s))
+            self._undo.append(("forgot", session_id, None))
+
+    def _drop_forgotten_receipts(self) -> None:
+        if self._forgotten:
+            self.recent_ids.drop_sessions(self._forgotten)
+            self._forgotten = {}
+
     def _fold_created(self, event: ev.SessionCreated) -> None:
         if event.session_id in self.sessions:
             raise StateViolation(f"session {event.session_id!r} created twice")
@@ -338,7 +397,10 @@ class JournalState:
             hard_timeout=hard,
             idle_since=event.when,
             hard_deadline=None if hard is None else ev.ts_seconds(event.when) + hard,
+            created_pos=event.pos,
         )
+        if self._by_created is not None:
+            self._by_created[event.pos] = event.session_id
 
     def session(self, session_id: str) -> SessionState:
         """The session's state; StateViolation if the log never created it."""

@@ -32,8 +32,9 @@ from typing import Any, Final, TypedDict, TypeVar, Unpack
 import msgspec
 
 from journal.commit import Call, Combiner
-from journal.errors import GroupTooLarge, InvalidValue, JournalClosed, LogError
-from journal.events import AnyEvent, Event, encode_line, format_ts
+from journal.errors import GroupTooLarge, InvalidValue, JournalClosed, LogError, UnknownSession
+from journal.events import AnyEvent, Event, SessionForgotten, encode_line, format_ts
+from journal.forgetting import session_positions
 from journal.gcpause import gc_paused
 from journal.ids import random_event_id
 from journal.log import START, Cursor, Durability, FileLog, LogBackend, TornTail
@@ -41,7 +42,13 @@ from journal.operations import Operations
 from journal.pending import InGroup as _InGroup
 from journal.pending import Pending as _Pending
 from journal.state import DEFAULT_ID_WINDOW, JournalState, Receipt, StateViolation
-from journal.validation import LATEST, MAX_GROUP_BYTES, MAX_GROUP_EVENTS, check_time
+from journal.validation import (
+    LATEST,
+    MAX_GROUP_BYTES,
+    MAX_GROUP_EVENTS,
+    check_session_id,
+    check_time,
+)
 
 log = logging.getLogger("journal")
 
@@ -103,6 +110,7 @@ class Journal(Operations):
         try:
             with self._log.exclusive():
                 self._catch_up()
+                self._complete_forgetting()
         except BaseException:
             self._log.close()
             raise
@@ -174,6 +182,13 @@ class Journal(Operations):
                 self._end = START
                 self._catch_up()
 
+    def _complete_forgetting(self) -> None:
+        """Redact the records of forgettings whose session the state read whole (lock held):
+        a writer stopped between the record and its redaction left them so."""
+        for positions in self._state.unredacted:
+            self._log.redact(positions)
+        self._state.unredacted.clear()
+
     def _repair(self, torn: TornTail) -> None:
         quarantine = self._log.repair(torn)
         repair = Repair(torn.offset, torn.length, torn.line, torn.reason, quarantine)
@@ -212,6 +227,9 @@ class Journal(Operations):
         fsync: ``pending.token`` says which write to wait for, after the lock is let go)."""
         with self._log.exclusive():
             if self._log.lock_epoch != self._caught_up_in:
+                # Another writer's forgettings met here are its to redact (or the next
+                # writer to open the log completes them).
+                self._state.unredacted.clear()
                 self._catch_up()
                 # Until the flock is let go, nobody else can append: no need to look again.
                 self._caught_up_in = self._log.lock_epoch
@@ -304,6 +322,37 @@ class Journal(Operations):
             raise InvalidValue("batch() blocks do not nest")
         with self._writing(user_batch=True):
             yield self
+
+    def forget(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """Erase the session from the log, whatever its status: zero residue, nothing else
+        changed.
+
+        Appends a ``session_forgotten`` record (the positions of the session's records,
+        nothing personal, not even the id), then overwrites each of those records in place
+        with a ``redacted`` record of the same length, so every other record keeps its
+        position, id and byte offset. Before that, the session's bytes are removed from
+        where torn tails were moved aside. Projectors purge the session's rows when they
+        meet the record. A writer stopped part way leaves the record; the next writer to
+        open the log completes the redaction. Afterwards the id can be used again.
+
+        The log is read whole to find the session's records, under the lock: other
+        appends wait meanwhile.
+        """
+        check_session_id(session_id)
+        if self._pending is not None and self._pending_owner == threading.get_ident():
+            raise InvalidValue("forget() is an operation of its own: not inside batch()")
+        with self._writing() as w:
+            dup = self._duplicate(event_id, "session_forgotten", None)
+            if dup is not None:
+                return dup
+            if session_id not in self._state.sessions:
+                raise UnknownSession(session_id)
+            positions = session_positions(self._log, session_id)
+            self._log.scrub_torn(session_id)
+            receipt = self._add(w, SessionForgotten(positions=positions), event_id)
+        with self._log.exclusive():
+            self._complete_forgetting()
+        return receipt
 
     @property
     def last_pos(self) -> int:

@@ -170,6 +170,17 @@ class LogBackend(LogSource, Protocol):
         """Move a torn tail aside (under ``exclusive()``); returns where it was kept."""
         ...
 
+    def redact(self, positions: Sequence[tuple[int, int]]) -> int:
+        """Overwrite the records at ``positions`` (a forgetting's inclusive ranges) with
+        their ``redacted`` form, in place and durably, under ``exclusive()``. Records
+        already redacted stay as they are; returns how many changed."""
+        ...
+
+    def scrub_torn(self, session_id: str) -> list[str]:
+        """Remove the session's bytes from where torn tails were moved aside; returns the
+        places changed."""
+        ...
+
     def check_open(self) -> None:
         """Raise JournalClosed if this handle was closed or can no longer append."""
         ...

@@ -8,11 +8,13 @@ replaced or cut by something other than this library, and the writer stops.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Final
 
 from journal.errors import LogError
 from journal.log.appender import LogFile
 from journal.log.backend import START, Cursor, TornTail
+from journal.log.erasure import positions_in, redact_in_place, scrub_quarantine
 from journal.log.reader import LogReader, StateReader
 from journal.repair import quarantine_tail
 
@@ -65,6 +67,13 @@ class FileLog(LogFile, FileSource):
 
     def repair(self, torn: TornTail) -> str:
         return quarantine_tail(self, torn.offset)
+
+    def redact(self, positions: Sequence[tuple[int, int]]) -> int:
+        size = os.fstat(self.fd).st_size
+        return redact_in_place(self.path, self.identity, list(positions_in(positions)), size)
+
+    def scrub_torn(self, session_id: str) -> list[str]:
+        return scrub_quarantine(self.path, session_id)
 
 
 def last_lines_start(fd: int, start: int, end: int, lines: int) -> int:

@@ -22,6 +22,7 @@ from msgspec import UNSET
 import journal.events as ev
 from journal.errors import CorruptLog, JournalClosed, LogError
 from journal.log.backend import START, AppendConflict, Cursor, Run, TornTail
+from journal.log.erasure import carries_session, positions_in
 
 STRIDE: Final = 16
 E = TypeVar("E", bound=ev.Event)
@@ -223,6 +224,34 @@ class MemoryLog:
                 self.store.index_after(Cursor(torn.offset))
             )
             return where
+
+    def redact(self, positions: Sequence[tuple[int, int]]) -> int:
+        changed = 0
+        with self.store.lock:
+            for pos in reversed(list(positions_in(positions))):
+                line = self.store.lines[pos - 1]  # positions are gapless from 1 here too
+                new = ev.redaction_line(line)
+                if ev.decode_line(new[:-1]).pos != pos:
+                    raise LogError(
+                        f"{self.name}: record {pos} holds another position", path=self.name
+                    )
+                if new != line:
+                    self.store.lines[pos - 1] = new
+                    changed += 1
+        return changed
+
+    def scrub_torn(self, session_id: str) -> list[str]:
+        changed: list[str] = []
+        with self.store.lock:
+            for where, lines in list(self.store.quarantined.items()):
+                kept = [line for line in lines if not carries_session(line, session_id)]
+                if len(kept) != len(lines):
+                    changed.append(where)
+                    if kept:
+                        self.store.quarantined[where] = kept
+                    else:
+                        del self.store.quarantined[where]
+        return changed
 
     def check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,165 @@
+"""Erasing a forgotten session from a log file: the one exception to append-only.
+
+``redact_in_place`` overwrites records with their same-length ``redacted`` form
+(``journal.events.redaction_line``), so every other record keeps its position and byte
+offset. ``scrub_quarantine`` removes a session's torn bytes from the files torn tails were
+moved to. ``carries_session`` is the rule both use, and the memory log too, to tell which
+bytes belong to the session.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+import journal.events as ev
+from journal.errors import LogError
+from journal.log.files import FILE_MODE, fsync_directory
+
+_CHUNK: Final = 1 << 22
+_ID_FIELD: Final = b'"session_id":'
+
+
+def carries_session(piece: bytes, session_id: str) -> bool:
+    """Whether bytes of a record (whole, or a torn start of one) belong to the session.
+
+    A record names its session before any of its content, so a torn piece that holds any
+    of the content holds the whole id, and one cut inside the id holds nothing else of it.
+    """
+    field = _ID_FIELD + ev.encode_json(session_id)
+    if field in piece:
+        return True
+    # Cut inside the id: the piece ends with the field's start (the quote and a character
+    # at least) and nothing of the session but that.
+    stripped = piece.rstrip(b"\r\n")
+    return any(stripped.endswith(field[:cut]) for cut in range(len(_ID_FIELD) + 2, len(field)))
+
+
+def positions_in(ranges: Iterable[tuple[int, int]]) -> Iterator[int]:
+    """Every position of a forgetting's inclusive ranges, ascending."""
+    for first, last in ranges:
+        yield from range(first, last + 1)
+
+
+def _line_starts(fd: int, wanted: list[int], end: int) -> dict[int, int]:
+    """The byte offsets where lines ``wanted`` (1-based numbers, ascending) start."""
+    found: dict[int, int] = {}
+    targets = iter(wanted)
+    target = next(targets, None)
+    line, line_start = 1, 0  # the next line to reach, and where it starts
+    offset = 0
+    while target is not None and offset < end:
+        chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
+        if not chunk:
+            break
+        newlines = chunk.count(b"\n")
+        if target > line + newlines:  # no wanted line starts in this chunk: skip it whole
+            if newlines:
+                line, line_start = line + newlines, offset + chunk.rfind(b"\n") + 1
+        else:
+            cut = 0
+            while target is not None:
+                if target == line:
+                    found[line] = line_start
+                    target = next(targets, None)
+                    continue
+                nl = chunk.find(b"\n", cut)
+                if nl < 0:
+                    break
+                cut = nl + 1
+                line, line_start = line + 1, offset + cut
+        offset += len(chunk)
+    return found
+
+
+def redact_in_place(path: str, identity: tuple[int, int], positions: list[int], end: int) -> int:
+    """Overwrite the records at ``positions`` (ascending) with their redaction; fsync.
+
+    In a file log a record's pos is its line number. The records are overwritten last
+    first, so a process killed part way leaves the session's creation and a prefix of
+    its records whole, which a later pass completes. Returns how many changed.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)  # no O_APPEND: pwrite
+    try:
+        st = os.fstat(fd)
+        if (st.st_ino, st.st_dev) != identity:
+            raise LogError(f"{path}: the log was replaced while open", path=path)
+        starts = _line_starts(fd, positions, end)
+        changed = 0
+        for pos in reversed(positions):
+            start = starts.get(pos)
+            if start is None:
+                raise LogError(f"{path}: no record at position {pos} to redact", path=path)
+            line = _read_line(fd, start, end)
+            try:
+                new = ev.redaction_line(line)
+            except ev.LineError as exc:
+                raise LogError(
+                    f"{path}: line {pos} (byte offset {start}): cannot redact it: {exc.reason}",
+                    path=path,
+                ) from None
+            if ev.decode_line(new[:-1]).pos != pos:
+                raise LogError(
+                    f"{path}: line {pos} (byte offset {start}) holds another position",
+                    path=path,
+                )
+            if new != line:
+                os.pwrite(fd, new, start)
+                changed += 1
+        if changed:
+            os.fsync(fd)
+        return changed
+    finally:
+        os.close(fd)
+
+
+def _read_line(fd: int, start: int, end: int) -> bytes:
+    """The whole line that starts at ``start``, newline included."""
+    parts: list[bytes] = []
+    at = start
+    while at < end:
+        chunk = os.pread(fd, min(1 << 16, end - at), at)
+        nl = chunk.find(b"\n")
+        if nl >= 0:
+            parts.append(chunk[: nl + 1])
+            return b"".join(parts)
+        parts.append(chunk)
+        at += len(chunk)
+    return b"".join(parts)
+
+
+def quarantine_files(log_path: str) -> list[str]:
+    """The files the log's torn tails were moved to (``<log>.torn-<offset>[.n]``)."""
+    return sorted(glob.glob(glob.escape(log_path) + ".torn-*"))
+
+
+def scrub_quarantine(log_path: str, session_id: str) -> list[str]:
+    """Remove the session's torn bytes from every quarantine file; the files changed.
+
+    A file left with nothing is removed; any other is replaced whole by a copy without
+    them (written, fsynced, then renamed over it), so a crash leaves one or the other.
+    """
+    changed: list[str] = []
+    for path in quarantine_files(log_path):
+        with open(path, "rb") as f:
+            data = f.read()
+        pieces = data.splitlines(keepends=True)
+        kept = [p for p in pieces if not carries_session(p, session_id)]
+        if len(kept) == len(pieces):
+            continue
+        if kept:
+            tmp = f"{path}.scrub"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            try:
+                os.write(fd, b"".join(kept))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        else:
+            os.unlink(path)
+        fsync_directory(os.path.dirname(os.path.abspath(path)))
+        changed.append(path)
+    return changed
