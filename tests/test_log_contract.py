@@ -18,8 +18,15 @@ from typing import Protocol
 import msgspec
 import pytest
 
-from journal import CorruptLog, Journal, JournalClosed, LogError
-from journal.events import AnyEvent, MessageAppended, SessionCreated, encode_line
+from journal import CorruptLog, Journal, JournalClosed, LogError, UnknownSession
+from journal.events import (
+    AnyEvent,
+    MessageAppended,
+    Redacted,
+    SessionCreated,
+    SessionForgotten,
+    encode_line,
+)
 from journal.log import START, AppendConflict, Cursor, FileLog, LogBackend, MemoryLog, MemoryStore
 
 TS = "2026-01-01T00:00:00.000000Z"
@@ -40,6 +47,9 @@ class Harness(Protocol):
 
     def drop_last_record(self) -> None:
         """Remove the last whole record, as something other than this library might."""
+
+    def kept_aside(self) -> bytes:
+        """Every byte of the torn tails moved aside so far."""
 
 
 class FileHarness:
@@ -71,6 +81,9 @@ class FileHarness:
     def drop_last_record(self) -> None:
         os.truncate(self.path, self.path.stat().st_size - len(self._lines()[-1]))
 
+    def kept_aside(self) -> bytes:
+        return b"".join(p.read_bytes() for p in sorted(self.path.parent.glob("*.torn-*")))
+
 
 class MemoryHarness:
     def __init__(self) -> None:
@@ -94,6 +107,9 @@ class MemoryHarness:
     def drop_last_record(self) -> None:
         self.store.cut(len(self.store.lines) - 1)
 
+    def kept_aside(self) -> bytes:
+        return b"".join(b"".join(lines) for lines in self.store.quarantined.values())
+
 
 HARNESSES = ["file", "memory"]
 
@@ -112,9 +128,15 @@ def log(harness: Harness) -> Iterator[LogBackend]:
     handle.close()
 
 
-def message(pos: int, seq: int, content: str = "hi") -> MessageAppended:
+def message(pos: int, seq: int, content: str = "hi", session_id: str = "s") -> MessageAppended:
     return MessageAppended(
-        pos=pos, id=str(uuid.uuid4()), ts=TS, session_id="s", seq=seq, role="user", content=content
+        pos=pos,
+        id=str(uuid.uuid4()),
+        ts=TS,
+        session_id=session_id,
+        seq=seq,
+        role="user",
+        content=content,
     )
 
 
@@ -308,3 +330,75 @@ def test_the_writer_repairs_a_torn_tail_when_it_opens(harness: Harness) -> None:
         assert len(j.repairs) == 1
         assert j.last_seq("s") == 1
         assert j.append_message("s", "user", "again").seq == 2
+
+
+def test_a_redaction_changes_those_records_only_and_keeps_every_cursor(log: LogBackend) -> None:
+    records = lines(created(1, "a"), created(2, "b"), message(3, 1, "secret", "a"))
+    end = append(log, records, START)
+    end = append(log, lines(message(4, 1, "kept", "b"), message(5, 2, "gone", "a")), end)
+    before = read_all(log)
+    with log.exclusive():
+        assert log.redact(((1, 1), (3, 3), (5, 5))) == 3
+    after = read_all(log)
+    assert [c for _, c in after] == [c for _, c in before]
+    assert [e.pos for e, _ in after] == [1, 2, 3, 4, 5]
+    assert [type(e) for e, _ in after] == [
+        Redacted,
+        SessionCreated,
+        Redacted,
+        MessageAppended,
+        Redacted,
+    ]
+    assert [after[i][0] for i in (1, 3)] == [before[i][0] for i in (1, 3)]
+    assert all(not e.id and e.ts == TS for e, _ in after if isinstance(e, Redacted))
+    with log.exclusive():
+        assert log.redact(((1, 1), (3, 3), (5, 5))) == 0  # done already: nothing changes
+    assert log.end(end) == end
+
+
+def test_a_redaction_keeps_a_group_whole(log: LogBackend) -> None:
+    end = append(log, lines(created(1, "a"), created(2, "b"), group=True), START)
+    with log.exclusive():
+        log.redact(((1, 1),))
+    assert [type(e) for e, _ in read_all(log)] == [Redacted, SessionCreated]
+    assert log.end(end) == end
+
+
+def test_torn_bytes_of_a_session_are_scrubbed_and_others_kept(
+    harness: Harness, log: LogBackend
+) -> None:
+    end = append(log, lines(created(1, "a"), created(2, "b")), START)
+    for session in ("a", "b"):
+        end = append(log, lines(message(3, 1, f"torn-{session} " * 20, session)), end)
+        harness.cut_last_record_short()
+        reading = log.read()
+        list(reading)
+        assert reading.torn is not None
+        with log.exclusive():
+            log.repair(reading.torn)
+        end = log.end(START)
+    assert b"torn-a" in harness.kept_aside() and b"torn-b" in harness.kept_aside()
+    with log.exclusive():
+        assert log.scrub_torn("c") == []
+        changed = log.scrub_torn("a")
+    assert len(changed) == 1
+    kept = harness.kept_aside()
+    assert b"torn-a" not in kept and b"torn-b" in kept
+
+
+def test_the_writer_forgets_over_every_backend(harness: Harness) -> None:
+    with Journal.open(harness.open()) as j:
+        j.create_session("m", session_id="a", first_message="secret")
+        j.create_session("m", session_id="b", first_message="kept")
+        j.append_message("a", "user", "more secret")
+        forgotten = j.forget("a")
+        assert j.last_pos == forgotten.pos
+        with pytest.raises(UnknownSession):
+            j.status("a")
+    with Journal.open(harness.open()) as j:
+        events = [e for e, _ in j._log.read()]
+        assert not any(getattr(e, "session_id", None) == "a" for e in events)
+        assert isinstance(events[-1], SessionForgotten)
+        assert j.last_seq("b") == 1
+        j.create_session("m", session_id="a")
+        assert j.last_seq("a") == 0

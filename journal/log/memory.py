@@ -219,7 +219,10 @@ class MemoryLog:
 
     def repair(self, torn: TornTail) -> str:
         with self.store.lock:
-            where = f"{self.name}#torn-{torn.offset}"
+            where = base = f"{self.name}#torn-{torn.offset}"
+            n = 1
+            while where in self.store.quarantined:  # a second tear at the same place
+                where, n = f"{base}.{n}", n + 1
             self.store.quarantined[where] = self.store.cut(
                 self.store.index_after(Cursor(torn.offset))
             )
