@@ -294,18 +294,18 @@ def redaction_line(line: bytes) -> bytes:
     event = decode_line(line[:-1])
     if isinstance(event, Redacted):
         return line
-    for was in (line_digest(line)[:REDACTED_HASH_DIGITS], ""):
-        fields: dict[str, Any] = {"type": "redacted", "pos": event.pos, "ts": event.ts}
-        if event.grp is not UNSET:
-            fields["grp"] = list(event.grp)
-        if was:
-            fields["was"] = was
-        fields["pad"] = ""
-        room = len(line) - len(_encoder.encode(fields)) - CRC_SUFFIX_LEN
-        if room >= 0:
-            fields["pad"] = " " * room
-            body = _encoder.encode(fields)
-            return b'%s%s%08x"}\n' % (body[:-1], CRC_PREFIX, checksum(body))
+    fields: dict[str, Any] = {"type": "redacted", "pos": event.pos, "ts": event.ts}
+    if event.grp is not UNSET:
+        fields["grp"] = list(event.grp)
+    fields["was"] = line_digest(line)[:REDACTED_HASH_DIGITS]
+    fields["pad"] = ""
+    # A record's own id (36 characters) alone leaves room for ``was``: only a line made
+    # by hand can be too short.
+    room = len(line) - len(_encoder.encode(fields)) - CRC_SUFFIX_LEN
+    if room >= 0:
+        fields["pad"] = " " * room
+        body = _encoder.encode(fields)
+        return b'%s%s%08x"}\n' % (body[:-1], CRC_PREFIX, checksum(body))
     raise LineError(f"record {event.pos} is too short to hold its redaction")
 
 

@@ -1,12 +1,25 @@
-"""Which records a forgetting erases: every record of the session, found by reading the log.
+"""Forgetting sessions: the one operation that takes something out of the log.
 
-``Journal.forget`` appends a ``session_forgotten`` record that lists them (positions only,
-nothing personal), then has the log backend overwrite each with its redaction.
+``forget`` appends a ``session_forgotten`` record per session (the positions of its
+records, nothing personal, not even the id), then has the log backend overwrite each of
+those records in place with a ``redacted`` record of the same length, so every other
+record keeps its position, id and byte offset. Before that, the session's bytes are
+removed from where torn tails were moved aside. Projectors purge the session's rows when
+they meet the record. A writer stopped part way leaves the record; the next writer to
+open the log completes the redaction (``_complete_forgetting``).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Collection, Mapping, Sequence
+
+from journal.errors import ConflictError, InvalidValue, UnknownSession
+from journal.events import SessionForgotten
 from journal.log import LogSource
+from journal.operation_base import OperationBase
+from journal.state import Receipt
+from journal.validation import check_session_id
 
 Ranges = tuple[tuple[int, int], ...]
 
@@ -22,15 +35,81 @@ def as_ranges(positions: list[int]) -> Ranges:
     return tuple(ranges)
 
 
-def session_positions(log: LogSource, session_id: str) -> Ranges:
-    """The positions of every record of the session (its creation first), as ranges.
+def sessions_positions(log: LogSource, session_ids: Collection[str]) -> dict[str, Ranges]:
+    """The positions of every record of each session (its creation first), as ranges.
 
-    Records of an earlier session of the same id that was forgotten are redacted, so only
-    the present session's are found.
+    One pass over the log, whatever the number of sessions. Records of an earlier session
+    of the same id that was forgotten are redacted, so only the present session's count.
     """
-    found = [
-        event.pos
-        for event, _ in log.read_state()
-        if getattr(event, "session_id", None) == session_id
-    ]
-    return as_ranges(found)
+    found: dict[str, list[int]] = {sid: [] for sid in session_ids}
+    for event, _ in log.read_state():
+        positions = found.get(getattr(event, "session_id", ""))
+        if positions is not None:
+            positions.append(event.pos)
+    return {sid: as_ranges(positions) for sid, positions in found.items()}
+
+
+class Forgetting(OperationBase):
+    """``Journal.forget`` and ``Journal.forget_many``."""
+
+    def forget(self, session_id: str, *, event_id: str | None = None) -> Receipt:
+        """Erase the session from the log, whatever its status: zero residue, nothing else
+        changed (see the module docstring). Afterwards the id can be used again.
+
+        The log is read whole to find the session's records, under the lock: other
+        appends wait meanwhile.
+        """
+        return self._forget([session_id], event_id)[0]
+
+    def forget_many(
+        self, session_ids: Sequence[str], *, expected: Mapping[str, Ranges] | None = None
+    ) -> list[Receipt]:
+        """Forget several sessions with one reading of the log; all are recorded as one
+        atomic group, then redacted. Every id must name a session.
+
+        ``expected``: the positions of each session's records the caller copied elsewhere
+        (an archive): if the log holds other records of one of them now, nothing is
+        forgotten (ConflictError).
+        """
+        return self._forget(list(dict.fromkeys(session_ids)), None, expected)
+
+    def _forget(
+        self,
+        session_ids: list[str],
+        event_id: str | None,
+        expected: Mapping[str, Ranges] | None = None,
+    ) -> list[Receipt]:
+        for session_id in session_ids:
+            check_session_id(session_id)
+        if self._pending is not None and self._pending_owner == threading.get_ident():
+            raise InvalidValue("forgetting is an operation of its own: not inside batch()")
+        with self._writing(user_batch=True) as w:
+            dup = self._duplicate(event_id, "session_forgotten", None)
+            if dup is not None:
+                return [dup]
+            for session_id in session_ids:
+                if session_id not in self._state.sessions:
+                    raise UnknownSession(session_id)
+            found = sessions_positions(self._log, session_ids)
+            for session_id, positions in (expected or {}).items():
+                if found.get(session_id) != positions:
+                    raise ConflictError(
+                        f"session {session_id!r} changed after it was copied (its records "
+                        "are not those expected); nothing was forgotten"
+                    )
+            for session_id in session_ids:
+                self._log.scrub_torn(session_id)
+            receipts = [
+                self._add(w, SessionForgotten(positions=found[sid]), event_id)
+                for sid in session_ids
+            ]
+        with self._log.exclusive():
+            self._complete_forgetting()
+        return receipts
+
+    def _complete_forgetting(self) -> None:
+        """Redact the records of forgettings whose session the state read whole (under the
+        log's lock): a writer stopped between the record and its redaction left them."""
+        for positions in self._state.unredacted:
+            self._log.redact(positions)
+        self._state.unredacted.clear()

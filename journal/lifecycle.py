@@ -39,6 +39,8 @@ OPEN_STATUSES: Final = frozenset({ACTIVE, IDLE, PAUSED})
 TIMED_STATUSES: Final = frozenset({ACTIVE, IDLE})
 # Closed statuses, which restore() reopens: InvalidState says so when one forbids an operation.
 CLOSED_STATUSES: Final = frozenset({EXPIRED, ARCHIVED})
+# Statuses no one writes in any more (a restore aside): what retention archives and forgets.
+ENDED_STATUSES: Final = CLOSED_STATUSES | {DELETED}
 
 # -- what each event changes ----------------------------------------------------------
 # session_timed_out's kinds (events.TimeoutKind); an idle timeout is named after the

@@ -14,8 +14,9 @@ call's receipt with ``duplicate=True`` and writes nothing. Older ids are forgott
 keeps memory bounded; retry within that window.
 
 This module holds ``Journal`` itself: opening the log, catching up with it, and the append
-machinery every operation goes through. The operations it inherits are
-``journal.operations``'s; which status allows each is ``journal.lifecycle``'s.
+machinery every operation goes through. The operations it inherits are those of
+``journal.operations``, ``journal.forgetting`` and ``journal.history``; which status allows
+each is ``journal.lifecycle``'s.
 """
 
 from __future__ import annotations
@@ -32,23 +33,18 @@ from typing import Any, Final, TypedDict, TypeVar, Unpack
 import msgspec
 
 from journal.commit import Call, Combiner
-from journal.errors import GroupTooLarge, InvalidValue, JournalClosed, LogError, UnknownSession
-from journal.events import AnyEvent, Event, SessionForgotten, encode_line, format_ts
-from journal.forgetting import session_positions
+from journal.errors import GroupTooLarge, InvalidValue, JournalClosed, LogError
+from journal.events import AnyEvent, Event, encode_line, format_ts
+from journal.forgetting import Forgetting
 from journal.gcpause import gc_paused
+from journal.history import History
 from journal.ids import random_event_id
-from journal.log import START, Cursor, Durability, FileLog, LogBackend, TornTail
+from journal.log import START, Cursor, Durability, FileLog, LogBackend, LogSource, TornTail
 from journal.operations import Operations
 from journal.pending import InGroup as _InGroup
 from journal.pending import Pending as _Pending
 from journal.state import DEFAULT_ID_WINDOW, JournalState, Receipt, StateViolation
-from journal.validation import (
-    LATEST,
-    MAX_GROUP_BYTES,
-    MAX_GROUP_EVENTS,
-    check_session_id,
-    check_time,
-)
+from journal.validation import LATEST, MAX_GROUP_BYTES, MAX_GROUP_EVENTS, check_time
 
 log = logging.getLogger("journal")
 
@@ -77,7 +73,7 @@ class JournalOptions(TypedDict, total=False):
     new_id: Callable[[], str] | None
 
 
-class Journal(Operations):
+class Journal(Operations, Forgetting, History):
     """Appends validated events to one log file. Thread-safe and process-safe.
 
     Open with ``Journal.open(path)``; use as a context manager or call ``close()``.
@@ -181,13 +177,6 @@ class Journal(Operations):
                 self._state = JournalState(self._state.recent_ids.size)
                 self._end = START
                 self._catch_up()
-
-    def _complete_forgetting(self) -> None:
-        """Redact the records of forgettings whose session the state read whole (lock held):
-        a writer stopped between the record and its redaction left them so."""
-        for positions in self._state.unredacted:
-            self._log.redact(positions)
-        self._state.unredacted.clear()
 
     def _repair(self, torn: TornTail) -> None:
         quarantine = self._log.repair(torn)
@@ -323,41 +312,15 @@ class Journal(Operations):
         with self._writing(user_batch=True):
             yield self
 
-    def forget(self, session_id: str, *, event_id: str | None = None) -> Receipt:
-        """Erase the session from the log, whatever its status: zero residue, nothing else
-        changed.
-
-        Appends a ``session_forgotten`` record (the positions of the session's records,
-        nothing personal, not even the id), then overwrites each of those records in place
-        with a ``redacted`` record of the same length, so every other record keeps its
-        position, id and byte offset. Before that, the session's bytes are removed from
-        where torn tails were moved aside. Projectors purge the session's rows when they
-        meet the record. A writer stopped part way leaves the record; the next writer to
-        open the log completes the redaction. Afterwards the id can be used again.
-
-        The log is read whole to find the session's records, under the lock: other
-        appends wait meanwhile.
-        """
-        check_session_id(session_id)
-        if self._pending is not None and self._pending_owner == threading.get_ident():
-            raise InvalidValue("forget() is an operation of its own: not inside batch()")
-        with self._writing() as w:
-            dup = self._duplicate(event_id, "session_forgotten", None)
-            if dup is not None:
-                return dup
-            if session_id not in self._state.sessions:
-                raise UnknownSession(session_id)
-            positions = session_positions(self._log, session_id)
-            self._log.scrub_torn(session_id)
-            receipt = self._add(w, SessionForgotten(positions=positions), event_id)
-        with self._log.exclusive():
-            self._complete_forgetting()
-        return receipt
-
     @property
     def last_pos(self) -> int:
         """The position of the last record this writer has seen."""
         return self._state.last_pos
+
+    @property
+    def source(self) -> LogSource:
+        """The log this writer appends to, to read."""
+        return self._log
 
     @property
     def read_to(self) -> Cursor:

@@ -142,8 +142,9 @@ def parse_time(text: str) -> datetime:
         raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
 
 
-def parse_since(text: str) -> str:
-    """A date (2026-11-01), an RFC 3339 time, or a span back from now (90m, 12h, 7d)."""
+def parse_since(text: str, option: str = "--since") -> str:
+    """A date (2026-11-01), an RFC 3339 time, or a span back from now (90m, 12h, 7d);
+    ``option`` names it in the error."""
     span = re.fullmatch(r"(\d+)([mhd])", text.strip())
     if span:
         seconds = int(span.group(1)) * {"m": 60, "h": 3600, "d": 86400}[span.group(2)]
@@ -155,7 +156,7 @@ def parse_since(text: str) -> str:
         moment = parse_time(text)
     except ValueError:
         raise QueryError(
-            f"--since {text!r}: use a date (2026-11-01), a time "
+            f"{option} {text!r}: use a date (2026-11-01), a time "
             "(2026-11-01T09:30:00Z) or a span (90m, 12h, 7d)"
         ) from None
     return format_ts(moment)

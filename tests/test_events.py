@@ -98,6 +98,15 @@ SPECIFIC: dict[type[ev.Event], dict[str, st.SearchStrategy[object]]] = {
         "keep_through_seq": st.integers(0, 2**40),
         "reason": opt_text,
     },
+    ev.SessionForgotten: {
+        "positions": st.lists(
+            st.tuples(st.integers(1, 2**40), st.integers(1, 2**40)), max_size=5
+        ).map(lambda pairs: tuple(sorted((min(p), max(p)) for p in pairs)))
+    },
+    ev.Redacted: {
+        "was": st.from_regex(r"[0-9a-f]{32}", fullmatch=True) | st.just(""),
+        "pad": st.integers(0, 40).map(lambda n: " " * n),
+    },
 }
 
 any_event = st.one_of(
@@ -223,3 +232,33 @@ def test_when_prefers_at() -> None:
     m2 = msgspec.structs.replace(m, at="2020-01-01T00:00:00.000000Z")
     assert m2.when == "2020-01-01T00:00:00.000000Z"
     assert not math.isnan(ev.ts_seconds(m2.when))
+
+
+session_events = st.one_of(
+    [
+        st.builds(cls, **envelope(), **fields)  # type: ignore[arg-type]
+        for cls, fields in SPECIFIC.items()
+        if "session_id" in fields
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(session_events)
+def test_a_redaction_keeps_length_place_time_and_group_and_nothing_else(event: ev.Event) -> None:
+    line = encode_line(event)
+    redacted = ev.redaction_line(line)
+    assert len(redacted) == len(line) and redacted.endswith(b"\n")
+    kept = decode_line(redacted[:-1])
+    assert isinstance(kept, ev.Redacted)
+    assert (kept.pos, kept.ts, kept.grp) == (event.pos, event.ts, event.grp)
+    assert kept.id == "" and kept.at is msgspec.UNSET
+    assert kept.was == ev.line_digest(line)[: ev.REDACTED_HASH_DIGITS]
+    assert ev.redaction_line(redacted) == redacted  # redacting again changes nothing
+    assert set(msgspec.json.decode(redacted)) <= {"type", "pos", "ts", "grp", "was", "pad", "crc"}
+
+
+def test_a_line_too_short_for_its_redaction_is_refused() -> None:
+    short = encode_line(ev.SessionPaused(pos=1, ts="2026-01-01T00:00:00.000000Z", session_id="s"))
+    with pytest.raises(LineError, match="too short"):
+        ev.redaction_line(short)

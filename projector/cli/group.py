@@ -24,6 +24,7 @@ from journal.errors import (
     LogWriteError,
 )
 from journal.events import format_ts
+from projector.cli import erase as cli_erase
 from projector.cli import read as cli_read
 from projector.cli import write as cli_write
 from projector.cli.notes import Paths, in_cli_terms, to_run
@@ -325,6 +326,9 @@ for _command in (
     cli_write.expire,
     cli_write.import_legacy,
     cli_write.repair_line_endings,
+    cli_erase.forget,
+    cli_erase.retain,
+    cli_erase.import_log,
 ):
     main.add_command(_command)
 for _command in main.commands.values():

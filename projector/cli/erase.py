@@ -1,0 +1,174 @@
+"""The commands that take sessions out: ``forget`` (one session, for good), ``retain``
+(archive the sessions that ended long ago, then forget them) and ``import-log`` (bring an
+archive back). Each forgetting also purges the database named by ``--db``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from journal import Journal, UnknownSession
+from journal.events import LineError, decode_line
+from journal.retention import retain as do_retain
+from journal.validation import MAX_GROUP_EVENTS
+from projector.cli.notes import Paths, being_watched, to_run
+from projector.cli.support import (
+    emit_json,
+    fail,
+    get_paths,
+    json_option,
+    paths_with_log,
+    progress_bar,
+)
+from projector.cli.write import print_receipts
+from projector.queries import QueryError, parse_since
+from projector.watch import projection_lock
+
+
+def _confirm(yes: bool, question: str) -> None:
+    """Ask on a terminal; without one, only ``--yes`` goes on."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        fail("refusing to forget without --yes: there is no terminal to confirm on")
+    click.confirm(question, abort=True, err=True)
+
+
+def _purge_database(paths: Paths, session_ids: list[str]) -> str:
+    """Bring the database past the forgettings (which purges their sessions), purge any
+    row of these ids a run cut short left, and scrub the files; says what was done."""
+    from projector import replay
+    from projector.db import connect
+    from projector.forgetting import purge_session, scrub_database
+
+    if not os.path.exists(paths.db):
+        return f"{paths.db}: no database to purge."
+    if being_watched(paths.db):
+        return f"{paths.db}: the `watch` running on it purges it when it reads the forgetting."
+    with projection_lock(paths.log, paths.db):
+        replay(paths.log, paths.db, progress=progress_bar("replay"))
+        conn = connect(paths.db)
+        try:
+            with conn:
+                for session_id in session_ids:
+                    purge_session(conn, session_id)
+            done = scrub_database(conn)
+        finally:
+            conn.close()
+    if not done:
+        return (
+            f"{paths.db}: purged; a reader holds its write-ahead log, which still holds old "
+            f"pages: run `{to_run(paths, 'replay')}` once it is closed."
+        )
+    return f"{paths.db}: purged, nothing of it left in the database's files."
+
+
+@click.command()
+@click.argument("session_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
+@click.pass_context
+def forget(ctx: click.Context, session_id: str, yes: bool, as_json: bool) -> None:
+    """Erase a session from the log and the database for good (a person's right to
+    erasure): no byte of its id, title, messages, metadata or snapshots is left in any file
+    session-journal keeps. Every other event keeps its position and id; a record that a
+    forgetting happened (holding nothing of the session) is appended. Run it again after
+    an interruption: it completes the forgetting."""
+    paths = paths_with_log(ctx)
+    _confirm(
+        yes,
+        f"Forget session {session_id!r}: erase it from {paths.log} and {paths.db} for good?",
+    )
+    with Journal.open(paths.log) as j:
+        try:
+            receipt = j.forget(session_id)
+        except UnknownSession:
+            receipt = None  # never created, or forgotten by a run cut short since
+    database = _purge_database(paths, [session_id])
+    if as_json:
+        emit_json({"forgotten": receipt._asdict() if receipt else None, "database": database})
+        return
+    if receipt is None:
+        click.echo(f"No session {session_id!r} in {paths.log}: nothing of it left to forget.")
+    else:
+        click.echo(f"pos {receipt.pos}: session forgotten; its records in the log are redacted.")
+    click.echo(database)
+
+
+@click.command()
+@click.option(
+    "--closed-before",
+    "closed_before",
+    required=True,
+    help="Sessions archived, expired or deleted before this: a span back from now "
+    "(180d, 12h) or a time.",
+)
+@click.option(
+    "--to",
+    "archive",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The archive to write (JSON lines, as in the log); must not exist.",
+)
+@click.option("--dry-run", is_flag=True, help="Only count what would move.")
+@json_option
+@click.pass_context
+def retain(
+    ctx: click.Context, closed_before: str, archive: str, dry_run: bool, as_json: bool
+) -> None:
+    """Move the sessions that ended before a time out of the log: archive them to a new
+    file (durable before anything is forgotten; `import-log` brings it back), then forget
+    them from the log and the database."""
+    paths = paths_with_log(ctx)
+    try:
+        cutoff = parse_since(closed_before, "--closed-before")
+    except QueryError as exc:
+        fail(str(exc))
+    with Journal.open(paths.log) as j:
+        report = do_retain(j, cutoff, archive, dry_run)
+    database = "" if dry_run or not report.sessions else _purge_database(paths, report.sessions)
+    if as_json:
+        emit_json({**report.__dict__, "sessions": len(report.sessions), "database": database})
+        return
+    verb = "Would move" if dry_run else "Moved"
+    click.echo(
+        f"{verb} {len(report.sessions)} sessions ended before {cutoff} "
+        f"({report.events} events, {report.bytes} bytes)"
+        + ("." if dry_run or not report.sessions else f" to {archive}; forgotten from the log.")
+    )
+    if database:
+        click.echo(database)
+
+
+@click.command("import-log")
+@click.argument("source", type=click.File("rb"))
+@json_option
+@click.pass_context
+def import_log(ctx: click.Context, source: Any, as_json: bool) -> None:
+    """Append the records of SOURCE (an archive `retain` wrote, or a log) to the log: each
+    keeps its event id and the time it happened, and gets a new position. Every line is
+    checked first: one bad line and nothing is written. A run cut short can be run again
+    (records already imported are skipped)."""
+    events = []
+    offset = 0
+    for number, line in enumerate(source, 1):
+        try:
+            events.append(decode_line(line.rstrip(b"\n")))
+        except LineError as exc:
+            fail(
+                f"{source.name}: line {number} (byte offset {offset}): {exc.reason}; "
+                "nothing was written"
+            )
+        offset += len(line)
+    receipts = []
+    with Journal.open(get_paths(ctx).log) as j:
+        for start in range(0, len(events), MAX_GROUP_EVENTS):
+            receipts.extend(j.reappend(events[start : start + MAX_GROUP_EVENTS]))
+    if as_json:
+        print_receipts(ctx, receipts, as_json)
+        return
+    fresh = sum(not r.duplicate for r in receipts)
+    click.echo(f"Imported {fresh} events ({len(receipts) - fresh} were in the log already).")
