@@ -27,13 +27,14 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from journal.commit import Call, Ticket
 from journal.errors import DurabilityError, JournalClosed
+from journal.forgetting import Ranges
 from journal.log import Durability
 from journal.message_args import MessageArgs
 from journal.state import Receipt
@@ -248,13 +249,23 @@ class AsyncJournal:
     delete_session = _awaitable(Journal.delete_session)
     expire_due = _awaitable(Journal.expire_due)
 
+    reappend = _awaitable(Journal.reappend)
+
+    # Forgetting reads the whole log: on a thread of its own rather than the committer's,
+    # which would hold every other call of the loop up meanwhile.
     async def forget(self, session_id: str, *, event_id: str | None = None) -> Receipt:
-        """``Journal.forget``, on a thread of its own rather than the committer's: it reads
-        the whole log, which would hold every other call of the loop up meanwhile."""
+        return await self._on_own_thread(self.journal.forget, session_id, event_id=event_id)
+
+    async def forget_many(
+        self, session_ids: Sequence[str], *, expected: Mapping[str, Ranges] | None = None
+    ) -> list[Receipt]:
+        return await self._on_own_thread(self.journal.forget_many, session_ids, expected=expected)
+
+    async def _on_own_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._closing:
             raise JournalClosed(f"{self.journal.path}: the journal is closed")
-        run = functools.partial(self.journal.forget, session_id, event_id=event_id)
         lane = _batch_lane.get()  # inside a batch: refused there, as by Journal
+        run = functools.partial(fn, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(lane, run)
 
     # Reads of the writer's state in memory: no lock, no disk, nothing to hand over.

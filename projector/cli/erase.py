@@ -28,11 +28,15 @@ from projector.queries import QueryError, parse_since
 from projector.watch import projection_lock
 
 
+def _on_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def _confirm(yes: bool, question: str) -> None:
     """Ask on a terminal; without one, only ``--yes`` goes on."""
     if yes:
         return
-    if not sys.stdin.isatty():
+    if not _on_terminal():
         fail("refusing to forget without --yes: there is no terminal to confirm on")
     click.confirm(question, abort=True, err=True)
 
