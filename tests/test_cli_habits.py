@@ -25,7 +25,7 @@ from projector.errors import ForeignFile
 RENAME = '{"type":"session_renamed","session_id":"demo-haiku","title":"Spring"}\n'
 
 # A run of each command that succeeds on a copy of the demo and prints data. "{legacy}"
-# stands for an old database to import.
+# stands for an old database to import, "{data}" for the copy's directory.
 INVOCATIONS: dict[str, list[str]] = {
     "demo": ["demo"],
     "append": ["append", "-"],
@@ -46,6 +46,10 @@ INVOCATIONS: dict[str, list[str]] = {
     "expire": ["expire", "--now", "2100-01-01T00:00:00Z"],
     "import-legacy": ["import-legacy", "{legacy}"],
     "repair-line-endings": ["repair-line-endings"],
+    "forget": ["forget", "demo-paris-trip", "--yes"],
+    "retain": ["retain", "--closed-before", "0m", "--to", "{data}/ended.jsonl"],
+    # the log's own records: all there already, so nothing is appended
+    "import-log": ["import-log", "{data}/sessions.jsonl"],
 }
 # The one command that runs until stopped and prints nothing on stdout.
 RUNS_UNTIL_STOPPED = {"watch"}
@@ -78,7 +82,10 @@ def data(template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
 
 
 def args_for(command: str, data: Path) -> list[str]:
-    return [a.replace("{legacy}", str(data / "old.db")) for a in INVOCATIONS[command]]
+    return [
+        a.replace("{legacy}", str(data / "old.db")).replace("{data}", str(data))
+        for a in INVOCATIONS[command]
+    ]
 
 
 def paths(data: Path, command: str) -> list[str]:

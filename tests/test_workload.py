@@ -49,7 +49,8 @@ def test_log_reads_back_clean_with_every_event_type(tmp_path: Path) -> None:
     assert len(events) == sum(op.events for op in ops)
     assert abs(len(events) - EVENTS) < EVENTS * 0.1
     tags = Counter(type(e).__struct_config__.tag for e in events)
-    assert set(tags) == set(TAGS), set(TAGS) - set(tags)
+    # Forgetting reads the whole log each time: it has tests and measurements of its own.
+    assert set(tags) == set(TAGS) - {"session_forgotten", "redacted"}, set(TAGS) - set(tags)
     assert len({e.id for e in events}) == len(events)
     messages = [e for e in events if isinstance(e, MessageAppended)]
     assert any(not m.content.isascii() for m in messages)
