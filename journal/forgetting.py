@@ -12,11 +12,10 @@ open the log completes the redaction (``_complete_forgetting``).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from journal.errors import ConflictError, InvalidValue, UnknownSession
 from journal.events import SessionForgotten
-from journal.log import LogSource
 from journal.operation_base import OperationBase
 from journal.state import Receipt
 from journal.validation import check_session_id
@@ -33,20 +32,6 @@ def as_ranges(positions: list[int]) -> Ranges:
         else:
             ranges.append((pos, pos))
     return tuple(ranges)
-
-
-def sessions_positions(log: LogSource, session_ids: Collection[str]) -> dict[str, Ranges]:
-    """The positions of every record of each session (its creation first), as ranges.
-
-    One pass over the log, whatever the number of sessions. Records of an earlier session
-    of the same id that was forgotten are redacted, so only the present session's count.
-    """
-    found: dict[str, list[int]] = {sid: [] for sid in session_ids}
-    for event, _ in log.read_state():
-        positions = found.get(getattr(event, "session_id", ""))
-        if positions is not None:
-            positions.append(event.pos)
-    return {sid: as_ranges(positions) for sid, positions in found.items()}
 
 
 class Forgetting(OperationBase):
@@ -90,7 +75,10 @@ class Forgetting(OperationBase):
             for session_id in session_ids:
                 if session_id not in self._state.sessions:
                     raise UnknownSession(session_id)
-            found = sessions_positions(self._log, session_ids)
+            found = {
+                sid: as_ranges(positions)
+                for sid, positions in self._log.find_sessions(session_ids).items()
+            }
             for session_id, positions in (expected or {}).items():
                 if found.get(session_id) != positions:
                     raise ConflictError(

@@ -402,3 +402,11 @@ def test_the_writer_forgets_over_every_backend(harness: Harness) -> None:
         assert j.last_seq("b") == 1
         j.create_session("m", session_id="a")
         assert j.last_seq("a") == 0
+
+
+def test_the_records_of_sessions_are_found_and_a_lookalike_is_not(log: LogBackend) -> None:
+    decoy = msgspec.structs.replace(message(4, 1, "hi", "b"), metadata={"session_id": "a"})
+    end = append(log, lines(created(1, "a"), created(2, "b"), message(3, 1, "x", "a")), START)
+    append(log, lines(decoy, message(5, 2, "y", "a")), end)
+    with log.exclusive():
+        assert log.find_sessions(["a", "b", "c"]) == {"a": [1, 3, 5], "b": [2, 4], "c": []}

@@ -24,7 +24,7 @@ tests (``tests/test_log_contract.py``) run one body of tests against each.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from itertools import accumulate
@@ -168,6 +168,11 @@ class LogBackend(LogSource, Protocol):
 
     def repair(self, torn: TornTail) -> str:
         """Move a torn tail aside (under ``exclusive()``); returns where it was kept."""
+        ...
+
+    def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
+        """The positions of every record of each session, ascending (under
+        ``exclusive()``, so that none is appended meanwhile)."""
         ...
 
     def redact(self, positions: Sequence[tuple[int, int]]) -> int:

@@ -8,13 +8,13 @@ replaced or cut by something other than this library, and the writer stops.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Final
 
 from journal.errors import LogError
 from journal.log.appender import LogFile
 from journal.log.backend import START, Cursor, TornTail
-from journal.log.erasure import positions_in, redact_in_place, scrub_quarantine
+from journal.log.erasure import find_records, positions_in, redact_in_place, scrub_quarantine
 from journal.log.reader import LogReader, StateReader
 from journal.repair import quarantine_tail
 
@@ -67,6 +67,9 @@ class FileLog(LogFile, FileSource):
 
     def repair(self, torn: TornTail) -> str:
         return quarantine_tail(self, torn.offset)
+
+    def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
+        return find_records(self.path, session_ids, os.fstat(self.fd).st_size)
 
     def redact(self, positions: Sequence[tuple[int, int]]) -> int:
         size = os.fstat(self.fd).st_size

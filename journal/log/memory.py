@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Final, Generic, TypeVar
 
@@ -227,6 +227,17 @@ class MemoryLog:
                 self.store.index_after(Cursor(torn.offset))
             )
             return where
+
+    def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {sid: [] for sid in session_ids}
+        with self.store.lock:
+            lines = list(self.store.lines)
+        for line in lines:
+            event = ev.decode_line(line[:-1])
+            positions = found.get(getattr(event, "session_id", ""))
+            if positions is not None:
+                positions.append(event.pos)
+        return found
 
     def redact(self, positions: Sequence[tuple[int, int]]) -> int:
         changed = 0
