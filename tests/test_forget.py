@@ -132,6 +132,55 @@ def test_a_writer_that_opens_the_log_completes_an_unfinished_redaction(
     assert log.read_bytes() == done.read_bytes()
 
 
+class _PowerCut(Exception):
+    pass
+
+
+def _forgotten_log(tmp_path: Path, name: str) -> Path:
+    log = tmp_path / name
+    with Journal.open(log, "none", new_id=_counter(), clock=_clock()) as j:
+        fill(j)
+        j.forget(SID)
+    return log
+
+
+@pytest.mark.parametrize("cut", ["in-a-record", "in-the-note"])
+def test_a_redaction_cut_by_a_power_failure_is_completed_before_the_log_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: str
+) -> None:
+    done = _forgotten_log(tmp_path, "done.jsonl")
+    log = tmp_path / "log.jsonl"
+    write, pwrite, calls = os.write, os.pwrite, [0]
+
+    def torn_note(fd: int, data: bytes) -> int:  # the note reaches the disk cut short
+        if bytes(data[:1]).isdigit():
+            write(fd, data[: len(data) // 2])
+            raise _PowerCut
+        return write(fd, data)
+
+    def torn_record(fd: int, data: bytes, offset: int) -> int:  # the 2nd overwrite half done
+        calls[0] += 1
+        if calls[0] == 2:
+            pwrite(fd, data[: len(data) // 2], offset)
+            raise _PowerCut
+        return pwrite(fd, data, offset)
+
+    with Journal.open(log, "none", new_id=_counter(), clock=_clock()) as j:
+        fill(j)
+        with monkeypatch.context() as m:
+            if cut == "in-the-note":
+                m.setattr(os, "write", torn_note)
+            else:
+                m.setattr(os, "pwrite", torn_record)
+            with pytest.raises(_PowerCut):
+                j.forget(SID)
+    assert (tmp_path / "log.jsonl.redacting").exists()
+    with Journal.open(log, "none") as j, pytest.raises(UnknownSession):  # completed, then read
+        j.status(SID)
+    assert not (tmp_path / "log.jsonl.redacting").exists()
+    assert log.read_bytes() == done.read_bytes()
+
+
 def test_the_async_face_forgets(tmp_path: Path) -> None:
     log = tmp_path / "log.jsonl"
 

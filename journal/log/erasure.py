@@ -118,44 +118,129 @@ def _line_starts(fd: int, wanted: list[int], end: int) -> dict[int, int]:
 
 
 def redact_in_place(path: str, identity: tuple[int, int], positions: list[int], end: int) -> int:
-    """Overwrite the records at ``positions`` (ascending) with their redaction; fsync.
+    """Overwrite the records at ``positions`` (ascending) with their redaction; durably.
 
     In a file log a record's pos is its line number. The records are overwritten last
     first, so a process killed part way leaves the session's creation and a prefix of
-    its records whole, which a later pass completes. Returns how many changed.
+    its records whole, which a later pass completes. What is to be written is noted
+    first in ``<log>.redacting`` (fsynced, and removed once the log is), so that after a
+    power cut, which may leave a record half overwritten, ``complete_redaction`` can
+    finish the overwrite before anyone reads the log. Returns how many records changed.
     """
-    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)  # no O_APPEND: pwrite
+    fd = _open_to_overwrite(path, identity)
     try:
-        st = os.fstat(fd)
-        if (st.st_ino, st.st_dev) != identity:
-            raise LogError(f"{path}: the log was replaced while open", path=path)
         starts = _line_starts(fd, positions, end)
-        changed = 0
+        changes: list[tuple[int, bytes]] = []
         for pos in reversed(positions):
             start = starts.get(pos)
             if start is None:
                 raise LogError(f"{path}: no record at position {pos} to redact", path=path)
             line = _read_line(fd, start, end)
-            try:
-                new = ev.redaction_line(line)
-            except ev.LineError as exc:
-                raise LogError(
-                    f"{path}: line {pos} (byte offset {start}): cannot redact it: {exc.reason}",
-                    path=path,
-                ) from None
-            if ev.decode_line(new[:-1]).pos != pos:
-                raise LogError(
-                    f"{path}: line {pos} (byte offset {start}) holds another position",
-                    path=path,
-                )
+            new = _redaction(path, line, pos, start)
             if new != line:
-                os.pwrite(fd, new, start)
-                changed += 1
-        if changed:
-            os.fsync(fd)
-        return changed
+                changes.append((start, new))
+        if changes:
+            _overwrite(path, fd, changes)
+        return len(changes)
     finally:
         os.close(fd)
+
+
+def _open_to_overwrite(path: str, identity: tuple[int, int]) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)  # no O_APPEND: pwrite
+    if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != identity:
+        os.close(fd)
+        raise LogError(f"{path}: the log was replaced while open", path=path)
+    return fd
+
+
+def _redaction(path: str, line: bytes, pos: int, start: int) -> bytes:
+    """The redaction of the line found at ``pos``; LogError if it is not that record."""
+    try:
+        new = ev.redaction_line(line)
+    except ev.LineError as exc:
+        raise LogError(
+            f"{path}: line {pos} (byte offset {start}): cannot redact it: {exc.reason}",
+            path=path,
+        ) from None
+    if ev.decode_line(new[:-1]).pos != pos:
+        raise LogError(
+            f"{path}: line {pos} (byte offset {start}) holds another position", path=path
+        )
+    return new
+
+
+def _note_path(path: str) -> str:
+    return f"{path}.redacting"
+
+
+def _overwrite(path: str, fd: int, changes: list[tuple[int, bytes]]) -> None:
+    """Note the overwrites durably, make them, fsync the log, then drop the note."""
+    note = _note_path(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    out = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        os.write(out, b"".join(b"%d %s" % (start, new) for start, new in changes))
+        os.fsync(out)
+    finally:
+        os.close(out)
+    fsync_directory(directory)
+    for start, new in changes:
+        os.pwrite(fd, new, start)
+    os.fsync(fd)
+    os.unlink(note)
+    fsync_directory(directory)
+
+
+def complete_redaction(path: str, identity: tuple[int, int]) -> int:
+    """Make the overwrites an interrupted ``redact_in_place`` noted; how many were made.
+
+    Only the note's whole entries count: it is durable before any record is overwritten,
+    so a note cut short means none was, and its whole entries are still right. A record
+    is overwritten only where the noted redaction fits: the same length, and there the
+    record it redacts, or that record half overwritten (a line that no longer checks).
+    """
+    note = _note_path(path)
+    try:
+        with open(note, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return 0
+    fd = _open_to_overwrite(path, identity)
+    try:
+        changes = [change for change in map(_noted, data.splitlines(keepends=True)) if change]
+        for start, new in changes:
+            if _fits(fd, start, new):
+                os.pwrite(fd, new, start)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.unlink(note)
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
+    return len(changes)
+
+
+def _noted(entry: bytes) -> tuple[int, bytes] | None:
+    """(offset, redaction) of a whole entry of the note, else None."""
+    head, _, new = entry.partition(b" ")
+    if not head.isdigit() or not new.endswith(b"\n"):
+        return None
+    try:
+        redacted = ev.decode_line(new[:-1])
+    except ev.LineError:
+        return None
+    return (int(head), new) if isinstance(redacted, ev.Redacted) else None
+
+
+def _fits(fd: int, start: int, new: bytes) -> bool:
+    """Whether ``new`` may overwrite the bytes at ``start`` (see ``complete_redaction``)."""
+    there = os.pread(fd, len(new), start)
+    if len(there) != len(new) or not there.endswith(b"\n") or b"\n" in there[:-1]:
+        return False
+    try:
+        return ev.decode_line(there[:-1]).pos == ev.decode_line(new[:-1]).pos
+    except ev.LineError:
+        return True  # half overwritten by the interrupted pass
 
 
 def _read_line(fd: int, start: int, end: int) -> bytes:

@@ -14,7 +14,13 @@ from typing import Final
 from journal.errors import LogError
 from journal.log.appender import LogFile
 from journal.log.backend import START, Cursor, TornTail
-from journal.log.erasure import find_records, positions_in, redact_in_place, scrub_quarantine
+from journal.log.erasure import (
+    complete_redaction,
+    find_records,
+    positions_in,
+    redact_in_place,
+    scrub_quarantine,
+)
 from journal.log.reader import LogReader, StateReader
 from journal.repair import quarantine_tail
 
@@ -39,9 +45,18 @@ class FileSource:
 
 
 class FileLog(LogFile, FileSource):
-    """A writer's handle on a log file (created 0600 if missing): see ``LogFile``."""
+    """A writer's handle on a log file (created 0600 if missing): see ``LogFile``.
+
+    The first time it looks where the log ends (under the lock), it completes a redaction
+    a power cut interrupted (``erasure.complete_redaction``), before anything is read.
+    """
+
+    _redaction_checked = False
 
     def end(self, known: Cursor) -> Cursor:
+        if not self._redaction_checked:
+            complete_redaction(self.path, self.identity)
+            self._redaction_checked = True
         try:
             mine = os.stat(self.path)  # the path still names our file: its size is ours
         except FileNotFoundError:
