@@ -7,13 +7,20 @@ from __future__ import annotations
 import random
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from journal import Journal, JournalError
-from journal.events import AnyEvent, encode_line, format_ts
+from journal.events import (
+    AnyEvent,
+    SessionForgotten,
+    decode_line,
+    encode_line,
+    format_ts,
+    redaction_line,
+)
 from projector.db import create_schema
 
 TESTS = Path(__file__).resolve().parent
@@ -196,6 +203,52 @@ def write_lines(path: Path, events: Sequence[AnyEvent]) -> list[int]:
         data += line(event, pos)
     path.write_bytes(data)
     return offsets
+
+
+def ranges(positions: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Ascending positions as inclusive ranges, as a forgetting lists them."""
+    out: list[list[int]] = []
+    for pos in positions:
+        if out and out[-1][1] + 1 == pos:
+            out[-1][1] = pos
+        else:
+            out.append([pos, pos])
+    return tuple((a, b) for a, b in out)
+
+
+def records_of(log: Path, session_id: str) -> list[int]:
+    """The positions of the records that carry ``session_id``."""
+    events = [decode_line(raw) for raw in log.read_bytes().splitlines()]
+    return [e.pos for e in events if getattr(e, "session_id", None) == session_id]
+
+
+def forget_in_log(
+    log: Path, session_id: str, redact: Callable[[int], bool] = lambda pos: True
+) -> tuple[int, list[int]]:
+    """Forget a session by hand, as the writer does: append its ``session_forgotten`` (the
+    positions of every record that carries its id), then overwrite those records in place
+    with their redactions (``redact(pos)`` chooses which; all of them by default, as a
+    finished erasure leaves them). Returns the forgetting's pos and the positions. The
+    forgetting's line depends on the log alone: the same log forgotten twice ends alike."""
+    data = log.read_bytes()
+    lines = data.splitlines(keepends=True)
+    events = [decode_line(raw[:-1]) for raw in lines]
+    mine = records_of(log, session_id)
+    assert mine, f"no record of {session_id!r}"
+    pos = events[-1].pos + 1
+    forgetting = SessionForgotten(
+        pos=pos, id=str(uuid.UUID(int=pos)), ts=events[-1].ts, positions=ranges(mine)
+    )
+    with open(log, "r+b") as f:
+        f.seek(len(data))
+        f.write(encode_line(forgetting))
+        offset = 0
+        for raw, event in zip(lines, events, strict=True):
+            if event.pos in mine and redact(event.pos):
+                f.seek(offset)
+                f.write(redaction_line(raw))
+            offset += len(raw)
+    return forgetting.pos, mine
 
 
 def rows(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
