@@ -21,6 +21,7 @@ from journal.events import (
     format_ts,
     redaction_line,
 )
+from projector import replay
 from projector.db import create_schema
 
 TESTS = Path(__file__).resolve().parent
@@ -279,3 +280,63 @@ def execute(db: Path, sql: str, params: Sequence[Any] = ()) -> None:
             conn.execute(sql, params)
     finally:
         conn.close()
+
+
+# -- forgotten sessions ------------------------------------------------------------------
+# Every table that can hold a session's rows, and how to count those of one session.
+_ROWS_OF = {
+    "sessions": "SELECT count(*) FROM sessions WHERE session_id = ?",
+    "messages": "SELECT count(*) FROM messages WHERE session_id = ?",
+    "session_metadata": "SELECT count(*) FROM session_metadata WHERE session_id = ?",
+    "session_timeouts": "SELECT count(*) FROM session_timeouts WHERE session_id = ?",
+    "session_snapshots": "SELECT count(*) FROM session_snapshots WHERE session_id = ?",
+    "sessions_fts": "SELECT count(*) FROM sessions_fts WHERE session_id = ?",
+}
+
+
+def rows_of(db: Path, sid: str) -> dict[str, int]:
+    return {table: rows(db, sql, (sid,))[0][0] for table, sql in _ROWS_OF.items()}
+
+
+def nothing_of(db: Path, sid: str) -> bool:
+    return not any(rows_of(db, sid).values())
+
+
+def scrub_due(db: Path) -> list[tuple[Any, ...]]:
+    return rows(db, "SELECT step FROM projector_scrub")
+
+
+SECRETS = (
+    "zqsessionidmark", "zqtitlemark", "zqcontentmark", "zqmessagemetamark",
+    "zqmetakeymark", "zqmetavaluemark", "zqsnapshotnotemark", "zqrawitemmark",
+)  # fmt: skip
+
+
+def write_secret_session(log: Path, db: Path | None) -> None:
+    """A session carrying each of SECRETS, projected into ``db`` (if given) now and then
+    as it is written, so its rows go in event by event."""
+    with open_journal(log, Clock(datetime(2026, 5, 1, tzinfo=UTC))) as j:
+        sid = j.create_session(
+            model_id="model-1", session_id="u-zqsessionidmark", title="a zqtitlemark"
+        )
+        for i in range(40):
+            j.append_message(
+                sid, "user", f"words zqcontentmark {i}", metadata={"m": "zqmessagemetamark"},
+                raw='{"item": "zqrawitemmark"}',
+            )  # fmt: skip
+            if i % 8 == 0 and db is not None:
+                replay(log, db)
+        j.set_metadata(sid, "zqmetakeymark", "zqmetavaluemark")
+        j.snapshot(sid, note="zqsnapshotnotemark")
+        j.archive(sid)
+    if db is not None:
+        replay(log, db)
+
+
+def residue(db: Path) -> dict[str, list[str]]:
+    found = {}
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{db}{suffix}")
+        data = path.read_bytes() if path.exists() else b""
+        found[suffix or "db"] = [s for s in SECRETS if s.encode() in data]
+    return found

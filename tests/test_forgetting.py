@@ -13,16 +13,22 @@ from typing import Any
 import msgspec
 import pytest
 from projection_helpers import (
+    SECRETS,
     Clock,
     forget_in_log,
     known_workload,
+    nothing_of,
     open_journal,
     random_ops,
     ranges,
     records_of,
+    residue,
     rows,
+    rows_of,
     run_workload,
+    scrub_due,
     write_lines,
+    write_secret_session,
 )
 
 import projector.db
@@ -33,28 +39,6 @@ from projector.forgetting import purge_session, rows_at, scrub_database
 from projector.sync import catchup
 from projector.sync import rebuild as rebuild_module
 from projector.sync.reading import same_line
-
-# Every table that can hold a session's rows, and how to count those of one session.
-_ROWS_OF = {
-    "sessions": "SELECT count(*) FROM sessions WHERE session_id = ?",
-    "messages": "SELECT count(*) FROM messages WHERE session_id = ?",
-    "session_metadata": "SELECT count(*) FROM session_metadata WHERE session_id = ?",
-    "session_timeouts": "SELECT count(*) FROM session_timeouts WHERE session_id = ?",
-    "session_snapshots": "SELECT count(*) FROM session_snapshots WHERE session_id = ?",
-    "sessions_fts": "SELECT count(*) FROM sessions_fts WHERE session_id = ?",
-}
-
-
-def rows_of(db: Path, sid: str) -> dict[str, int]:
-    return {table: rows(db, sql, (sid,))[0][0] for table, sql in _ROWS_OF.items()}
-
-
-def nothing_of(db: Path, sid: str) -> bool:
-    return not any(rows_of(db, sid).values())
-
-
-def scrub_due(db: Path) -> list[tuple[Any, ...]]:
-    return rows(db, "SELECT step FROM projector_scrub")
 
 
 def fresh_hash(log: Path, tmp: Path, name: str = "fresh.db") -> str:
@@ -421,12 +405,6 @@ def test_a_checkpoint_line_replaced_by_another_redaction_rebuilds(tmp_path: Path
 
 
 # -- no residue in the files ---------------------------------------------------------------
-SECRETS = (
-    "zqsessionidmark", "zqtitlemark", "zqcontentmark", "zqmessagemetamark",
-    "zqmetakeymark", "zqmetavaluemark", "zqsnapshotnotemark", "zqrawitemmark",
-)  # fmt: skip
-
-
 @pytest.fixture
 def default_secure_delete_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every connection starts with secure_delete off, as SQLite's own default is (some
@@ -440,36 +418,6 @@ def default_secure_delete_off(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 
     monkeypatch.setattr(sqlite3, "connect", connect_off)
     yield
-
-
-def write_secret_session(log: Path, db: Path | None) -> None:
-    """A session carrying each of SECRETS, projected into ``db`` (if given) now and then
-    as it is written, so its rows go in event by event."""
-    with open_journal(log, Clock(datetime(2026, 5, 1, tzinfo=UTC))) as j:
-        sid = j.create_session(
-            model_id="model-1", session_id="u-zqsessionidmark", title="a zqtitlemark"
-        )
-        for i in range(40):
-            j.append_message(
-                sid, "user", f"words zqcontentmark {i}", metadata={"m": "zqmessagemetamark"},
-                raw='{"item": "zqrawitemmark"}',
-            )  # fmt: skip
-            if i % 8 == 0 and db is not None:
-                replay(log, db)
-        j.set_metadata(sid, "zqmetakeymark", "zqmetavaluemark")
-        j.snapshot(sid, note="zqsnapshotnotemark")
-        j.archive(sid)
-    if db is not None:
-        replay(log, db)
-
-
-def residue(db: Path) -> dict[str, list[str]]:
-    found = {}
-    for suffix in ("", "-wal", "-shm"):
-        path = Path(f"{db}{suffix}")
-        data = path.read_bytes() if path.exists() else b""
-        found[suffix or "db"] = [s for s in SECRETS if s.encode() in data]
-    return found
 
 
 @pytest.mark.usefixtures("default_secure_delete_off")

@@ -12,18 +12,22 @@ from pathlib import Path
 
 import pytest
 from projection_helpers import (
+    SECRETS,
     Clock,
     append_event,
     execute,
     forget_in_log,
     known_workload,
+    nothing_of,
     open_journal,
     random_ops,
     records_of,
+    residue,
     rows,
     run_workload,
+    scrub_due,
+    write_secret_session,
 )
-from test_forgetting import SECRETS, nothing_of, residue, scrub_due, write_secret_session
 
 import projector.db
 from journal import events as ev
