@@ -64,27 +64,43 @@ def listed(positions: Positions, pos: int) -> bool:
 
 
 def rows_at(conn: sqlite3.Connection, positions: Positions) -> list[Row]:
-    """Every row of the projection that a listed position made, in table order."""
+    """Every row of the projection that a listed position made (``positions`` may join
+    the ranges of many forgettings: they never overlap)."""
+    return _keyed_rows(conn, positions) + _session_rows(conn, positions)
+
+
+def _keyed_rows(conn: sqlite3.Connection, positions: Positions) -> list[Row]:
+    """The rows whose id is a listed position: one lookup by primary key per range."""
     found: list[Row] = []
     for first, last in positions:
         found.extend(Row(*r) for r in conn.execute(_ROWS_IN_RANGE_SQL, (first, last)))
-    if positions:
-        # last_event_pos has no index (nothing else looks a session up by it): one pass
-        # over the sessions of the whole span, each tested against the ranges.
+    return found
+
+
+def _session_rows(conn: sqlite3.Connection, positions: Positions) -> list[Row]:
+    """The sessions whose last event is at a listed position. last_event_pos has no index
+    (nothing else looks a session up by it, and every message would update one): a pass
+    over the sessions of the whole span, each tested against the ranges."""
+    if not positions:
+        return []
+    return [
+        Row("sessions", pos, sid)
         for sid, pos in conn.execute(
             "SELECT session_id, last_event_pos FROM sessions "
             "WHERE last_event_pos BETWEEN ? AND ? ORDER BY session_id",
             (positions[0][0], positions[-1][1]),
-        ):
-            if listed(positions, pos):
-                found.append(Row("sessions", pos, sid))
-    return found
+        )
+        if listed(positions, pos)
+    ]
 
 
 def forget(conn: sqlite3.Connection, positions: Positions) -> list[str]:
-    """Purge the session(s) whose rows the positions made, inside the caller's transaction;
-    returns their ids (none: nothing of it was projected)."""
-    ids = sorted({row.session_id for row in rows_at(conn, positions)})
+    """Purge the session whose rows the positions made, inside the caller's transaction;
+    returns its id (none: nothing of it was projected). The positions are one session's,
+    so a row found by its key names it, and the pass over the sessions is needed only
+    when none is (a session with no messages, metadata or snapshots, or nothing at all)."""
+    found = _keyed_rows(conn, positions) or _session_rows(conn, positions)
+    ids = sorted({row.session_id for row in found})
     for sid in ids:
         purge_session(conn, sid)
     return ids

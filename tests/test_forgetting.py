@@ -86,6 +86,20 @@ def test_a_deleted_session_is_found_by_its_snapshots(tmp_path: Path) -> None:
     assert canonical_hash(db) == fresh_hash(log, tmp_path)
 
 
+def test_a_session_with_no_row_but_its_own_is_found_by_its_last_event(tmp_path: Path) -> None:
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    known_workload(log)
+    with open_journal(log, Clock(datetime(2026, 4, 1, tzinfo=UTC))) as j:
+        j.create_session(model_id="m", session_id="bare")
+        j.rename("bare", "no messages, no metadata, no snapshot")
+        j.pause("bare")
+    replay(log, db)
+    forget_in_log(log, "bare")
+    replay(log, db)
+    assert nothing_of(db, "bare") and rows_of(db, "a")["messages"] == 3
+    assert canonical_hash(db) == fresh_hash(log, tmp_path)
+
+
 def test_a_log_redacted_before_it_is_read_projects_nothing_and_leaves_no_scrub_due(
     tmp_path: Path,
 ) -> None:

@@ -109,30 +109,31 @@ def test_rows_left_at_a_forgotten_position_are_named_without_the_session(
     log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
     known_workload(log)
     replay(log, db)
-    at, mine = forget_in_log(log, "b")
+    at_b, of_b = forget_in_log(log, "b")
+    at_c, of_c = forget_in_log(log, "c")
     replay(log, db)
-    # Rows that no check compares with the log, at positions the forgetting lists.
+    # Rows that no check compares with the log, at positions each forgetting lists.
     execute(
         db,
         "INSERT INTO session_snapshots (snapshot_id, session_id, snapshot_type, snapshot_at, "
         "message_count, total_tokens, context_json, created_at) "
         "SELECT ?, 'b', 'checkpoint', created_at, 0, 0, '{}', created_at FROM sessions "
         "WHERE session_id = 'a'",
-        (mine[1],),
+        (of_b[1],),
     )
-    execute(db, "UPDATE sessions SET last_event_pos = ? WHERE session_id = 'c'", (mine[-1],))
+    execute(db, "UPDATE sessions SET last_event_pos = ? WHERE session_id = 'a'", (of_c[-1],))
     problems = verify(log, db).problems
     assert [(p.kind, p.message, p.line, p.session_id) for p in problems] == [
         (
             "forgotten",
-            f"forgetting at pos {at}: session_snapshots still holds a row of pos {mine[1]}",
-            at,
+            f"forgetting at pos {at_b}: session_snapshots still holds a row of pos {of_b[1]}",
+            at_b,
             None,
         ),
         (
             "forgotten",
-            f"forgetting at pos {at}: sessions still holds a row of pos {mine[-1]}",
-            at,
+            f"forgetting at pos {at_c}: sessions still holds a row of pos {of_c[-1]}",
+            at_c,
             None,
         ),
     ]

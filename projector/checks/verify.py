@@ -24,6 +24,7 @@ the database it just built need not read the log a second time.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import os
 import sqlite3
@@ -346,15 +347,19 @@ def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
 
 
 def _check_forgotten(conn: sqlite3.Connection, tally: LogTally, found: Findings) -> None:
-    """No row left at a position a forgetting (up to the checkpoint) lists. The finding
+    """No row left at a position a forgetting (up to the checkpoint) lists: the ranges of
+    all of them at once (one pass over the sessions, however many there are). A finding
     names the table and the position, not the session: its id is what was forgotten."""
-    for pos, positions in tally.forgettings:
-        for row in rows_at(conn, positions):
-            found.add(
-                "forgotten",
-                f"forgetting at pos {pos}: {row.table} still holds a row of pos {row.pos}",
-                line=pos,
-            )
+    spans = sorted(
+        (first, last, pos) for pos, ranges in tally.forgettings for first, last in ranges
+    )
+    for row in rows_at(conn, [(first, last) for first, last, _ in spans]):
+        pos = spans[bisect.bisect_right(spans, row.pos, key=operator.itemgetter(0)) - 1][2]
+        found.add(
+            "forgotten",
+            f"forgetting at pos {pos}: {row.table} still holds a row of pos {row.pos}",
+            line=pos,
+        )
 
 
 def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: Findings) -> None:

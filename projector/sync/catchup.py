@@ -6,6 +6,11 @@ batch only ends between units, so an atomic group is always applied whole. A tor
 an incomplete group at the end is where it stops (a write may be in progress: normal).
 The live watcher calls ``catch_up`` again whenever the log grows; ``projector.replay`` wraps it for
 one-shot use, rebuilding when the database is stale or its checkpoint is not on the log.
+
+A forgotten session is purged by its forgetting, and the files scrubbed of it when the
+catch-up ends (``projector.forgetting``); a checkpoint whose line was redacted since still
+stands, and so does a catch-up that meets a forgotten session's records before all of
+them are redacted (``_Batch.forgotten_later``).
 """
 
 from __future__ import annotations
