@@ -94,16 +94,15 @@ def _session_rows(conn: sqlite3.Connection, positions: Positions) -> list[Row]:
     ]
 
 
-def forget(conn: sqlite3.Connection, positions: Positions) -> list[str]:
-    """Purge the session whose rows the positions made, inside the caller's transaction;
-    returns its id (none: nothing of it was projected). The positions are one session's,
-    so a row found by its key names it, and the pass over the sessions is needed only
-    when none is (a session with no messages, metadata or snapshots, or nothing at all)."""
+def forget(conn: sqlite3.Connection, positions: Positions) -> None:
+    """Purge the session whose rows the positions made (if any: a session projected from
+    records already redacted left none), inside the caller's transaction. The positions
+    are one session's, so a row found by its key names it, and the pass over the sessions
+    is needed only when none is (a session with no messages, metadata or snapshots, or
+    nothing at all)."""
     found = _keyed_rows(conn, positions) or _session_rows(conn, positions)
-    ids = sorted({row.session_id for row in found})
-    for sid in ids:
+    for sid in sorted({row.session_id for row in found}):
         purge_session(conn, sid)
-    return ids
 
 
 def purge_session(conn: sqlite3.Connection, session_id: str) -> bool:
