@@ -12,8 +12,9 @@
 The tree, in the order the data flows: ``db`` opens the database (schema, whose file it
 is); ``rules`` says what each event does to the rows; ``sync`` keeps the database in step
 with the log (catch-up, rebuild, ``replay``; ``watch`` does it live); ``checks`` proves
-it matches the log (``verify``); ``queries`` reads it. ``legacy`` imports the old app's
-database; ``cli`` is the command line over all of it; ``errors`` holds the errors.
+it matches the log (``verify``); ``queries`` reads it. ``forgetting`` purges a forgotten
+session's rows and scrubs the files of them. ``legacy`` imports the old app's database;
+``cli`` is the command line over all of it; ``errors`` holds the errors.
 """
 
 from projector.checks.canonical import canonical_hash

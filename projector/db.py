@@ -23,7 +23,8 @@ from typing import Final
 from projector.errors import ForeignFile, SchemaNotFound
 
 # Bump when apply.py changes what rows an event produces (the SQL is versioned by its text).
-APPLY_VERSION: Final = 1
+# 2: forgotten sessions purged; every database since was written with secure_delete on.
+APPLY_VERSION: Final = 2
 BUSY_TIMEOUT_MS: Final = 10_000
 
 
@@ -87,7 +88,7 @@ def readonly_uri(path: str | os.PathLike[str]) -> str:
 
 
 def connect(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
-    """A connection in WAL mode with foreign keys on, in autocommit mode.
+    """A connection in WAL mode with foreign keys and secure_delete on, in autocommit mode.
 
     Transactions are explicit (``BEGIN IMMEDIATE`` … ``COMMIT``): the projector decides
     where a batch ends, never the sqlite3 module.
@@ -103,10 +104,17 @@ def connect(db_path: str | os.PathLike[str]) -> sqlite3.Connection:
         # next replay re-applies from the log.
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        secure_delete(conn)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def secure_delete(conn: sqlite3.Connection) -> None:
+    """Deleted rows overwritten with zeros, never left in free space or free pages: a
+    forgotten session must leave no bytes in the file (projector/forgetting.py)."""
+    conn.execute("PRAGMA secure_delete = ON")
 
 
 def create_schema(conn: sqlite3.Connection) -> None:

@@ -21,3 +21,12 @@ CREATE TABLE projector_quarantine (
     reason      TEXT NOT NULL,
     data        BLOB NOT NULL         -- the line's bytes, as found
 );
+
+-- A forgotten session's rows were purged, and old pages may still hold them: 'merge' until
+-- the full-text index is merged, then 'checkpoint' until the WAL is emptied; the row goes
+-- once both are done (projector/forgetting.py, scrub_database). Kept here, not in memory,
+-- so that a scrub a reader held up is finished by the next replay or watch pass.
+CREATE TABLE projector_scrub (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    step TEXT NOT NULL CHECK (step IN ('merge', 'checkpoint'))
+);

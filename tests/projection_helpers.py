@@ -7,13 +7,21 @@ from __future__ import annotations
 import random
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from journal import Journal, JournalError
-from journal.events import AnyEvent, encode_line, format_ts
+from journal.events import (
+    AnyEvent,
+    SessionForgotten,
+    decode_line,
+    encode_line,
+    format_ts,
+    redaction_line,
+)
+from projector import replay
 from projector.db import create_schema
 
 TESTS = Path(__file__).resolve().parent
@@ -198,6 +206,65 @@ def write_lines(path: Path, events: Sequence[AnyEvent]) -> list[int]:
     return offsets
 
 
+def ranges(positions: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Ascending positions as inclusive ranges, as a forgetting lists them."""
+    out: list[list[int]] = []
+    for pos in positions:
+        if out and out[-1][1] + 1 == pos:
+            out[-1][1] = pos
+        else:
+            out.append([pos, pos])
+    return tuple((a, b) for a, b in out)
+
+
+def records_of(log: Path, session_id: str) -> list[int]:
+    """The positions of the records that carry ``session_id``."""
+    events = [decode_line(raw) for raw in log.read_bytes().splitlines()]
+    return [e.pos for e in events if getattr(e, "session_id", None) == session_id]
+
+
+def forget_in_log(
+    log: Path, session_id: str, redact: Callable[[int], bool] = lambda pos: True
+) -> tuple[int, list[int]]:
+    """Forget a session by hand, as the writer does: append its ``session_forgotten`` (the
+    positions of every record that carries its id), then overwrite those records in place
+    with their redactions (``redact(pos)`` chooses which; all of them by default, as a
+    finished erasure leaves them). Returns the forgetting's pos and the positions. The
+    forgetting's line depends on the log alone: the same log forgotten twice ends alike."""
+    data = log.read_bytes()
+    lines = data.splitlines(keepends=True)
+    events = [decode_line(raw[:-1]) for raw in lines]
+    mine = records_of(log, session_id)
+    assert mine, f"no record of {session_id!r}"
+    pos = events[-1].pos + 1
+    forgetting = SessionForgotten(
+        pos=pos, id=str(uuid.UUID(int=pos)), ts=events[-1].ts, positions=ranges(mine)
+    )
+    with open(log, "r+b") as f:
+        f.seek(len(data))
+        f.write(encode_line(forgetting))
+        offset = 0
+        for raw, event in zip(lines, events, strict=True):
+            if event.pos in mine and redact(event.pos):
+                f.seek(offset)
+                f.write(redaction_line(raw))
+            offset += len(raw)
+    return forgetting.pos, mine
+
+
+def append_event(log: Path, event: AnyEvent) -> int:
+    """Append ``event`` by hand at the log's next pos, stamped with its last time (for a
+    log the writer is not asked to read); returns its pos."""
+    import msgspec
+
+    last = decode_line(log.read_bytes().splitlines()[-1])
+    pos = last.pos + 1
+    stamped = msgspec.structs.replace(event, pos=pos, id=str(uuid.UUID(int=pos)), ts=last.ts)
+    with open(log, "ab") as f:
+        f.write(encode_line(stamped))
+    return pos
+
+
 def rows(db: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(db)
     try:
@@ -213,3 +280,63 @@ def execute(db: Path, sql: str, params: Sequence[Any] = ()) -> None:
             conn.execute(sql, params)
     finally:
         conn.close()
+
+
+# -- forgotten sessions ------------------------------------------------------------------
+# Every table that can hold a session's rows, and how to count those of one session.
+_ROWS_OF = {
+    "sessions": "SELECT count(*) FROM sessions WHERE session_id = ?",
+    "messages": "SELECT count(*) FROM messages WHERE session_id = ?",
+    "session_metadata": "SELECT count(*) FROM session_metadata WHERE session_id = ?",
+    "session_timeouts": "SELECT count(*) FROM session_timeouts WHERE session_id = ?",
+    "session_snapshots": "SELECT count(*) FROM session_snapshots WHERE session_id = ?",
+    "sessions_fts": "SELECT count(*) FROM sessions_fts WHERE session_id = ?",
+}
+
+
+def rows_of(db: Path, sid: str) -> dict[str, int]:
+    return {table: rows(db, sql, (sid,))[0][0] for table, sql in _ROWS_OF.items()}
+
+
+def nothing_of(db: Path, sid: str) -> bool:
+    return not any(rows_of(db, sid).values())
+
+
+def scrub_due(db: Path) -> list[tuple[Any, ...]]:
+    return rows(db, "SELECT step FROM projector_scrub")
+
+
+SECRETS = (
+    "zqsessionidmark", "zqtitlemark", "zqcontentmark", "zqmessagemetamark",
+    "zqmetakeymark", "zqmetavaluemark", "zqsnapshotnotemark", "zqrawitemmark",
+)  # fmt: skip
+
+
+def write_secret_session(log: Path, db: Path | None) -> None:
+    """A session carrying each of SECRETS, projected into ``db`` (if given) now and then
+    as it is written, so its rows go in event by event."""
+    with open_journal(log, Clock(datetime(2026, 5, 1, tzinfo=UTC))) as j:
+        sid = j.create_session(
+            model_id="model-1", session_id="u-zqsessionidmark", title="a zqtitlemark"
+        )
+        for i in range(40):
+            j.append_message(
+                sid, "user", f"words zqcontentmark {i}", metadata={"m": "zqmessagemetamark"},
+                raw='{"item": "zqrawitemmark"}',
+            )  # fmt: skip
+            if i % 8 == 0 and db is not None:
+                replay(log, db)
+        j.set_metadata(sid, "zqmetakeymark", "zqmetavaluemark")
+        j.snapshot(sid, note="zqsnapshotnotemark")
+        j.archive(sid)
+    if db is not None:
+        replay(log, db)
+
+
+def residue(db: Path) -> dict[str, list[str]]:
+    found = {}
+    for suffix in ("", "-wal", "-shm"):
+        path = Path(f"{db}{suffix}")
+        data = path.read_bytes() if path.exists() else b""
+        found[suffix or "db"] = [s for s in SECRETS if s.encode() in data]
+    return found

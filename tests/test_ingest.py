@@ -143,6 +143,16 @@ def test_arbitrary_bytes_never_crash_and_never_half_write(tmp_path: Path, data: 
             "^input: line 2: session_timed_out events are written by `session-journal expire`",
         ),
         (
+            b'{"type":"session_paused","session_id":"s-1"}\n'
+            b'{"type":"session_forgotten","positions":[[2,3]]}',
+            "^input: line 2: session_forgotten records are written by the writer alone, when it "
+            "forgets a session",
+        ),
+        (
+            b'{"type":"redacted","was":"00","pad":"  "}',
+            "^input: line 1: redacted records are written by the writer alone",
+        ),
+        (
             b'{"type":"session_renamed","session_id":"../../etc/passwd","title":"x"}',
             "malformed session id",
         ),

@@ -19,6 +19,7 @@ from projector.db import schema_version
 TABLES = {
     "models", "sessions", "messages", "session_metadata", "session_timeouts",
     "session_snapshots", "sessions_fts", "projector_checkpoint", "projector_quarantine",
+    "projector_scrub",
 }  # fmt: skip
 VIEWS = {"recent_sessions", "session_statistics", "sessions_at_timeout"}
 TRIGGERS = {

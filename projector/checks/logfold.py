@@ -4,13 +4,16 @@ An independent fold (no SQL) of message counts, tokens and a content hash per li
 session. Rebuild checks its fresh database against it and verify the projection;
 ``message_digest`` is the one definition of a message's bytes for the content hash, used
 on both sides. ``LogWitness`` is verify's fold made on the events a rebuild reads.
+``ForgetCheck`` checks that the log holds nothing of a forgotten session but redactions.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import operator
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,13 +23,16 @@ from journal.events import (
     AnyEvent,
     MessageAppended,
     MessagesTruncated,
+    Redacted,
     SessionCreated,
     SessionDeleted,
+    SessionForgotten,
     SessionRestored,
     SessionSnapshotted,
     encode_json,
 )
 from journal.log import TornTail
+from projector.forgetting import Positions, listed
 
 # An event id's fingerprint for verify's uniqueness check: Python's string hash (64 bits).
 fingerprint: Callable[[str], int] = hash
@@ -90,12 +96,18 @@ class LogTally:
         self.stale: dict[str, set[int]] = {}
         self._keep_at = keep_at or {}
         self._at_seq: dict[tuple[str, int], SessionTally] = {}
+        # Each session's first position, which its forgetting lists: its creation, or
+        # (the creation redacted, a later record not yet) the first record left of it.
+        self._first_pos: dict[str, int] = {}
+        # The forgettings folded, (pos, positions): verify looks for rows left at them.
+        self.forgettings: list[tuple[int, Positions]] = []
 
     def observe(self, event: AnyEvent) -> None:
         if type(event) is MessageAppended:  # the common case first
             t = self.sessions.get(event.session_id)
             if t is None:
                 t = self.sessions[event.session_id] = SessionTally()
+                self._first_pos.setdefault(event.session_id, event.pos)
             t.count += 1
             t.tokens += event.tokens_used or 0
             if self.hashes:
@@ -122,6 +134,7 @@ class LogTally:
         match event:
             case SessionCreated():
                 self.sessions[event.session_id] = SessionTally()
+                self._first_pos.setdefault(event.session_id, event.pos)
             case SessionSnapshotted():
                 current = self.sessions.get(event.session_id)
                 if current is not None:
@@ -135,8 +148,18 @@ class LogTally:
                         self.sessions[event.session_id] = saved[1].copy()
             case MessagesTruncated():
                 self._truncated(event)
+            case SessionForgotten():
+                self._forgotten(event)
             case _:
-                pass  # other events do not change messages
+                pass  # other events (a redacted record among them) do not change messages
+
+    def _forgotten(self, event: SessionForgotten) -> None:
+        self.forgettings.append((event.pos, event.positions))
+        gone = [sid for sid, pos in self._first_pos.items() if listed(event.positions, pos)]
+        for sid in gone:
+            del self._first_pos[sid]
+            self.sessions.pop(sid, None)
+            self.stale.pop(sid, None)  # nothing of it to count again
 
     def _truncated(self, event: MessagesTruncated) -> None:
         sid, keep = event.session_id, event.keep_through_seq
@@ -182,8 +205,9 @@ class IdCheck:
         self._suspects: set[int] = set()
 
     def add_all(self, event_ids: Iterable[str]) -> None:
+        """Take the ids, but the empty ones: a redacted record keeps none."""
         seen, suspects = self._seen, self._suspects
-        for mark in map(fingerprint, event_ids):
+        for mark in map(fingerprint, filter(None, event_ids)):
             if mark in seen:
                 suspects.add(mark)
             seen.add(mark)
@@ -195,6 +219,56 @@ class IdCheck:
     def suspected(self, event_id: str) -> bool:
         """True if ``event_id``'s fingerprint was seen more than once."""
         return fingerprint(event_id) in self._suspects
+
+
+class ForgetCheck:
+    """Every position a forgetting lists must hold a ``redacted`` record by the time the
+    forgetting is read (the records come before it), and every redacted record must be
+    listed by one: anything else is a record the erasure missed, or one blanked without
+    a forgetting. Memory grows with the redacted records only (kept as ranges)."""
+
+    def __init__(self) -> None:
+        self._redacted: list[list[int]] = []  # ascending [first, last]: positions only grow
+        self._listed: list[tuple[int, int]] = []
+        # (forgetting's pos, first position it lists that is not redacted, how many are not)
+        self.incomplete: list[tuple[int, int, int]] = []
+
+    def observe_all(self, events: Iterable[AnyEvent]) -> None:
+        for event in events:
+            if type(event) is Redacted:
+                last = self._redacted[-1] if self._redacted else None
+                if last is not None and last[1] + 1 == event.pos:
+                    last[1] = event.pos
+                else:
+                    self._redacted.append([event.pos, event.pos])
+            elif type(event) is SessionForgotten:
+                self._listed.extend(event.positions)
+                gaps = [g for r in event.positions for g in _gaps(self._redacted, *r)]
+                if gaps:
+                    missed = sum(last - first + 1 for first, last in gaps)
+                    self.incomplete.append((event.pos, gaps[0][0], missed))
+
+    def unlisted(self) -> list[tuple[int, int]]:
+        """The redacted positions no forgetting lists, as ranges."""
+        listed_ranges = sorted(self._listed)
+        return [g for first, last in self._redacted for g in _gaps(listed_ranges, first, last)]
+
+
+def _gaps(ranges: Sequence[Sequence[int]], first: int, last: int) -> list[tuple[int, int]]:
+    """The parts of ``[first, last]`` that the ascending, disjoint ``ranges`` leave out."""
+    out: list[tuple[int, int]] = []
+    at = first
+    i = max(bisect.bisect_right(ranges, first, key=operator.itemgetter(0)) - 1, 0)
+    while at <= last:
+        while i < len(ranges) and ranges[i][1] < at:
+            i += 1
+        if i < len(ranges) and ranges[i][0] <= at:
+            at = ranges[i][1] + 1  # covered up to there
+            continue
+        end = last if i == len(ranges) else min(last, ranges[i][0] - 1)
+        out.append((at, end))
+        at = end + 1
+    return out
 
 
 class LogWitness:
@@ -214,6 +288,7 @@ class LogWitness:
     def __init__(self) -> None:
         self.tally = LogTally()
         self.ids = IdCheck()
+        self.forgets = ForgetCheck()
         self.last_pos = 0
         self.torn: TornTail | None = None
         self._file: FileIdentity | None = None  # the log's, if read whole
@@ -221,6 +296,7 @@ class LogWitness:
     def observe(self, event: AnyEvent) -> None:
         self.tally.observe(event)
         self.ids.add_all((event.id,))
+        self.forgets.observe_all((event,))
 
     def read_whole(
         self,

@@ -9,7 +9,9 @@ Checks, each problem named with its session or line:
 * the log itself (``projector.checks.verify_log``): checksums, gapless positions, whole groups
   (the reader), unique ids, a torn tail, and whether the checkpoint's line is still in it;
 * the projection against the log, up to the checkpoint: the set of live sessions, and per
-  session the message count, tokens and a content hash computed from the log alone.
+  session the message count, tokens and a content hash computed from the log alone;
+* forgotten sessions: no row left at a position a forgetting lists, and in the log
+  nothing but ``redacted`` records there.
 
 Every comparison reads one snapshot of the database (read transactions that see the same
 checkpoint), so a live projector committing meanwhile is never taken for a difference.
@@ -22,6 +24,7 @@ the database it just built need not read the log a second time.
 
 from __future__ import annotations
 
+import bisect
 import operator
 import os
 import sqlite3
@@ -52,6 +55,7 @@ from projector.db import (
     user_version,
 )
 from projector.errors import CheckpointMismatch
+from projector.forgetting import rows_at
 from projector.sync.catchup import check_checkpoint
 from projector.sync.rebuild import counter_mismatches
 
@@ -174,7 +178,7 @@ def verify(
                 against_log.add("checkpoint", str(exc), line=cp.log_pos, offset=cp.log_offset)
             if witness is not None and witness.stands_for(log, cp.log_pos):
                 tally, last_pos = witness.tally, witness.last_pos
-                check_log_end(log, witness.torn, witness.ids, against_log)
+                check_log_end(log, witness.torn, witness.ids, witness.forgets, against_log)
             else:
                 tally, last_pos = check_log(log, cp.log_pos, against_log, progress)
             recount(events_upto(log, cp.log_pos), tally)  # sessions with withdrawn messages
@@ -186,6 +190,7 @@ def verify(
                 _check_fts_content(conn, fts_found)
             found.extend(fts_found)
             folded = _or_here(messages.result(), conn, _fold_messages)
+        _check_forgotten(conn, tally, found)
         conn.execute("COMMIT")  # the end of the snapshot's read transaction
         found.extend(against_log)
         _check_against_log(folded, tally, found)
@@ -339,6 +344,22 @@ def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
         t.tokens += row[6] or 0
         t.digest.update(message_digest_input(*row[1:]))
     return db
+
+
+def _check_forgotten(conn: sqlite3.Connection, tally: LogTally, found: Findings) -> None:
+    """No row left at a position a forgetting (up to the checkpoint) lists: the ranges of
+    all of them at once (one pass over the sessions, however many there are). A finding
+    names the table and the position, not the session: its id is what was forgotten."""
+    spans = sorted(
+        (first, last, pos) for pos, ranges in tally.forgettings for first, last in ranges
+    )
+    for row in rows_at(conn, [(first, last) for first, last, _ in spans]):
+        pos = spans[bisect.bisect_right(spans, row.pos, key=operator.itemgetter(0)) - 1][2]
+        found.add(
+            "forgotten",
+            f"forgetting at pos {pos}: {row.table} still holds a row of pos {row.pos}",
+            line=pos,
+        )
 
 
 def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: Findings) -> None:

@@ -1,5 +1,6 @@
-"""verify's reading of the log: its defects (bad lines, a torn tail, ids used twice) and
-its fold, up to the checkpoint, of what the projection must hold.
+"""verify's reading of the log: its defects (bad lines, a torn tail, ids used twice, what a
+forgetting left of its session) and its fold, up to the checkpoint, of what the projection
+must hold.
 
 Bad lines are stepped over, each reported once, so one damaged line does not hide the rest
 of the log. A torn-looking end is looked at again once no writer holds the log's lock.
@@ -18,7 +19,7 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
 from projector.checks.findings import Findings
-from projector.checks.logfold import IdCheck, LogTally
+from projector.checks.logfold import ForgetCheck, IdCheck, LogTally
 from projector.sync.reading import skip_bad_lines
 
 _WRITER_WAIT_SECONDS: Final = 5.0
@@ -93,9 +94,11 @@ def check_log(
     tally = LogTally()
     observe = tally.observe
     ids = IdCheck()
+    forgets = ForgetCheck()
     runs = LogRuns(log, found, progress)
     for events in runs:
         ids.add_all(map(_event_id, events))
+        forgets.observe_all(events)
         if events[-1].pos <= upto:
             for event in events:
                 observe(event)
@@ -103,7 +106,7 @@ def check_log(
             for event in events:
                 if event.pos <= upto:
                     observe(event)
-    check_log_end(log, runs.torn, ids, found)
+    check_log_end(log, runs.torn, ids, forgets, found)
     return tally, runs.last_pos
 
 
@@ -117,8 +120,21 @@ def events_upto(log: str, upto: int) -> Iterator[AnyEvent]:
             yield event
 
 
-def check_log_end(log: str, torn: TornTail | None, ids: IdCheck, found: Findings) -> None:
-    """What the whole log's reading leaves to report: a torn tail, repeated ids."""
+def check_log_end(
+    log: str, torn: TornTail | None, ids: IdCheck, forgets: ForgetCheck, found: Findings
+) -> None:
+    """What the whole log's reading leaves to report: a torn tail, repeated ids, records a
+    forgetting left (or redactions no forgetting made)."""
+    for pos, first, missed in forgets.incomplete:
+        more = f" (and {missed - 1} more of its positions)" if missed > 1 else ""
+        found.add(
+            "forgetting",
+            f"forgetting at pos {pos} is incomplete: pos {first} still holds its record{more}",
+            line=first,
+        )
+    for first, last in forgets.unlisted():
+        span = f"pos {first}" if first == last else f"pos {first}-{last}"
+        found.add("forgetting", f"{span} is redacted, but no forgetting lists it", line=first)
     if torn is not None:
         torn = _torn_once_writers_are_done(log, torn)
     if torn is not None:

@@ -187,6 +187,19 @@ _DATED: Final = (
 )
 
 
+_EXPIRE_WRITES: Final = "events are written by `session-journal expire`"
+_FORGET_WRITES: Final = (
+    "records are written by the writer alone, when it forgets a session (`session-journal forget`)"
+)
+# The events only another command writes, and which.
+_NOT_APPENDED: Final[dict[type[ev.Event], str]] = {
+    ev.SessionTimedOut: _EXPIRE_WRITES,
+    ev.TimeoutWarning: _EXPIRE_WRITES,
+    ev.SessionForgotten: _FORGET_WRITES,
+    ev.Redacted: _FORGET_WRITES,
+}
+
+
 def _append_one(j: Journal, e: ev.AnyEvent, seq_given: bool) -> Receipt:
     """Call the writer method that produces this event, so the same validation applies."""
     # An id is chosen here when the input has none, so that every receipt can name it.
@@ -242,10 +255,7 @@ def _append_one(j: Journal, e: ev.AnyEvent, seq_given: bool) -> Receipt:
             return j.delete_session(e.session_id, event_id=eid)
         case ev.MessagesTruncated():
             return j.truncate(e.session_id, e.keep_through_seq, reason=e.reason, event_id=eid)
-        case ev.SessionTimedOut() | ev.TimeoutWarning():
-            raise InvalidValue(
-                f"{e.__struct_config__.tag} events are written by "
-                "`session-journal expire`, not by append"
-            )
+        case ev.SessionTimedOut() | ev.TimeoutWarning() | ev.SessionForgotten() | ev.Redacted():
+            raise InvalidValue(f"{e.__struct_config__.tag} {_NOT_APPENDED[type(e)]}, not by append")
         case _:
             assert_never(e)

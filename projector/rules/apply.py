@@ -11,7 +11,9 @@ log, so applying the same events always yields the same rows.
 
 ``session_restored`` of a deleted session first brings it back from its ``pre_delete``
 snapshot, messages included (same message ids and seqs); ``session_deleted`` removes the
-session's rows but not its snapshots.
+session's rows but not its snapshots. ``session_forgotten`` removes every row of its
+session, snapshots included (``projector.forgetting``); a ``redacted`` record, what is left
+of a forgotten session's event, changes nothing.
 
 The full-text index gets new messages once per batch (``fill_fts``, called by the
 catch-up just before each commit) rather than from an AFTER INSERT trigger: on 20,500
@@ -30,6 +32,7 @@ from typing import Any
 import msgspec
 
 from journal import events as ev
+from projector.forgetting import forget
 from projector.rules import session_rows as rules
 from projector.rules.message_rows import (
     INSERT_MESSAGE_SQL,
@@ -111,6 +114,10 @@ def apply_event(conn: sqlite3.Connection, event: ev.AnyEvent) -> None:
             _deleted(conn, event)
         case ev.MessagesTruncated():
             _truncated(conn, event)
+        case ev.SessionForgotten():
+            forget(conn, event.positions)
+        case ev.Redacted():
+            pass  # a forgotten session's record: nothing of it is projected
         case _:  # the events that only set columns of their session (rules.Change)
             # On archiving, the create_snapshot_on_archive trigger takes the pre_archive
             # snapshot, with snapshot_id = last_event_pos = this event's pos.

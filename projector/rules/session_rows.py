@@ -23,6 +23,9 @@ Where each rule lives:
   if the withdrawn messages had never come.
 * A deleted session being restored comes back as its snapshot holds it,
   ``recreated_row``; its messages are then added again, in seq order, as messages.
+* A forgotten session (``session_forgotten``) loses every row, its snapshots included,
+  and its redacted records project nothing: ``projector.forgetting``, on both paths (the
+  bulk one hands a forgetting with anything to purge to the per-event one).
 * A metadata value sets its key, which keeps the id (pos) of the event that first set it;
   a null value removes the key. This one is about ``session_metadata``'s rows, not the
   session's, and each path writes it in its own terms: an upsert in

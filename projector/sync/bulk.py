@@ -15,7 +15,9 @@ faster, through this module's ``Loader``:
   (every reference is checked in Python instead);
 * the rare events that read messages back (a snapshot, an archive's ``pre_archive``
   snapshot, a deletion, a restore) flush the pending messages first, then use the rows;
-* the full-text index is filled once at the end from messages joined with their session.
+* the full-text index is filled once at the end from messages joined with their session;
+* a ``redacted`` record projects nothing, and a forgetting of a session nothing was folded
+  of (its records redacted before they were read) has nothing to do.
 
 What each event does to a session is ``projector.rules.session_rows``'s, as on the
 incremental path; the rules the triggers carry out there are followed here through the same
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from journal import events as ev
+from projector.forgetting import listed, rows_at
 from projector.rules import session_rows as rules
 from projector.rules.apply import (
     INSERT_METADATA_SQL,
@@ -270,10 +273,25 @@ class Loader:
                 self._gone(e.session_id)
             case ev.MessagesTruncated():
                 self._truncated(e)
+            case ev.SessionForgotten():
+                self._forgotten(e)
+            case ev.Redacted():
+                pass  # a forgotten session's record: nothing of it is projected
             case ev.MessageAppended():  # pragma: no cover - taken before the match
                 self._message(e)
             case _:  # the events that only set columns of their session (rules.Change)
                 self._set(self._existing(e, e.session_id), rules.changes(e))
+
+    def _forgotten(self, e: ev.SessionForgotten) -> None:
+        """Nothing to do when nothing of the session was folded (its records were redacted
+        before this fold read them: the normal case). Otherwise ApplyError: dropping a
+        session from the fold and from the rows already written is the per-event path's
+        (``projector.forgetting``), which the refusal hands the batch to."""
+        self.flush()
+        if any(listed(e.positions, s.last_event_pos) for s in self.live()) or rows_at(
+            self.conn, e.positions
+        ):
+            raise ApplyError("a forgotten session already folded: applied event by event")
 
     def _existing(self, e: ev.AnyEvent, session_id: str) -> FoldSession:
         """The session the event is about; ApplyError if it is unknown or deleted."""

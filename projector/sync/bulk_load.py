@@ -16,11 +16,11 @@ from typing import Any
 
 from msgspec import UNSET
 
-from journal.events import AnyEvent
+from journal.events import AnyEvent, line_digest
 from journal.log import LogReader, Run
 from projector.db import Checkpoint, write_checkpoint
 from projector.sync.bulk import Loader
-from projector.sync.reading import Until, line_hash, read_bytes
+from projector.sync.reading import Until, read_bytes
 
 
 def _deferred_objects(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
@@ -158,7 +158,7 @@ def _checkpoint_after(path: str, event: AnyEvent, line_start: int, line_end: int
         data = read_bytes(fd, line_start, line_end)
     finally:
         os.close(fd)
-    return Checkpoint(line_end, event.pos, line_start, line_hash(data))
+    return Checkpoint(line_end, event.pos, line_start, line_digest(data))
 
 
 def _included(events: list[AnyEvent], until: Until) -> int:

@@ -6,6 +6,11 @@ batch only ends between units, so an atomic group is always applied whole. A tor
 an incomplete group at the end is where it stops (a write may be in progress: normal).
 The live watcher calls ``catch_up`` again whenever the log grows; ``projector.replay`` wraps it for
 one-shot use, rebuilding when the database is stale or its checkpoint is not on the log.
+
+A forgotten session is purged by its forgetting, and the files scrubbed of it when the
+catch-up ends (``projector.forgetting``); a checkpoint whose line was redacted since still
+stands, and so does a catch-up that meets a forgotten session's records before all of
+them are redacted (``_Batch.forgotten_later``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from datetime import datetime
 from typing import Final
 
 from journal.errors import CorruptLog
-from journal.events import AnyEvent
+from journal.events import AnyEvent, line_digest
 from journal.log import LogReader, TornTail
 from projector.db import (
     Checkpoint,
@@ -26,6 +31,7 @@ from projector.db import (
     write_checkpoint,
 )
 from projector.errors import CheckpointMismatch, InvariantViolation
+from projector.forgetting import listed, scrub_database
 from projector.rules.apply import apply_event, fill_fts
 from projector.rules.session_rows import ApplyError
 from projector.sync.bulk_catchup import CatchUpLoader
@@ -33,8 +39,9 @@ from projector.sync.reading import (
     Record,
     Skipped,
     Until,
-    line_hash,
+    forgettings_after,
     read_bytes,
+    same_line,
     skip_bad_lines,
     units,
 )
@@ -60,6 +67,9 @@ class CatchUpResult:
     end_offset: int  # byte offset just after it
     torn: TornTail | None  # bytes at the end that are not (yet) whole records
     quarantined: int  # bad lines set aside (quarantine mode)
+    # A forgotten session was purged, but a reader kept the WAL, which may still hold its
+    # old pages: the next catch-up (replay, watch's next pass) tries the scrub again.
+    scrub_pending: bool = False
 
 
 def check_checkpoint(log_path: str, cp: Checkpoint) -> None:
@@ -98,7 +108,7 @@ def _check_checkpoint_at(fd: int, size: int, log_path: str, cp: Checkpoint) -> N
             offset=cp.log_offset,
             pos=cp.log_pos,
         )
-    if line_hash(read_bytes(fd, cp.line_start, cp.log_offset)) != cp.line_hash:
+    if not same_line(read_bytes(fd, cp.line_start, cp.log_offset), cp.line_hash):
         raise CheckpointMismatch(
             "the line there has different bytes",
             path=log_path,
@@ -166,8 +176,9 @@ def catch_up(
     finally:
         batch.abort()
         os.close(fd)
+    scrubbed = scrub_database(conn)
     return CatchUpResult(
-        batch.applied, batch.cp.log_pos, batch.cp.log_offset, torn, batch.quarantined
+        batch.applied, batch.cp.log_pos, batch.cp.log_offset, torn, batch.quarantined, not scrubbed
     )
 
 
@@ -227,12 +238,15 @@ class _Batch:
         self.applied = 0
         self.quarantined = 0
         self.last: Record | None = None
+        # The positions the forgettings ahead list, once an event failed (forgotten_later).
+        self.forgotten: list[tuple[int, int]] | None = None
 
     @classmethod
     def resume(cls, other: _Batch, cp: Checkpoint | None = None) -> _Batch:
         """A batch that goes on from ``other``'s last commit (or from ``cp``)."""
         batch = cls(other.conn, other.fd, cp or other.cp, other.progress, other.total)
         batch.applied, batch.quarantined = other.applied, other.quarantined
+        batch.forgotten = other.forgotten
         return batch
 
     def _begin(self) -> None:
@@ -252,6 +266,8 @@ class _Batch:
             try:
                 apply_event(self.conn, rec.event)
             except (ApplyError, sqlite3.IntegrityError) as exc:
+                if self.forgotten_later(rec):
+                    continue
                 self.abort()
                 reason = exc.reason if isinstance(exc, ApplyError) else str(exc)
                 raise InvariantViolation(
@@ -264,6 +280,16 @@ class _Batch:
             if observer is not None:
                 observer(rec.event)
         self._took(unit)
+
+    def forgotten_later(self, rec: Record) -> bool:
+        """Whether a forgetting further on lists the record's position: then its session
+        is being forgotten, its earlier records redacted but not yet this one (a writer
+        redacts after it appends the forgetting, so that forgetting is already in the
+        log), and the event that cannot be applied without them is passed over. Whatever
+        it left of its session, in this transaction, the forgetting purges."""
+        if self.forgotten is None:
+            self.forgotten = forgettings_after(self.fd, rec.end)
+        return listed(self.forgotten, rec.event.pos)
 
     def _took(self, unit: list[Record]) -> None:
         """Count an applied unit into the open transaction."""
@@ -283,7 +309,7 @@ class _Batch:
             log_offset=last.end,
             log_pos=last.event.pos,
             line_start=last.start,
-            line_hash=line_hash(read_bytes(self.fd, last.start, last.end)),
+            line_hash=line_digest(read_bytes(self.fd, last.start, last.end)),
         )
         write_checkpoint(self.conn, cp)
         self.conn.execute("COMMIT")
@@ -307,7 +333,7 @@ class _Batch:
             log_offset=skip.end,
             log_pos=skip.next_pos,
             line_start=skip.last_line_start,
-            line_hash=line_hash(skip.data[skip.last_line_start - skip.start :]),
+            line_hash=line_digest(skip.data[skip.last_line_start - skip.start :]),
         )
         write_checkpoint(self.conn, cp)
         self.conn.execute("COMMIT")

@@ -3,20 +3,33 @@
 A unit is what the projection applies in one piece: an event outside any group, or every
 member of a group (the checkpoint never falls inside one). ``skip_bad_lines`` is how the
 quarantine mode of replay, and verify, step over a bad line in the middle of the log.
+``same_line`` recognises a checkpoint's line after its redaction, ``forgettings_after``
+finds the forgettings ahead of a reader (whose sessions' records may not all be redacted
+yet).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Final
 
 from msgspec import UNSET
 
 from journal.errors import CorruptLog
-from journal.events import AnyEvent, LineError, decode_line, format_ts, parse_ts
+from journal.events import (
+    REDACTED_HASH_DIGITS,
+    AnyEvent,
+    LineError,
+    Redacted,
+    SessionForgotten,
+    decode_line,
+    format_ts,
+    line_digest,
+    parse_ts,
+)
 from journal.log import LogReader
 
 
@@ -98,8 +111,47 @@ class Until:
         return not (self.ts is not None and last.ts > self.ts)
 
 
-def line_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def same_line(line: bytes, digest: str) -> bool:
+    """Whether ``line`` (newline included) is the line whose ``line_digest`` is ``digest``,
+    or its redaction (``redaction_line``: same place, same length, the digest's start in
+    ``was``), for a checkpoint whose last line belonged to a session forgotten since."""
+    if line_digest(line) == digest:
+        return True
+    try:
+        event = decode_line(line[:-1])
+    except LineError:
+        return False
+    return isinstance(event, Redacted) and event.was == digest[:REDACTED_HASH_DIGITS]
+
+
+# A forgetting's tag, as the log writes it: it cannot occur inside a JSON string (the
+# quotes would be escaped there), so every match starts a session_forgotten line's type.
+_FORGETTING_TAG: Final = b'"type":"session_forgotten"'
+_SCAN_BYTES: Final = 1 << 20
+
+
+def forgettings_after(fd: int, start: int) -> list[tuple[int, int]]:
+    """The positions listed by the forgettings of the log open as ``fd`` after byte
+    ``start`` (a line's start), as ascending ranges; lines that are not whole records are
+    passed over."""
+    ranges: list[tuple[int, int]] = []
+    offset, carry = start, b""
+    while chunk := os.pread(fd, _SCAN_BYTES, offset):
+        offset += len(chunk)
+        data = carry + chunk
+        cut = data.rfind(b"\n") + 1
+        data, carry = data[:cut], data[cut:]
+        at = data.find(_FORGETTING_TAG)
+        while at >= 0:
+            end = data.index(b"\n", at)
+            try:
+                event = decode_line(data[data.rfind(b"\n", 0, at) + 1 : end])
+            except LineError:
+                event = None
+            if isinstance(event, SessionForgotten):
+                ranges.extend(event.positions)
+            at = data.find(_FORGETTING_TAG, end)
+    return sorted(ranges)
 
 
 def read_bytes(fd: int, start: int, end: int) -> bytes:

@@ -31,7 +31,13 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import fsync_directory
 from projector.checks.logfold import LogTally, LogWitness, file_identity
-from projector.db import check_ours, check_paths, create_private_file, create_schema
+from projector.db import (
+    check_ours,
+    check_paths,
+    create_private_file,
+    create_schema,
+    secure_delete,
+)
 from projector.errors import RebuildCheckFailed
 from projector.rules.session_rows import ApplyError
 from projector.sync.bulk_load import Observer, bulk_load
@@ -140,6 +146,7 @@ def _open_new(tmp: str) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute(f"PRAGMA cache_size = -{REBUILD_CACHE_KIB}")
     conn.execute("PRAGMA foreign_keys = ON")
+    secure_delete(conn)
     return conn
 
 

@@ -54,7 +54,9 @@ def replay(
     outcome = _catch_up_in_place(log_path, db_path, quarantine, batch_events, progress)
     if isinstance(outcome, CatchUpResult):
         r = outcome
-        return ReplayResult(r.events_applied, r.last_pos, r.end_offset, r.torn, r.quarantined)
+        return ReplayResult(
+            r.events_applied, r.last_pos, r.end_offset, r.torn, r.quarantined, r.scrub_pending
+        )
     built = rebuild(log_path, db_path, progress=progress, quarantine=quarantine)
     return ReplayResult(
         built.events_applied,
