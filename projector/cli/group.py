@@ -208,6 +208,11 @@ def replay(ctx: click.Context, as_json: bool) -> None:
             f"Stopped before {result.torn.length} bytes at the end of the log that are "
             f"not whole records yet ({result.torn.reason})."
         )
+    if result.scrub_pending:
+        click.echo(
+            "A forgotten session's old pages are still in the database's write-ahead log: "
+            "a reader holds it. Run replay again once it is closed."
+        )
 
 
 def _parse_until(text: str | None) -> int | str | None:
