@@ -5,8 +5,9 @@ records, nothing personal, not even the id), then has the log backend overwrite 
 those records in place with a ``redacted`` record of the same length, so every other
 record keeps its position, id and byte offset. Before that, the session's bytes are
 removed from where torn tails were moved aside. Projectors purge the session's rows when
-they meet the record. A writer stopped part way leaves the record; the next writer to
-open the log completes the redaction (``_complete_forgetting``).
+they meet the record. The redaction is prepared before the records are appended
+(``LogBackend.plan_redaction``): a writer stopped part way leaves it to the next writer
+that opens the log, which completes it if the records were appended, and drops it if not.
 """
 
 from __future__ import annotations
@@ -87,17 +88,12 @@ class Forgetting(OperationBase):
                     )
             for session_id in session_ids:
                 self._log.scrub_torn(session_id)
+            every = tuple(sorted(r for sid in session_ids for r in found[sid]))
+            self._log.plan_redaction(every, len(session_ids))
             receipts = [
                 self._add(w, SessionForgotten(positions=found[sid]), event_id)
                 for sid in session_ids
             ]
         with self._log.exclusive():
-            self._complete_forgetting()
+            self._log.redact(every)
         return receipts
-
-    def _complete_forgetting(self) -> None:
-        """Redact the records of forgettings whose session the state read whole (under the
-        log's lock): a writer stopped between the record and its redaction left them."""
-        for positions in self._state.unredacted:
-            self._log.redact(positions)
-        self._state.unredacted.clear()

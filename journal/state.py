@@ -140,9 +140,6 @@ class JournalState:
         self._undo: list[tuple[str, object, object]] | None = None
         # Sessions by the pos of their creation, built at the first forgetting folded.
         self._by_created: dict[int, str] | None = None
-        # Forgettings folded whose session was still here: its records were read whole, so
-        # their redaction may be unfinished (``Journal`` completes it).
-        self.unredacted: list[tuple[tuple[int, int], ...]] = []
         self._forgotten: dict[str, int] = {}  # receipts to drop from the id window
 
     # -- atomic groups ------------------------------------------------------------------
@@ -186,7 +183,6 @@ class JournalState:
                 self.recent_ids.discard(str(key))
             elif kind == "forgot":
                 self._forgotten.pop(str(key), None)
-                self.unredacted.pop()
             else:
                 assert isinstance(old, tuple)
                 self.last_pos, self.last_ts = old
@@ -368,7 +364,6 @@ class JournalState:
         s = self.sessions.pop(session_id)
         del self._by_created[s.created_pos]
         self._forgotten[session_id] = event.pos
-        self.unredacted.append(event.positions)
         if self._undo is not None:
             self._undo.append(("session", session_id, s))
             self._undo.append(("forgot", session_id, None))

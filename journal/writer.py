@@ -106,7 +106,6 @@ class Journal(Operations, Forgetting, History):
         try:
             with self._log.exclusive():
                 self._catch_up()
-                self._complete_forgetting()
         except BaseException:
             self._log.close()
             raise
@@ -216,9 +215,6 @@ class Journal(Operations, Forgetting, History):
         fsync: ``pending.token`` says which write to wait for, after the lock is let go)."""
         with self._log.exclusive():
             if self._log.lock_epoch != self._caught_up_in:
-                # Another writer's forgettings met here are its to redact (or the next
-                # writer to open the log completes them).
-                self._state.unredacted.clear()
                 self._catch_up()
                 # Until the flock is let go, nobody else can append: no need to look again.
                 self._caught_up_in = self._log.lock_epoch

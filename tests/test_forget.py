@@ -153,7 +153,7 @@ def test_a_redaction_cut_by_a_power_failure_is_completed_before_the_log_is_read(
     write, pwrite, calls = os.write, os.pwrite, [0]
 
     def torn_note(fd: int, data: bytes) -> int:  # the note reaches the disk cut short
-        if bytes(data[:1]).isdigit():
+        if bytes(data[:7]) == b'{"end":':
             write(fd, data[: len(data) // 2])
             raise _PowerCut
         return write(fd, data)
@@ -175,10 +175,17 @@ def test_a_redaction_cut_by_a_power_failure_is_completed_before_the_log_is_read(
             with pytest.raises(_PowerCut):
                 j.forget(SID)
     assert (tmp_path / "log.jsonl.redacting").exists()
-    with Journal.open(log, "none") as j, pytest.raises(UnknownSession):  # completed, then read
-        j.status(SID)
-    assert not (tmp_path / "log.jsonl.redacting").exists()
-    assert log.read_bytes() == done.read_bytes()
+    with Journal.open(log, "none", new_id=_counter(start=1000), clock=_clock()) as j:
+        # The note is carried out, or dropped if the forgetting was never appended.
+        assert not (tmp_path / "log.jsonl.redacting").exists()
+        if cut == "in-the-note":
+            assert j.status(SID) == "active"
+            j.forget(SID)
+        with pytest.raises(UnknownSession):
+            j.status(SID)
+    assert all(s not in log.read_bytes() for s in SECRETS)
+    if cut == "in-a-record":
+        assert log.read_bytes() == done.read_bytes()
 
 
 def test_the_async_face_forgets(tmp_path: Path) -> None:
@@ -204,14 +211,16 @@ _CHILD = textwrap.dedent(
     from journal import Journal
     from journal.log import FileLog
     path, step = sys.argv[1], int(sys.argv[2])
-    die = lambda: os.kill(os.getpid(), signal.SIGKILL)
-    if step == 0:  # after the torn bytes are scrubbed, before the record
-        scrub = FileLog.scrub_torn
-        FileLog.scrub_torn = lambda self, sid: (scrub(self, sid), die())[0]
-    else:  # after step - 1 records were overwritten
+    die = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+    if step == 0:  # before anything is changed
+        FileLog.scrub_torn = die
+    elif step == 1:  # after the redaction is planned, before the record is appended
+        plan = FileLog.plan_redaction
+        FileLog.plan_redaction = lambda self, *a: (plan(self, *a), die())
+    else:  # after step - 2 records were overwritten
         pwrite, count = os.pwrite, [0]
         def counted(fd, data, offset):
-            if count[0] == step - 1:
+            if count[0] == step - 2:
                 die()
             count[0] += 1
             return pwrite(fd, data, offset)
@@ -227,14 +236,14 @@ def test_a_kill_at_any_step_leaves_the_log_before_or_after(tmp_path: Path) -> No
     with Journal.open(pristine, "none") as j:
         fill(j, messages=4)
     session_records = sum(SID.encode() in line for line in records(pristine))
-    for step in range(session_records + 1):
+    for step in range(session_records + 2):
         log = tmp_path / f"log-{step}.jsonl"
         log.write_bytes(pristine.read_bytes())
         os.chmod(log, 0o600)
         child = subprocess.run([sys.executable, "-c", _CHILD, str(log), str(step)], check=False)
         assert child.returncode == -signal.SIGKILL, step
         with Journal.open(log, "none") as j:  # opening completes what was started
-            if step == 0:
+            if step <= 1:  # killed before the record: the log is as it was
                 assert log.read_bytes() == pristine.read_bytes()
                 j.forget(SID)  # running it again completes it
             with pytest.raises(UnknownSession):
@@ -283,8 +292,8 @@ def _fails(self: FileLog, positions: object) -> int:
     raise OSError("the disk went away")
 
 
-def _counter() -> Callable[[], str]:
-    n = iter(range(1, 1 << 30))
+def _counter(start: int = 1) -> Callable[[], str]:
+    n = iter(range(start, 1 << 30))
     return lambda: str(uuid.UUID(int=next(n)))
 
 

@@ -175,6 +175,12 @@ class LogBackend(LogSource, Protocol):
         ``exclusive()``, so that none is appended meanwhile)."""
         ...
 
+    def plan_redaction(self, positions: Sequence[tuple[int, int]], records: int) -> None:
+        """Before the ``records`` forgettings that list ``positions`` are appended (under
+        ``exclusive()``): prepare ``redact`` so that, should this writer stop before it is
+        done, the log completes it, only if those forgettings were appended."""
+        ...
+
     def redact(self, positions: Sequence[tuple[int, int]]) -> int:
         """Overwrite the records at ``positions`` (a forgetting's inclusive ranges) with
         their ``redacted`` form, in place and durably, under ``exclusive()``. Records

@@ -15,11 +15,14 @@ import re
 from collections.abc import Collection, Iterable, Iterator
 from typing import Final
 
+import msgspec
+
 import journal.events as ev
 from journal.errors import CorruptLog, LogError
 from journal.log.files import FILE_MODE, fsync_directory
 
 _CHUNK: Final = 1 << 22
+_Header = dict[str, int | None]  # a redaction note's first line
 _ID_FIELD: Final = b'"session_id":'
 
 
@@ -117,33 +120,56 @@ def _line_starts(fd: int, wanted: list[int], end: int) -> dict[int, int]:
     return found
 
 
-def redact_in_place(path: str, identity: tuple[int, int], positions: list[int], end: int) -> int:
-    """Overwrite the records at ``positions`` (ascending) with their redaction; durably.
+def plan_redaction(
+    path: str, identity: tuple[int, int], positions: list[int], end: int, records: int
+) -> None:
+    """Note durably how the records at ``positions`` (ascending) are to be redacted, before
+    the ``records`` forgettings that list them are appended at byte ``end``.
 
-    In a file log a record's pos is its line number. The records are overwritten last
-    first, so a process killed part way leaves the session's creation and a prefix of
-    its records whole, which a later pass completes. What is to be written is noted
-    first in ``<log>.redacting`` (fsynced, and removed once the log is), so that after a
-    power cut, which may leave a record half overwritten, ``complete_redaction`` can
-    finish the overwrite before anyone reads the log. Returns how many records changed.
+    A writer stopped anywhere after this leaves the note, which ``complete_redaction``
+    carries out if the forgettings were appended, and drops if they were not.
     """
     fd = _open_to_overwrite(path, identity)
     try:
-        starts = _line_starts(fd, positions, end)
-        changes: list[tuple[int, bytes]] = []
-        for pos in reversed(positions):
-            start = starts.get(pos)
-            if start is None:
-                raise LogError(f"{path}: no record at position {pos} to redact", path=path)
-            line = _read_line(fd, start, end)
-            new = _redaction(path, line, pos, start)
-            if new != line:
-                changes.append((start, new))
-        if changes:
-            _overwrite(path, fd, changes)
-        return len(changes)
+        _write_note(path, {"end": end, "records": records}, _changes(fd, path, positions, end))
     finally:
         os.close(fd)
+
+
+def redact_in_place(path: str, identity: tuple[int, int], positions: list[int], end: int) -> int:
+    """Overwrite the records at ``positions`` (ascending) with their redaction, durably;
+    returns how many changed. Carries out the note ``plan_redaction`` left, if any;
+    otherwise notes the overwrites first, as it would have (the forgettings that list
+    these positions are in the log already).
+
+    In a file log a record's pos is its line number. The records are overwritten last
+    first, so a writer killed part way leaves the session's creation whole; after a power
+    cut, which may leave a record half overwritten, the note lets ``complete_redaction``
+    finish the overwrite before anyone reads the log.
+    """
+    if not os.path.exists(_note_path(path)):
+        fd = _open_to_overwrite(path, identity)
+        try:
+            _write_note(path, {"end": None}, _changes(fd, path, positions, end))
+        finally:
+            os.close(fd)
+    return complete_redaction(path, identity)
+
+
+def _changes(fd: int, path: str, positions: list[int], end: int) -> list[tuple[int, bytes]]:
+    """(offset, redaction) of each record at ``positions`` that is not redacted yet, the
+    last position first."""
+    starts = _line_starts(fd, positions, end)
+    changes: list[tuple[int, bytes]] = []
+    for pos in reversed(positions):
+        start = starts.get(pos)
+        if start is None:
+            raise LogError(f"{path}: no record at position {pos} to redact", path=path)
+        line = _read_line(fd, start, end)
+        new = _redaction(path, line, pos, start)
+        if new != line:
+            changes.append((start, new))
+    return changes
 
 
 def _open_to_overwrite(path: str, identity: tuple[int, int]) -> int:
@@ -174,50 +200,76 @@ def _note_path(path: str) -> str:
     return f"{path}.redacting"
 
 
-def _overwrite(path: str, fd: int, changes: list[tuple[int, bytes]]) -> None:
-    """Note the overwrites durably, make them, fsync the log, then drop the note."""
-    note = _note_path(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    out = os.open(note, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+def _write_note(path: str, header: _Header, changes: list[tuple[int, bytes]]) -> None:
+    """The note: a header line, then ``<offset> <redaction line>`` per record; fsynced."""
+    out = os.open(_note_path(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
     try:
-        os.write(out, b"".join(b"%d %s" % (start, new) for start, new in changes))
+        body = b"".join(b"%d %s" % (start, new) for start, new in changes)
+        os.write(out, ev.encode_json(header) + b"\n" + body)
         os.fsync(out)
     finally:
         os.close(out)
-    fsync_directory(directory)
-    for start, new in changes:
-        os.pwrite(fd, new, start)
-    os.fsync(fd)
-    os.unlink(note)
-    fsync_directory(directory)
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def complete_redaction(path: str, identity: tuple[int, int]) -> int:
-    """Make the overwrites an interrupted ``redact_in_place`` noted; how many were made.
+    """Carry out the note of a redaction, if there is one; how many records it changed.
 
-    Only the note's whole entries count: it is durable before any record is overwritten,
-    so a note cut short means none was, and its whole entries are still right. A record
-    is overwritten only where the noted redaction fits: the same length, and there the
-    record it redacts, or that record half overwritten (a line that no longer checks).
+    A note made before its forgettings were appended counts only if they were: at the
+    byte offset it names, that many ``session_forgotten`` records. Only its whole entries
+    count: it is durable before any record is overwritten, so a note cut short means none
+    was, and its whole entries are still right. A record is overwritten only where the
+    noted redaction fits: the same length, and there the record it redacts, or that
+    record half overwritten (a line that no longer checks). The note goes last.
     """
     note = _note_path(path)
     try:
         with open(note, "rb") as f:
-            data = f.read()
+            header, _, body = f.read().partition(b"\n")
     except FileNotFoundError:
         return 0
     fd = _open_to_overwrite(path, identity)
+    changed = 0
     try:
-        changes = [change for change in map(_noted, data.splitlines(keepends=True)) if change]
-        for start, new in changes:
-            if _fits(fd, start, new):
-                os.pwrite(fd, new, start)
-        os.fsync(fd)
+        if _recorded(fd, header):
+            for start, new in filter(None, map(_noted, body.splitlines(keepends=True))):
+                if _fits(fd, start, new):
+                    os.pwrite(fd, new, start)
+                    changed += 1
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.unlink(note)
     fsync_directory(os.path.dirname(os.path.abspath(path)))
-    return len(changes)
+    return changed
+
+
+def _recorded(fd: int, header: bytes) -> bool:
+    """Whether the forgettings a note waits for are in the log (or it waits for none)."""
+    try:
+        fields = msgspec.json.decode(header, type=_Header)
+        end, records = fields["end"], fields.get("records") or 0
+    except (msgspec.MsgspecError, KeyError):
+        return False  # a header cut short: nothing was overwritten after it
+    if end is None:
+        return True
+    lines = _lines_at(fd, end, records)
+    try:
+        found = [ev.decode_line(line) for line in lines]
+    except ev.LineError:
+        return False
+    return len(found) == records and all(isinstance(e, ev.SessionForgotten) for e in found)
+
+
+def _lines_at(fd: int, offset: int, count: int) -> list[bytes]:
+    """Up to ``count`` whole lines from ``offset`` on, without their newlines."""
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = os.pread(fd, _CHUNK, offset + len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b"\n")[:count] if data.count(b"\n") >= count else []
 
 
 def _noted(entry: bytes) -> tuple[int, bytes] | None:

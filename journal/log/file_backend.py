@@ -17,6 +17,7 @@ from journal.log.backend import START, Cursor, TornTail
 from journal.log.erasure import (
     complete_redaction,
     find_records,
+    plan_redaction,
     positions_in,
     redact_in_place,
     scrub_quarantine,
@@ -85,6 +86,10 @@ class FileLog(LogFile, FileSource):
 
     def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
         return find_records(self.path, session_ids, os.fstat(self.fd).st_size)
+
+    def plan_redaction(self, positions: Sequence[tuple[int, int]], records: int) -> None:
+        size = os.fstat(self.fd).st_size
+        plan_redaction(self.path, self.identity, list(positions_in(positions)), size, records)
 
     def redact(self, positions: Sequence[tuple[int, int]]) -> int:
         size = os.fstat(self.fd).st_size
