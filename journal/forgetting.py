@@ -74,7 +74,7 @@ class Forgetting(OperationBase):
             if dup is not None:
                 return [dup]
             for session_id in session_ids:
-                if session_id not in self._state.sessions:
+                if self._state.find(session_id) is None:
                     raise UnknownSession(session_id)
             found = {
                 sid: as_ranges(positions)

@@ -85,10 +85,11 @@ class OperationBase:
             )
         return receipt._replace(duplicate=True)
 
-    def _session(self, session_id: str, rule: Rule) -> SessionState:
-        """The session, if its status allows the operation (``journal.lifecycle``)."""
+    def _session(self, session_id: str, rule: Rule, *, reading: bool = False) -> SessionState:
+        """The session, if its status allows the operation (``journal.lifecycle``).
+        ``reading``: for a read outside the log's lock (``JournalState.peek``)."""
         check_session_id(session_id)
-        s = self._state.sessions.get(session_id)
+        s = self._state.peek(session_id) if reading else self._state.find(session_id)
         if s is None:
             raise UnknownSession(session_id)
         allowed = rule.allowed

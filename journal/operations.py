@@ -123,7 +123,7 @@ class Operations(OperationBase):
             if dup is not None:
                 assert dup.session_id is not None
                 return dup.session_id
-            if sid in self._state.sessions:
+            if self._state.find(sid) is not None:
                 raise SessionExists(sid)
             if model_id not in self._state.models:
                 self._add(
@@ -467,8 +467,8 @@ class Operations(OperationBase):
 
     def last_seq(self, session_id: str) -> int:
         """The seq of the session's last message (0 if none), as of the last look."""
-        return self._session(session_id, READ).last_seq
+        return self._session(session_id, READ, reading=True).last_seq
 
     def status(self, session_id: str) -> str:
         """The session's status as of the writer's last look at the log."""
-        return self._session(session_id, READ_STATUS).status
+        return self._session(session_id, READ_STATUS, reading=True).status

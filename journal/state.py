@@ -1,9 +1,13 @@
 """What the writer must know to validate the next event, folded from the log.
 
 Memory is bounded by the number of sessions and models (plus a fixed window of recent
-event ids), never by the number of events. The status each event leaves its session in
-is ``journal.lifecycle``'s, the module the writer's checks read too, so a session the
-writer accepts a message for is one the folded state (and the projection) can store it in.
+event ids), never by the number of events. With a ``SessionStore`` (the writer's
+checkpoint, ``journal.statefile``) it holds only the open sessions and those changed since
+the checkpoint; any other is looked up in the store when an event or a call names it.
+
+The status each event leaves its session in is ``journal.lifecycle``'s, the module the
+writer's checks read too, so a session the writer accepts a message for is one the folded
+state (and the projection) can store it in.
 """
 
 from __future__ import annotations
@@ -11,12 +15,20 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple, assert_never
+from typing import Any, Final, NamedTuple, Protocol, assert_never
 
 from msgspec import UNSET
 
 import journal.events as ev
-from journal.lifecycle import ACTIVE, REOPENED_BY_MESSAGE, STATUS_AFTER, STATUS_AFTER_TIMEOUT
+from journal.lifecycle import (
+    ACTIVE,
+    REOPENED_BY_MESSAGE,
+    STATUS_AFTER,
+    STATUS_AFTER_TIMEOUT,
+)
+from journal.lifecycle import (
+    OPEN_STATUSES as OPEN,
+)
 
 DEFAULT_ID_WINDOW: Final = 65_536
 
@@ -79,6 +91,14 @@ _STATE_TYPES: Final[tuple[type[ev.Event], ...]] = (*ev.EVENT_TYPES, ev.MessageHe
 _TAG_OF: Final[dict[type, str]] = {cls: str(cls.__struct_config__.tag) for cls in _STATE_TYPES}
 
 
+class SessionStore(Protocol):
+    """Sessions kept out of memory: the state as of a checkpoint the state started from."""
+
+    def session(self, session_id: str) -> SessionState | None: ...
+
+    def created_at(self, pos: int) -> str | None: ...
+
+
 class IdWindow:
     """Receipts of recent event ids: at least the last ``size``, at most twice that.
 
@@ -131,8 +151,14 @@ class JournalState:
     which then is the state before that message.
     """
 
-    def __init__(self, id_window: int = DEFAULT_ID_WINDOW) -> None:
+    def __init__(
+        self, id_window: int = DEFAULT_ID_WINDOW, store: SessionStore | None = None
+    ) -> None:
         self.sessions: dict[str, SessionState] = {}
+        self.store = store
+        # For the next checkpoint: sessions changed since the store's, and sessions forgotten.
+        self.dirty: set[str] = set()
+        self.forgotten_ids: list[str] = []
         self.models: set[str] = set()
         self.recent_ids = IdWindow(id_window)
         self.last_pos = 0
@@ -183,6 +209,7 @@ class JournalState:
                 self.recent_ids.discard(str(key))
             elif kind == "forgot":
                 self._forgotten.pop(str(key), None)
+                self.forgotten_ids.remove(str(key))
             else:
                 assert isinstance(old, tuple)
                 self.last_pos, self.last_ts = old
@@ -209,6 +236,24 @@ class JournalState:
             self.recent_ids.add(event.id, event.__struct_config__.tag, receipt)  # type: ignore[arg-type]
         return receipt
 
+    def remember(self, events: Sequence[ev.StateEvent]) -> None:
+        """Enter the events' receipts in the id window without folding them: they are older
+        than the state (read from before the checkpoint the state started from)."""
+        window = self.recent_ids
+        size, young, old = window.size, window._young, window._old
+        new, tag_of = _new_receipt, _TAG_OF
+        for event in events:
+            eid = event.id
+            if eid and eid not in young and eid not in old:  # first kept; redacted: none
+                if len(young) >= size:
+                    old, young = young, {}
+                    window._old, window._young = old, young
+                session_id = getattr(event, "session_id", None)
+                receipt = new(
+                    Receipt, (event.pos, eid, session_id, getattr(event, "seq", None), False)
+                )
+                young[eid] = (tag_of[type(event)], receipt)
+
     def apply_many(self, events: Sequence[ev.StateEvent], remember_from: int = 0) -> None:
         """``apply`` each event in turn (outside ``begin``): the loop that opens a log.
 
@@ -225,6 +270,7 @@ class JournalState:
         fold = self._fold
         new = _new_receipt
         tag_of = _TAG_OF
+        touched = self.dirty.add
         header, whole = ev.MessageHeader, ev.MessageAppended
         active, reopened = ACTIVE, REOPENED_BY_MESSAGE
         last_pos, last_ts = self.last_pos, self.last_ts
@@ -243,6 +289,7 @@ class JournalState:
                     s.last_seq = seq
                     s.warned = False
                     s.idle_since = event.ts if event.at is UNSET else event.at
+                    touched(event.session_id)
                 else:
                     self.last_pos = event.pos  # _fold reads it for pre_delete snapshots
                     seq = fold(event)
@@ -273,6 +320,7 @@ class JournalState:
     def _edit(self, session_id: str) -> SessionState:
         """The session's state, to change in place; a copy is kept first for rollback."""
         s = self.session(session_id)
+        self.dirty.add(session_id)
         if self._undo is not None:
             # A new object with the same fields (slots: faster than copy.copy).
             self._undo.append(("session", session_id, SessionState(*s.fields())))
@@ -340,6 +388,7 @@ class JournalState:
             self._undo.append(("message", event.session_id, saved))
         if s.status in REOPENED_BY_MESSAGE:
             s.status = ACTIVE
+        self.dirty.add(event.session_id)
         s.last_seq = event.seq
         s.warned = False
         s.idle_since = event.when
@@ -358,11 +407,18 @@ class JournalState:
         """Drop the session created at the first position, if its records were read."""
         if self._by_created is None:
             self._by_created = {s.created_pos: sid for sid, s in self.sessions.items()}
-        session_id = self._by_created.get(event.positions[0][0]) if event.positions else None
+        first = event.positions[0][0] if event.positions else 0
+        session_id = self._by_created.get(first)
+        if session_id is None and self.store is not None:
+            session_id = self.store.created_at(first)
+            if session_id is not None:
+                self.session(session_id)  # into memory, so that a rollback can put it back
         if session_id is None:  # redacted before this state read it: nothing to drop
             return
         s = self.sessions.pop(session_id)
-        del self._by_created[s.created_pos]
+        self._by_created.pop(s.created_pos, None)
+        self.dirty.discard(session_id)
+        self.forgotten_ids.append(session_id)
         self._forgotten[session_id] = event.pos
         if self._undo is not None:
             self._undo.append(("session", session_id, s))
@@ -374,7 +430,7 @@ class JournalState:
             self._forgotten = {}
 
     def _fold_created(self, event: ev.SessionCreated) -> None:
-        if event.session_id in self.sessions:
+        if self.find(event.session_id) is not None:
             raise StateViolation(f"session {event.session_id!r} created twice")
         if event.model_id not in self.models:
             raise StateViolation(
@@ -384,6 +440,7 @@ class JournalState:
         hard = event.hard_timeout_seconds
         if self._undo is not None:
             self._undo.append(("session", event.session_id, None))
+        self.dirty.add(event.session_id)
         self.sessions[event.session_id] = SessionState(
             status=STATUS_AFTER[type(event)],
             last_seq=0,
@@ -399,7 +456,33 @@ class JournalState:
 
     def session(self, session_id: str) -> SessionState:
         """The session's state; StateViolation if the log never created it."""
-        try:
-            return self.sessions[session_id]
-        except KeyError:
-            raise StateViolation(f"event for unknown session {session_id!r}") from None
+        s = self.find(session_id)
+        if s is None:
+            raise StateViolation(f"event for unknown session {session_id!r}")
+        return s
+
+    def find(self, session_id: str) -> SessionState | None:
+        """The session's state, from memory or else from the store (then kept in memory:
+        it is about to change); None if there is no such session."""
+        s = self.sessions.get(session_id)
+        if s is None and self.store is not None:
+            s = self.store.session(session_id)
+            if s is not None:
+                self.sessions[session_id] = s
+                if self._by_created is not None:
+                    self._by_created[s.created_pos] = session_id
+        return s
+
+    def peek(self, session_id: str) -> SessionState | None:
+        """The session's state without keeping it in memory: for reads outside the lock,
+        which must not bring in a state newer than what this one has folded."""
+        s = self.sessions.get(session_id)
+        if s is None and self.store is not None:
+            s = self.store.session(session_id)
+        return s
+
+    def evict_ended(self) -> None:
+        """Let go of the sessions that are no longer open (once a checkpoint holds them)."""
+        for session_id in [sid for sid, s in self.sessions.items() if s.status not in OPEN]:
+            del self.sessions[session_id]
+        self._by_created = None

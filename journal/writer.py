@@ -32,6 +32,7 @@ from typing import Any, Final, TypedDict, TypeVar, Unpack
 
 import msgspec
 
+from journal.checkpointing import Checkpointing
 from journal.commit import Call, Combiner
 from journal.errors import GroupTooLarge, InvalidValue, JournalClosed, LogError
 from journal.events import AnyEvent, Event, encode_line, format_ts
@@ -73,7 +74,7 @@ class JournalOptions(TypedDict, total=False):
     new_id: Callable[[], str] | None
 
 
-class Journal(Operations, Forgetting, History):
+class Journal(Operations, Forgetting, History, Checkpointing):
     """Appends validated events to one log file. Thread-safe and process-safe.
 
     Open with ``Journal.open(path)``; use as a context manager or call ``close()``.
@@ -104,10 +105,15 @@ class Journal(Operations, Forgetting, History):
         self._combiner = Combiner(self._run_batch)
         self.repairs: list[Repair] = []
         try:
+            self._open_statefile()
             with self._log.exclusive():
                 self._catch_up()
+                if self._statefile is not None and (
+                    self._state.store is None or self._checkpoint_due()
+                ):
+                    self._save_checkpoint()
         except BaseException:
-            self._log.close()
+            self.close()
             raise
 
     @classmethod
@@ -135,8 +141,11 @@ class Journal(Operations, Forgetting, History):
         self.close()
 
     def close(self) -> None:
-        """Flush pending durability work and release the file."""
-        self._log.close()
+        """Write the state checkpoint, flush pending durability work, release the file."""
+        try:
+            self._close_checkpoint()
+        finally:
+            self._log.close()
 
     def _now(self) -> str:
         """The clock's reading as the log's timestamp text."""
@@ -144,7 +153,11 @@ class Journal(Operations, Forgetting, History):
 
     # -- reading the log ------------------------------------------------------------------
     def _catch_up(self) -> None:
-        """Fold what was appended since our last look (lock held); repair a torn tail."""
+        """Fold what was appended since our last look (lock held); repair a torn tail.
+
+        Starts from the state checkpoint instead when it is ahead of this state."""
+        if self._statefile is not None:
+            self._start_from_checkpoint()
         end = self._log.end(self._end)
         if end == self._end:
             return
@@ -236,6 +249,8 @@ class Journal(Operations, Forgetting, History):
             finally:
                 self._pending = self._pending_owner = None
             self._state.commit()
+            if self._checkpoint_due():
+                self._save_checkpoint()
 
     def _run_batch(self, calls: list[Call]) -> int:
         """Run combined calls under one hold of the lock, each its own atomic group; one

@@ -1,0 +1,150 @@
+"""How a writer on a log file starts from its state checkpoint and keeps it current.
+
+Opening a log costs what its open sessions and its id window cost, not its history: the
+state comes from the checkpoint (``journal.statefile``, validated against the log), the
+ids of the last ``id_window`` records are read from the log's tail, and only what was
+appended after the checkpoint is folded. Without a valid checkpoint the log is read whole,
+as it always was, and the checkpoint written afresh.
+
+The checkpoint is written under the log's lock, with the state caught up to the end of
+the log: when the writer closes, and when enough has changed since the last one (then the
+sessions that ended are let go from memory: the checkpoint holds them). Another process
+may write one meanwhile: a writer whose state is behind a newer checkpoint starts again
+from it before it folds anything, so that no session is read from a checkpoint newer
+than the state that reads it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from typing import TYPE_CHECKING, Final
+
+from journal.errors import JournalError
+from journal.log import START, Cursor, FileLog, LogBackend
+from journal.log.file_backend import last_lines_start
+from journal.state import JournalState
+from journal.statefile import Mark, StateFile, mark_of
+
+if TYPE_CHECKING:
+    from journal.log.backend import Cursor as _Cursor
+
+log = logging.getLogger("journal")
+
+# A checkpoint is written when this many sessions changed since the last one, or this many
+# records were folded: what a writer holds beyond its open sessions stays about that size.
+SAVE_AFTER_SESSIONS: Final = 10_000
+SAVE_AFTER_RECORDS: Final = 200_000
+
+
+def open_statefile(path: str) -> StateFile:
+    """The checkpoint file at ``path``; one SQLite cannot read is replaced by an empty one
+    (it is a cache: the log rebuilds it)."""
+    sf: StateFile | None = None
+    try:
+        sf = StateFile(path)
+        sf.mark()
+        return sf
+    except sqlite3.DatabaseError as exc:
+        if sf is not None:
+            sf.close()
+        log.warning("%s: damaged (%s); it is rebuilt from the log", path, exc)
+        for leftover in (path, f"{path}-journal"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        return StateFile(path)
+
+
+class Checkpointing:
+    """The checkpoint side of ``journal.writer.Journal``."""
+
+    if TYPE_CHECKING:  # provided by Journal
+        _log: LogBackend
+        _state: JournalState
+        _end: _Cursor
+
+        def _catch_up(self) -> None: ...
+
+    _statefile: StateFile | None = None
+    _saved_pos = 0  # the position of the checkpoint this state started from or wrote
+
+    def _open_statefile(self) -> None:
+        if isinstance(self._log, FileLog):
+            self._statefile = open_statefile(self._log.path + ".state")
+
+    def _start_from_checkpoint(self) -> bool:
+        """Take the state from a valid checkpoint ahead of this one (lock held); whether
+        it did. The ids of the records before it come from the log's tail."""
+        sf = self._statefile
+        assert isinstance(self._log, FileLog) and sf is not None
+        try:
+            mark = sf.mark()
+        except sqlite3.Error as exc:  # changed by something else while open: not used
+            log.warning("%s: the writer's checkpoint cannot be read: %s", sf.path, exc)
+            return False
+        if mark is None or mark.log_pos <= self._state.last_pos:
+            return False
+        if not sf.matches(mark, self._log.fd, int(self._log.end(START))):
+            return False
+        state = JournalState(self._state.recent_ids.size, store=sf)
+        state.sessions = dict(sf.open_sessions())
+        state.models = sf.models()
+        tail = self._log.start_of_last(state.recent_ids.size, START, Cursor(mark.log_offset))
+        before = 0 if tail == START else mark.log_pos - state.recent_ids.size
+        for run in self._log.read_state(tail, before).runs():
+            if run.start >= mark.log_offset:
+                break
+            state.remember(run.events[: run.count_before(Cursor(mark.log_offset))])
+        state.last_pos, state.last_ts = mark.log_pos, mark.last_ts
+        self._state, self._end, self._saved_pos = state, Cursor(mark.log_offset), mark.log_pos
+        return True
+
+    def _checkpoint_due(self) -> bool:
+        state = self._state
+        return self._statefile is not None and (
+            len(state.dirty) >= SAVE_AFTER_SESSIONS
+            or state.last_pos - self._saved_pos >= SAVE_AFTER_RECORDS
+            or bool(state.forgotten_ids)
+        )
+
+    def _save_checkpoint(self) -> None:
+        """Write the checkpoint as of the state, caught up to the end (lock held), then let
+        the sessions that ended go. A failure is only logged: the checkpoint is a cache."""
+        sf, state = self._statefile, self._state
+        assert isinstance(self._log, FileLog) and sf is not None
+        if self._end == START:
+            return  # an empty log: nothing to mark
+        afresh = state.store is None  # folded from the start: the file's rows are stale
+        line_start = last_lines_start(self._log.fd, START, self._end, 1)
+        mark: Mark = mark_of(self._log.fd, line_start, self._end, state.last_pos, state.last_ts)
+        sessions = (
+            list(state.sessions.items())
+            if afresh
+            else [(sid, state.sessions[sid]) for sid in state.dirty if sid in state.sessions]
+        )
+        try:
+            sf.save(mark, sessions, state.models, state.forgotten_ids, afresh=afresh)
+        except (sqlite3.Error, OSError) as exc:
+            log.warning("%s: the writer's checkpoint was not written: %s", sf.path, exc)
+            return
+        state.dirty.clear()
+        state.forgotten_ids.clear()
+        state.store = sf
+        state.evict_ended()
+        self._saved_pos = state.last_pos
+
+    def _close_checkpoint(self) -> None:
+        """Write a last checkpoint and close the file (at ``Journal.close``)."""
+        sf = self._statefile
+        if sf is None:
+            return
+        try:
+            with self._log.exclusive():
+                self._catch_up()
+                self._save_checkpoint()
+        except JournalError as exc:  # a log or handle in trouble: its checkpoint can wait
+            log.warning("%s: the writer's checkpoint was not written: %s", sf.path, exc)
+        finally:
+            sf.close()
+            self._statefile = None

@@ -1,0 +1,240 @@
+"""The writer's state checkpoint: what it knows of every session, as of a log position.
+
+A SQLite file beside the log (``<log>.state``), derived from the log and never trusted
+blindly. It holds every session's state (the open ones, which a writer keeps in memory,
+and the ended ones, which it looks up when one is named), the models, and where in the
+log it stands: a byte offset, the position there and the SHA-256 of the line that ends
+there. A writer opening the log loads it only if that line is still the one it names
+(or its redaction, which keeps the start of that hash) and the format is this version's;
+otherwise the log is read whole, as without it, and the file written afresh.
+
+It is written in one transaction, under the log's lock, with the writer's state caught
+up to the end of the log, so it always holds the whole state as of its position; a kill
+at any moment leaves the old checkpoint or the new one. Rows of a forgotten session are
+deleted with ``secure_delete`` on, so no byte of it stays in the file (its rollback
+journal is deleted with each commit).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Final
+
+from journal.errors import LogError
+from journal.events import REDACTED_HASH_DIGITS, Redacted, decode_line, line_digest
+from journal.lifecycle import OPEN_STATUSES
+from journal.log import FILE_MODE
+from journal.state import SessionState
+
+# Bumped whenever what a row holds, or how the writer folds events, changes: a checkpoint
+# of another version is rebuilt from the log.
+FORMAT: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    format     INTEGER NOT NULL,
+    log_offset INTEGER NOT NULL,  -- the checkpoint covers the log's bytes before this
+    line_start INTEGER NOT NULL,  -- where the last line it covers starts
+    line_hash  TEXT NOT NULL,     -- the SHA-256 of that line
+    log_pos    INTEGER NOT NULL,
+    last_ts    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id     TEXT PRIMARY KEY,
+    open           INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    last_seq       INTEGER NOT NULL,
+    model_id       TEXT NOT NULL,
+    idle_timeout   INTEGER,
+    hard_timeout   INTEGER,
+    idle_since     TEXT NOT NULL,
+    hard_deadline  REAL,
+    warned         INTEGER NOT NULL,
+    pre_delete_pos INTEGER,
+    created_pos    INTEGER NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS sessions_open ON sessions (open) WHERE open = 1;
+CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY);
+"""
+_COLUMNS: Final = (
+    "status, last_seq, model_id, idle_timeout, hard_timeout, idle_since, hard_deadline, "
+    "warned, pre_delete_pos, created_pos"
+)
+
+
+@dataclass(frozen=True)
+class Mark:
+    """Where in the log a checkpoint stands."""
+
+    log_offset: int
+    line_start: int
+    line_hash: str
+    log_pos: int
+    last_ts: str
+
+
+def mark_of(fd: int, line_start: int, log_offset: int, log_pos: int, last_ts: str) -> Mark:
+    """The mark of a log (open at ``fd``) read up to ``log_offset``."""
+    line = os.pread(fd, log_offset - line_start, line_start)
+    return Mark(log_offset, line_start, line_digest(line), log_pos, last_ts)
+
+
+def _row(s: SessionState) -> tuple[object, ...]:
+    return (
+        int(s.status in OPEN_STATUSES),
+        s.status,
+        s.last_seq,
+        s.model_id,
+        s.idle_timeout,
+        s.hard_timeout,
+        s.idle_since,
+        s.hard_deadline,
+        int(s.warned),
+        s.pre_delete_pos,
+        s.created_pos,
+    )
+
+
+def _state(row: tuple[object, ...]) -> SessionState:
+    status, last_seq, model, idle, hard, since, deadline, warned, pre_delete, created = row
+    return SessionState(
+        status=str(status),
+        last_seq=int(last_seq),  # type: ignore[call-overload]
+        model_id=str(model),
+        idle_timeout=idle,  # type: ignore[arg-type]
+        hard_timeout=hard,  # type: ignore[arg-type]
+        idle_since=str(since),
+        hard_deadline=deadline,  # type: ignore[arg-type]
+        warned=bool(warned),
+        pre_delete_pos=pre_delete,  # type: ignore[arg-type]
+        created_pos=int(created),  # type: ignore[call-overload]
+    )
+
+
+class StateFile:
+    """A writer's checkpoint file; see the module docstring."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if not os.path.exists(path):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            self._conn.execute("PRAGMA secure_delete = ON")
+            self._conn.execute("PRAGMA busy_timeout = 10000")
+            self._conn.executescript(_SCHEMA)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def mark(self) -> Mark | None:
+        """Where the checkpoint stands (None: nothing written, or another format)."""
+        row = self._conn.execute(
+            "SELECT log_offset, line_start, line_hash, log_pos, last_ts FROM meta "
+            "WHERE id = 1 AND format = ?",
+            (FORMAT,),
+        ).fetchone()
+        return Mark(*row) if row is not None else None
+
+    def matches(self, mark: Mark, fd: int, size: int) -> bool:
+        """Whether the log (open at ``fd``, ``size`` bytes) still holds the line the mark
+        names where it names it, as written or redacted since."""
+        if mark.log_offset > size or mark.line_start >= mark.log_offset:
+            return False
+        line = os.pread(fd, mark.log_offset - mark.line_start, mark.line_start)
+        if not line.endswith(b"\n") or b"\n" in line[:-1]:
+            return False
+        if line_digest(line) == mark.line_hash:
+            return True
+        try:
+            event = decode_line(line[:-1])
+        except ValueError:
+            return False
+        return isinstance(event, Redacted) and event.was == mark.line_hash[:REDACTED_HASH_DIGITS]
+
+    def open_sessions(self) -> Iterator[tuple[str, SessionState]]:
+        for sid, *row in self._conn.execute(
+            f"SELECT session_id, {_COLUMNS} FROM sessions WHERE open = 1"
+        ):
+            yield sid, _state(tuple(row))
+
+    def models(self) -> set[str]:
+        return {m for (m,) in self._conn.execute("SELECT model_id FROM models")}
+
+    def session(self, session_id: str) -> SessionState | None:
+        row = self._lookup(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?", session_id)
+        return _state(row) if row is not None else None
+
+    def created_at(self, pos: int) -> str | None:
+        """The session created at ``pos``, if the checkpoint holds it."""
+        row = self._lookup("SELECT session_id FROM sessions WHERE created_pos = ?", pos)
+        return str(row[0]) if row is not None else None
+
+    def _lookup(self, sql: str, key: object) -> tuple[object, ...] | None:
+        """One row; LogError if the file can no longer be read (changed by something else
+        while the writer had it open)."""
+        try:
+            row: tuple[object, ...] | None = self._conn.execute(sql, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise LogError(
+                f"{self.path}: the writer's checkpoint cannot be read ({exc}); close the "
+                "journal and open it again, which rebuilds it from the log",
+                path=self.path,
+            ) from exc
+        return row
+
+    def save(
+        self,
+        mark: Mark,
+        sessions: Iterable[tuple[str, SessionState]],
+        models: Iterable[str],
+        forgotten: Iterable[str],
+        *,
+        afresh: bool = False,
+    ) -> None:
+        """Record the sessions given (those changed since the mark the file had, or all of
+        them ``afresh``), the models, and the sessions forgotten since, as of ``mark``."""
+        with closing(self._conn.cursor()) as c:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if afresh:
+                    c.execute("DELETE FROM sessions")
+                c.executemany(
+                    "DELETE FROM sessions WHERE session_id = ?", ((s,) for s in forgotten)
+                )
+                c.executemany(
+                    f"INSERT OR REPLACE INTO sessions (session_id, open, {_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    ((sid, *_row(s)) for sid, s in sessions),
+                )
+                c.executemany(
+                    "INSERT OR IGNORE INTO models (model_id) VALUES (?)", ((m,) for m in models)
+                )
+                c.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (1, ?, ?, ?, ?, ?, ?)",
+                    (
+                        FORMAT,
+                        mark.log_offset,
+                        mark.line_start,
+                        mark.line_hash,
+                        mark.log_pos,
+                        mark.last_ts,
+                    ),
+                )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        """Delete forgotten sessions' rows now (zeroed: ``secure_delete``)."""
+        with closing(self._conn.cursor()) as c:
+            c.executemany("DELETE FROM sessions WHERE session_id = ?", ((s,) for s in session_ids))
