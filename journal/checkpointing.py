@@ -70,8 +70,13 @@ class Checkpointing:
     _saved_pos = 0  # the position of the checkpoint this state started from or wrote
 
     def _open_statefile(self) -> None:
-        if isinstance(self._log, FileLog):
-            self._statefile = open_statefile(self._log.path + ".state")
+        if not isinstance(self._log, FileLog):
+            return  # other backends keep no checkpoint (yet): their state is folded whole
+        path = self._log.path + ".state"
+        try:
+            self._statefile = open_statefile(path)
+        except (OSError, sqlite3.Error) as exc:  # a read-only directory, say: do without
+            log.warning("%s: no writer checkpoint (%s); the log is read whole", path, exc)
 
     def _start_from_checkpoint(self) -> bool:
         """Take the state from a valid checkpoint ahead of this one (lock held); whether

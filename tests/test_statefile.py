@@ -166,3 +166,16 @@ def test_a_retry_of_an_event_from_before_the_checkpoint_is_answered(tmp_path: Pa
             duplicate=True
         )
         assert j.receipt(eid) == receipt
+
+
+def test_a_checkpoint_that_cannot_be_made_is_done_without(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "log.jsonl"
+    history(log)
+    (tmp_path / "log.jsonl.state").unlink()
+    (tmp_path / "log.jsonl.state").mkdir()  # in the way: SQLite cannot open it
+    with Journal.open(log, "none") as j:
+        assert j._statefile is None and j.last_seq("open-2") == 1
+        j.append_message("open-2", "user", "still works")
+    assert "no writer checkpoint" in caplog.text
