@@ -168,12 +168,13 @@ class AsyncJournal:
                 self._wakeup.notify()
         # Handed over: cancelling this await leaves the call to run (retry with the same
         # event_id to learn its receipt).
-        return await future  # type: ignore[no-any-return]
+        outcome: T = await future
+        return outcome
 
     async def _run_alone(self, call: Call) -> bool:
         """Run ``call`` on the loop's thread, durably, if after one turn of the loop no
-        other call has come or is under way and no thread holds the log; False (nothing
-        ran) if not."""
+        other call has come or is under way and no thread or process holds the log; False
+        (nothing ran) if not."""
         self._arriving += 1
         try:
             # Every task that is ready runs first: if they call too, all go to the committer.
