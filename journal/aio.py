@@ -4,15 +4,26 @@ Calls from the loop's tasks are queued for one committer thread, which hands eve
 queued so far to the journal's combiner (``journal.commit``) as one ticket: one hold of the
 log's lock, one write and one fsync for the lot. It then completes every future of the
 batch with a single callback on the loop, so a batch costs the loop one wake-up, not one
-thread hop per call. The loop itself never waits for a lock, a write or an fsync.
+thread hop per call. The loop itself never waits for a lock.
+
+A lone call skips the committer: when, after one turn of the loop, no other call has come
+or is under way, no thread or process holds the log and the last call or batch was durable
+within ``inline_limit_ms`` (1 ms by default), the call runs on the loop's thread, fsync
+included. Two thread hand-offs cost about as much as a fast fsync, and no other call of
+the journal is kept waiting; the turn of the loop first lets every ready task run (so a
+task appending in a loop cannot starve the others), and if they call too, all go to the
+committer together. The price: the loop waits for that one fsync, and should the disk
+stall just then, for as long as it stalls; after a slow call, lone calls go back to the
+committer until it is fast again. With ``inline_limit_ms=0`` the loop never waits for a
+write or an fsync.
 
 The queue is bounded (``max_pending`` calls handed over and not yet completed): when the
 disk stalls, further calls wait before they are handed over, and memory stays bounded.
 
 Cancelling an await does not undo an append already handed to the writer: retry it with
 the same ``event_id`` to learn its receipt. A call cancelled while it waits for room in the
-queue was never handed over and writes nothing. ``aclose`` completes every call handed over
-before it, then closes the journal.
+queue, or for its turn of the loop, was never handed over and writes nothing. ``aclose``
+completes every call handed over before it, then closes the journal.
 
 Inside ``async with j.batch():`` the calls of the task that opened the batch run on the one
 thread that holds the batch's lock.
@@ -26,6 +37,7 @@ import functools
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +57,7 @@ P = ParamSpec("P")
 
 log = logging.getLogger("journal")
 DEFAULT_MAX_PENDING: Final = 1024
+DEFAULT_INLINE_LIMIT_MS: Final = 1.0
 # Calls per ticket: bounds the size of one write (and of its buffer) under a burst.
 _MAX_TICKET: Final = 256
 
@@ -70,10 +83,20 @@ def _awaitable(
 class AsyncJournal:
     """Awaitable versions of every ``Journal`` method. Use it from one event loop."""
 
-    def __init__(self, journal: Journal, max_pending: int = DEFAULT_MAX_PENDING) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        inline_limit_ms: float = DEFAULT_INLINE_LIMIT_MS,
+    ) -> None:
         self.journal = journal
         self._slots = asyncio.Semaphore(max(1, max_pending))
         self._queue: deque[Call] = deque()
+        self._in_flight = 0  # calls handed to the committer and not yet completed
+        self._arriving = 0  # calls in their turn of the loop before running inline
+        self._inline_limit = inline_limit_ms / 1000
+        # How long the last call or batch took from hand-over to durable, in seconds.
+        self._last_took = 0.0
         self._wakeup = threading.Condition(threading.Lock())
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,6 +111,7 @@ class AsyncJournal:
         durability: Durability = "always",
         *,
         max_pending: int = DEFAULT_MAX_PENDING,
+        inline_limit_ms: float = DEFAULT_INLINE_LIMIT_MS,
         **options: Any,
     ) -> AsyncIterator[AsyncJournal]:
         """``async with AsyncJournal.open(path) as j:`` opens the log in a worker thread."""
@@ -95,7 +119,7 @@ class AsyncJournal:
         journal = await loop.run_in_executor(
             None, functools.partial(Journal.open, path, durability, **options)
         )
-        aj = cls(journal, max_pending)
+        aj = cls(journal, max_pending, inline_limit_ms)
         try:
             yield aj
         finally:
@@ -125,8 +149,14 @@ class AsyncJournal:
             return await loop.run_in_executor(lane, functools.partial(fn, *args, **kwargs))
         if self._closing:
             raise JournalClosed(f"{self.journal.path}: the journal is closed")
-        await self._slots.acquire()  # back-pressure: wait for room before handing over
         call = Call(fn, args, kwargs)
+        alone = not self._in_flight and self._last_took < self._inline_limit
+        if alone and await self._run_alone(call):
+            if call.error is not None:
+                raise call.error
+            result: T = call.result
+            return result
+        await self._slots.acquire()  # back-pressure: wait for room before handing over
         call.future = future = loop.create_future()
         with self._wakeup:
             if self._closing:
@@ -134,12 +164,34 @@ class AsyncJournal:
                 raise JournalClosed(f"{self.journal.path}: the journal is closed")
             self._loop = loop
             self._queue.append(call)
+            self._in_flight += 1
             if len(self._queue) == 1:
                 self._wakeup.notify()
         # Handed over: cancelling this await leaves the call to run (retry with the same
         # event_id to learn its receipt).
-        result: T = await future
-        return result
+        outcome: T = await future
+        return outcome
+
+    async def _run_alone(self, call: Call) -> bool:
+        """Run ``call`` on the loop's thread, durably, if after one turn of the loop no
+        other call has come or is under way and no thread or process holds the log; False
+        (nothing ran) if not."""
+        self._arriving += 1
+        try:
+            # Every task that is ready runs first: if they call too, all go to the committer.
+            await asyncio.sleep(0)
+        finally:
+            self._arriving -= 1
+        if self._arriving or self._in_flight or self._closing:
+            return False
+        start = time.perf_counter()
+        ticket = Ticket((call,))
+        if not self.journal._combiner.submit_now(ticket):
+            return False
+        if call.error is None and ticket.token:
+            self.journal._log.wait_durable(ticket.token)
+        self._last_took = time.perf_counter() - start
+        return True
 
     def _commit(self) -> None:
         """The committer thread: hand queued calls over in tickets until closed and empty."""
@@ -152,6 +204,7 @@ class AsyncJournal:
                 n = min(len(self._queue), _MAX_TICKET)
                 calls = [self._queue.popleft() for _ in range(n)]
                 loop = self._loop
+            start = time.perf_counter()
             ticket = Ticket(calls)
             self.journal._combiner.submit(ticket)
             if ticket.token:
@@ -161,6 +214,7 @@ class AsyncJournal:
                     for call in calls:
                         if call.error is None:
                             call.error, call.result = exc, None
+            self._last_took = time.perf_counter() - start
             assert loop is not None
             try:
                 loop.call_soon_threadsafe(self._complete, calls)
@@ -174,6 +228,7 @@ class AsyncJournal:
     def _complete(self, calls: list[Call]) -> None:
         """On the loop: complete a batch's futures (those not cancelled) and free their
         slots."""
+        self._in_flight -= len(calls)
         for call in calls:
             self._slots.release()
             future = call.future

@@ -93,7 +93,7 @@ class Checkpointing:
         if not sf.matches(mark, self._log.fd, int(self._log.end(START))):
             return False
         state = JournalState(self._state.recent_ids.size, store=sf)
-        state.sessions = dict(sf.open_sessions())
+        state.sessions = sf.open_sessions()
         state.models = sf.models()
         tail = self._log.start_of_last(state.recent_ids.size, START, Cursor(mark.log_offset))
         before = 0 if tail == START else mark.log_pos - state.recent_ids.size
@@ -130,7 +130,7 @@ class Checkpointing:
         )
         try:
             sf.save(mark, sessions, state.models, state.forgotten_ids, afresh=afresh)
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError, JournalError) as exc:  # closed meanwhile, say
             log.warning("%s: the writer's checkpoint was not written: %s", sf.path, exc)
             return
         state.dirty.clear()

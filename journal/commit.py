@@ -4,9 +4,11 @@ A caller hands its call to the ``Combiner`` as a ``Ticket`` (one call for a thre
 for the asyncio committer). If no thread is combining, the caller becomes the combiner:
 it takes every ticket queued so far, runs all their calls under one hold of the log's
 lock (one catch-up, one clock reading, one ``os.write``), releases the lock and hands the
-combiner's role to the first caller that queued meanwhile. Every other caller of the batch
-is woken once, with its result and the write's durability token; each then waits for the
-fsync that covers the token, which one thread does for all of them (``LogFile``).
+combiner's role to the first caller that queued meanwhile. It then waits for the fsync that
+covers the write (while its successor writes the next batch) and wakes every other caller
+of the batch once, with its result, durable: a caller sleeps once per call, not once for
+its result and again for the fsync. A caller whose calls all failed is woken before the
+fsync, as it has nothing to wait for.
 
 So a thread that meets no contention runs its own call at once, and threads that meet
 contention do not pass the lock from one to the next: the calls of many threads cost one
@@ -20,6 +22,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from journal.errors import DurabilityError, JournalClosed
+from journal.log.backend import LogBusy
 
 
 class Call:
@@ -57,24 +62,29 @@ class Ticket:
         self._signal.release()
 
 
-# Runs the calls of a batch under one hold of the lock; returns the write's token.
-RunBatch = Callable[[list[Call]], int]
+# Runs the calls of a batch under one hold of the lock; returns the write's token. Its flag
+# says whether to wait for the log: if False and the log is busy, it raises LogBusy.
+RunBatch = Callable[[list[Call], bool], int]
+# Returns once the write of a token is durable (``LogBackend.wait_durable``).
+WaitDurable = Callable[[int], None]
 
 
 class Combiner:
     """Combines the calls of concurrent callers; see the module docstring."""
 
-    def __init__(self, run_batch: RunBatch) -> None:
+    def __init__(self, run_batch: RunBatch, wait_durable: WaitDurable) -> None:
         self._run_batch = run_batch
+        self._wait_durable = wait_durable
         self._mutex = threading.Lock()
         self._queue: list[Ticket] = []
         self._busy = False  # a thread is combining
 
     def submit(self, ticket: Ticket) -> None:
-        """Run the ticket's calls (here or in the combining thread); returns once written.
+        """Run the ticket's calls (here or in the combining thread); returns once written,
+        and durable unless the fsync failed.
 
         Each call then holds its result or its error, and ``ticket.token`` says which
-        write to wait for (``LogFile.wait_durable``).
+        write to wait for (``LogFile.wait_durable``, which raises the fsync's failure).
         """
         interrupted: BaseException | None = None
         leading = False  # this thread holds the combiner's role
@@ -97,6 +107,26 @@ class Combiner:
             raise
         if interrupted is not None:
             raise interrupted
+
+    def submit_now(self, ticket: Ticket) -> bool:
+        """``submit`` without waiting: run the ticket's calls in this thread, alone, if no
+        thread is combining and the log is free; False (nothing ran) if either is busy.
+        Returns once written, not durable: ``ticket.token`` says which write to wait for.
+        """
+        with self._mutex:
+            if self._busy:
+                return False
+            self._busy = True
+        try:
+            ticket.token = self._run_batch(list(ticket.calls), False)
+        except LogBusy:
+            return False
+        except Exception as exc:  # nothing was written
+            for call in ticket.calls:
+                call.error, call.result = exc, None
+        finally:
+            self._hand_on([], 0, ticket)  # to whoever queued meanwhile
+        return True
 
     @staticmethod
     def _wait(ticket: Ticket) -> BaseException | None:
@@ -125,7 +155,7 @@ class Combiner:
                 batch, self._queue = self._queue, []
             calls = [call for t in batch for call in t.calls]
             try:
-                token = self._run_batch(calls)
+                token = self._run_batch(calls, True)
             except Exception as exc:  # nothing of the batch was written
                 for call in calls:
                     call.error, call.result = exc, None
@@ -141,8 +171,8 @@ class Combiner:
             self._hand_on(batch, token, own)
 
     def _hand_on(self, batch: list[Ticket], token: int, own: Ticket) -> None:
-        """Pass the combiner's role to the first caller queued meanwhile, then wake the
-        batch's callers with their outcome."""
+        """Pass the combiner's role to the first caller queued meanwhile, wait for the
+        batch's fsync, then wake the batch's callers with their outcome."""
         successor = None
         with self._mutex:
             if self._queue:
@@ -151,15 +181,30 @@ class Combiner:
             else:
                 self._busy = False
         own.handed_on = True
+        if successor is not None:
+            successor.wake()  # it writes the next batch while this one is synced
+        waiting: list[Ticket] = []
         try:
             for t in batch:
                 t.token = token
-                if t._signal is not None and t is not own:
-                    t.combine = False
-                    t.wake()
+                if t._signal is None or t is own:
+                    continue
+                if any(call.error is None for call in t.calls):
+                    waiting.append(t)
+                else:
+                    self._wake(t)
+            if waiting:
+                self._wait_durable(token)
+        except (DurabilityError, JournalClosed):
+            pass  # each caller meets the failure in its own wait_durable
         finally:
-            if successor is not None:
-                successor.wake()
+            for t in waiting:
+                self._wake(t)
+
+    @staticmethod
+    def _wake(ticket: Ticket) -> None:
+        ticket.combine = False
+        ticket.wake()
 
     def _give_up_role(self, own: Ticket) -> None:
         """Interrupted before combining: leave the queue and pass the role on."""

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from typing import Final
 
-from journal.errors import LogError
+from journal.errors import JournalClosed, LogError
 from journal.events import REDACTED_HASH_DIGITS, Redacted, decode_line, line_digest
 from journal.lifecycle import OPEN_STATUSES
 from journal.log import FILE_MODE
@@ -123,25 +124,39 @@ class StateFile:
         self.path = path
         if not os.path.exists(path):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            self._conn.execute("PRAGMA secure_delete = ON")
-            self._conn.execute("PRAGMA busy_timeout = 10000")
-            self._conn.executescript(_SCHEMA)
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.executescript(_SCHEMA)
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
+        # The writer's threads share the connection: one at a time, and none after close.
+        self._conn: sqlite3.Connection | None = conn
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise JournalClosed(f"{self.path}: the journal is closed")
+            yield self._conn
 
     def close(self) -> None:
-        self._conn.close()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def mark(self) -> Mark | None:
         """Where the checkpoint stands (None: nothing written, or another format)."""
-        row = self._conn.execute(
-            "SELECT log_offset, line_start, line_hash, log_pos, last_ts FROM meta "
-            "WHERE id = 1 AND format = ?",
-            (FORMAT,),
-        ).fetchone()
+        with self._connection() as conn:
+            row = conn.execute(
+                "SELECT log_offset, line_start, line_hash, log_pos, last_ts FROM meta "
+                "WHERE id = 1 AND format = ?",
+                (FORMAT,),
+            ).fetchone()
         return Mark(*row) if row is not None else None
 
     def matches(self, mark: Mark, fd: int, size: int) -> bool:
@@ -160,14 +175,14 @@ class StateFile:
             return False
         return isinstance(event, Redacted) and event.was == mark.line_hash[:REDACTED_HASH_DIGITS]
 
-    def open_sessions(self) -> Iterator[tuple[str, SessionState]]:
-        for sid, *row in self._conn.execute(
-            f"SELECT session_id, {_COLUMNS} FROM sessions WHERE open = 1"
-        ):
-            yield sid, _state(tuple(row))
+    def open_sessions(self) -> dict[str, SessionState]:
+        with self._connection() as conn:
+            rows = conn.execute(f"SELECT session_id, {_COLUMNS} FROM sessions WHERE open = 1")
+            return {sid: _state(tuple(row)) for sid, *row in rows}
 
     def models(self) -> set[str]:
-        return {m for (m,) in self._conn.execute("SELECT model_id FROM models")}
+        with self._connection() as conn:
+            return {m for (m,) in conn.execute("SELECT model_id FROM models")}
 
     def session(self, session_id: str) -> SessionState | None:
         row = self._lookup(f"SELECT {_COLUMNS} FROM sessions WHERE session_id = ?", session_id)
@@ -182,7 +197,8 @@ class StateFile:
         """One row; LogError if the file can no longer be read (changed by something else
         while the writer had it open)."""
         try:
-            row: tuple[object, ...] | None = self._conn.execute(sql, (key,)).fetchone()
+            with self._connection() as conn:
+                row: tuple[object, ...] | None = conn.execute(sql, (key,)).fetchone()
         except sqlite3.Error as exc:
             raise LogError(
                 f"{self.path}: the writer's checkpoint cannot be read ({exc}); close the "
@@ -202,7 +218,7 @@ class StateFile:
     ) -> None:
         """Record the sessions given (those changed since the mark the file had, or all of
         them ``afresh``), the models, and the sessions forgotten since, as of ``mark``."""
-        with closing(self._conn.cursor()) as c:
+        with self._connection() as conn, closing(conn.cursor()) as c:
             c.execute("BEGIN IMMEDIATE")
             try:
                 if afresh:
@@ -236,5 +252,5 @@ class StateFile:
 
     def forget(self, session_ids: Iterable[str]) -> None:
         """Delete forgotten sessions' rows now (zeroed: ``secure_delete``)."""
-        with closing(self._conn.cursor()) as c:
+        with self._connection() as conn, closing(conn.cursor()) as c:
             c.executemany("DELETE FROM sessions WHERE session_id = ?", ((s,) for s in session_ids))

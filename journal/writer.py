@@ -102,7 +102,7 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         self._caught_up_in = 0  # the log's lock_epoch at the last catch-up
         self._pending: _Pending | None = None
         self._pending_owner: int | None = None
-        self._combiner = Combiner(self._run_batch)
+        self._combiner = Combiner(self._run_batch, self._log.wait_durable)
         self.repairs: list[Repair] = []
         try:
             self._open_statefile()
@@ -223,10 +223,11 @@ class Journal(Operations, Forgetting, History, Checkpointing):
             self._log.wait_durable(pending.token)
 
     @contextmanager
-    def _locked_pending(self, user_batch: bool) -> Iterator[_Pending]:
+    def _locked_pending(self, user_batch: bool, wait: bool = True) -> Iterator[_Pending]:
         """Lock, catch up, collect events, then write them in one go (not waiting for the
-        fsync: ``pending.token`` says which write to wait for, after the lock is let go)."""
-        with self._log.exclusive():
+        fsync: ``pending.token`` says which write to wait for, after the lock is let go).
+        With ``wait=False``, LogBusy if another thread or process holds the log."""
+        with self._log.exclusive(wait):
             if self._log.lock_epoch != self._caught_up_in:
                 self._catch_up()
                 # Until the flock is let go, nobody else can append: no need to look again.
@@ -252,10 +253,11 @@ class Journal(Operations, Forgetting, History, Checkpointing):
             if self._checkpoint_due():
                 self._save_checkpoint()
 
-    def _run_batch(self, calls: list[Call]) -> int:
+    def _run_batch(self, calls: list[Call], wait: bool = True) -> int:
         """Run combined calls under one hold of the lock, each its own atomic group; one
-        write for them all. Returns its durability token (0 if nothing was written)."""
-        with self._locked_pending(user_batch=False) as pending:
+        write for them all. Returns its durability token (0 if nothing was written).
+        With ``wait=False``, LogBusy (nothing ran) if the log is held elsewhere."""
+        with self._locked_pending(user_batch=False, wait=wait) as pending:
             for call in calls:
                 try:
                     call.result = call.fn(*call.args, **call.kwargs)

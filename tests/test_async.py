@@ -317,7 +317,8 @@ def test_cancelled_while_waiting_for_room_writes_nothing(
     disk = StalledDisk(monkeypatch)
 
     async def main() -> None:
-        async with AsyncJournal.open(log, max_pending=1) as j:
+        # inline_limit_ms=0: the lone first call goes to the committer, not onto the loop
+        async with AsyncJournal.open(log, max_pending=1, inline_limit_ms=0) as j:
             sid = await j.create_session("m")
             disk.stall()
             first = asyncio.create_task(j.append_message(sid, "user", "first"))
@@ -345,7 +346,7 @@ def test_cancelled_after_the_hand_over_the_append_stands_and_a_retry_finds_it(
     eid = str(uuid.uuid4())
 
     async def main() -> None:
-        async with AsyncJournal.open(log) as j:
+        async with AsyncJournal.open(log, inline_limit_ms=0) as j:  # via the committer
             sid = await j.create_session("m")
             disk.stall()
             task = asyncio.create_task(j.append_message(sid, "user", "kept", event_id=eid))
@@ -436,7 +437,7 @@ def test_the_committer_outlives_a_loop_that_closed_under_it(
     and goes on serving the journal (so that it can still be closed)."""
 
     async def main() -> None:
-        aj = AsyncJournal(Journal.open(tmp_path / "s.jsonl"))
+        aj = AsyncJournal(Journal.open(tmp_path / "s.jsonl"), inline_limit_ms=0)
         loop = asyncio.get_running_loop()
         real = loop.call_soon_threadsafe
         refused = threading.Event()

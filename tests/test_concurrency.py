@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 
 from journal import Journal, JournalClosed, read_log
 from journal.events import MessageAppended
-from journal.log import Cursor
+from journal.log import Cursor, LogFile
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
@@ -261,3 +262,47 @@ def test_a_write_cut_short_is_repaired_before_the_thread_it_hands_the_flock_to_a
     assert len(j.repairs) == 1  # the partial record, quarantined
     contents = [e.content for e, _ in read_log(str(log)) if isinstance(e, MessageAppended)]
     assert contents == ["after it"]
+
+
+def test_an_interrupt_just_after_the_thread_lock_is_taken_leaves_the_log_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception raised in the acquiring thread (by a signal handler) right after it
+    took the thread lock, here as the count of waiting threads goes down, must let the
+    log go: the thread lock and the flock alike."""
+    path = tmp_path / "s.jsonl"
+    log = LogFile(str(path))
+    real = log._waiting_lock
+    exits = 0
+
+    class InterruptedOnTheWayDown:
+        def __enter__(self) -> bool:
+            return real.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            nonlocal exits
+            real.__exit__(None, None, None)
+            exits += 1
+            if exits == 2:  # the first went up before the acquire; this one after it
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(log, "_waiting_lock", InterruptedOnTheWayDown())
+    with pytest.raises(KeyboardInterrupt), log.exclusive():
+        pytest.fail("the log was entered")
+    monkeypatch.undo()
+    taken = threading.Event()
+
+    def another_thread() -> None:
+        with log.exclusive():
+            taken.set()
+
+    thread = threading.Thread(target=another_thread, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert taken.is_set()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process could take it
+    finally:
+        os.close(fd)
+        log.close()

@@ -27,7 +27,16 @@ from journal.events import (
     SessionForgotten,
     encode_line,
 )
-from journal.log import START, AppendConflict, Cursor, FileLog, LogBackend, MemoryLog, MemoryStore
+from journal.log import (
+    START,
+    AppendConflict,
+    Cursor,
+    FileLog,
+    LogBackend,
+    LogBusy,
+    MemoryLog,
+    MemoryStore,
+)
 
 TS = "2026-01-01T00:00:00.000000Z"
 
@@ -240,6 +249,41 @@ def test_writers_under_exclusion_keep_positions_gapless(harness: Harness) -> Non
     assert [e.pos for e, _ in read_all(first)] == list(range(1, 92))
     for h in handles:
         h.close()
+
+
+def test_exclusive_without_waiting_refuses_a_log_held_elsewhere(harness: Harness) -> None:
+    first, other = harness.open(), harness.open()
+
+    def refused_while(holder: LogBackend) -> None:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with holder.exclusive():
+                held.set()
+                release.wait(60)
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        held.wait(60)
+        try:
+            with pytest.raises(LogBusy):
+                first.exclusive(wait=False).__enter__()
+        finally:
+            release.set()
+            thread.join(60)
+
+    try:
+        refused_while(other)  # another handle: another process, for a file
+        refused_while(first)  # another thread on this handle
+        with first.exclusive(wait=False):  # free: taken, re-entrant, let go
+            with first.exclusive(wait=False):
+                end = first.end(START)
+            first.append(lines(created(1)), end)
+        with other.exclusive(wait=False):
+            assert [e.pos for e, _ in read_all(other)] == [1]
+    finally:
+        first.close()
+        other.close()
 
 
 def test_a_torn_tail_is_moved_aside_and_the_log_goes_on(harness: Harness, log: LogBackend) -> None:

@@ -9,7 +9,16 @@ from corruption. ``backend`` states what the writer and the projector need of an
 from typing import TYPE_CHECKING
 
 from journal.log.appender import DURABILITY_MODES, MAX_HANDOFFS, Durability, LogFile
-from journal.log.backend import START, AppendConflict, Cursor, LogBackend, LogSource, Run, TornTail
+from journal.log.backend import (
+    START,
+    AppendConflict,
+    Cursor,
+    LogBackend,
+    LogBusy,
+    LogSource,
+    Run,
+    TornTail,
+)
 from journal.log.file_backend import FileLog, FileSource
 from journal.log.files import FILE_MODE, check_regular_file, fsync_directory, open_log_for_append
 from journal.log.memory import MemoryLog, MemoryStore
@@ -32,6 +41,7 @@ __all__ = [
     "FileLog",
     "FileSource",
     "LogBackend",
+    "LogBusy",
     "LogFile",
     "LogReader",
     "LogSource",

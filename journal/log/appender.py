@@ -19,7 +19,7 @@ from journal.errors import (
     JournalClosed,
     LogWriteError,
 )
-from journal.log.backend import AppendConflict, Cursor
+from journal.log.backend import AppendConflict, Cursor, LogBusy
 from journal.log.files import open_log_for_append
 
 Durability = Literal["always", "batch", "none"]
@@ -29,13 +29,16 @@ DURABILITY_MODES: Final = ("always", "batch", "none")
 class _Locked:
     """``with log.exclusive():`` — a plain context manager: this runs on every append."""
 
-    __slots__ = ("_log",)
+    __slots__ = ("_log", "_wait")
 
-    def __init__(self, log: LogFile) -> None:
-        self._log = log
+    def __init__(self, log: LogFile, wait: bool) -> None:
+        self._log, self._wait = log, wait
 
     def __enter__(self) -> None:
-        self._log._acquire()
+        if self._wait:
+            self._log._acquire()
+        else:
+            self._log._try_acquire()
 
     def __exit__(self, *exc: object) -> None:
         self._log._release()
@@ -74,7 +77,8 @@ class LogFile:
         self._waiting = 0
         self._waiting_lock = threading.Lock()
         self._handoffs = 0
-        self._locked = _Locked(self)
+        self._locked = _Locked(self, wait=True)
+        self._locked_now = _Locked(self, wait=False)
         # Bumped whenever the flock is taken afresh: while it stays the same, this process
         # has held the log the whole time and no other writer can have appended.
         self.lock_epoch = 0
@@ -96,15 +100,17 @@ class LogFile:
             self._flusher.start()
 
     # -- locking -------------------------------------------------------------------------
-    def exclusive(self) -> _Locked:
+    def exclusive(self, wait: bool = True) -> _Locked:
         """Exclusive access across threads (RLock) and processes (flock), re-entrant.
 
         When other threads of this process are waiting, the flock is handed on with the
         thread lock instead of being released and taken again (at most ``MAX_HANDOFFS``
         times in a row, so other processes get their turn): each flock call releases the
         GIL, and under contention every release costs a trip through the GIL queue.
+        With ``wait=False`` entering raises ``LogBusy`` if another thread or process
+        holds the log.
         """
-        return self._locked
+        return self._locked if wait else self._locked_now
 
     def _acquire(self) -> None:
         with self._waiting_lock:
@@ -129,6 +135,28 @@ class LogFile:
             if self._lock_depth == 0 and not self._flock_held:
                 self.check_open()
                 fcntl.flock(self.fd, fcntl.LOCK_EX)
+                self._flock_held = True
+                self._handoffs = 0
+                self.lock_epoch += 1
+            self.check_open()
+            self._lock_depth += 1
+        except BaseException:
+            if self._lock_depth == 0 and self._flock_held:
+                self._release_flock()
+            self._lock.release()
+            raise
+
+    def _try_acquire(self) -> None:
+        """``_acquire`` without waiting: LogBusy if another thread or process holds the log."""
+        if not self._lock.acquire(blocking=False):
+            raise LogBusy(self.path)
+        try:  # nothing before this try: see _acquire
+            if self._lock_depth == 0 and not self._flock_held:
+                self.check_open()
+                try:
+                    fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise LogBusy(self.path) from None
                 self._flock_held = True
                 self._handoffs = 0
                 self.lock_epoch += 1

@@ -57,6 +57,10 @@ class AppendConflict(LogError):
     """Something was appended after the cursor the caller read up to: nothing was written."""
 
 
+class LogBusy(Exception):
+    """``exclusive(wait=False)``: another thread or process holds the log now."""
+
+
 @dataclass(slots=True)
 class Run(Generic[E]):
     """Consecutive records: their events, and the cursors before and after them.
@@ -140,8 +144,9 @@ class LogBackend(LogSource, Protocol):
         """The durability token of this handle's latest append (0 before any)."""
         ...
 
-    def exclusive(self) -> AbstractContextManager[None]:
-        """Hold the log against every other writer (re-entrant within a thread)."""
+    def exclusive(self, wait: bool = True) -> AbstractContextManager[None]:
+        """Hold the log against every other writer (re-entrant within a thread). With
+        ``wait=False``, entering raises ``LogBusy`` instead of waiting for another holder."""
         ...
 
     def end(self, known: Cursor) -> Cursor:

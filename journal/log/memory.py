@@ -21,7 +21,7 @@ from msgspec import UNSET
 
 import journal.events as ev
 from journal.errors import CorruptLog, JournalClosed, LogError
-from journal.log.backend import START, AppendConflict, Cursor, Run, TornTail
+from journal.log.backend import START, AppendConflict, Cursor, LogBusy, Run, TornTail
 from journal.log.erasure import carries_session, positions_in
 
 STRIDE: Final = 16
@@ -161,8 +161,10 @@ class MemoryLog:
         self._closed = False
 
     @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self.store.lock:
+    def exclusive(self, wait: bool = True) -> Iterator[None]:
+        if not self.store.lock.acquire(blocking=wait):
+            raise LogBusy(self.name)
+        try:
             self.check_open()
             if self._depth == 0:
                 self.lock_epoch += 1  # others may have appended since we last held it
@@ -171,6 +173,8 @@ class MemoryLog:
                 yield
             finally:
                 self._depth -= 1
+        finally:
+            self.store.lock.release()
 
     def read(self, after: Cursor = START, pos: int = 0) -> MemoryReading[ev.AnyEvent]:
         return MemoryReading(self.store, after, pos, ev.event_decoder)
