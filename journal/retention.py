@@ -41,7 +41,7 @@ class RetentionReport:
 
 def ended_before(log: LogSource, cutoff: str) -> list[str]:
     """The sessions that ended before ``cutoff`` (a log timestamp) and stayed ended, in
-    the order they were created."""
+    the order they ended. The log is folded whole, the state kept for every session."""
     state = JournalState()
     ended_at: dict[str, str] = {}
     for event, _ in log.read_state():

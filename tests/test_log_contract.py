@@ -452,5 +452,8 @@ def test_the_records_of_sessions_are_found_and_a_lookalike_is_not(log: LogBacken
     decoy = msgspec.structs.replace(message(4, 1, "hi", "b"), metadata={"session_id": "a"})
     end = append(log, lines(created(1, "a"), created(2, "b"), message(3, 1, "x", "a")), START)
     append(log, lines(decoy, message(5, 2, "y", "a")), end)
+    many = [f"x{i}" for i in range(10)]  # a file log matches every id field once then
     with log.exclusive():
         assert log.find_sessions(["a", "b", "c"]) == {"a": [1, 3, 5], "b": [2, 4], "c": []}
+        found = log.find_sessions(["a", "b", *many])
+    assert found == {"a": [1, 3, 5], "b": [2, 4], **{x: [] for x in many}}

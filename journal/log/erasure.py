@@ -66,12 +66,9 @@ def find_records(path: str, session_ids: Collection[str], end: int) -> dict[str,
             if not whole:
                 break  # no newline in the rest: no whole record
             counted = 0
-            for match in _SESSION_FIELD.finditer(chunk, 0, whole):
-                session_id = wanted.get(match.group(1))
-                if session_id is None:
-                    continue
-                line += chunk.count(b"\n", counted, match.start())
-                counted = match.start()
+            for at, session_id in _fields(chunk, whole, wanted):
+                line += chunk.count(b"\n", counted, at)
+                counted = at
                 start = chunk.rfind(b"\n", 0, counted) + 1
                 try:
                     event = ev.decode_line(chunk[start : chunk.index(b"\n", counted)])
@@ -87,6 +84,29 @@ def find_records(path: str, session_ids: Collection[str], end: int) -> dict[str,
         return found
     finally:
         os.close(fd)
+
+
+# Up to this many sessions, each id field is searched for on its own (a byte search);
+# beyond, every session field is matched once and looked up.
+_SEARCHED_ALONE: Final = 8
+
+
+def _fields(chunk: bytes, whole: int, wanted: dict[bytes, str]) -> list[tuple[int, str]]:
+    """(offset, session id) of each wanted session's id field in ``chunk[:whole]``."""
+    if len(wanted) > _SEARCHED_ALONE:
+        return [
+            (m.start(), sid)
+            for m in _SESSION_FIELD.finditer(chunk, 0, whole)
+            if (sid := wanted.get(m.group(1))) is not None
+        ]
+    found = []
+    for encoded, sid in wanted.items():
+        needle = b'"session_id":"%s"' % encoded
+        at = chunk.find(needle, 0, whole)
+        while at >= 0:
+            found.append((at, sid))
+            at = chunk.find(needle, at + 1, whole)
+    return sorted(found)
 
 
 def _line_starts(fd: int, wanted: list[int], end: int) -> dict[int, int]:
