@@ -5,6 +5,9 @@ once the call has returned (that is the acknowledgement). The parent kills it at
 moment, restarts it from the first unacknowledged message (retrying it with the same
 event id), and at the end checks that every acknowledged message is in the log exactly
 once, that positions and seqs are gapless, and that each restart repaired what it found.
+The child writes the writer's state checkpoint every few records, so kills also land
+while one is written; at the end, the state a writer takes from the checkpoint must be
+the one the log alone gives.
 
     python tools/crash_writer.py --kills 500            # prints "500 kills, … 0 lost, 0 duplicated"
     python tools/crash_writer.py --kills 25 --json      # for the test suite
@@ -40,9 +43,21 @@ def message_id(i: int) -> str:
     return str(uuid.uuid5(NAMESPACE, f"message-{i}"))
 
 
+# The child writes the writer's state checkpoint this often (records), so that kills also
+# land while one is written, and each restart starts from one.
+CHECKPOINT_EVERY = 7
+
+
+def checkpoint_often() -> None:
+    import journal.checkpointing
+
+    journal.checkpointing.SAVE_AFTER_RECORDS = CHECKPOINT_EVERY
+
+
 def child(log: str, start: int, durability: str) -> None:
     from journal import Journal
 
+    checkpoint_often()
     with Journal.open(log, durability=durability) as j:  # type: ignore[arg-type]
         j.create_session(
             "crash-model", session_id=SESSION, event_id=str(uuid.uuid5(NAMESPACE, "session"))
@@ -62,6 +77,8 @@ def child_async(log: str, start: int, durability: str, tasks: int) -> None:
     import asyncio
 
     from journal import AsyncJournal
+
+    checkpoint_often()
 
     async def main() -> None:
         async with AsyncJournal.open(log, durability) as j:  # type: ignore[arg-type]
@@ -139,6 +156,11 @@ def run(kills: int, workdir: Path, seed: int, durability: str, tasks: int = 0) -
     with Journal.open(log) as j:
         repairs += len(j.repairs)
         j.append_message(SESSION, "user", "after the last kill")
+        from_checkpoint = (j.last_pos, j.last_seq(SESSION), j._state.store is not None)
+    # The state from the checkpoint the kills left is the state the log alone gives.
+    os.unlink(f"{log}.state")
+    with Journal.open(log) as j:
+        checkpoint_agrees = from_checkpoint[:2] == (j.last_pos, j.last_seq(SESSION))
     seen = Counter()
     seqs: list[int] = []
     for event, _ in read_log(str(log)):
@@ -156,6 +178,8 @@ def run(kills: int, workdir: Path, seed: int, durability: str, tasks: int = 0) -
         "repairs": repairs,
         "duplicates_returned": duplicates_returned,
         "quarantine_files": len(list(workdir.glob("crash.jsonl.torn-*"))),
+        "started_from_checkpoint": int(from_checkpoint[2]),
+        "checkpoint_agrees": int(checkpoint_agrees),
     }
 
 
@@ -189,10 +213,15 @@ def main() -> None:
         print(
             f"{stats['kills']} kills, {stats['acknowledged']} acknowledged, "
             f"{stats['lost']} lost, {stats['duplicated']} duplicated, "
-            f"{stats['repairs']} torn tails repaired, seqs gapless: {bool(stats['seq_gapless'])} "
-            f"(seed {seed})"
+            f"{stats['repairs']} torn tails repaired, seqs gapless: {bool(stats['seq_gapless'])}, "
+            f"checkpoint agrees with the log: {bool(stats['checkpoint_agrees'])} (seed {seed})"
         )
-    ok = stats["lost"] == 0 and stats["duplicated"] == 0 and stats["seq_gapless"]
+    ok = (
+        stats["lost"] == 0
+        and stats["duplicated"] == 0
+        and stats["seq_gapless"]
+        and stats["checkpoint_agrees"]
+    )
     sys.exit(0 if ok else 1)
 
 
