@@ -1,9 +1,9 @@
 """How a writer on a log file starts from its state checkpoint and keeps it current.
 
 Opening a log costs what its open sessions and its id window cost, not its history: the
-state comes from the checkpoint (``journal.statefile``, validated against the log), the
-ids of the last ``id_window`` records are read from the log's tail, and only what was
-appended after the checkpoint is folded. Without a valid checkpoint the log is read whole,
+state and the receipts of the last ``id_window`` records come from the checkpoint
+(``journal.statefile``, validated against the log), and only what was appended after the
+checkpoint is folded. Without a valid checkpoint the log is read whole,
 as it always was, and the checkpoint written afresh.
 
 The checkpoint is written under the log's lock, with the state caught up to the end of
@@ -95,12 +95,7 @@ class Checkpointing:
         state = JournalState(self._state.recent_ids.size, store=sf)
         state.sessions = sf.open_sessions()
         state.models = sf.models()
-        tail = self._log.start_of_last(state.recent_ids.size, START, Cursor(mark.log_offset))
-        before = 0 if tail == START else mark.log_pos - state.recent_ids.size
-        for run in self._log.read_state(tail, before).runs():
-            if run.start >= mark.log_offset:
-                break
-            state.remember(run.events[: run.count_before(Cursor(mark.log_offset))])
+        state.recent_ids.load(sf.recent_ids(mark.log_pos - state.recent_ids.size))
         state.last_pos, state.last_ts = mark.log_pos, mark.last_ts
         self._state, self._end, self._saved_pos = state, Cursor(mark.log_offset), mark.log_pos
         return True
@@ -128,8 +123,19 @@ class Checkpointing:
             if afresh
             else [(sid, state.sessions[sid]) for sid in state.dirty if sid in state.sessions]
         )
+        ids = state.recent_ids.since(0 if afresh else self._saved_pos)
+        # Twice the window: a writer keeps at least the last ``size`` ids, at most twice.
+        ids_after = state.last_pos - 2 * state.recent_ids.size
         try:
-            sf.save(mark, sessions, state.models, state.forgotten_ids, afresh=afresh)
+            sf.save(
+                mark,
+                sessions,
+                state.models,
+                state.forgotten_ids,
+                ids,
+                ids_after=ids_after,
+                afresh=afresh,
+            )
         except (sqlite3.Error, OSError, JournalError) as exc:  # closed meanwhile, say
             log.warning("%s: the writer's checkpoint was not written: %s", sf.path, exc)
             return

@@ -13,7 +13,7 @@ state (and the projection) can store it in.
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol, assert_never
 
@@ -128,6 +128,23 @@ class IdWindow:
         self._young.pop(event_id, None)
         self._old.pop(event_id, None)
 
+    def load(self, rows: Sequence[tuple[str, str, int, str | None, int | None]]) -> None:
+        """Fill an empty window with ``since``'s rows (at most ``size``: one generation)."""
+        assert not self._young and not self._old and len(rows) <= self.size
+        new = _new_receipt
+        self._young = {
+            eid: (tag, new(Receipt, (pos, eid, sid, seq, False)))
+            for eid, tag, pos, sid, seq in rows
+        }
+
+    def since(self, pos: int) -> Iterator[tuple[str, str, int, str | None, int | None]]:
+        """(event id, tag, pos, session id, seq) of each id remembered of a record after
+        ``pos``, oldest generation first."""
+        for generation in (self._old, self._young):
+            for eid, (tag, r) in generation.items():
+                if r.pos > pos:
+                    yield eid, tag, r.pos, r.session_id, r.seq
+
     def drop_sessions(self, forgotten: dict[str, int]) -> None:
         """Drop the receipts of forgotten sessions' events: ``{session id: pos of its
         forgetting}`` (a later session that reuses the id keeps its own)."""
@@ -235,24 +252,6 @@ class JournalState:
                 undo.append(("id", event.id, None))
             self.recent_ids.add(event.id, event.__struct_config__.tag, receipt)  # type: ignore[arg-type]
         return receipt
-
-    def remember(self, events: Sequence[ev.StateEvent]) -> None:
-        """Enter the events' receipts in the id window without folding them: they are older
-        than the state (read from before the checkpoint the state started from)."""
-        window = self.recent_ids
-        size, young, old = window.size, window._young, window._old
-        new, tag_of = _new_receipt, _TAG_OF
-        for event in events:
-            eid = event.id
-            if eid and eid not in young and eid not in old:  # first kept; redacted: none
-                if len(young) >= size:
-                    old, young = young, {}
-                    window._old, window._young = old, young
-                session_id = getattr(event, "session_id", None)
-                receipt = new(
-                    Receipt, (event.pos, eid, session_id, getattr(event, "seq", None), False)
-                )
-                young[eid] = (tag_of[type(event)], receipt)
 
     def apply_many(self, events: Sequence[ev.StateEvent], remember_from: int = 0) -> None:
         """``apply`` each event in turn (outside ``begin``): the loop that opens a log.

@@ -33,7 +33,7 @@ from journal.state import SessionState
 
 # Bumped whenever what a row holds, or how the writer folds events, changes: a checkpoint
 # of another version is rebuilt from the log.
-FORMAT: Final = 1
+FORMAT: Final = 2
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -61,7 +61,18 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_open ON sessions (open) WHERE open = 1;
 CREATE TABLE IF NOT EXISTS models (model_id TEXT PRIMARY KEY);
+-- The receipts of the last records' event ids (the writer's id window), so that opening
+-- does not read them from the log.
+CREATE TABLE IF NOT EXISTS recent_ids (
+    event_id   TEXT PRIMARY KEY,
+    tag        TEXT NOT NULL,
+    pos        INTEGER NOT NULL,
+    session_id TEXT,
+    seq        INTEGER
+);
+CREATE INDEX IF NOT EXISTS recent_ids_pos ON recent_ids (pos);
 """
+IdRow = tuple[str, str, int, str | None, int | None]  # event id, tag, pos, session, seq
 _COLUMNS: Final = (
     "status, last_seq, model_id, idle_timeout, hard_timeout, idle_since, hard_deadline, "
     "warned, pre_delete_pos, created_pos"
@@ -180,6 +191,15 @@ class StateFile:
             rows = conn.execute(f"SELECT session_id, {_COLUMNS} FROM sessions WHERE open = 1")
             return {sid: _state(tuple(row)) for sid, *row in rows}
 
+    def recent_ids(self, after_pos: int) -> list[IdRow]:
+        """The receipts of the records after ``after_pos``, in log order."""
+        with self._connection() as conn:
+            return conn.execute(
+                "SELECT event_id, tag, pos, session_id, seq FROM recent_ids WHERE pos > ? "
+                "ORDER BY pos",
+                (after_pos,),
+            ).fetchall()
+
     def models(self) -> set[str]:
         with self._connection() as conn:
             return {m for (m,) in conn.execute("SELECT model_id FROM models")}
@@ -213,19 +233,24 @@ class StateFile:
         sessions: Iterable[tuple[str, SessionState]],
         models: Iterable[str],
         forgotten: Iterable[str],
+        ids: Iterable[IdRow],
         *,
+        ids_after: int,
         afresh: bool = False,
     ) -> None:
         """Record the sessions given (those changed since the mark the file had, or all of
-        them ``afresh``), the models, and the sessions forgotten since, as of ``mark``."""
+        them ``afresh``), the models, the sessions forgotten since, and the receipts of
+        new event ids, as of ``mark``; receipts of records up to ``ids_after`` go."""
+        forgotten = list(forgotten)
         with self._connection() as conn, closing(conn.cursor()) as c:
             c.execute("BEGIN IMMEDIATE")
             try:
                 if afresh:
                     c.execute("DELETE FROM sessions")
-                c.executemany(
-                    "DELETE FROM sessions WHERE session_id = ?", ((s,) for s in forgotten)
-                )
+                    c.execute("DELETE FROM recent_ids")
+                self._delete_sessions(c, forgotten)
+                c.executemany("INSERT OR IGNORE INTO recent_ids VALUES (?, ?, ?, ?, ?)", ids)
+                c.execute("DELETE FROM recent_ids WHERE pos <= ?", (ids_after,))
                 c.executemany(
                     f"INSERT OR REPLACE INTO sessions (session_id, open, {_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -250,7 +275,8 @@ class StateFile:
                 c.execute("ROLLBACK")
                 raise
 
-    def forget(self, session_ids: Iterable[str]) -> None:
-        """Delete forgotten sessions' rows now (zeroed: ``secure_delete``)."""
-        with self._connection() as conn, closing(conn.cursor()) as c:
-            c.executemany("DELETE FROM sessions WHERE session_id = ?", ((s,) for s in session_ids))
+    @staticmethod
+    def _delete_sessions(c: sqlite3.Cursor, session_ids: list[str]) -> None:
+        """Forgotten sessions' rows and receipts, zeroed as deleted (``secure_delete``)."""
+        c.executemany("DELETE FROM sessions WHERE session_id = ?", ((s,) for s in session_ids))
+        c.executemany("DELETE FROM recent_ids WHERE session_id = ?", ((s,) for s in session_ids))
