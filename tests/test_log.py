@@ -222,6 +222,7 @@ def test_any_change_to_a_complete_record_is_named_and_nothing_moves(
     lines[n] = line[:at] + bytes([new]) + line[at + 1 :]
     damaged = b"".join(lines)
     path.write_bytes(damaged)
+    path.with_name("s.jsonl.state").unlink()  # a writer without its checkpoint reads it all
     with pytest.raises(CorruptLog) as info:
         Journal.open(path, durability="none")
     assert (info.value.line, info.value.offset) == (n + 1, offsets(lines)[n])
@@ -276,10 +277,37 @@ def test_writer_refuses_a_log_corrupt_in_the_middle_and_changes_nothing(tmp_path
     lines[3] = lines[3].replace(b"message", b"massage")
     damaged = b"".join(lines)
     log.write_bytes(damaged)
+    (tmp_path / "s.jsonl.state").unlink()  # a writer without its checkpoint reads it all
     with pytest.raises(CorruptLog, match=r"line 4 \(byte offset \d+\): checksum mismatch"):
         Journal.open(log)
     assert log.read_bytes() == damaged
     assert list(tmp_path.glob("*.torn-*")) == []
+
+
+def test_a_writer_reads_only_what_follows_its_checkpoint_and_the_projector_reads_all(
+    tmp_path: Path,
+) -> None:
+    """Damage before the checkpoint's line is not the writer's to find (its state comes
+    from the checkpoint): it appends on; replay and verify, which read every line, name it."""
+    from cli_runner import cli_runner
+
+    from projector.cli import main
+
+    log = tmp_path / "s.jsonl"
+    lines = make_log(log)
+    lines[3] = lines[3].replace(b"message", b"massage")
+    log.write_bytes(b"".join(lines))
+    with Journal.open(log) as j:
+        assert j.append_message("s1", "user", "after").seq == 6
+    for command in ("replay", "verify"):
+        result = cli_runner().invoke(
+            main, ["--log", str(log), "--db", str(tmp_path / "d"), command]
+        )
+        assert result.exit_code == 1
+        assert (
+            "line 4" in result.output + result.stderr
+            and "checksum mismatch" in result.output + result.stderr
+        )
 
 
 def test_a_gap_in_positions_is_corruption(tmp_path: Path) -> None:

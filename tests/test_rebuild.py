@@ -165,7 +165,12 @@ def test_a_build_left_by_a_crash_is_started_afresh(tmp_path: Path) -> None:
     result = rebuild(log, db)
     assert result.sessions == 3
     assert canonical_hash(db) == canonical_hash(ref)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl", "p.db", "ref.db"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "log.jsonl",
+        "log.jsonl.state",
+        "p.db",
+        "ref.db",
+    ]
 
 
 def test_canonical_hash_of_a_database_whose_path_holds_uri_characters(tmp_path: Path) -> None:
