@@ -13,6 +13,7 @@ import pytest
 from projection_helpers import (
     execute,
     forget_in_log,
+    open_journal,
     random_ops,
     rows,
     run_workload,
@@ -29,6 +30,7 @@ from projector.sync.reading import Until
 
 tallies = importlib.import_module("projector.checks.tallies")
 idcheck = importlib.import_module("projector.checks.idcheck")
+verify_module = importlib.import_module("projector.checks.verify")
 
 
 @pytest.fixture
@@ -201,3 +203,35 @@ def test_a_forgetting_of_a_session_the_bulk_fold_wrote_early_goes_event_by_event
         bulk(log, tmp_path / "bulk.db")
     rebuild(log, tmp_path / "r.db")  # the incremental path, after the bulk one gave up
     assert canonical_hash(tmp_path / "r.db") == canonical_hash(tmp_path / "incr.db")
+
+
+@pytest.mark.parametrize(("back", "second_reading"), [(1, False), (8, False), (20, True)])
+def test_a_withdrawal_of_the_last_few_messages_needs_no_second_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, back: int, second_reading: bool
+) -> None:
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    with open_journal(log) as j:
+        sid = j.create_session(model_id="m", session_id="s")
+        for i in range(30):
+            j.append_message(sid, "user", f"message {i}", tokens_used=i)
+        j.truncate(sid, 30 - back)
+        j.append_message(sid, "user", "after the cut", tokens_used=100)
+    replay(log, db)
+    reads: list[int] = []
+    real = verify_module.events_upto
+
+    def counted(*args: Any) -> Any:
+        def reading() -> Any:
+            reads.append(1)  # only when the second reading is made
+            yield from real(*args)
+
+        return reading()
+
+    monkeypatch.setattr(verify_module, "events_upto", counted)
+    assert verify(log, db).ok
+    assert bool(reads) is second_reading
+    tokens = rows(db, "SELECT total_tokens FROM sessions")[0][0]
+    assert tokens == sum(range(30 - back)) + 100
+    execute(db, "UPDATE messages SET tokens_used = 0 WHERE sequence_number = 2")
+    execute(db, "UPDATE sessions SET total_tokens = total_tokens - 1")
+    assert [p.kind for p in verify(log, db).problems] == ["log_mismatch"]

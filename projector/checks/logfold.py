@@ -63,10 +63,12 @@ class LogTally:
     """Folds events into per-session tallies; mirrors the projection's rules, not its code.
 
     A chained hash cannot take messages back: a session whose messages are withdrawn
-    after seq K > 0 (``messages_truncated``) needs the tally it had at seq K. Such a
-    session is noted in ``stale`` with the seqs it was cut back to; ``recount`` folds the
-    log again for those sessions only, keeping a copy of their tally at each of those
-    seqs (``keep_at``), so memory stays bounded by the sessions, not the messages.
+    after seq K > 0 (``messages_truncated``) needs the tally it had at seq K. It is
+    remembered after each of a session's last messages (``SessionTally.recent``); further
+    back, the session is noted in ``stale`` with the seqs it was cut back to, and
+    ``recount`` folds the log again for those sessions only, keeping a copy of their tally
+    at each of those seqs (``keep_at``), so memory stays bounded by the sessions, not the
+    messages.
 
     What it keeps of every session the log ever held (its tally, its first position, its
     tally at each snapshot) is in ``SpillMap``s: at most ``cap`` entries of each in memory,
@@ -140,6 +142,7 @@ class LogTally:
             else:
                 t.count += 1
                 t.tokens += event.tokens_used or 0
+            t.remember()
             if self._keep_at and event.seq in self._keep_at.get(sid, ()):
                 self._at_seq[sid, event.seq] = t.copy()
             return
@@ -187,7 +190,11 @@ class LogTally:
             self.stale.pop(sid, None)  # nothing before it counts any more
         elif saved is not None:
             self.sessions.put(sid, saved.copy())
+        elif current.back_to(keep) and sid not in self.stale:
+            pass  # the tally it had then: exact
         else:
+            # A recount folds the session again, keeping its tally at each of these seqs
+            # (every one, so it needs no ``recent`` of its own).
             self.stale.setdefault(sid, set()).add(keep)
             current.count = keep  # exact; tokens and hash need a recount
 

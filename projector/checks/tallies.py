@@ -26,25 +26,50 @@ from typing import Any, Final, Generic, TypeVar
 # Entries a SpillMap keeps in memory before the older half goes to disk: far more sessions
 # than a router keeps open at once, so a live session is rarely read back.
 CACHE_ENTRIES: Final = 4_096
+# How many of a session's last messages a withdrawal can reach back to without a second
+# reading of the log (agents withdraw the last one or two).
+RECENT: Final = 8
 
 _sha256 = hashlib.sha256
 
 
 class SessionTally:
-    """One session's messages as a fold found them: count, tokens, content hash state."""
+    """One session's messages as a fold found them: count, tokens, content hash state, and
+    (``recent``, kept by the log's fold) those three after each of its last messages, so
+    that withdrawing a few of them takes no second reading of the log."""
 
-    __slots__ = ("count", "state", "tokens")
+    __slots__ = ("count", "recent", "state", "tokens")
 
     def __init__(self, count: int = 0, tokens: int = 0, state: bytes = b"") -> None:
         self.count = count
         self.tokens = tokens
         self.state = state
+        self.recent: list[tuple[int, int, bytes]] = []
 
     def add(self, tokens: int | None, data: bytes) -> None:
         """One more message: its tokens and its bytes (``message_digest_input``'s)."""
         self.count += 1
         self.tokens += tokens or 0
-        self.state = _sha256(self.state + data).digest()
+        h = _sha256(self.state)
+        h.update(data)
+        self.state = h.digest()
+
+    def remember(self) -> None:
+        """Note the tally as it is now among the recent ones (at most 2 * RECENT)."""
+        recent = self.recent
+        recent.append((self.count, self.tokens, self.state))
+        if len(recent) > 2 * RECENT:
+            del recent[:RECENT]
+
+    def back_to(self, count: int) -> bool:
+        """Become the tally as it was with ``count`` messages, if still remembered."""
+        recent = self.recent
+        while recent and recent[-1][0] > count:
+            recent.pop()
+        if not recent or recent[-1][0] != count:
+            return False
+        self.count, self.tokens, self.state = recent[-1]
+        return True
 
     def copy(self) -> SessionTally:
         return SessionTally(self.count, self.tokens, self.state)
