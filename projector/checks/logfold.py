@@ -71,22 +71,16 @@ class LogTally:
     messages.
 
     What it keeps of every session the log ever held (its tally, its first position, its
-    tally at each snapshot) is in ``SpillMap``s: at most ``cap`` entries of each in memory,
-    the others in a temporary file (``projector.checks.tallies``).
+    tally at each snapshot) is in ``SpillMap``s: a bounded number of entries of each in
+    memory, the others in a temporary file (``projector.checks.tallies``).
     """
 
-    def __init__(
-        self,
-        *,
-        hashes: bool = True,
-        keep_at: dict[str, set[int]] | None = None,
-        cap: int | None = None,
-    ) -> None:
+    def __init__(self, *, hashes: bool = True, keep_at: dict[str, set[int]] | None = None) -> None:
         # hashes=False: counts and tokens only (rebuild's checks need no content hash).
         self.hashes = hashes
         self._spill = SpillFile()
-        self.sessions = tally_map(self._spill, "sessions", cap)
-        self._recent = self.sessions.memory  # looked in first, for each message
+        self.sessions = tally_map(self._spill, "sessions")
+        self._in_memory = self.sessions.memory  # looked in first, for each message
         # The tally as of each snapshot: a deleted session is restored from one.
         self._at_snapshot: SpillMap[int, tuple[str, SessionTally]] = SpillMap(
             self._spill,
@@ -94,7 +88,6 @@ class LogTally:
             ("session_id", "count", "tokens", "state"),
             lambda saved: (saved[0], *saved[1].row()),
             lambda row: (row[0], SessionTally(*row[1:])),
-            cap=cap,
         )
         self.stale: dict[str, set[int]] = {}
         self._keep_at = keep_at or {}
@@ -103,7 +96,7 @@ class LogTally:
         # (the creation redacted, a later record not yet) the first record left of it.
         self._first_pos: SpillMap[str, int] = SpillMap(
             self._spill, "first_pos", ("pos",), lambda pos: (pos,), lambda row: row[0],
-            cap=cap, first_wins=True,
+            first_wins=True,
         )  # fmt: skip
         # The forgettings folded, (pos, positions): verify looks for rows left at them.
         self.forgettings: list[tuple[int, Positions]] = []
@@ -115,7 +108,7 @@ class LogTally:
     def observe(self, event: AnyEvent) -> None:
         if type(event) is MessageAppended:  # the common case first
             sid = event.session_id
-            t = self._recent.get(sid) or self.sessions.get(sid)
+            t = self._in_memory.get(sid) or self.sessions.get(sid)
             if t is None:
                 t = SessionTally()
                 self.sessions.put(sid, t)

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import groupby
 from typing import Any, Final, TypeVar
 
 from journal.events import format_ts
@@ -326,6 +327,7 @@ def _check_fts_content(conn: sqlite3.Connection, found: Findings) -> None:
 
 
 Folded = SpillMap[str, SessionTally]
+_SESSIONS_SQL: Final = "SELECT session_id FROM sessions ORDER BY session_id"
 _MESSAGES_SQL: Final = (
     "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
     "tokens_used, duration_seconds, metadata, tool_calls, tool_call_id, raw FROM messages "
@@ -338,30 +340,24 @@ def _fold_messages(conn: sqlite3.Connection) -> tuple[Folded, int]:
     session included, kept in a SpillMap (memory bounded by its cap, not the sessions);
     and how many sessions there are."""
     folded = tally_map(SpillFile(), "database")
-    sessions = ((str(sid), SessionTally()) for (sid,) in conn.execute(_SESSIONS_SQL))
+    sessions = ((str(sid), None) for (sid,) in conn.execute(_SESSIONS_SQL))
     n = 0
-    for sid, counted, plain in merged(_by_session(conn.execute(_MESSAGES_SQL)), sessions):
-        folded.put(sid, counted or plain or SessionTally())
+    for sid, counted, _ in merged(_by_session(conn.execute(_MESSAGES_SQL)), sessions):
+        folded.put(sid, counted or SessionTally())  # a session without messages: empty
         n += 1
     return folded, n
 
 
-_SESSIONS_SQL: Final = "SELECT session_id FROM sessions ORDER BY session_id"
-
-
 def _by_session(rows: Iterable[Sequence[Any]]) -> Iterator[tuple[str, SessionTally]]:
     """The tally of each session's messages; ``rows`` come session by session."""
-    current: object = object()  # no session yet (not even NULL)
-    t: SessionTally | None = None
-    for row in rows:
-        if row[0] != current:
-            if t is not None:
-                yield str(current), t
-            current, t = row[0], SessionTally()
-        assert t is not None
-        t.add(row[6], message_digest_input(*row[1:]))
-    if t is not None:
-        yield str(current), t
+    for sid, messages in groupby(rows, key=_session_of):
+        t = SessionTally()
+        for row in messages:
+            t.add(row[6], message_digest_input(*row[1:]))
+        yield str(sid), t
+
+
+_session_of = operator.itemgetter(0)
 
 
 def _check_forgotten(conn: sqlite3.Connection, tally: LogTally, found: Findings) -> None:
