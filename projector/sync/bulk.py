@@ -229,6 +229,7 @@ class Loader:
             self._evict()
 
     def _other(self, e: ev.AnyEvent) -> None:
+        """Every event but a message."""
         match e:
             case ev.ModelRegistered():
                 if self._model(e.model_id) is None:
