@@ -111,6 +111,15 @@ def test_projection_section() -> None:
     _check_figures(section, 5)
 
 
+def test_history_section() -> None:
+    doc = _run("--only", "history")
+    (section,) = doc["sections"]
+    _check_figures(section, 4)
+    names = [f["name"] for f in section["figures"]]
+    assert [n.split(" peak RSS")[0] for n in names[:2]] == ["rebuild", "verify"]
+    assert "second Journal.open" in names[2] and "RSS added" in names[3]
+
+
 def test_text_report() -> None:
     out = subprocess.run(
         [sys.executable, str(BENCH), "--size", "tiny", "--only", "live,import"],

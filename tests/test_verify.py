@@ -139,7 +139,7 @@ def test_ids_that_only_share_a_fingerprint_are_not_repeats(
     projected: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every id with the same fingerprint: all suspects, and the ids themselves decide.
-    module = importlib.import_module("projector.checks.logfold")
+    module = importlib.import_module("projector.checks.idcheck")
     monkeypatch.setattr(module, "fingerprint", lambda event_id: 0)
     log, db = projected
     assert verify(log, db).ok

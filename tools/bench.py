@@ -8,7 +8,8 @@ Sections: ``append`` (the writer vs raw writes of the same bytes), ``async`` (du
 appends from an event loop and from threads vs plain SQLite), ``projection``
 (rebuild and replay vs an ideal bulk load and the seed's schema as written), ``live``
 (the live projector: append-to-visible latency, a burst, idle CPU), ``import`` (legacy
-import + projection vs rebuild alone), ``peer`` (eventsourcing). Each
+import + projection vs rebuild alone), ``peer`` (eventsourcing), ``history`` (the memory
+of rebuild and verify, and the writer's open, as the history grows ten-fold). Each
 prints the project's figure, its baseline, the ratio and the target, met or not.
 ``--quick`` finishes in under a minute, the full run in under ten. See BENCHMARKS.md.
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_append
 import bench_async
+import bench_history
 import bench_import
 import bench_live
 import bench_peer
@@ -44,6 +46,7 @@ SECTIONS: dict[str, Callable[[Context, Section], None]] = {
     "live": bench_live.run,
     "import": bench_import.run,
     "peer": bench_peer.run,
+    "history": bench_history.run,
 }
 
 

@@ -42,6 +42,10 @@ class Size:
     live: tuple[float, int, float]  # live projector: steady seconds, burst events, idle seconds
     legacy: tuple[int, int]  # legacy import: sessions, messages per session
     async_msgs: int = 0  # messages per timed run of the async section
+    # The history section: events of the short and the long log (its prefix), and
+    # (open sessions, closed sessions of the short log, of the long one) for Journal.open.
+    hist_events: tuple[int, int] = (500, 5_000)
+    hist_sessions: tuple[int, int, int] = (20, 40, 400)
 
 
 SIZES: dict[str, Size] = {
@@ -78,6 +82,8 @@ SIZES: dict[str, Size] = {
         (3.0, 10_000, 3.0),
         (100, 100),
         async_msgs=1_280,
+        hist_events=(5_000, 50_000),
+        hist_sessions=(1_000, 2_000, 20_000),
     ),
     "full": Size(
         "full",
@@ -95,6 +101,8 @@ SIZES: dict[str, Size] = {
         (30.0, 50_000, 10.0),
         (1_000, 100),
         async_msgs=3_200,
+        hist_events=(100_000, 1_000_000),
+        hist_sessions=(1_000, 20_000, 200_000),
     ),
 }
 
@@ -201,13 +209,18 @@ class Context:
         large, ends = self.log(
             2, size.mem_large, sessions=size.mem_sessions, concurrency=size.mem_sessions
         )
+        return self.prefix(large, ends, events)
+
+    def prefix(self, log: Path, ends: list[int], events: int) -> tuple[Path, int]:
+        """``log``'s prefix of about ``events`` events, cut between calls (``ends``: the
+        position after each call), and its number of events."""
         if events >= ends[-1]:
-            return large, ends[-1]
+            return log, ends[-1]
         cut = max((e for e in ends if e <= events), default=ends[0])
-        key = ("prefix", str(large), cut)
+        key = ("prefix", str(log), cut)
         if key not in self._logs:
             prefix = self.fresh(f"prefix-{cut}.jsonl")
-            with open(large, "rb") as src, open(prefix, "wb") as dst:
+            with open(log, "rb") as src, open(prefix, "wb") as dst:
                 for i, line in enumerate(src):
                     if i == cut:
                         break

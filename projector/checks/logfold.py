@@ -3,18 +3,17 @@
 An independent fold (no SQL) of message counts, tokens and a content hash per live
 session. Rebuild checks its fresh database against it and verify the projection;
 ``message_digest`` is the one definition of a message's bytes for the content hash, used
-on both sides. ``LogWitness`` is verify's fold made on the events a rebuild reads.
+on both sides (``SessionTally`` chains it). ``LogWitness`` is verify's fold made on the
+events a rebuild reads.
 ``ForgetCheck`` checks that the log holds nothing of a forgotten session but redactions.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import operator
 import os
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from msgspec import UNSET
@@ -32,10 +31,9 @@ from journal.events import (
     encode_json,
 )
 from journal.log import TornTail
+from projector.checks.idcheck import IdCheck
+from projector.checks.tallies import SessionTally, SpillFile, SpillMap, tally_map
 from projector.forgetting import Positions, listed
-
-# An event id's fingerprint for verify's uniqueness check: Python's string hash (64 bits).
-fingerprint: Callable[[str], int] = hash
 
 
 def message_digest_input(
@@ -61,57 +59,63 @@ def message_digest_input(
     return encode_json(row) + b"\n"
 
 
-@dataclass
-class SessionTally:
-    """One session's messages as the log says they should be."""
-
-    count: int = 0
-    tokens: int = 0
-    digest: Any = field(default_factory=hashlib.sha256)
-
-    def copy(self) -> SessionTally:
-        return SessionTally(self.count, self.tokens, self.digest.copy())
-
-    @property
-    def content_hash(self) -> str:
-        return str(self.digest.hexdigest())
-
-
 class LogTally:
     """Folds events into per-session tallies; mirrors the projection's rules, not its code.
 
-    A running hash cannot take messages back: a session whose messages are withdrawn
-    after seq K > 0 (``messages_truncated``) needs the tally it had at seq K. Such a
-    session is noted in ``stale`` with the seqs it was cut back to; ``recount`` folds the
-    log again for those sessions only, keeping a copy of their tally at each of those
-    seqs (``keep_at``), so memory stays bounded by the sessions, not the messages.
+    A chained hash cannot take messages back: a session whose messages are withdrawn
+    after seq K > 0 (``messages_truncated``) needs the tally it had at seq K. It is
+    remembered after each of a session's last messages (``SessionTally.recent``); further
+    back, the session is noted in ``stale`` with the seqs it was cut back to, and
+    ``recount`` folds the log again for those sessions only, keeping a copy of their tally
+    at each of those seqs (``keep_at``), so memory stays bounded by the sessions, not the
+    messages.
+
+    What it keeps of every session the log ever held (its tally, its first position, its
+    tally at each snapshot) is in ``SpillMap``s: a bounded number of entries of each in
+    memory, the others in a temporary file (``projector.checks.tallies``).
     """
 
     def __init__(self, *, hashes: bool = True, keep_at: dict[str, set[int]] | None = None) -> None:
         # hashes=False: counts and tokens only (rebuild's checks need no content hash).
         self.hashes = hashes
-        self.sessions: dict[str, SessionTally] = {}
+        self._spill = SpillFile()
+        self.sessions = tally_map(self._spill, "sessions")
+        self._in_memory = self.sessions.memory  # looked in first, for each message
         # The tally as of each snapshot: a deleted session is restored from one.
-        self._at_snapshot: dict[int, tuple[str, SessionTally]] = {}
+        self._at_snapshot: SpillMap[int, tuple[str, SessionTally]] = SpillMap(
+            self._spill,
+            "snapshots",
+            ("session_id", "count", "tokens", "state"),
+            lambda saved: (saved[0], *saved[1].row()),
+            lambda row: (row[0], SessionTally(*row[1:])),
+        )
         self.stale: dict[str, set[int]] = {}
         self._keep_at = keep_at or {}
         self._at_seq: dict[tuple[str, int], SessionTally] = {}
         # Each session's first position, which its forgetting lists: its creation, or
         # (the creation redacted, a later record not yet) the first record left of it.
-        self._first_pos: dict[str, int] = {}
+        self._first_pos: SpillMap[str, int] = SpillMap(
+            self._spill, "first_pos", ("pos",), lambda pos: (pos,), lambda row: row[0],
+            first_wins=True,
+        )  # fmt: skip
         # The forgettings folded, (pos, positions): verify looks for rows left at them.
         self.forgettings: list[tuple[int, Positions]] = []
 
+    def close(self) -> None:
+        """Let go of the temporary file (the tallies are gone with it)."""
+        self._spill.close()
+
     def observe(self, event: AnyEvent) -> None:
         if type(event) is MessageAppended:  # the common case first
-            t = self.sessions.get(event.session_id)
+            sid = event.session_id
+            t = self._in_memory.get(sid) or self.sessions.get(sid)
             if t is None:
-                t = self.sessions[event.session_id] = SessionTally()
-                self._first_pos.setdefault(event.session_id, event.pos)
-            t.count += 1
-            t.tokens += event.tokens_used or 0
+                t = SessionTally()
+                self.sessions.put(sid, t)
+                self._first_pos.put(sid, event.pos)
             if self.hashes:
-                t.digest.update(
+                t.add(
+                    event.tokens_used,
                     message_digest_input(
                         event.pos,
                         event.seq,
@@ -126,26 +130,27 @@ class LogTally:
                         else encode_json(event.tool_calls).decode(),
                         None if event.tool_call_id is UNSET else event.tool_call_id,
                         None if event.raw is UNSET else event.raw,
-                    )
+                    ),
                 )
-            if self._keep_at and event.seq in self._keep_at.get(event.session_id, ()):
-                self._at_seq[event.session_id, event.seq] = t.copy()
+            else:
+                t.count += 1
+                t.tokens += event.tokens_used or 0
+            t.remember()
+            if self._keep_at and event.seq in self._keep_at.get(sid, ()):
+                self._at_seq[sid, event.seq] = t.copy()
             return
         match event:
             case SessionCreated():
-                self.sessions[event.session_id] = SessionTally()
-                self._first_pos.setdefault(event.session_id, event.pos)
+                self.sessions.put(event.session_id, SessionTally())
+                self._first_pos.put(event.session_id, event.pos)
             case SessionSnapshotted():
                 current = self.sessions.get(event.session_id)
                 if current is not None:
-                    self._at_snapshot[event.pos] = (event.session_id, current.copy())
+                    self._at_snapshot.put(event.pos, (event.session_id, current.copy()))
             case SessionDeleted():
-                self.sessions.pop(event.session_id, None)
+                self.sessions.pop(event.session_id)
             case SessionRestored():
-                if event.session_id not in self.sessions and event.snapshot_pos is not None:
-                    saved = self._at_snapshot.get(event.snapshot_pos)
-                    if saved is not None and saved[0] == event.session_id:
-                        self.sessions[event.session_id] = saved[1].copy()
+                self._restored(event)
             case MessagesTruncated():
                 self._truncated(event)
             case SessionForgotten():
@@ -153,27 +158,38 @@ class LogTally:
             case _:
                 pass  # other events (a redacted record among them) do not change messages
 
+    def _restored(self, event: SessionRestored) -> None:
+        if event.snapshot_pos is None or event.session_id in self.sessions:
+            return
+        saved = self._at_snapshot.get(event.snapshot_pos)
+        if saved is not None and saved[0] == event.session_id:
+            self.sessions.put(event.session_id, saved[1].copy())
+
     def _forgotten(self, event: SessionForgotten) -> None:
         self.forgettings.append((event.pos, event.positions))
-        gone = [sid for sid, pos in self._first_pos.items() if listed(event.positions, pos)]
-        for sid in gone:
-            del self._first_pos[sid]
-            self.sessions.pop(sid, None)
+        for sid in self._first_pos.where(lambda pos: listed(event.positions, pos)):
+            self._first_pos.pop(sid)
+            self.sessions.pop(sid)
             self.stale.pop(sid, None)  # nothing of it to count again
 
     def _truncated(self, event: MessagesTruncated) -> None:
         sid, keep = event.session_id, event.keep_through_seq
-        if sid not in self.sessions:
+        current = self.sessions.get(sid)
+        if current is None:
             return
         saved = self._at_seq.get((sid, keep))
         if keep == 0:
-            self.sessions[sid] = SessionTally()
+            self.sessions.put(sid, SessionTally())
             self.stale.pop(sid, None)  # nothing before it counts any more
         elif saved is not None:
-            self.sessions[sid] = saved.copy()
+            self.sessions.put(sid, saved.copy())
+        elif current.back_to(keep) and sid not in self.stale:
+            pass  # the tally it had then: exact
         else:
+            # A recount folds the session again, keeping its tally at each of these seqs
+            # (every one, so it needs no ``recent`` of its own).
             self.stale.setdefault(sid, set()).add(keep)
-            self.sessions[sid].count = keep  # exact; tokens and hash need a recount
+            current.count = keep  # exact; tokens and hash need a recount
 
 
 def recount(events: Iterable[AnyEvent], tally: LogTally) -> None:
@@ -187,38 +203,13 @@ def recount(events: Iterable[AnyEvent], tally: LogTally) -> None:
         if getattr(event, "session_id", None) in wanted:
             again.observe(event)
     for sid in wanted:
-        if sid in again.sessions:
-            tally.sessions[sid] = again.sessions[sid]
+        t = again.sessions.get(sid)
+        if t is not None:
+            tally.sessions.put(sid, t)
         else:
-            tally.sessions.pop(sid, None)
+            tally.sessions.pop(sid)
+    again.close()
     tally.stale = {}
-
-
-class IdCheck:
-    """Event ids checked for uniqueness by their fingerprint, a 64-bit int: a set of those
-    takes half the memory of a set of the id strings. Two ids with one fingerprint are only
-    suspects: a second pass over the log (``suspected``) compares the ids themselves, so a
-    collision is never reported and every real repeat is."""
-
-    def __init__(self) -> None:
-        self._seen: set[int] = set()
-        self._suspects: set[int] = set()
-
-    def add_all(self, event_ids: Iterable[str]) -> None:
-        """Take the ids, but the empty ones: a redacted record keeps none."""
-        seen, suspects = self._seen, self._suspects
-        for mark in map(fingerprint, filter(None, event_ids)):
-            if mark in seen:
-                suspects.add(mark)
-            seen.add(mark)
-
-    @property
-    def any_suspects(self) -> bool:
-        return bool(self._suspects)
-
-    def suspected(self, event_id: str) -> bool:
-        """True if ``event_id``'s fingerprint was seen more than once."""
-        return fingerprint(event_id) in self._suspects
 
 
 class ForgetCheck:
@@ -317,6 +308,10 @@ class LogWitness:
     def discard(self) -> None:
         """The rebuild did not observe the whole log: verify must read it."""
         self._file = None
+
+    def close(self) -> None:
+        """Let go of the fold's temporary file, once verify has used it."""
+        self.tally.close()
 
     def stands_for(self, log: str, upto: int) -> bool:
         """True if this is the fold of ``log`` as it is now, up to pos ``upto``."""

@@ -29,21 +29,17 @@ import operator
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, TypeVar
+from itertools import groupby
+from typing import Any, Final, TypeVar
 
 from journal.events import format_ts
 from projector.checks.findings import Findings, Problem
-from projector.checks.logfold import (
-    LogTally,
-    LogWitness,
-    SessionTally,
-    message_digest_input,
-    recount,
-)
+from projector.checks.logfold import LogTally, LogWitness, message_digest_input, recount
+from projector.checks.tallies import SessionTally, SpillFile, SpillMap, merged, tally_map
 from projector.checks.verify_log import check_log, check_log_end, events_upto
 from projector.db import (
     Checkpoint,
@@ -152,9 +148,11 @@ def verify(
     except sqlite3.DatabaseError as exc:
         found.add("database", f"{db} is not a readable database: {exc}")
         return VerifyReport(found.problems)
+    own: list[LogTally | SpillFile] = []
     try:
         if nothing_yet:  # made, nothing projected yet (a first replay or watch is starting)
-            _tally, last_pos = check_log(log, 0, found, progress)
+            tally, last_pos = check_log(log, 0, found, progress)
+            tally.close()
             return VerifyReport(found.problems, 0, last_pos, 0)
         if version != schema_version():
             found.add(
@@ -181,6 +179,7 @@ def verify(
                 check_log_end(log, witness.torn, witness.ids, witness.forgets, against_log)
             else:
                 tally, last_pos = check_log(log, cp.log_pos, against_log, progress)
+                own.append(tally)
             recount(events_upto(log, cp.log_pos), tally)  # sessions with withdrawn messages
             # A check that could not join the snapshot (the projector moved on before its
             # connection looked) runs here, on the connection that holds it.
@@ -189,7 +188,8 @@ def verify(
             if not fts_joined:
                 _check_fts_content(conn, fts_found)
             found.extend(fts_found)
-            folded = _or_here(messages.result(), conn, _fold_messages)
+            folded, checked = _or_here(messages.result(), conn, _fold_messages)
+            own.append(folded.file)
         _check_forgotten(conn, tally, found)
         conn.execute("COMMIT")  # the end of the snapshot's read transaction
         found.extend(against_log)
@@ -197,7 +197,9 @@ def verify(
         _record_outcome(conn, cp, found)
     finally:
         conn.close()
-    return VerifyReport(found.problems, len(folded), last_pos, cp.log_pos)
+        for fold in own:  # their temporary files (a witness's tally is its owner's)
+            fold.close()
+    return VerifyReport(found.problems, checked, last_pos, cp.log_pos)
 
 
 T = TypeVar("T")
@@ -324,26 +326,38 @@ def _check_fts_content(conn: sqlite3.Connection, found: Findings) -> None:
         )
 
 
-def _fold_messages(conn: sqlite3.Connection) -> dict[str, SessionTally]:
+Folded = SpillMap[str, SessionTally]
+_SESSIONS_SQL: Final = "SELECT session_id FROM sessions ORDER BY session_id"
+_MESSAGES_SQL: Final = (
+    "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
+    "tokens_used, duration_seconds, metadata, tool_calls, tool_call_id, raw FROM messages "
+    "ORDER BY session_id, sequence_number"
+)
+
+
+def _fold_messages(conn: sqlite3.Connection) -> tuple[Folded, int]:
     """Per-session count, tokens and content hash of the database's messages, every
-    session included."""
-    db: dict[str, SessionTally] = {}
-    for (sid,) in conn.execute("SELECT session_id FROM sessions"):
-        db[str(sid)] = SessionTally()
-    current: object = object()  # no session yet (not even NULL)
-    t = SessionTally()
-    for row in conn.execute(
-        "SELECT session_id, message_id, sequence_number, role, content, timestamp, "
-        "tokens_used, duration_seconds, metadata, tool_calls, tool_call_id, raw FROM messages "
-        "ORDER BY session_id, sequence_number"
-    ):
-        if row[0] != current:  # rows come session by session
-            current = row[0]
-            t = db.setdefault(str(current), SessionTally())
-        t.count += 1
-        t.tokens += row[6] or 0
-        t.digest.update(message_digest_input(*row[1:]))
-    return db
+    session included, kept in a SpillMap (memory bounded by its cap, not the sessions);
+    and how many sessions there are."""
+    folded = tally_map(SpillFile(), "database")
+    sessions = ((str(sid), None) for (sid,) in conn.execute(_SESSIONS_SQL))
+    n = 0
+    for sid, counted, _ in merged(_by_session(conn.execute(_MESSAGES_SQL)), sessions):
+        folded.put(sid, counted or SessionTally())  # a session without messages: empty
+        n += 1
+    return folded, n
+
+
+def _by_session(rows: Iterable[Sequence[Any]]) -> Iterator[tuple[str, SessionTally]]:
+    """The tally of each session's messages; ``rows`` come session by session."""
+    for sid, messages in groupby(rows, key=_session_of):
+        t = SessionTally()
+        for row in messages:
+            t.add(row[6], message_digest_input(*row[1:]))
+        yield str(sid), t
+
+
+_session_of = operator.itemgetter(0)
 
 
 def _check_forgotten(conn: sqlite3.Connection, tally: LogTally, found: Findings) -> None:
@@ -362,7 +376,7 @@ def _check_forgotten(conn: sqlite3.Connection, tally: LogTally, found: Findings)
         )
 
 
-def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: Findings) -> None:
+def _check_against_log(db: Folded, tally: LogTally, found: Findings) -> None:
     """Per-session count, tokens and content hash of the database against the log's.
 
     A difference that a problem of the log itself may explain says so: the fold leaves
@@ -376,8 +390,7 @@ def _check_against_log(db: dict[str, SessionTally], tally: LogTally, found: Find
         if "log" in kinds
         else ""
     )
-    for sid in sorted(db.keys() | tally.sessions.keys()):
-        got, want = db.get(sid), tally.sessions.get(sid)
+    for sid, got, want in merged(db.items(), tally.sessions.items()):
         if want is None:
             what = "in the database but not live in the log"
         elif got is None:

@@ -19,7 +19,8 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
 from projector.checks.findings import Findings
-from projector.checks.logfold import ForgetCheck, IdCheck, LogTally
+from projector.checks.idcheck import IdCheck
+from projector.checks.logfold import ForgetCheck, LogTally
 from projector.sync.reading import skip_bad_lines
 
 _WRITER_WAIT_SECONDS: Final = 5.0

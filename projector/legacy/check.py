@@ -47,8 +47,12 @@ def project(
     # (Problems of the message check alone are the import's, not the projection's: a
     # database verify passed is the one a replay would build.)
     witness = LogWitness()
-    rebuild(log, db, checked=False, witness=witness)
-    if not _verify_and_check(log, db, plans, positions, report, witness):
+    try:
+        rebuild(log, db, checked=False, witness=witness)
+        verified = _verify_and_check(log, db, plans, positions, report, witness)
+    finally:
+        witness.close()
+    if not verified:
         remove_database(db)
         replay(log, db)
         _verify_and_check(log, db, plans, positions, report, None)

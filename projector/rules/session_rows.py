@@ -64,7 +64,7 @@ WOKEN_BY_MESSAGE: Final = frozenset({"idle", "paused"})
 NOT_WARNED: Final = (0, None)
 
 # The columns of a sessions row, in the order of created_row, recreated_row and
-# bulk.FoldSession's fields.
+# bulk_sessions.FoldSession's fields.
 SESSION_COLUMNS: Final = (
     "session_id", "created_at", "updated_at", "model_id", "model_name", "title",
     "message_count", "total_tokens", "total_duration_seconds", "last_activity", "status",

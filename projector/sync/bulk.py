@@ -5,7 +5,9 @@ with the very rows the incremental path (``catch_up`` through the triggers) woul
 faster, through this module's ``Loader``:
 
 * sessions, their timeout rows, metadata and models are kept in Python while the log is
-  read and written once at the end; the counters are computed with the triggers'
+  read and written once at the end (but past SESSIONS_IN_MEMORY sessions, the least
+  recently changed are written earlier and read back if needed:
+  ``projector.sync.bulk_sessions``); the counters are computed with the triggers'
   arithmetic, in the same order (``total + COALESCE(d, 0)`` per message, in log order; a
   restored session re-adds its messages in seq order from zero, as the triggers do), so
   even ``total_duration_seconds`` is the same float, bit for bit;
@@ -33,17 +35,13 @@ from __future__ import annotations
 import functools
 import operator
 import sqlite3
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from journal import events as ev
 from projector.forgetting import listed, rows_at
 from projector.rules import session_rows as rules
 from projector.rules.apply import (
-    INSERT_METADATA_SQL,
     INSERT_MODEL_SQL,
-    INSERT_SESSION_SQL,
     SNAPSHOT_SESSION_FIELDS,
     snapshot_head,
     unknown_session,
@@ -54,6 +52,14 @@ from projector.rules.message_rows import (
     message_row,
 )
 from projector.rules.session_rows import NOT_WARNED, ApplyError, status_after_message
+from projector.sync.bulk_sessions import (
+    SESSIONS_IN_MEMORY,
+    FoldSession,
+    delete_rows,
+    last_change,
+    load_session,
+    write_sessions,
+)
 from projector.sync.bulk_snapshots import (
     ARCHIVE_MESSAGES_SQL,
     ARCHIVE_SNAPSHOT_STREAMED_SQL,
@@ -70,7 +76,6 @@ from projector.sync.bulk_snapshots import (
 # Pending messages are written when either bound is reached: memory stays flat however
 # long the log is.
 FLUSH_ROWS: Final = 2_000
-RECENT: Final = 16  # see FoldSession.recent
 FLUSH_BYTES: Final = 2**20
 
 INSERT_MESSAGE: Final = INSERT_MESSAGE_SQL
@@ -119,77 +124,40 @@ def fill_fts_after(conn: sqlite3.Connection, after_pos: int) -> None:
     conn.execute(FTS_SETTING, ("automerge", FTS5_DEFAULT_AUTOMERGE))
 
 
-TIMEOUT_COLUMNS: Final = (
-    "session_id", "idle_timeout_seconds", "hard_timeout_seconds", "created_at",
-    "last_activity", "expires_at", "timeout_warning_sent", "warning_sent_at",
-)  # fmt: skip
-INSERT_TIMEOUTS_SQL: Final = (
-    f"INSERT INTO session_timeouts ({', '.join(TIMEOUT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(TIMEOUT_COLUMNS))})"
-)
-
-
-@dataclass(slots=True, eq=False)
-class FoldSession:
-    """A live session: its ``sessions`` row (``rules.SESSION_COLUMNS``, in that order),
-    its ``session_timeouts`` warning state and its metadata (key -> [metadata_id, value]).
-    Each field has its column's name."""
-
-    session_id: str
-    created_at: str
-    updated_at: str
-    model_id: str | None
-    model_name: str | None
-    title: str | None
-    message_count: int
-    total_tokens: int
-    total_duration_seconds: float
-    last_activity: str
-    status: str
-    idle_timeout_seconds: int | None
-    hard_timeout_seconds: int | None
-    expires_at: str | None
-    last_event_pos: int
-    timeout_warning_sent: int = 0
-    warning_sent_at: str | None = None
-    metadata: dict[str, list[Any]] = field(default_factory=dict)
-    # The last snapshot this fold wrote of the session: (snapshot_id, message_count,
-    # start, end of its messages in context_json). Messages are only ever appended
-    # while this object lives (a deletion ends it, a restore makes a new one), so the
-    # next snapshot copies those bytes and encodes only the messages after them.
-    snap: tuple[int, int, int, int] | None = None
-    # The counters after each of the last RECENT messages: a truncation that keeps one of
-    # them takes its counters from here instead of summing the messages kept again.
-    recent: deque[rules.Totals] = field(default_factory=lambda: deque(maxlen=RECENT))
-
-    def totals_at(self, count: int) -> rules.Totals | None:
-        """The counters as they were with ``count`` messages, if still known."""
-        if count == 0:
-            return (0, 0, 0.0)
-        for totals in reversed(self.recent):
-            if totals[0] == count:
-                return totals
-        return None
-
-
-# A FoldSession's sessions row, its session_timeouts row, the fields a snapshot copies.
-session_row: Final = operator.attrgetter(*rules.SESSION_COLUMNS)
-timeouts_row: Final = operator.attrgetter(*TIMEOUT_COLUMNS)
+# The fields of a FoldSession a snapshot copies.
 _snapshot_fields: Final = operator.attrgetter(*SNAPSHOT_SESSION_FIELDS)
 
 
 class Loader:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    """The fold into a new database. ``cap``: the sessions kept in memory (SESSIONS_IN_MEMORY
+    by default; see ``projector.sync.bulk_sessions``)."""
+
+    def __init__(self, conn: sqlite3.Connection, cap: int | None = None) -> None:
         self.conn = conn
         self.models: dict[str, tuple[str, str | None, str]] = {}
         self.sessions: dict[str, FoldSession | None] = {}
         self.pending: list[tuple[Any, ...]] = []
         self.pending_bytes = 0
-        self._restored_ids: set[str] = set()
+        self.cap = SESSIONS_IN_MEMORY if cap is None else cap
+        self._evicted = False  # whether any session went to the database before finish()
 
-    # -- hooks: a new database keeps everything here until finish() ----------------------
+    # -- hooks: a new database keeps its sessions here, or writes the older ones ---------
     def _get(self, session_id: str) -> FoldSession | None:
-        return self.sessions.get(session_id)
+        s = self.sessions.get(session_id)
+        if s is None and self._evicted:
+            s = load_session(self.conn, session_id)
+            if s is not None:
+                self.sessions[session_id] = s
+        return s
+
+    def _evict(self) -> None:
+        """Write the sessions least recently changed, half of those kept, and drop them."""
+        live = sorted(self.live(), key=last_change)
+        gone = live[: len(live) - self.cap // 2]
+        write_sessions(self.conn, gone)
+        for s in gone:
+            del self.sessions[s.session_id]
+        self._evicted = True
 
     def _model(self, model_id: str) -> tuple[str, str | None, str] | None:
         return self.models.get(model_id)
@@ -209,9 +177,11 @@ class Loader:
         return None
 
     def _gone(self, session_id: str) -> None:
-        del self.sessions[session_id]
+        s = self.sessions.pop(session_id)
         self.flush()
         self.conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+        if s is not None and s.stored:
+            delete_rows(self.conn, session_id)
 
     def _withdraw(self, session_id: str, keep_through_seq: int) -> None:
         """Drop the session's messages after ``keep_through_seq``: rows not yet written
@@ -252,7 +222,14 @@ class Loader:
     def apply(self, e: ev.AnyEvent) -> None:
         if type(e) is ev.MessageAppended:  # most of a log: first, before the match
             self._message(e)
-            return
+        else:
+            self._other(e)
+        # Between events, when no FoldSession is held by the code above: any may go.
+        if len(self.sessions) > self.cap:
+            self._evict()
+
+    def _other(self, e: ev.AnyEvent) -> None:
+        """Every event but a message."""
         match e:
             case ev.ModelRegistered():
                 if self._model(e.model_id) is None:
@@ -424,7 +401,6 @@ class Loader:
         )
         self._born(s)
         self._metadata_changed(s)
-        self._restored_ids.add(session_id)
         for md in ctx.metadata:
             if md.key in s.metadata:
                 raise ApplyError("a snapshot with a metadata key twice", session_id)
@@ -445,12 +421,6 @@ class Loader:
     def finish(self) -> None:
         self.flush()
         c = self.conn
-        live = self.live()
         c.executemany(INSERT_MODEL_SQL, [(mid, *m) for mid, m in self.models.items()])
-        c.executemany(INSERT_SESSION_SQL, [session_row(s) for s in live])
-        c.executemany(INSERT_TIMEOUTS_SQL, [timeouts_row(s) for s in live])
-        c.executemany(
-            INSERT_METADATA_SQL,
-            [(m[0], s.session_id, key, m[1]) for s in live for key, m in s.metadata.items()],
-        )
+        write_sessions(c, self.live())
         fill_fts_after(c, 0)

@@ -5,7 +5,7 @@ batch's transaction and creates them again before its COMMIT)."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Final
+import sys
 
 from projector.rules.apply import (
     INSERT_METADATA_SQL,
@@ -13,27 +13,17 @@ from projector.rules.apply import (
     INSERT_SESSION_SQL,
     RESTORED_FTS_SQL,
 )
-from projector.rules.session_rows import SESSION_COLUMNS
-from projector.sync.bulk import (
+from projector.sync.bulk import Loader, fill_fts_after
+from projector.sync.bulk_sessions import (
     INSERT_TIMEOUTS_SQL,
-    TIMEOUT_COLUMNS,
+    UPDATE_SESSION_SQL,
+    UPDATE_TIMEOUTS_SQL,
     FoldSession,
-    Loader,
-    fill_fts_after,
+    load_session,
     session_row,
     timeouts_row,
 )
 from projector.sync.bulk_snapshots import messages_span
-
-
-def _update_sql(table: str, columns: tuple[str, ...]) -> str:
-    """An UPDATE of every column but the first, the key, given last."""
-    sets = ", ".join(f"{name} = ?" for name in columns[1:])
-    return f"UPDATE {table} SET {sets} WHERE {columns[0]} = ?"
-
-
-UPDATE_SESSION_SQL: Final = _update_sql("sessions", SESSION_COLUMNS)
-UPDATE_TIMEOUTS_SQL: Final = _update_sql("session_timeouts", TIMEOUT_COLUMNS)
 
 
 class CatchUpLoader(Loader):
@@ -45,34 +35,21 @@ class CatchUpLoader(Loader):
     would)."""
 
     def __init__(self, conn: sqlite3.Connection, after_pos: int) -> None:
-        super().__init__(conn)
+        # A batch holds a bounded number of events, so of sessions: all are kept.
+        super().__init__(conn, cap=sys.maxsize)
         self.after_pos = after_pos
         self._meta_dirty: set[str] = set()
+        self._restored_ids: set[str] = set()
 
     def _get(self, session_id: str) -> FoldSession | None:
         if session_id in self.sessions:
             return self.sessions[session_id]
-        row = self.conn.execute(
-            f"SELECT {', '.join(SESSION_COLUMNS)} FROM sessions WHERE session_id = ?",
-            (session_id,),
-        ).fetchone()
-        if row is None:
-            self.sessions[session_id] = None
-            return None
-        s = FoldSession(*row)
-        warning = self.conn.execute(
-            "SELECT timeout_warning_sent, warning_sent_at FROM session_timeouts "
-            "WHERE session_id = ?",
-            (session_id,),
-        ).fetchone()
-        if warning is not None:
-            s.timeout_warning_sent, s.warning_sent_at = warning
-        for metadata_id, key, value in self.conn.execute(
-            "SELECT metadata_id, key, value FROM session_metadata WHERE session_id = ?",
-            (session_id,),
-        ):
-            s.metadata[key] = [metadata_id, value]
-        self.sessions[session_id] = s
+        s = self.sessions[session_id] = load_session(self.conn, session_id)
+        return s
+
+    def _recreate(self, session_id: str, snapshot_pos: int) -> FoldSession:
+        s = super()._recreate(session_id, snapshot_pos)
+        self._restored_ids.add(session_id)
         return s
 
     def _model(self, model_id: str) -> tuple[str, str | None, str] | None:

@@ -31,6 +31,7 @@ from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import fsync_directory
 from projector.checks.logfold import LogTally, LogWitness, file_identity
+from projector.checks.tallies import merged
 from projector.db import (
     check_ours,
     check_paths,
@@ -232,6 +233,8 @@ def _build(
         conn.close()
         remove_database(tmp)
         raise
+    finally:
+        tally.close()
     conn.close()
     if result is None:
         remove_database(tmp)
@@ -275,15 +278,12 @@ def quick_checks(conn: sqlite3.Connection, tally: LogTally | None = None) -> lis
     ]
     problems.extend(f"session {sid!r}: {what}" for sid, what in counter_mismatches(conn, limit=20))
     if tally is not None:
-        db_counts = {
-            str(sid): (int(n), int(t))
-            for sid, n, t in conn.execute(
-                "SELECT session_id, message_count, total_tokens FROM sessions"
-            )
-        }
-        expected = {sid: (t.count, t.tokens) for sid, t in tally.sessions.items()}
-        for sid in sorted(db_counts.keys() | expected.keys()):
-            got, want = db_counts.get(sid), expected.get(sid)
+        rows = conn.execute(
+            "SELECT session_id, message_count, total_tokens FROM sessions ORDER BY session_id"
+        )
+        db_counts = ((str(sid), (int(n), int(t))) for sid, n, t in rows)
+        expected = ((sid, (t.count, t.tokens)) for sid, t in tally.sessions.items())
+        for sid, got, want in merged(db_counts, expected):
             if sid in tally.stale and got is not None and want is not None:
                 # Messages withdrawn: the count is known, the tokens are verify's to check.
                 got, want = (got[0], 0), (want[0], 0)
