@@ -113,7 +113,9 @@ class Journal(Operations, Forgetting, History, Checkpointing):
                 ):
                     self._save_checkpoint()
         except BaseException:
-            self.close()
+            if self._statefile is not None:  # nothing to write down: the open failed
+                self._statefile.close()
+            self._log.close()
             raise
 
     @classmethod
