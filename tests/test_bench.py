@@ -14,6 +14,10 @@ from typing import Any
 
 import pytest
 
+# Each runs a section of the benchmarks in a child process: long, and the same on every
+# dependency version (see pyproject.toml's "slow" marker).
+pytestmark = pytest.mark.slow
+
 BENCH = Path(__file__).resolve().parent.parent / "tools" / "bench.py"
 FIELDS = {
     "name",

@@ -77,6 +77,7 @@ def test_sigkill_under_async_load_loses_no_acknowledged_event(tmp_path: Path) ->
     assert stats["quarantine_files"] == stats["repairs"]
 
 
+@pytest.mark.slow
 def test_power_cut_at_every_point_keeps_acknowledged_events(tmp_path: Path) -> None:
     power = load_tool("power_loss")
     ops, acks = power.record_workload(tmp_path, "always", seed=7)
@@ -88,6 +89,7 @@ def test_power_cut_at_every_point_keeps_acknowledged_events(tmp_path: Path) -> N
     assert stats["repairs"] > len(points) // 2
 
 
+@pytest.mark.slow
 def test_power_cut_in_batch_mode_never_corrupts(tmp_path: Path) -> None:
     power = load_tool("power_loss")
     ops, acks = power.record_workload(tmp_path, "batch", seed=8)
@@ -95,6 +97,7 @@ def test_power_cut_in_batch_mode_never_corrupts(tmp_path: Path) -> None:
     assert (stats["lost"], stats["corrupt"], stats["second_run_changed"]) == (0, 0, 0)
 
 
+@pytest.mark.slow
 def test_the_power_cut_check_can_fail(tmp_path: Path) -> None:
     """Without fsync, acknowledged events are lost at some cut, and the check says so."""
     power = load_tool("power_loss")
