@@ -153,7 +153,10 @@ class Checkpointing:
         try:
             with self._log.exclusive():
                 self._catch_up()
-                self._save_checkpoint()
+                state = self._state
+                # Nothing folded since the checkpoint it has: that one still holds.
+                if state.store is None or state.last_pos != self._saved_pos:
+                    self._save_checkpoint()
         except JournalError as exc:  # a log or handle in trouble: its checkpoint can wait
             log.warning("%s: the writer's checkpoint was not written: %s", sf.path, exc)
         finally:
