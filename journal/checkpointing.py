@@ -90,8 +90,9 @@ class Checkpointing:
             return False
         if mark is None or mark.log_pos <= self._state.last_pos:
             return False
-        if not sf.matches(mark, self._log.fd, int(self._log.end(START))):
-            return False
+        with self._log.view() as view:
+            if not sf.matches(mark, view, int(self._log.end(START))):
+                return False
         state = JournalState(self._state.recent_ids.size, store=sf)
         state.sessions = sf.open_sessions()
         state.models = sf.models()
@@ -116,8 +117,9 @@ class Checkpointing:
         if self._end == START:
             return  # an empty log: nothing to mark
         afresh = state.store is None  # folded from the start: the file's rows are stale
-        line_start = last_lines_start(self._log.fd, START, self._end, 1)
-        mark: Mark = mark_of(self._log.fd, line_start, self._end, state.last_pos, state.last_ts)
+        with self._log.view() as view:
+            line_start = last_lines_start(view, START, self._end, 1)
+            mark: Mark = mark_of(view, line_start, self._end, state.last_pos, state.last_ts)
         sessions = (
             list(state.sessions.items())
             if afresh

@@ -58,10 +58,33 @@ class CorruptLog(LogError):
     """A bad line that no crash can leave: corruption, never skipped or cut off silently."""
 
     def __init__(
-        self, reason: str, *, path: str, line: int, offset: int, why: str = LATER_RECORDS
+        self,
+        reason: str,
+        *,
+        path: str,
+        line: int,
+        offset: int,
+        why: str = LATER_RECORDS,
+        file: tuple[str, int] | None = None,
     ) -> None:
-        super().__init__(f"{path}: line {line} (byte offset {offset}): {reason}; {why}", path=path)
-        self.reason, self.line, self.offset = reason, line, offset
+        # ``offset`` counts from the log's start; in a sealed segment, ``file`` names the
+        # segment's file and the offset in it, which is where a person looks.
+        there = f"; byte {file[1]} of {file[0]}" if file is not None else ""
+        super().__init__(
+            f"{path}: line {line} (byte offset {offset}{there}): {reason}; {why}", path=path
+        )
+        self.reason, self.line, self.offset, self.why = reason, line, offset, why
+
+    def in_file(self, file: str, offset: int) -> CorruptLog:
+        """The same error, saying which file holds the bad line, and where."""
+        return CorruptLog(
+            self.reason,
+            path=self.path,
+            line=self.line,
+            offset=self.offset,
+            why=self.why,
+            file=(file, offset),
+        )
 
 
 class LogWriteError(LogError):

@@ -72,7 +72,7 @@ def quarantine_tail(log: LogFile, offset: int) -> str:
         ) from exc
     try:
         try:
-            at = offset
+            at = offset - log.base
             while chunk := os.pread(log.fd, _COPY_CHUNK, at):
                 _write_all(fd, chunk)
                 at += len(chunk)

@@ -29,6 +29,7 @@ from journal.errors import JournalClosed, LogError
 from journal.events import REDACTED_HASH_DIGITS, Redacted, decode_line, line_digest
 from journal.lifecycle import OPEN_STATUSES
 from journal.log import FILE_MODE
+from journal.log.segments import ReadAt
 from journal.state import SessionState
 
 # Bumped whenever what a row holds, or how the writer folds events, changes: a checkpoint
@@ -90,9 +91,9 @@ class Mark:
     last_ts: str
 
 
-def mark_of(fd: int, line_start: int, log_offset: int, log_pos: int, last_ts: str) -> Mark:
-    """The mark of a log (open at ``fd``) read up to ``log_offset``."""
-    line = os.pread(fd, log_offset - line_start, line_start)
+def mark_of(log: ReadAt, line_start: int, log_offset: int, log_pos: int, last_ts: str) -> Mark:
+    """The mark of a log read up to ``log_offset``."""
+    line = log.pread(log_offset - line_start, line_start)
     return Mark(log_offset, line_start, line_digest(line), log_pos, last_ts)
 
 
@@ -170,12 +171,12 @@ class StateFile:
             ).fetchone()
         return Mark(*row) if row is not None else None
 
-    def matches(self, mark: Mark, fd: int, size: int) -> bool:
-        """Whether the log (open at ``fd``, ``size`` bytes) still holds the line the mark
+    def matches(self, mark: Mark, log: ReadAt, size: int) -> bool:
+        """Whether the log (``size`` bytes) still holds the line the mark
         names where it names it, as written or redacted since."""
         if mark.log_offset > size or mark.line_start >= mark.log_offset:
             return False
-        line = os.pread(fd, mark.log_offset - mark.line_start, mark.line_start)
+        line = log.pread(mark.log_offset - mark.line_start, mark.line_start)
         if not line.endswith(b"\n") or b"\n" in line[:-1]:
             return False
         if line_digest(line) == mark.line_hash:

@@ -41,6 +41,7 @@ from journal.gcpause import gc_paused
 from journal.history import History
 from journal.ids import random_event_id
 from journal.log import START, Cursor, Durability, FileLog, LogBackend, LogSource, TornTail
+from journal.log.segments import DEFAULT_SEGMENT_BYTES
 from journal.operations import Operations
 from journal.pending import InGroup as _InGroup
 from journal.pending import Pending as _Pending
@@ -72,6 +73,7 @@ class JournalOptions(TypedDict, total=False):
     batch_interval_ms: float
     id_window: int
     new_id: Callable[[], str] | None
+    segment_bytes: int
 
 
 class Journal(Operations, Forgetting, History, Checkpointing):
@@ -89,11 +91,14 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         batch_interval_ms: float = 50,
         id_window: int = DEFAULT_ID_WINDOW,
         new_id: Callable[[], str] | None = None,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._new_id = new_id or random_event_id
         if isinstance(path, (str, os.PathLike)):
-            self._log: LogBackend = FileLog(os.fspath(path), durability, batch_interval_ms / 1000)
+            self._log: LogBackend = FileLog(
+                os.fspath(path), durability, batch_interval_ms / 1000, segment_bytes
+            )
         else:  # a log of another kind, opened with its own durability settings
             self._log = path
         self.path = self._log.name
@@ -132,7 +137,8 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         ``clock`` (timezone-aware datetimes) and ``new_id`` (canonical UUID strings for
         events and sessions given none) can be injected for tests and reproducible logs;
         ``batch_interval_ms`` is the fsync interval of the ``batch`` mode; ``id_window``
-        how many recent event ids answer retries.
+        how many recent event ids answer retries; ``segment_bytes`` the size at which a
+        log file is sealed into a segment and a new one started (``journal.log.segments``).
         """
         return cls(path, durability, **options)
 

@@ -47,6 +47,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
         stats = json.loads(out.stdout)
         assert stats["lost"] == 0 and stats["duplicated"] == 0 and stats["seq_gapless"] == 1
         assert stats["started_from_checkpoint"] == 1 and stats["checkpoint_agrees"] == 1
+        assert stats["segments"] > 0 and stats["segments_consistent"] == 1
         assert stats["acknowledged"] > 26
         # every quarantine file comes from a repair, none was overwritten
         assert stats["quarantine_files"] == stats["repairs"]

@@ -615,6 +615,7 @@ def test_the_start_of_the_last_lines_is_found_reading_backwards(
     tmp_path_factory: pytest.TempPathFactory, lines: list[bytes], head: int, want: int, chunk: int
 ) -> None:
     from journal.log import file_backend
+    from journal.log.segments import LogView
 
     data = b"x" * head + b"".join(line + b"\n" for line in lines)
     path = tmp_path_factory.mktemp("tail") / "f"
@@ -625,11 +626,11 @@ def test_the_start_of_the_last_lines_is_found_reading_backwards(
     expected = starts[max(0, len(lines) - want)]
     old = file_backend._BACK_CHUNK
     file_backend._BACK_CHUNK = chunk
-    fd = os.open(path, os.O_RDONLY)
+    view = LogView(str(path))
     try:
-        assert file_backend.last_lines_start(fd, head, len(data), want) == expected
+        assert file_backend.last_lines_start(view, head, len(data), want) == expected
     finally:
-        os.close(fd)
+        view.close()
         file_backend._BACK_CHUNK = old
 
 

@@ -94,6 +94,35 @@ class FileHarness:
         return b"".join(p.read_bytes() for p in sorted(self.path.parent.glob("*.torn-*")))
 
 
+class SegmentedHarness(FileHarness):
+    """A file log sealed into a segment every few records: cursors and positions run on
+    across files, and damage is done to whichever file holds the record."""
+
+    def open(self) -> LogBackend:
+        return FileLog(str(self.path), "none", segment_bytes=SMALL_SEGMENT)
+
+    def _files(self) -> list[Path]:
+        segments = sorted(self.path.parent.glob(f"{self.path.name}.segments/*.jsonl"))
+        return [*segments, self.path]
+
+    def flip_a_byte_of(self, index: int) -> None:
+        for file in self._files():
+            lines = file.read_bytes().splitlines(keepends=True)
+            if index < len(lines):
+                line = bytearray(lines[index])
+                line[len(line) // 3] ^= 0x01
+                lines[index] = bytes(line)
+                with open(file, "r+b") as f:  # in place: a sealed file keeps its name
+                    f.write(b"".join(lines))
+                return
+            index -= len(lines)
+        raise IndexError(index)
+
+
+# Small enough that the contract's logs span several segments.
+SMALL_SEGMENT = 700
+
+
 class MemoryHarness:
     def __init__(self) -> None:
         self.store = MemoryStore("test-memory")
@@ -120,13 +149,15 @@ class MemoryHarness:
         return b"".join(b"".join(lines) for lines in self.store.quarantined.values())
 
 
-HARNESSES = ["file", "memory"]
+HARNESSES = ["file", "segmented", "memory"]
 
 
 @pytest.fixture(params=HARNESSES)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     if request.param == "file":
         return FileHarness(tmp_path / "log.jsonl")
+    if request.param == "segmented":
+        return SegmentedHarness(tmp_path / "log.jsonl")
     return MemoryHarness()
 
 

@@ -7,7 +7,9 @@ event id), and at the end checks that every acknowledged message is in the log e
 once, that positions and seqs are gapless, and that each restart repaired what it found.
 The child writes the writer's state checkpoint every few records, so kills also land
 while one is written; at the end, the state a writer takes from the checkpoint must be
-the one the log alone gives.
+the one the log alone gives. The log is sealed into a segment every few megabytes, so
+kills land during rotations too: at the end every segment must hold exactly the
+positions its manifest says, and no file may be left over from a rotation.
 
     python tools/crash_writer.py --kills 500            # prints "500 kills, … 0 lost, 0 duplicated"
     python tools/crash_writer.py --kills 25 --json      # for the test suite
@@ -48,6 +50,10 @@ def message_id(i: int) -> str:
 CHECKPOINT_EVERY = 7
 
 
+# The log is sealed into a segment at this size: every few of the big messages.
+SEGMENT_BYTES = 3 << 20
+
+
 def checkpoint_often() -> None:
     import journal.checkpointing
 
@@ -58,7 +64,7 @@ def child(log: str, start: int, durability: str) -> None:
     from journal import Journal
 
     checkpoint_often()
-    with Journal.open(log, durability=durability) as j:  # type: ignore[arg-type]
+    with Journal.open(log, durability=durability, segment_bytes=SEGMENT_BYTES) as j:  # type: ignore[arg-type]
         j.create_session(
             "crash-model", session_id=SESSION, event_id=str(uuid.uuid5(NAMESPACE, "session"))
         )
@@ -81,7 +87,7 @@ def child_async(log: str, start: int, durability: str, tasks: int) -> None:
     checkpoint_often()
 
     async def main() -> None:
-        async with AsyncJournal.open(log, durability) as j:  # type: ignore[arg-type]
+        async with AsyncJournal.open(log, durability, segment_bytes=SEGMENT_BYTES) as j:  # type: ignore[arg-type]
             await j.create_session(
                 "crash-model", session_id=SESSION, event_id=str(uuid.uuid5(NAMESPACE, "session"))
             )
@@ -106,6 +112,7 @@ def child_async(log: str, start: int, durability: str, tasks: int) -> None:
 def run(kills: int, workdir: Path, seed: int, durability: str, tasks: int = 0) -> dict[str, int]:
     from journal import read_log
     from journal.events import MessageAppended
+    from journal.log.segments import load_manifest
 
     logging.getLogger("journal").setLevel(logging.ERROR)  # one warning per repair otherwise
     rng = random.Random(seed)
@@ -153,7 +160,7 @@ def run(kills: int, workdir: Path, seed: int, durability: str, tasks: int = 0) -
     # a last, clean writer must open, repair and append
     from journal import Journal
 
-    with Journal.open(log) as j:
+    with Journal.open(log, segment_bytes=SEGMENT_BYTES) as j:
         repairs += len(j.repairs)
         j.append_message(SESSION, "user", "after the last kill")
         from_checkpoint = (j.last_pos, j.last_seq(SESSION), j._state.store is not None)
@@ -180,7 +187,31 @@ def run(kills: int, workdir: Path, seed: int, durability: str, tasks: int = 0) -
         "quarantine_files": len(list(workdir.glob("crash.jsonl.torn-*"))),
         "started_from_checkpoint": int(from_checkpoint[2]),
         "checkpoint_agrees": int(checkpoint_agrees),
+        "segments": len(load_manifest(str(log)).segments),
+        "segments_consistent": int(segments_consistent(log)),
     }
+
+
+def segments_consistent(log: Path) -> bool:
+    """Each sealed segment holds the positions its manifest lists, and nothing else of a
+    rotation is left: no unlisted segment file, no second name, no prepared next file."""
+    from journal.log.segments import load_manifest, segment_path, segments_dir
+
+    manifest = load_manifest(str(log))
+    for segment in manifest.segments:
+        with open(segment_path(str(log), segment), "rb") as f:
+            positions = [json.loads(line)["pos"] for line in f]
+        if positions != list(range(segment.first_pos, segment.last_pos + 1)):
+            return False
+    directory = segments_dir(str(log))
+    files = (
+        {n for n in os.listdir(directory) if n.endswith(".jsonl")} if manifest.segments else set()
+    )
+    return (
+        files == {s.name for s in manifest.segments}
+        and log.stat().st_nlink == 1
+        and not os.path.exists(f"{log}.next")
+    )
 
 
 def main() -> None:
@@ -214,13 +245,16 @@ def main() -> None:
             f"{stats['kills']} kills, {stats['acknowledged']} acknowledged, "
             f"{stats['lost']} lost, {stats['duplicated']} duplicated, "
             f"{stats['repairs']} torn tails repaired, seqs gapless: {bool(stats['seq_gapless'])}, "
-            f"checkpoint agrees with the log: {bool(stats['checkpoint_agrees'])} (seed {seed})"
+            f"checkpoint agrees with the log: {bool(stats['checkpoint_agrees'])}, "
+            f"{stats['segments']} segments, consistent: {bool(stats['segments_consistent'])} "
+            f"(seed {seed})"
         )
     ok = (
         stats["lost"] == 0
         and stats["duplicated"] == 0
         and stats["seq_gapless"]
         and stats["checkpoint_agrees"]
+        and stats["segments_consistent"]
     )
     sys.exit(0 if ok else 1)
 

@@ -70,6 +70,10 @@ class LogFile:
         # Which file this handle writes: an open file keeps its inode, so a path that
         # shows these again still names it.
         self.identity = (opened.st_ino, opened.st_dev)
+        self.base = 0  # where the file starts in the whole log (sealed segments before it)
+        # Files this handle wrote before they were sealed: kept open until it closes, as
+        # an fsync in flight on another thread may still use one.
+        self._retired: list[int] = []
         self._lock = threading.RLock()
         self._lock_depth = 0
         self._flock_held = False
@@ -197,7 +201,7 @@ class LogFile:
         at = after
         # Where the log ends is known without asking the file system while this process
         # has held the lock since it last looked (``end_seen``).
-        if self._end_seen != (self.lock_epoch, at) and os.fstat(self.fd).st_size != at:
+        if self._end_seen != (self.lock_epoch, at) and self.base + os.fstat(self.fd).st_size != at:
             raise AppendConflict(
                 f"{self.path}: the log no longer ends at byte offset {at}, where this writer "
                 "read it to; nothing was written",
@@ -210,7 +214,7 @@ class LogFile:
                 view = view[written:]
         except OSError as exc:
             try:
-                os.ftruncate(self.fd, at)
+                os.ftruncate(self.fd, at - self.base)
             except OSError as trunc_exc:  # pragma: no cover - needs a failing truncate
                 raise LogWriteError(
                     f"{self.path}: write failed ({exc.strerror}) and cutting the partial "
@@ -292,7 +296,7 @@ class LogFile:
         """Cut the log at ``offset``, durably (a torn tail, once ``journal.repair`` copied it)."""
         self._end_seen = None
         try:
-            os.ftruncate(self.fd, offset)
+            os.ftruncate(self.fd, offset - self.base)
             os.fsync(self.fd)
         except OSError as exc:
             with self._cond:
@@ -337,4 +341,5 @@ class LogFile:
             finally:
                 self._closed = True
                 self._cond.notify_all()
-                os.close(self.fd)
+                for fd in (*self._retired, self.fd):
+                    os.close(fd)

@@ -20,6 +20,7 @@ import msgspec
 import journal.events as ev
 from journal.errors import CorruptLog, LogError
 from journal.log.files import FILE_MODE, fsync_directory
+from journal.log.segments import LogView
 
 _CHUNK: Final = 1 << 22
 _Header = dict[str, int | None]  # a redaction note's first line
@@ -51,39 +52,34 @@ def positions_in(ranges: Iterable[tuple[int, int]]) -> Iterator[int]:
 _SESSION_FIELD: Final = re.compile(rb'"session_id":"([^"\\]*)"')
 
 
-def find_records(path: str, session_ids: Collection[str], end: int) -> dict[str, list[int]]:
-    """The positions of every record of each session in the first ``end`` bytes of a log
-    file, ascending: the file is searched for the sessions' id fields (at the speed of a
-    byte search, not of decoding), and each line found is decoded to confirm it."""
+def find_records(log: LogView, session_ids: Collection[str], end: int) -> dict[str, list[int]]:
+    """The positions of every record of each session in the first ``end`` bytes of a log,
+    ascending: the log is searched for the sessions' id fields (at the speed of a byte
+    search, not of decoding), and each line found is decoded to confirm it."""
     wanted = {ev.encode_json(sid)[1:-1]: sid for sid in session_ids}
     found: dict[str, list[int]] = {sid: [] for sid in session_ids}
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        line, offset = 1, 0  # the line number at byte ``offset``, a line's start
-        while offset < end:
-            chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
-            whole = chunk.rfind(b"\n") + 1  # search whole lines only
-            if not whole:
-                break  # no newline in the rest: no whole record
-            counted = 0
-            for at, session_id in _fields(chunk, whole, wanted):
-                line += chunk.count(b"\n", counted, at)
-                counted = at
-                start = chunk.rfind(b"\n", 0, counted) + 1
-                try:
-                    event = ev.decode_line(chunk[start : chunk.index(b"\n", counted)])
-                except ev.LineError as exc:
-                    raise CorruptLog(
-                        exc.reason, path=path, line=line, offset=offset + start
-                    ) from None
-                # The same bytes in a message's metadata are no session field.
-                if getattr(event, "session_id", None) == session_id and event.pos == line:
-                    found[session_id].append(line)
-            line += chunk.count(b"\n", counted, whole)
-            offset += whole
-        return found
-    finally:
-        os.close(fd)
+    path = log.path
+    line, offset = 1, 0  # the line number at byte ``offset``, a line's start
+    while offset < end:
+        chunk = log.pread(min(_CHUNK, end - offset), offset)
+        whole = chunk.rfind(b"\n") + 1  # search whole lines only
+        if not whole:
+            break  # no newline in the rest: no whole record
+        counted = 0
+        for at, session_id in _fields(chunk, whole, wanted):
+            line += chunk.count(b"\n", counted, at)
+            counted = at
+            start = chunk.rfind(b"\n", 0, counted) + 1
+            try:
+                event = ev.decode_line(chunk[start : chunk.index(b"\n", counted)])
+            except ev.LineError as exc:
+                raise CorruptLog(exc.reason, path=path, line=line, offset=offset + start) from None
+            # The same bytes in a message's metadata are no session field.
+            if getattr(event, "session_id", None) == session_id and event.pos == line:
+                found[session_id].append(line)
+        line += chunk.count(b"\n", counted, whole)
+        offset += whole
+    return found
 
 
 # Up to this many sessions, each id field is searched for on its own (a byte search);
@@ -109,7 +105,7 @@ def _fields(chunk: bytes, whole: int, wanted: dict[bytes, str]) -> list[tuple[in
     return sorted(found)
 
 
-def _line_starts(fd: int, wanted: list[int], end: int) -> dict[int, int]:
+def _line_starts(fd: LogView, wanted: list[int], end: int) -> dict[int, int]:
     """The byte offsets where lines ``wanted`` (1-based numbers, ascending) start."""
     found: dict[int, int] = {}
     targets = iter(wanted)
@@ -117,7 +113,7 @@ def _line_starts(fd: int, wanted: list[int], end: int) -> dict[int, int]:
     line, line_start = 1, 0  # the next line to reach, and where it starts
     offset = 0
     while target is not None and offset < end:
-        chunk = os.pread(fd, min(_CHUNK, end - offset), offset)
+        chunk = fd.pread(min(_CHUNK, end - offset), offset)
         if not chunk:
             break
         newlines = chunk.count(b"\n")
@@ -149,11 +145,8 @@ def plan_redaction(
     A writer stopped anywhere after this leaves the note, which ``complete_redaction``
     carries out if the forgettings were appended, and drops if they were not.
     """
-    fd = _open_to_overwrite(path, identity)
-    try:
+    with _open_to_overwrite(path, identity) as fd:
         _write_note(path, {"end": end, "records": records}, _changes(fd, path, positions, end))
-    finally:
-        os.close(fd)
 
 
 def redact_in_place(path: str, identity: tuple[int, int], positions: list[int], end: int) -> int:
@@ -168,15 +161,12 @@ def redact_in_place(path: str, identity: tuple[int, int], positions: list[int], 
     finish the overwrite before anyone reads the log.
     """
     if not os.path.exists(_note_path(path)):
-        fd = _open_to_overwrite(path, identity)
-        try:
+        with _open_to_overwrite(path, identity) as fd:
             _write_note(path, {"end": None}, _changes(fd, path, positions, end))
-        finally:
-            os.close(fd)
     return complete_redaction(path, identity)
 
 
-def _changes(fd: int, path: str, positions: list[int], end: int) -> list[tuple[int, bytes]]:
+def _changes(fd: LogView, path: str, positions: list[int], end: int) -> list[tuple[int, bytes]]:
     """(offset, redaction) of each record at ``positions`` that is not redacted yet, the
     last position first."""
     starts = _line_starts(fd, positions, end)
@@ -192,12 +182,13 @@ def _changes(fd: int, path: str, positions: list[int], end: int) -> list[tuple[i
     return changes
 
 
-def _open_to_overwrite(path: str, identity: tuple[int, int]) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)  # no O_APPEND: pwrite
-    if (os.fstat(fd).st_ino, os.fstat(fd).st_dev) != identity:
-        os.close(fd)
+def _open_to_overwrite(path: str, identity: tuple[int, int]) -> LogView:
+    view = LogView(path, writable=True)  # no O_APPEND: pwrite
+    active = view.active_fd
+    if active is None or (os.fstat(active).st_ino, os.fstat(active).st_dev) != identity:
+        view.close()
         raise LogError(f"{path}: the log was replaced while open", path=path)
-    return fd
+    return view
 
 
 def _redaction(path: str, line: bytes, pos: int, start: int) -> bytes:
@@ -248,23 +239,20 @@ def complete_redaction(path: str, identity: tuple[int, int]) -> int:
             header, _, body = f.read().partition(b"\n")
     except FileNotFoundError:
         return 0
-    fd = _open_to_overwrite(path, identity)
     changed = 0
-    try:
+    with _open_to_overwrite(path, identity) as fd:
         if _recorded(fd, header):
             for start, new in filter(None, map(_noted, body.splitlines(keepends=True))):
                 if _fits(fd, start, new):
-                    os.pwrite(fd, new, start)
+                    fd.pwrite(new, start)
                     changed += 1
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+            fd.fsync()  # and seals again the segments it changed
     os.unlink(note)
     fsync_directory(os.path.dirname(os.path.abspath(path)))
     return changed
 
 
-def _recorded(fd: int, header: bytes) -> bool:
+def _recorded(fd: LogView, header: bytes) -> bool:
     """Whether the forgettings a note waits for are in the log (or it waits for none)."""
     try:
         fields = msgspec.json.decode(header, type=_Header)
@@ -281,11 +269,11 @@ def _recorded(fd: int, header: bytes) -> bool:
     return len(found) == records and all(isinstance(e, ev.SessionForgotten) for e in found)
 
 
-def _lines_at(fd: int, offset: int, count: int) -> list[bytes]:
+def _lines_at(fd: LogView, offset: int, count: int) -> list[bytes]:
     """Up to ``count`` whole lines from ``offset`` on, without their newlines."""
     data = b""
     while data.count(b"\n") < count:
-        chunk = os.pread(fd, _CHUNK, offset + len(data))
+        chunk = fd.pread(_CHUNK, offset + len(data))
         if not chunk:
             break
         data += chunk
@@ -304,9 +292,9 @@ def _noted(entry: bytes) -> tuple[int, bytes] | None:
     return (int(head), new) if isinstance(redacted, ev.Redacted) else None
 
 
-def _fits(fd: int, start: int, new: bytes) -> bool:
+def _fits(fd: LogView, start: int, new: bytes) -> bool:
     """Whether ``new`` may overwrite the bytes at ``start`` (see ``complete_redaction``)."""
-    there = os.pread(fd, len(new), start)
+    there = fd.pread(len(new), start)
     if len(there) != len(new) or not there.endswith(b"\n") or b"\n" in there[:-1]:
         return False
     try:
@@ -315,12 +303,12 @@ def _fits(fd: int, start: int, new: bytes) -> bool:
         return True  # half overwritten by the interrupted pass
 
 
-def _read_line(fd: int, start: int, end: int) -> bytes:
+def _read_line(fd: LogView, start: int, end: int) -> bytes:
     """The whole line that starts at ``start``, newline included."""
     parts: list[bytes] = []
     at = start
     while at < end:
-        chunk = os.pread(fd, min(1 << 16, end - at), at)
+        chunk = fd.pread(min(1 << 16, end - at), at)
         nl = chunk.find(b"\n")
         if nl >= 0:
             parts.append(chunk[: nl + 1])

@@ -31,10 +31,28 @@ def check_regular_file(path: str, st: os.stat_result) -> None:
     """Refuse anything but a plain file with a single name (symlink checked by the caller)."""
     if not stat.S_ISREG(st.st_mode):
         raise UnsafeLogPath(f"{path}: not a regular file", path=path)
-    if st.st_nlink > 1:
+    if st.st_nlink > 1 and not (st.st_nlink == 2 and _being_sealed(path, st)):
         raise UnsafeLogPath(
             f"{path}: has {st.st_nlink} hard links; a log must have exactly one name", path=path
         )
+
+
+def _being_sealed(path: str, st: os.stat_result) -> bool:
+    """Whether the file's other name is in its segments directory: a rotation a crash
+    interrupted (``journal.log.segments``), which the next writer settles."""
+    directory = f"{path}.segments"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            other = os.stat(os.path.join(directory, name))
+        except OSError:
+            continue
+        if (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
+            return True
+    return False
 
 
 def open_log_for_append(path: str) -> tuple[int, os.stat_result]:

@@ -22,9 +22,9 @@ or whole group, the rest of the file is
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from typing import BinaryIO, Final, Generic, TypeVar
+from contextlib import closing
+from typing import Final, Generic, TypeVar
 
 import msgspec
 from msgspec import UNSET
@@ -47,9 +47,7 @@ from journal.events import (
 )
 from journal.log.backend import Cursor, Run, TornTail, ends_from_sizes
 from journal.log.fastpath import _FAST_CHUNK, _fast_run
-
-_READ_BUFFER: Final = 1 << 20
-
+from journal.log.segments import LogView
 
 E = TypeVar("E", bound=Event)
 
@@ -65,15 +63,17 @@ class _Reader(Generic[E]):
         self.end = start
         self.last_pos = start_pos
         self.torn: TornTail | None = None
+        self._base = 0  # where the active file starts (sealed segments before it)
 
     def __iter__(self) -> Iterator[tuple[E, int]]:
-        try:
-            f = open(self.path, "rb", buffering=_READ_BUFFER)  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            return
-        with f:
-            f.seek(self.start)
-            yield from self._records(f)
+        with LogView(self.path) as view, closing(view.lines(self.start)) as lines:
+            self._base = view.base
+            try:
+                yield from self._records(lines)
+            except CorruptLog as exc:
+                if exc.offset < view.base:
+                    raise exc.in_file(*view.where(exc.offset)) from None
+                raise
 
     def runs(self) -> Iterator[Run[E]]:
         """Like iterating, but in runs (``Run``: events, offsets before and after).
@@ -94,18 +94,15 @@ class _Reader(Generic[E]):
     def _batches(self) -> Iterator[tuple[list[E], int, list[bytes]]]:
         """``(events, offset of the first, their lines without the newline)``; ``lines`` is
         empty for a run read line by line (a single event)."""
-        try:
-            f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            return
         offset = self.start
-        with f:
+        with LogView(self.path) as view:
+            self._base = view.base
             pos = self.last_pos
             size = _FAST_CHUNK
             while True:
                 # Read from the first unused byte each time, rather than joining a carried
                 # partial line to the next chunk: that join would copy every chunk.
-                block = os.pread(f.fileno(), size, offset)
+                block = view.pread(size, offset)
                 cut = block.rfind(b"\n") + 1
                 if not cut:
                     if len(block) < size:
@@ -135,7 +132,7 @@ class _Reader(Generic[E]):
             yield [event], offset, []
             offset = end
 
-    def _records(self, f: BinaryIO) -> Iterator[tuple[E, int]]:
+    def _records(self, f: Iterator[bytes]) -> Iterator[tuple[E, int]]:
         offset = self.start
         pos = self.last_pos
         group: list[tuple[E, int]] = []
@@ -202,13 +199,21 @@ class _Reader(Generic[E]):
             )
 
     def _tear(self, start: int, end: int, line: int, reason: str) -> None:
+        if start < self._base:  # only the active file can have been cut by a crash
+            raise CorruptLog(
+                f"a sealed segment ends inside a record ({reason})",
+                path=self.path,
+                line=line,
+                offset=start,
+                why="a segment is sealed only after its last record was written whole",
+            )
         if start == 0:
             _check_starts_as_a_log(self.path)
         self.torn = TornTail(offset=start, length=end - start, line=line, reason=reason)
 
     def _bad_line(
         self,
-        f: BinaryIO,
+        f: Iterator[bytes],
         line: bytes,
         exc: LineError,
         line_start: int,

@@ -18,6 +18,7 @@ from typing import Final
 from journal.errors import CorruptLog
 from journal.events import AnyEvent
 from journal.log import LogReader, TornTail
+from journal.log.segments import broken_seals, log_size
 from projector.checks.findings import Findings
 from projector.checks.idcheck import IdCheck
 from projector.checks.logfold import ForgetCheck, LogTally
@@ -48,7 +49,7 @@ class LogRuns:
         self.torn: TornTail | None = None
 
     def __iter__(self) -> Iterator[list[AnyEvent]]:
-        total = os.path.getsize(self.log) if os.path.exists(self.log) else 0
+        total = log_size(self.log)
         next_report = 0
         offset, pos = 0, 0
         stretch: list[CorruptLog] = []  # bad lines one after the other, reported as one
@@ -136,6 +137,13 @@ def check_log_end(
     for first, last in forgets.unlisted():
         span = f"pos {first}" if first == last else f"pos {first}-{last}"
         found.add("forgetting", f"{span} is redacted, but no forgetting lists it", line=first)
+    for segment, how in broken_seals(log):
+        found.add(
+            "log",
+            f"sealed segment {segment.name} (pos {segment.first_pos}-{segment.last_pos}) {how}",
+            line=segment.first_pos,
+            offset=segment.start,
+        )
     if torn is not None:
         torn = _torn_once_writers_are_done(log, torn)
     if torn is not None:

@@ -15,6 +15,8 @@ from typing import Final
 import click
 import msgspec
 
+from journal.log.segments import log_size
+
 
 class Paths(msgspec.Struct):
     """The global --log and --db options."""
@@ -129,7 +131,7 @@ def note_if_stale(conn: sqlite3.Connection, paths: Paths) -> None:
     try:
         cp = read_checkpoint(conn)
         check_checkpoint(paths.log, cp)
-        behind = os.path.getsize(paths.log) > cp.log_offset
+        behind = log_size(paths.log) > cp.log_offset
     except CheckpointMismatch:
         click.echo(
             f"note: {paths.db} was not projected from {paths.log} as it is now "

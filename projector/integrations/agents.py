@@ -53,6 +53,7 @@ from journal.errors import InvalidValue, JournalClosed, LogError, UnknownSession
 from journal.events import MessageAppended, MessagesTruncated
 from journal.integrations.capture import session_id_for
 from journal.log import DURABILITY_MODES, START, Cursor, Durability, LogReader
+from journal.log.segments import log_size
 from journal.validation import check_model_id
 from journal.writer import Journal
 from projector.integrations.agent_items import item_arguments, message_json
@@ -370,12 +371,8 @@ class JournalSession:
 
     def _current(self) -> list[_Entry]:
         """The items, after folding in what other writers added since the last read: a
-        stat, not a read, when the log has not grown."""
-        try:
-            grown = os.stat(self.log_path).st_size != self._cursor
-        except FileNotFoundError:
-            grown = False
-        if grown:
+        look at the log's size, not a read, when it has not grown."""
+        if log_size(self.log_path) != self._cursor:
             self._read_on()
         return list(self._entries)
 

@@ -18,6 +18,7 @@ from msgspec import UNSET
 
 from journal.events import AnyEvent, line_digest
 from journal.log import LogReader, Run
+from journal.log.segments import LogView, log_size
 from projector.db import Checkpoint, write_checkpoint
 from projector.sync.bulk import Loader
 from projector.sync.reading import Until, read_bytes
@@ -65,7 +66,7 @@ def bulk_load(
     constraint refuses.
     """
     path = os.fspath(log_path)
-    total = os.path.getsize(path) if os.path.exists(path) else 0
+    total = log_size(path)
     deferred = _deferred_objects(conn)
     conn.execute("PRAGMA foreign_keys = OFF")
     conn.execute("BEGIN IMMEDIATE")
@@ -153,11 +154,8 @@ def _last_line(run: Run[AnyEvent]) -> tuple[AnyEvent, int, int]:
 
 def _checkpoint_after(path: str, event: AnyEvent, line_start: int, line_end: int) -> Checkpoint:
     """The checkpoint of the line that holds ``event``: where it ends, and its hash."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        data = read_bytes(fd, line_start, line_end)
-    finally:
-        os.close(fd)
+    with LogView(path) as log:
+        data = read_bytes(log, line_start, line_end)
     return Checkpoint(line_end, event.pos, line_start, line_digest(data))
 
 

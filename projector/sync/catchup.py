@@ -25,6 +25,7 @@ from typing import Final
 from journal.errors import CorruptLog
 from journal.events import AnyEvent, line_digest
 from journal.log import LogReader, TornTail
+from journal.log.segments import LogView
 from projector.db import (
     Checkpoint,
     read_checkpoint,
@@ -76,29 +77,28 @@ def check_checkpoint(log_path: str, cp: Checkpoint) -> None:
     """Raise CheckpointMismatch unless the line the checkpoint covers is still in the log."""
     if cp.log_offset == 0:
         return
-    fd = _open_log(log_path, cp)
-    assert fd is not None  # the checkpoint covers a line: a missing log raised
-    try:
-        _check_checkpoint_at(fd, os.fstat(fd).st_size, log_path, cp)
-    finally:
-        os.close(fd)
+    view = _open_log(log_path, cp)
+    assert view is not None  # the checkpoint covers a line: a missing log raised
+    with view:
+        _check_checkpoint_at(view, view.size(), log_path, cp)
 
 
-def _open_log(log_path: str, cp: Checkpoint) -> int | None:
+def _open_log(log_path: str, cp: Checkpoint) -> LogView | None:
     """The log opened for reading; None if it does not exist and ``cp`` covers nothing
     (CheckpointMismatch if it does)."""
-    try:
-        return os.open(log_path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        if cp.log_offset == 0:
-            return None
-        raise CheckpointMismatch(
-            "the log does not exist", path=log_path, offset=cp.log_offset, pos=cp.log_pos
-        ) from None
+    view = LogView(log_path)
+    if view.active_fd is not None or view.manifest.segments:
+        return view
+    view.close()
+    if cp.log_offset == 0:
+        return None
+    raise CheckpointMismatch(
+        "the log does not exist", path=log_path, offset=cp.log_offset, pos=cp.log_pos
+    )
 
 
-def _check_checkpoint_at(fd: int, size: int, log_path: str, cp: Checkpoint) -> None:
-    """``check_checkpoint`` on the log open as ``fd``, ``size`` bytes long."""
+def _check_checkpoint_at(fd: LogView, size: int, log_path: str, cp: Checkpoint) -> None:
+    """``check_checkpoint`` on the open log, ``size`` bytes long."""
     if cp.log_offset == 0:
         return
     if size < cp.log_offset:
@@ -147,10 +147,10 @@ def catch_up(
     if fd is None:
         return CatchUpResult(0, cp.log_pos, cp.log_offset, None, 0)
     try:
-        size = os.fstat(fd).st_size
+        size = fd.size()
         _check_checkpoint_at(fd, size, path, cp)
     except BaseException:
-        os.close(fd)
+        fd.close()
         raise
     batch: _Batch
     if bulk and observer is None and size - cp.log_offset >= BULK_MIN_BYTES:
@@ -175,7 +175,7 @@ def catch_up(
                 batch = _Batch.resume(batch, moved)
     finally:
         batch.abort()
-        os.close(fd)
+        fd.close()
     scrubbed = scrub_database(conn)
     return CatchUpResult(
         batch.applied, batch.cp.log_pos, batch.cp.log_offset, torn, batch.quarantined, not scrubbed
@@ -223,7 +223,7 @@ class _Batch:
     def __init__(
         self,
         conn: sqlite3.Connection,
-        fd: int,
+        fd: LogView,
         cp: Checkpoint,
         progress: Progress | None,
         total: int,

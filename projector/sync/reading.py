@@ -10,8 +10,8 @@ yet).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -31,6 +31,7 @@ from journal.events import (
     parse_ts,
 )
 from journal.log import LogReader
+from journal.log.segments import LogView, ReadAt
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,13 +131,13 @@ _FORGETTING_TAG: Final = b'"type":"session_forgotten"'
 _SCAN_BYTES: Final = 1 << 20
 
 
-def forgettings_after(fd: int, start: int) -> list[tuple[int, int]]:
-    """The positions listed by the forgettings of the log open as ``fd`` after byte
+def forgettings_after(log: ReadAt, start: int) -> list[tuple[int, int]]:
+    """The positions listed by the forgettings of the open log after byte
     ``start`` (a line's start), as ascending ranges; lines that are not whole records are
     passed over."""
     ranges: list[tuple[int, int]] = []
     offset, carry = start, b""
-    while chunk := os.pread(fd, _SCAN_BYTES, offset):
+    while chunk := log.pread(_SCAN_BYTES, offset):
         offset += len(chunk)
         data = carry + chunk
         cut = data.rfind(b"\n") + 1
@@ -154,11 +155,11 @@ def forgettings_after(fd: int, start: int) -> list[tuple[int, int]]:
     return sorted(ranges)
 
 
-def read_bytes(fd: int, start: int, end: int) -> bytes:
-    """The bytes ``[start, end)`` of an open file."""
+def read_bytes(log: ReadAt, start: int, end: int) -> bytes:
+    """The bytes ``[start, end)`` of an open log."""
     chunks: list[bytes] = []
     while start < end:
-        chunk = os.pread(fd, end - start, start)
+        chunk = log.pread(end - start, start)
         if not chunk:
             break
         chunks.append(chunk)
@@ -184,12 +185,11 @@ def skip_bad_lines(path: str, reader: LogReader, exc: CorruptLog) -> Skipped:
     the bad line (group members read before it included: they can never form a whole
     group). The next valid line decides which pos reading resumes with."""
     start = reader.end
-    with open(path, "rb") as f:
-        f.seek(exc.offset)
-        bad = f.readline()
+    with LogView(path) as log, closing(log.lines(exc.offset)) as lines:
+        bad = next(lines, b"")
         end = exc.offset + len(bad)
         next_pos = reader.last_pos
-        nxt = f.readline()
+        nxt = next(lines, b"")
         if nxt.endswith(b"\n"):
             try:
                 following = decode_line(nxt[:-1])
@@ -199,8 +199,7 @@ def skip_bad_lines(path: str, reader: LogReader, exc: CorruptLog) -> Skipped:
                 # A pos the reader will accept next; if the following line repeats an old
                 # pos it is itself reported and skipped next time round.
                 next_pos = max(reader.last_pos, following.pos - 1)
-        f.seek(start)
-        data = f.read(end - start)
+        data = read_bytes(log, start, end)
     return Skipped(
         start=start,
         end=end,

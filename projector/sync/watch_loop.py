@@ -31,6 +31,7 @@ from watchdog.observers.api import BaseObserver
 from journal.errors import CorruptLog
 from journal.events import AnyEvent, ts_seconds
 from journal.log import TornTail
+from journal.log.segments import LogView
 from projector.db import connect
 from projector.errors import CheckpointMismatch
 from projector.sync.catchup import CatchUpResult, catch_up
@@ -127,10 +128,10 @@ def _signature(log_path: str) -> Signature | None:
 def _count_records(log_path: str, offset: int) -> int:
     """Whole lines after ``offset``: the events the projection is still behind by."""
     count = 0
-    with contextlib.suppress(OSError), open(log_path, "rb") as f:
-        f.seek(offset)
-        while chunk := f.read(_SCAN_CHUNK):
+    with contextlib.suppress(OSError), LogView(log_path) as log:
+        while chunk := log.pread(_SCAN_CHUNK, offset):
             count += chunk.count(b"\n")
+            offset += len(chunk)
     return count
 
 
