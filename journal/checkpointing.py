@@ -8,7 +8,8 @@ as it always was, and the checkpoint written afresh.
 
 The checkpoint is written under the log's lock, with the state caught up to the end of
 the log: when the writer closes, and when enough has changed since the last one (then the
-sessions that ended are let go from memory: the checkpoint holds them). Another process
+sessions that ended are let go from memory: the checkpoint holds them). A log under
+``CHECKPOINT_MIN_BYTES`` gets none until it grows past that: it is read whole. Another process
 may write one meanwhile: a writer whose state is behind a newer checkpoint starts again
 from it before it folds anything, so that no session is read from a checkpoint newer
 than the state that reads it.
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 from journal.errors import JournalError
 from journal.log import START, Cursor, FileLog, LogBackend
 from journal.log.file_backend import last_lines_start
+from journal.log.segments import log_size
 from journal.state import JournalState
 from journal.statefile import Mark, StateFile, mark_of
 
@@ -36,6 +38,9 @@ log = logging.getLogger("journal")
 # records were folded: what a writer holds beyond its open sessions stays about that size.
 SAVE_AFTER_SESSIONS: Final = 10_000
 SAVE_AFTER_RECORDS: Final = 200_000
+# Below this size a log is read whole (in milliseconds) rather than kept a checkpoint of:
+# writing one costs a SQLite transaction and its fsyncs at every open and close.
+CHECKPOINT_MIN_BYTES: Final = 4 << 20
 
 
 def open_statefile(path: str) -> StateFile:
@@ -68,11 +73,18 @@ class Checkpointing:
 
     _statefile: StateFile | None = None
     _saved_pos = 0  # the position of the checkpoint this state started from or wrote
+    _checkpoint_later = False  # none yet: the log is small; one is made once it grows
 
     def _open_statefile(self) -> None:
+        """Open the checkpoint, unless the log is too small to need one (then it is made
+        when the log has grown: ``_checkpoint_due``)."""
         if not isinstance(self._log, FileLog):
             return  # other backends keep no checkpoint (yet): their state is folded whole
         path = self._log.path + ".state"
+        if not os.path.exists(path) and log_size(self._log.path) < CHECKPOINT_MIN_BYTES:
+            self._checkpoint_later = True
+            return
+        self._checkpoint_later = False
         try:
             self._statefile = open_statefile(path)
         except (OSError, sqlite3.Error) as exc:  # a read-only directory, say: do without
@@ -96,14 +108,16 @@ class Checkpointing:
         state = JournalState(self._state.recent_ids.size, store=sf)
         state.sessions = sf.open_sessions()
         state.models = sf.models()
-        state.recent_ids.load(sf.recent_ids(mark.log_pos - state.recent_ids.size))
+        state.recent_ids.load(sf.recent_ids(mark.log_pos - state.recent_ids.size), sf.receipt_row)
         state.last_pos, state.last_ts = mark.log_pos, mark.last_ts
         self._state, self._end, self._saved_pos = state, Cursor(mark.log_offset), mark.log_pos
         return True
 
     def _checkpoint_due(self) -> bool:
         state = self._state
-        return self._statefile is not None and (
+        if self._statefile is None:
+            return self._checkpoint_later and self._end >= CHECKPOINT_MIN_BYTES
+        return (
             len(state.dirty) >= SAVE_AFTER_SESSIONS
             or state.last_pos - self._saved_pos >= SAVE_AFTER_RECORDS
             or bool(state.forgotten_ids)
@@ -112,10 +126,12 @@ class Checkpointing:
     def _save_checkpoint(self) -> None:
         """Write the checkpoint as of the state, caught up to the end (lock held), then let
         the sessions that ended go. A failure is only logged: the checkpoint is a cache."""
+        if self._statefile is None:  # the log has grown enough to need one
+            self._open_statefile()
         sf, state = self._statefile, self._state
-        assert isinstance(self._log, FileLog) and sf is not None
-        if self._end == START:
-            return  # an empty log: nothing to mark
+        assert isinstance(self._log, FileLog)
+        if sf is None or self._end == START:
+            return  # none can be made, or an empty log: nothing to mark
         afresh = state.store is None  # folded from the start: the file's rows are stale
         with self._log.view() as view:
             line_start = last_lines_start(view, START, self._end, 1)

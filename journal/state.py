@@ -13,7 +13,7 @@ state (and the projection) can store it in.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple, Protocol, assert_never
 
@@ -99,45 +99,68 @@ class SessionStore(Protocol):
     def created_at(self, pos: int) -> str | None: ...
 
 
+IdRow = tuple[str, str, int, str | None, int | None]  # event id, tag, pos, session, seq
+
+
 class IdWindow:
     """Receipts of recent event ids: at least the last ``size``, at most twice that.
 
     Two generations of plain dicts: when the young one fills up it becomes the old one and
     the previous old one is dropped, which costs O(1) per id, unlike evicting one by one.
+    A window started from a checkpoint holds, for the ids before it, only the set of them:
+    their receipts are looked up in the checkpoint when a retry names one (``stored``).
     """
 
     def __init__(self, size: int) -> None:
         self.size = max(size, 1)
         self._young: dict[str, tuple[str, Receipt]] = {}
         self._old: dict[str, tuple[str, Receipt]] = {}
+        self._stored: set[str] = set()
+        self._stored_row: Callable[[str], IdRow | None] | None = None
+        self._dropped: dict[str, int] = {}  # forgotten sessions: {id: pos of the forgetting}
 
     def get(self, event_id: str) -> tuple[str, Receipt] | None:
         """(tag, receipt) of the event with this id, if still remembered."""
         found = self._young.get(event_id)
-        return found if found is not None else self._old.get(event_id)
+        if found is None:
+            found = self._old.get(event_id)
+            if found is None and event_id in self._stored:
+                return self._from_store(event_id)
+        return found
+
+    def _from_store(self, event_id: str) -> tuple[str, Receipt] | None:
+        assert self._stored_row is not None
+        row = self._stored_row(event_id)
+        if row is None:
+            return None
+        eid, tag, pos, sid, seq = row
+        if sid is not None and pos < self._dropped.get(sid, 0):
+            return None  # its session was forgotten since the checkpoint
+        return tag, _new_receipt(Receipt, (pos, eid, sid, seq, False))
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self._young or event_id in self._old
+        return self.get(event_id) is not None
 
     def add(self, event_id: str, tag: str, receipt: Receipt) -> None:
         if len(self._young) >= self.size:
             self._old, self._young = self._young, {}
         self._young[event_id] = (tag, receipt)
 
+    def ids(self) -> set[str]:
+        """Every event id remembered."""
+        return self._young.keys() | self._old.keys() | self._stored
+
     def discard(self, event_id: str) -> None:
         self._young.pop(event_id, None)
         self._old.pop(event_id, None)
+        self._stored.discard(event_id)
 
-    def load(self, rows: Sequence[tuple[str, str, int, str | None, int | None]]) -> None:
-        """Fill an empty window with ``since``'s rows (at most ``size``: one generation)."""
-        assert not self._young and not self._old and len(rows) <= self.size
-        new = _new_receipt
-        self._young = {
-            eid: (tag, new(Receipt, (pos, eid, sid, seq, False)))
-            for eid, tag, pos, sid, seq in rows
-        }
+    def load(self, ids: set[str], row: Callable[[str], IdRow | None]) -> None:
+        """Start an empty window from a checkpoint's ids, whose receipts ``row`` looks up."""
+        assert not self._young and not self._old
+        self._stored, self._stored_row = ids, row
 
-    def since(self, pos: int) -> Iterator[tuple[str, str, int, str | None, int | None]]:
+    def since(self, pos: int) -> Iterator[IdRow]:
         """(event id, tag, pos, session id, seq) of each id remembered of a record after
         ``pos``, oldest generation first."""
         for generation in (self._old, self._young):
@@ -148,6 +171,7 @@ class IdWindow:
     def drop_sessions(self, forgotten: dict[str, int]) -> None:
         """Drop the receipts of forgotten sessions' events: ``{session id: pos of its
         forgetting}`` (a later session that reuses the id keeps its own)."""
+        self._dropped.update(forgotten)
         for generation in (self._young, self._old):
             gone = [
                 eid

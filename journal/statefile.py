@@ -30,7 +30,7 @@ from journal.events import REDACTED_HASH_DIGITS, Redacted, decode_line, line_dig
 from journal.lifecycle import OPEN_STATUSES
 from journal.log import FILE_MODE
 from journal.log.segments import ReadAt
-from journal.state import SessionState
+from journal.state import IdRow, SessionState
 
 # Bumped whenever what a row holds, or how the writer folds events, changes: a checkpoint
 # of another version is rebuilt from the log.
@@ -73,7 +73,6 @@ CREATE TABLE IF NOT EXISTS recent_ids (
 );
 CREATE INDEX IF NOT EXISTS recent_ids_pos ON recent_ids (pos);
 """
-IdRow = tuple[str, str, int, str | None, int | None]  # event id, tag, pos, session, seq
 _COLUMNS: Final = (
     "status, last_seq, model_id, idle_timeout, hard_timeout, idle_since, hard_deadline, "
     "warned, pre_delete_pos, created_pos"
@@ -192,14 +191,20 @@ class StateFile:
             rows = conn.execute(f"SELECT session_id, {_COLUMNS} FROM sessions WHERE open = 1")
             return {sid: _state(tuple(row)) for sid, *row in rows}
 
-    def recent_ids(self, after_pos: int) -> list[IdRow]:
-        """The receipts of the records after ``after_pos``, in log order."""
+    def recent_ids(self, after_pos: int) -> set[str]:
+        """The event ids of the records after ``after_pos`` whose receipts the checkpoint
+        holds (``receipt_row``)."""
         with self._connection() as conn:
-            return conn.execute(
-                "SELECT event_id, tag, pos, session_id, seq FROM recent_ids WHERE pos > ? "
-                "ORDER BY pos",
-                (after_pos,),
-            ).fetchall()
+            rows = conn.execute("SELECT event_id FROM recent_ids WHERE pos > ?", (after_pos,))
+            return {eid for (eid,) in rows}
+
+    def receipt_row(self, event_id: str) -> IdRow | None:
+        """The receipt of a record the checkpoint holds, by its event id."""
+        row = self._lookup(
+            "SELECT event_id, tag, pos, session_id, seq FROM recent_ids WHERE event_id = ?",
+            event_id,
+        )
+        return row  # type: ignore[return-value]
 
     def models(self) -> set[str]:
         with self._connection() as conn:

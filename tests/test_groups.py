@@ -240,7 +240,7 @@ def _state_of(j: Journal, session_ids: set[str]) -> tuple[object, ...]:
     from), the models, the id window, where it stands."""
     state = j._state
     sessions = {sid: s.fields() if (s := state.peek(sid)) else None for sid in session_ids}
-    ids = set(state.recent_ids._young) | set(state.recent_ids._old)
+    ids = state.recent_ids.ids()
     return sessions, set(state.models), ids, state.last_pos, state.last_ts
 
 

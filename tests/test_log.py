@@ -222,7 +222,8 @@ def test_any_change_to_a_complete_record_is_named_and_nothing_moves(
     lines[n] = line[:at] + bytes([new]) + line[at + 1 :]
     damaged = b"".join(lines)
     path.write_bytes(damaged)
-    path.with_name("s.jsonl.state").unlink()  # a writer without its checkpoint reads it all
+    # a writer without a checkpoint (a log this small has none) reads it all
+    assert not path.with_name("s.jsonl.state").exists()
     with pytest.raises(CorruptLog) as info:
         Journal.open(path, durability="none")
     assert (info.value.line, info.value.offset) == (n + 1, offsets(lines)[n])
@@ -277,7 +278,8 @@ def test_writer_refuses_a_log_corrupt_in_the_middle_and_changes_nothing(tmp_path
     lines[3] = lines[3].replace(b"message", b"massage")
     damaged = b"".join(lines)
     log.write_bytes(damaged)
-    (tmp_path / "s.jsonl.state").unlink()  # a writer without its checkpoint reads it all
+    # a writer without a checkpoint (a log this small has none) reads it all
+    assert not (tmp_path / "s.jsonl.state").exists()
     with pytest.raises(CorruptLog, match=r"line 4 \(byte offset \d+\): checksum mismatch"):
         Journal.open(log)
     assert log.read_bytes() == damaged
@@ -285,14 +287,16 @@ def test_writer_refuses_a_log_corrupt_in_the_middle_and_changes_nothing(tmp_path
 
 
 def test_a_writer_reads_only_what_follows_its_checkpoint_and_the_projector_reads_all(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Damage before the checkpoint's line is not the writer's to find (its state comes
     from the checkpoint): it appends on; replay and verify, which read every line, name it."""
     from cli_runner import cli_runner
 
+    from journal import checkpointing
     from projector.cli import main
 
+    monkeypatch.setattr(checkpointing, "CHECKPOINT_MIN_BYTES", 0)  # a small log, checkpointed
     log = tmp_path / "s.jsonl"
     lines = make_log(log)
     lines[3] = lines[3].replace(b"message", b"massage")

@@ -282,6 +282,41 @@ def test_writers_under_exclusion_keep_positions_gapless(harness: Harness) -> Non
         h.close()
 
 
+def test_writers_racing_for_the_end_keep_positions_gapless(harness: Harness) -> None:
+    """Every append is conditional on the end its writer read: one that lost the race
+    appends nothing, and reads again (where a lock spans the handles, none loses)."""
+    handles = [harness.open() for _ in range(3)]
+    append(handles[0], lines(created(1)), START)
+    conflicts = [0] * len(handles)
+
+    def writer(k: int) -> None:
+        log, done = handles[k], 0
+        while done < 20:
+            with log.exclusive():
+                reading = log.read(START)
+                list(reading)
+                record = lines(message(reading.last_pos + 1, reading.last_pos, f"from {k}"))
+                try:
+                    log.append(record, Cursor(reading.end))
+                    done += 1
+                except AppendConflict:
+                    conflicts[k] += 1
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(len(handles))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    events = [e for e, _ in read_all(handles[0])]
+    assert [e.pos for e in events] == list(range(1, 62))
+    assert sorted(e.content for e in events[1:]) == sorted(  # type: ignore[attr-defined]
+        f"from {k}" for k in range(3) for _ in range(20)
+    )
+    assert conflicts == [0, 0, 0]  # each handle held the lock while it read and appended
+    for h in handles:
+        h.close()
+
+
 def test_exclusive_without_waiting_refuses_a_log_held_elsewhere(harness: Harness) -> None:
     first, other = harness.open(), harness.open()
 

@@ -167,7 +167,6 @@ def test_a_build_left_by_a_crash_is_started_afresh(tmp_path: Path) -> None:
     assert canonical_hash(db) == canonical_hash(ref)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "log.jsonl",
-        "log.jsonl.state",
         "p.db",
         "ref.db",
     ]

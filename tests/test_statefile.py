@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from journal import Journal, SessionExists
-from journal.checkpointing import SAVE_AFTER_SESSIONS
+from journal import Journal, LogError, Receipt, SessionExists, checkpointing
+from journal.checkpointing import CHECKPOINT_MIN_BYTES, SAVE_AFTER_SESSIONS
+from journal.state import IdWindow
 from journal.statefile import FORMAT
+
+
+@pytest.fixture(autouse=True)
+def checkpoint_every_log(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These logs are small: keep a checkpoint of them all the same."""
+    monkeypatch.setattr(checkpointing, "CHECKPOINT_MIN_BYTES", 0)
 
 
 def history(log: Path, closed: int = 30, open_: int = 3) -> None:
@@ -179,3 +186,58 @@ def test_a_checkpoint_that_cannot_be_made_is_done_without(
         assert j._statefile is None and j.last_seq("open-2") == 1
         j.append_message("open-2", "user", "still works")
     assert "no writer checkpoint" in caplog.text
+
+
+def test_the_window_looks_up_checkpointed_receipts_and_skips_forgotten_sessions() -> None:
+    rows = {
+        "old": ("old", "message_appended", 5, "gone", 2),
+        "kept": ("kept", "message_appended", 12, "gone", 1),  # the id reused after
+        "other": ("other", "session_created", 7, "other", None),
+    }
+    window = IdWindow(4)
+    window.load(set(rows), rows.get)
+    assert window.get("other") == ("session_created", Receipt(7, "other", "other", None, False))
+    assert window.get("never") is None
+    window.drop_sessions({"gone": 10})  # forgotten at pos 10: its earlier receipts go
+    assert window.get("old") is None and "old" not in window
+    assert window.get("kept") == ("message_appended", Receipt(12, "kept", "gone", 1, False))
+    window.discard("other")
+    assert window.get("other") is None
+
+
+def test_a_checkpoint_damaged_while_open_is_named_when_a_retry_needs_it(tmp_path: Path) -> None:
+    log, state = tmp_path / "log.jsonl", tmp_path / "log.jsonl.state"
+    eid = "3b7d1c8e-5f0a-4c2b-9d6e-1a2b3c4d5e6f"
+    with Journal.open(log, "none") as j:
+        j.create_session("m", session_id="s", first_message="hi")
+        j.append_message("s", "user", "once", event_id=eid)
+    history(log)
+    j = Journal.open(log, "none")
+    try:
+        assert j._state.store is not None
+        state.write_bytes(b"not a database " * 400)  # changed behind the writer's back
+        with pytest.raises(LogError, match="writer's checkpoint cannot be read"):
+            j.receipt(eid)
+    finally:
+        j.close()
+    with Journal.open(log, "none") as j:  # opening again rebuilds it from the log
+        assert j.receipt(eid) is not None
+
+
+def test_a_small_log_gets_a_checkpoint_once_it_has_grown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, state = tmp_path / "log.jsonl", tmp_path / "log.jsonl.state"
+    assert CHECKPOINT_MIN_BYTES >= 1 << 20  # reading a log that small whole is quick
+    monkeypatch.setattr(checkpointing, "CHECKPOINT_MIN_BYTES", 4000)
+    with Journal.open(log, "none") as j:
+        j.create_session("m", session_id="s", first_message="hello")
+    assert not state.exists()  # a small log: read whole, no checkpoint
+    with Journal.open(log, "none") as j:
+        assert j._statefile is None
+        while log.stat().st_size < 4000:
+            last = j.append_message("s", "user", "growing")
+        j.append_message("s", "user", "past the size")
+        assert state.exists() and j._state.store is not None  # made while the writer ran
+    with Journal.open(log, "none") as j:  # the next open starts from it
+        assert j._state.store is not None and j.last_seq("s") == last.seq + 1

@@ -58,6 +58,7 @@ def checkpoint_often() -> None:
     import journal.checkpointing
 
     journal.checkpointing.SAVE_AFTER_RECORDS = CHECKPOINT_EVERY
+    journal.checkpointing.CHECKPOINT_MIN_BYTES = 0  # from the first record on
 
 
 def child(log: str, start: int, durability: str) -> None:

@@ -142,6 +142,7 @@ class LogFile:
                 self._flock_held = True
                 self._handoffs = 0
                 self.lock_epoch += 1
+                self._locked_anew()
             self.check_open()
             self._lock_depth += 1
         except BaseException:
@@ -164,6 +165,7 @@ class LogFile:
                 self._flock_held = True
                 self._handoffs = 0
                 self.lock_epoch += 1
+                self._locked_anew()
             self.check_open()
             self._lock_depth += 1
         except BaseException:
@@ -171,6 +173,9 @@ class LogFile:
                 self._release_flock()
             self._lock.release()
             raise
+
+    def _locked_anew(self) -> None:
+        """Called when this handle takes the flock (not when it is handed on)."""
 
     def _release(self) -> None:
         try:

@@ -69,7 +69,7 @@ class FileLog(LogFile, FileSource):
     a power cut interrupted (``erasure.complete_redaction``), before anything is read.
     An append to an active file of ``segment_bytes`` or more seals it first
     (``segments.rotate``); a handle whose file another writer sealed moves on to the new
-    active file the next time it looks where the log ends.
+    active file when it next takes the lock (so it never appends to a sealed file).
     """
 
     _redaction_checked = False
@@ -95,6 +95,11 @@ class FileLog(LogFile, FileSource):
     def view(self) -> LogView:
         """The whole log, read through this handle's file (close it after use)."""
         return LogView(self.path, active_fd=self.fd, manifest=self.manifest)
+
+    def _locked_anew(self) -> None:
+        # The flock was taken on this handle's file: if another writer sealed it, only
+        # the flock of the active file holds the log (taken when following the rotation).
+        self._current()
 
     def end(self, known: Cursor) -> Cursor:
         mine = self._current()
