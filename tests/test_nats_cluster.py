@@ -1,11 +1,13 @@
 """The JetStream test servers (tools/nats_cluster.py): real nats-server processes on
 127.0.0.1 that take streams and publishes, survive the loss of a node, come back, and
-leave no process behind, from Python and from the command line."""
+leave no process behind, from Python and from the command line; and the tool that
+measures what the JetStream backend relies on (tools/jetstream_facts.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -312,3 +314,27 @@ def test_the_command_line_prints_the_url_and_stops_on_sigterm(tmp_path: Path) ->
     assert out == "" and err == ""  # one line in all, read above
     assert all(gone(pid) for pid in servers)
     assert os.path.exists(tmp_path / "n0.log")
+
+
+# -- the facts tool -------------------------------------------------------------------------
+
+
+def test_the_facts_tool_reports_what_the_backend_relies_on() -> None:
+    done = subprocess.run(
+        [sys.executable, str(TOOL.parent / "jetstream_facts.py"), "--messages", "300", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    stale = "nats.js.errors.BadRequestError err_code=10071 'wrong last sequence: 2'"
+    for replicas in ("R1", "R3"):
+        assert report[replicas]["Nats-Expected-Last-Sequence: stale"] == stale
+        assert report[replicas]["Nats-Expected-Last-Subject-Sequence: stale"] == stale
+        assert "repeat PubAck(seq=1, duplicate=True)" in report[replicas]["Nats-Msg-Id repeated"]
+    assert report["payload"] == {
+        "2 MiB with max_payload 1048576": "nats.errors.MaxPayloadError",
+        "2 MiB with max_payload 8388608": "PubAck(seq=1, duplicate=None)",
+    }
+    assert len(report["read 300 x 500 B, R1"]) == 4
