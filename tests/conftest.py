@@ -14,6 +14,10 @@ from typing import Any, ClassVar
 import pytest
 from hypothesis import settings
 
+# The JetStream fixtures (nats_single, nats_cluster3) and the skip of the `nats` tests where
+# nats-py or a nats-server binary is missing.
+pytest_plugins = ["nats_servers"]
+
 settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
