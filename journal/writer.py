@@ -40,7 +40,17 @@ from journal.forgetting import Forgetting
 from journal.gcpause import gc_paused
 from journal.history import History
 from journal.ids import random_event_id
-from journal.log import START, Cursor, Durability, FileLog, LogBackend, LogSource, TornTail
+from journal.log import (
+    START,
+    AppendConflict,
+    AppendTooLarge,
+    Cursor,
+    Durability,
+    FileLog,
+    LogBackend,
+    LogSource,
+    TornTail,
+)
 from journal.log.segments import DEFAULT_SEGMENT_BYTES
 from journal.operations import Operations
 from journal.pending import InGroup as _InGroup
@@ -53,6 +63,27 @@ log = logging.getLogger("journal")
 E = TypeVar("E", bound=Event)
 
 _LATEST_TS: Final = format_ts(LATEST)
+# A combined write that loses the race to another host this many times in a row raises
+# AppendConflict (on a log no lock spans; a file log never conflicts under its lock).
+MAX_CONFLICTS: Final = 50
+
+
+def _open_jetstream(url: str, durability: Durability) -> LogBackend:
+    """A log in a JetStream stream (``journal.log.jetstream``, with the nats extra)."""
+    if durability != "always":
+        raise InvalidValue(
+            f"{url}: a JetStream log is as durable as its servers' sync_interval makes it; "
+            f"open it with durability 'always', not {durability!r}"
+        )
+    try:
+        from journal.log.jetstream import JetStreamLog
+    except ModuleNotFoundError as exc:
+        if exc.name != "nats":
+            raise
+        raise InvalidValue(
+            f"{url}: a nats:// log needs the nats extra: pip install 'session-journal[nats]'"
+        ) from None
+    return JetStreamLog(url)
 
 
 @dataclass(frozen=True)
@@ -95,8 +126,10 @@ class Journal(Operations, Forgetting, History, Checkpointing):
     ) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._new_id = new_id or random_event_id
-        if isinstance(path, (str, os.PathLike)):
-            self._log: LogBackend = FileLog(
+        if isinstance(path, str) and path.startswith("nats://"):
+            self._log: LogBackend = _open_jetstream(path, durability)
+        elif isinstance(path, (str, os.PathLike)):
+            self._log = FileLog(
                 os.fspath(path), durability, batch_interval_ms / 1000, segment_bytes
             )
         else:  # a log of another kind, opened with its own durability settings
@@ -132,10 +165,12 @@ class Journal(Operations, Forgetting, History, Checkpointing):
     ) -> Journal:
         """Open (or create) the log at ``path``, repairing a torn tail if there is one.
 
-        ``path`` may also be an open ``journal.log.LogBackend`` (``MemoryLog``, say); its
-        own settings then say how durable an append is. The options are ``Journal``'s:
-        ``clock`` (timezone-aware datetimes) and ``new_id`` (canonical UUID strings for
-        events and sessions given none) can be injected for tests and reproducible logs;
+        ``path`` may also be a ``nats://`` URL, a log kept in a JetStream stream (with the
+        nats extra: ``journal.log.jetstream``), or an open ``journal.log.LogBackend``
+        (``MemoryLog``, say); their own settings then say how durable an append is. The
+        options are ``Journal``'s: ``clock`` (timezone-aware datetimes) and ``new_id``
+        (canonical UUID strings for events and sessions given none) can be injected for
+        tests and reproducible logs;
         ``batch_interval_ms`` is the fsync interval of the ``batch`` mode; ``id_window``
         how many recent event ids answer retries; ``segment_bytes`` the size at which a
         log file is sealed into a segment and a new one started (``journal.log.segments``).
@@ -265,14 +300,33 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         """Run combined calls under one hold of the lock, each its own atomic group; one
         write for them all. Returns its durability token (0 if nothing was written).
         With ``wait=False``, LogBusy (nothing ran) if the log is held elsewhere."""
-        with self._locked_pending(user_batch=False, wait=wait) as pending:
-            for call in calls:
-                try:
-                    call.result = call.fn(*call.args, **call.kwargs)
-                except Exception as exc:  # undone alone (_InGroup); the others go on
-                    call.error = exc
-                pending.split()
-        return pending.token
+        conflicts = 0
+        while True:
+            try:
+                with self._locked_pending(user_batch=False, wait=wait) as pending:
+                    for call in calls:
+                        try:
+                            call.result = call.fn(*call.args, **call.kwargs)
+                        except Exception as exc:  # undone alone (_InGroup); the others go on
+                            call.error = exc
+                        pending.split()
+                return pending.token
+            except AppendConflict:
+                # Another host appended first (a log no lock spans): nothing was written
+                # and the state was rolled back; catch up and run the calls again.
+                conflicts += 1
+                if conflicts > MAX_CONFLICTS:
+                    raise
+                for call in calls:
+                    call.result = call.error = None
+            except AppendTooLarge:
+                if len(calls) == 1:
+                    raise
+                # Combined, the calls are more than the log takes in one append (nothing
+                # was written): each alone, waiting for the lock now that they have run once.
+                for call in calls:
+                    call.result = call.error = None
+                return max(self._run_batch([call]) for call in calls)
 
     def _write(self, pending: _Pending) -> int:
         chunks: list[bytes] = []

@@ -12,6 +12,7 @@ from journal.log.appender import DURABILITY_MODES, MAX_HANDOFFS, Durability, Log
 from journal.log.backend import (
     START,
     AppendConflict,
+    AppendTooLarge,
     Cursor,
     LogBackend,
     LogBusy,
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_HANDOFFS",
     "START",
     "AppendConflict",
+    "AppendTooLarge",
     "Cursor",
     "Durability",
     "FileLog",

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Final, Generic, NewType, Protocol, TypeVar
 
-from journal.errors import LogError
+from journal.errors import LogError, LogWriteError
 from journal.events import AnyEvent, Event, StateEvent
 
 Cursor = NewType("Cursor", int)
@@ -55,6 +55,10 @@ class TornTail:
 
 class AppendConflict(LogError):
     """Something was appended after the cursor the caller read up to: nothing was written."""
+
+
+class AppendTooLarge(LogWriteError):
+    """The unit is larger than this log takes in one append: nothing was written."""
 
 
 class LogBusy(Exception):

@@ -1,0 +1,226 @@
+"""The JetStream log (``journal.log.jetstream``) beyond the log contract: its URL, its
+stream's settings, its limits, and what a writer sees when servers go away.
+
+The contract itself (reading, conflicts, gapless positions, retries) runs against a real
+server in ``tests/test_log_contract.py``. Every server here is a real ``nats-server`` on
+127.0.0.1, started by the fixtures of ``tests/nats_servers.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from journal import Journal
+from journal.errors import InvalidValue, LogError
+from journal.events import MessageAppended
+
+pytestmark = pytest.mark.nats
+
+
+def _stream_url(server: Any, replicas: int = 1) -> str:
+    return f"{server.url}/S{uuid.uuid4().hex[:10]}?replicas={replicas}"
+
+
+def _contents(journal: Journal) -> list[str]:
+    reading = journal._log.read()
+    return [e.content for e, _ in reading if isinstance(e, MessageAppended)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:4222/S",
+        "nats:///S",
+        "nats://127.0.0.1:4222/A.B",
+        "nats://127.0.0.1:4222/S?replicas=2",
+        "nats://127.0.0.1:4222/S?replicas=three",
+        "nats://127.0.0.1:4222/S?speed=fast",
+    ],
+)
+def test_a_url_that_names_no_log_is_refused(url: str) -> None:
+    from journal.log.jetstream import parse_url
+
+    with pytest.raises(InvalidValue):
+        parse_url(url)
+
+
+def test_the_url_names_servers_stream_and_replicas() -> None:
+    from journal.log.jetstream import parse_url
+
+    address = parse_url("nats://127.0.0.1:4222,127.0.0.1:4223/CHATS?replicas=3")
+    assert address.servers == ("nats://127.0.0.1:4222", "nats://127.0.0.1:4223")
+    assert (address.stream, address.subject, address.replicas) == ("CHATS", "CHATS.log", 3)
+    assert parse_url("nats://127.0.0.1:4222").stream == "SESSIONS"
+
+
+def test_a_durability_the_servers_decide_is_not_asked_of_the_client() -> None:
+    with pytest.raises(InvalidValue, match="sync_interval"):
+        Journal.open("nats://127.0.0.1:4222/S", durability="batch")
+
+
+def test_without_the_nats_extra_a_nats_url_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
+    monkeypatch.delitem(sys.modules, "journal.log.jetstream", raising=False)
+    with pytest.raises(InvalidValue, match=r"session-journal\[nats\]"):
+        Journal.open("nats://127.0.0.1:4222/S")
+
+
+def test_a_writer_opened_by_url_keeps_sessions_across_handles(nats_single: Any) -> None:
+    url = _stream_url(nats_single)
+    with Journal.open(url) as j:
+        sid = j.create_session("m", session_id="s", first_message="hello")
+        with j.batch():
+            j.append_message(sid, "assistant", "one")
+            j.append_message(sid, "user", "two")
+        written = j.last_pos
+    with Journal.open(url) as again:
+        assert again.last_seq("s") == 3 and again.last_pos == written
+        assert _contents(again) == ["hello", "one", "two"]
+
+
+def test_writers_on_two_handles_interleave_without_gaps_or_losses(nats_single: Any) -> None:
+    """No lock spans the handles: each append is conditional on the end its writer read,
+    and a writer that lost the race catches up and tries again by itself."""
+    url = _stream_url(nats_single)
+    with Journal.open(url) as first:
+        first.create_session("m", session_id="s")
+    writers = [Journal.open(url) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def write(k: int) -> None:
+        try:
+            for i in range(40):
+                writers[k].append_message("s", "user", f"{k}-{i}")
+        except BaseException as exc:  # reported below, with the thread's own error
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with Journal.open(url) as j:
+        events = [e for e, _ in j._log.read()]
+        assert [e.pos for e in events] == list(range(1, len(events) + 1))
+        assert sorted(_contents(j)) == sorted(f"{k}-{i}" for k in range(2) for i in range(40))
+        assert j.last_seq("s") == 80
+    for w in writers:
+        w.close()
+
+
+def test_a_stream_set_up_otherwise_is_refused_by_name(nats_single: Any) -> None:
+    import nats
+    from nats.js.api import StreamConfig
+
+    async def make() -> None:
+        nc = await nats.connect(nats_single.url)
+        await nc.jetstream().add_stream(
+            StreamConfig(name="LIMITED", subjects=["LIMITED.log"], max_msgs=10)
+        )
+        await nc.close()
+
+    asyncio.run(make())
+    with pytest.raises(LogError, match="max_msgs"):
+        Journal.open(f"{nats_single.url}/LIMITED")
+
+
+def test_an_append_over_max_payload_is_refused_and_a_combined_one_is_split(
+    nats_single: Any,
+) -> None:
+    from journal.commit import Call, Ticket
+    from journal.log import AppendTooLarge
+
+    url = _stream_url(nats_single)
+    with Journal.open(url) as j:
+        sid = j.create_session("m", session_id="s")
+        limit = j._log._nc.max_payload
+        with pytest.raises(AppendTooLarge, match="max_payload"):
+            j.append_message(sid, "user", "x" * (limit + 1))
+        # Three calls a writer combined: too large together, each fits alone.
+        calls = [Call(j.append_message, (sid, "user", str(k) * (limit // 2)), {}) for k in "abc"]
+        j._combiner.submit(Ticket(calls))
+        assert [c.error for c in calls] == [None, None, None]
+        assert [c.result.seq for c in calls] == [1, 2, 3]
+        assert [c[0] for c in _contents(j)] == ["a", "b", "c"]
+
+
+def test_a_writer_cut_off_from_its_server_says_so_and_a_retry_stores_once(
+    nats_single: Any,
+) -> None:
+    from journal.log.jetstream import JetStreamLog, LogUnavailable
+
+    url = _stream_url(nats_single)
+    with Journal.open(JetStreamLog(url, wait_s=2)) as j:
+        sid = j.create_session("m", session_id="s")
+        nats_single.kill(0)
+        event_id = str(uuid.uuid4())
+        with pytest.raises(LogUnavailable, match="retry with the same event id"):
+            j.append_message(sid, "user", "while away", event_id=event_id)
+        nats_single.restart(0)
+        receipt = j.append_message(sid, "user", "while away", event_id=event_id)
+        assert j.append_message(sid, "user", "again", event_id=event_id) == receipt._replace(
+            duplicate=True
+        )
+        assert _contents(j) == ["while away"]
+
+
+def test_forgetting_is_refused_on_a_stream_and_nothing_changes(nats_single: Any) -> None:
+    url = _stream_url(nats_single)
+    with Journal.open(url) as j:
+        sid = j.create_session("m", session_id="s", first_message="keep me")
+        with pytest.raises(LogError, match="not available on a JetStream log"):
+            j.forget(sid)
+        assert _contents(j) == ["keep me"] and j.last_seq(sid) == 1
+
+
+def test_an_r3_writer_goes_on_when_the_stream_leader_is_killed(nats_cluster3: Any) -> None:
+    """Appends wait through the leader's election (seconds) instead of failing; every
+    acknowledged message is there afterwards, once."""
+    import nats
+
+    url = _stream_url(nats_cluster3, replicas=3)
+    with Journal.open(url) as j:
+        sid = j.create_session("m", session_id="s")
+        for i in range(20):
+            j.append_message(sid, "user", f"before {i}")
+        stream = url.split("/")[-1].split("?")[0]
+
+        async def leader() -> str:
+            nc = await nats.connect(nats_cluster3.urls)
+            info = await nc.jetstream().stream_info(stream)
+            await nc.close()
+            assert info.cluster is not None and info.cluster.leader is not None
+            return str(info.cluster.leader)
+
+        nats_cluster3.kill(nats_cluster3.node_of(asyncio.run(leader())))
+        for i in range(20):
+            j.append_message(sid, "user", f"after {i}")
+        expected = [f"before {i}" for i in range(20)] + [f"after {i}" for i in range(20)]
+        assert _contents(j) == expected
+    with Journal.open(url) as again:
+        assert _contents(again) == expected and again.last_seq(sid) == 40
+
+
+def test_the_readme_example_writes_to_a_stream(nats_single: Any, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (example,) = [b for b in re.findall(r"```py\n(.*?)```", readme, re.DOTALL) if "nats:" in b]
+    servers = re.search(r'"(nats://[^"/]+)/', example)
+    assert servers is not None
+    ours = example.replace(servers.group(1), nats_single.url).replace("replicas=3", "replicas=1")
+    done = subprocess.run(
+        [sys.executable, "-c", ours], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
