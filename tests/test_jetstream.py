@@ -224,3 +224,22 @@ def test_the_readme_example_writes_to_a_stream(nats_single: Any, tmp_path: Path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
+
+
+def test_the_async_writer_opens_a_stream_by_url(nats_single: Any) -> None:
+    from journal import AsyncJournal
+
+    url = _stream_url(nats_single)
+
+    async def write() -> list[int]:
+        async with AsyncJournal.open(url) as j:
+            sid = await j.create_session("m", session_id="s")
+            receipts = await asyncio.gather(
+                *(j.append_message(sid, "user", f"m{i}") for i in range(32))
+            )
+            assert await j.last_seq(sid) == 32
+            return sorted(r.seq for r in receipts)
+
+    assert asyncio.run(write()) == list(range(1, 33))
+    with Journal.open(url) as again:
+        assert sorted(_contents(again)) == sorted(f"m{i}" for i in range(32))

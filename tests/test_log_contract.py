@@ -153,14 +153,15 @@ class JetStreamHarness:
     """A stream on a real single-node server; damage is done through a plain client (a
     stored message cannot be changed, so the stream is purged and written again)."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, replicas: int) -> None:
+        self.url, self.replicas = url, replicas
+        self.servers = [f"nats://{host}" for host in url.removeprefix("nats://").split(",")]
         self.stream = f"T{uuid.uuid4().hex[:12]}"
 
     def open(self) -> LogBackend:
         from journal.log.jetstream import JetStreamLog
 
-        return JetStreamLog(f"{self.url}/{self.stream}", wait_s=10)
+        return JetStreamLog(f"{self.url}/{self.stream}?replicas={self.replicas}")
 
     def _rewrite(self, change: Callable[[list[bytes]], list[bytes]]) -> None:
         """Purge the stream and publish its messages again, as ``change`` makes them."""
@@ -169,7 +170,7 @@ class JetStreamHarness:
         import nats
 
         async def rewrite() -> None:
-            nc = await nats.connect(self.url)
+            nc = await nats.connect(servers=self.servers)
             js = nc.jetstream()
             info = await js.stream_info(self.stream)
             payloads = [
@@ -208,7 +209,7 @@ class JetStreamHarness:
         import nats
 
         async def replace() -> None:
-            nc = await nats.connect(self.url)
+            nc = await nats.connect(servers=self.servers)
             js = nc.jetstream()
             config = (await js.stream_info(self.stream)).config
             await js.delete_stream(self.stream)
@@ -224,11 +225,11 @@ class JetStreamHarness:
         return b""  # nothing is ever torn, so nothing is set aside
 
 
-HARNESSES = ["file", "segmented", "memory", "jetstream"]
+HARNESSES = ["file", "segmented", "memory", "jetstream", "jetstream-r3"]
 
 # What a backend does not do, and why: those tests are skipped for it.
 NOT_ON: dict[str, dict[str, str]] = {
-    "jetstream": {
+    "jetstream*": {
         "test_writers_under_exclusion_keep_positions_gapless": "no lock spans the handles",
         "test_exclusive_without_waiting_refuses_a_log_held_elsewhere": "no lock spans them",
         "test_a_torn_tail_is_moved_aside_and_the_log_goes_on": "no message is ever torn",
@@ -244,7 +245,8 @@ NOT_ON: dict[str, dict[str, str]] = {
 
 @pytest.fixture(params=HARNESSES)
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
-    why = NOT_ON.get(request.param, {}).get(request.node.originalname)
+    kind = "jetstream*" if request.param.startswith("jetstream") else request.param
+    why = NOT_ON.get(kind, {}).get(request.node.originalname)
     if why is not None:
         pytest.skip(f"{request.param}: {why}")
     if request.param == "file":
@@ -252,8 +254,9 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     if request.param == "segmented":
         return SegmentedHarness(tmp_path / "log.jsonl")
     if request.param == "jetstream":
-        server = request.getfixturevalue("nats_single")
-        return JetStreamHarness(server.url)
+        return JetStreamHarness(request.getfixturevalue("nats_single").url, replicas=1)
+    if request.param == "jetstream-r3":
+        return JetStreamHarness(request.getfixturevalue("nats_cluster3").url, replicas=3)
     return MemoryHarness()
 
 
