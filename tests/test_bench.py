@@ -5,6 +5,7 @@ Only the shape of the report is checked, never a speed: timings belong to the be
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -143,3 +144,17 @@ def test_unknown_section_is_refused() -> None:
     )
     assert out.returncode == 2
     assert "unknown section nope" in out.stderr
+
+
+def test_jetstream_section() -> None:
+    """Real servers where the nats extra is installed; said to be skipped, and why, where
+    it is not."""
+    doc = _run("--only", "jetstream")
+    (section,) = doc["sections"]
+    if importlib.util.find_spec("nats") is None:
+        assert section["status"] == "skipped" and "nats" in section["message"]
+        return
+    _check_figures(section, 4)
+    names = [f["name"] for f in section["figures"]]
+    assert "R3 stream" in names[0] and "R1 stream" in names[1]
+    assert "folds the R3 stream" in names[2] and "server RSS" in names[3]

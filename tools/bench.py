@@ -9,7 +9,9 @@ appends from an event loop and from threads vs plain SQLite), ``projection``
 (rebuild and replay vs an ideal bulk load and the seed's schema as written), ``live``
 (the live projector: append-to-visible latency, a burst, idle CPU), ``import`` (legacy
 import + projection vs rebuild alone), ``peer`` (eventsourcing), ``history`` (the memory
-of rebuild and verify, and the writer's open, as the history grows ten-fold). Each
+of rebuild and verify, and the writer's open, as the history grows ten-fold),
+``jetstream`` (a log in a JetStream stream vs a file: appends, catch-up, server memory;
+skipped without the nats extra). Each
 prints the project's figure, its baseline, the ratio and the target, met or not.
 ``--quick`` finishes in under a minute, the full run in under ten. See BENCHMARKS.md.
 """
@@ -33,6 +35,7 @@ import bench_append
 import bench_async
 import bench_history
 import bench_import
+import bench_jetstream
 import bench_live
 import bench_peer
 import bench_projection
@@ -47,6 +50,7 @@ SECTIONS: dict[str, Callable[[Context, Section], None]] = {
     "import": bench_import.run,
     "peer": bench_peer.run,
     "history": bench_history.run,
+    "jetstream": bench_jetstream.run,
 }
 
 
