@@ -17,12 +17,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from contextlib import closing
 from pathlib import Path
 
 import msgspec
 from benchlib import Context, Figure, Section, child_peak_rss_mib
 
 from journal import events as ev
+from journal.log.segments import LogView
 from projector.sync.rebuild import remove_database
 
 SEED = 3
@@ -69,7 +71,8 @@ def memory(ctx: Context) -> list[Figure]:
         peaks["rebuild"].append(child_peak_rss_mib(REBUILD_CODE, str(log), str(db)))
         peaks["verify"].append(child_peak_rss_mib(VERIFY_CODE, str(log), str(db)))
         remove_database(str(db))
-    sessions = sum(1 for line in large.open("rb") if b'"session_created"' in line)
+    with LogView(str(large)) as view, closing(view.lines(0)) as lines:
+        sessions = sum(1 for line in lines if b'"session_created"' in line)
     return [
         Figure(
             f"{what} peak RSS, {n_large:,} events",

@@ -14,11 +14,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import workload
+
+from journal.log.segments import LogView
 
 TOOLS = Path(__file__).resolve().parent
 
@@ -220,7 +223,12 @@ class Context:
         key = ("prefix", str(log), cut)
         if key not in self._logs:
             prefix = self.fresh(f"prefix-{cut}.jsonl")
-            with open(log, "rb") as src, open(prefix, "wb") as dst:
+            # Through the whole log: a long one is sealed into segments as it is written.
+            with (
+                LogView(str(log)) as view,
+                closing(view.lines(0)) as src,
+                open(prefix, "wb") as dst,
+            ):
                 for i, line in enumerate(src):
                     if i == cut:
                         break
