@@ -17,6 +17,9 @@ class Pending:
     groups: list[list[AnyEvent]] = field(default_factory=lambda: [[]])
     ts: str | None = None  # when these events are recorded: one time for all of them
     token: int = 0  # the durability token of their write, once written
+    # Whether the writer's state was caught up with the log under this hold of its lock
+    # (always, where a lock spans the writers): see ``LogBackend.lock_spans_writers``.
+    fresh: bool = True
 
     def split(self) -> None:
         """Start a new atomic group (ignored inside a user's batch, which is one group)."""

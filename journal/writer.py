@@ -68,6 +68,11 @@ _LATEST_TS: Final = format_ts(LATEST)
 MAX_CONFLICTS: Final = 50
 
 
+class _NotCaughtUp(Exception):
+    """A combined call failed on a state not caught up with the log (no lock spans the
+    writers): the batch is run again after a catch-up."""
+
+
 def _open_jetstream(url: str, durability: Durability) -> LogBackend:
     """A log in a JetStream stream (``journal.log.jetstream``, with the nats extra)."""
     if durability != "always":
@@ -260,22 +265,31 @@ class Journal(Operations, Forgetting, History, Checkpointing):
 
     @contextmanager
     def _write_group(self, user_batch: bool) -> Iterator[_Pending]:
-        with self._locked_pending(user_batch) as pending:
+        # The caller's code runs inside: its errors reach it at once, so judged on a state
+        # caught up with the log.
+        with self._locked_pending(user_batch, fresh=True) as pending:
             yield pending
         if pending.token:
             self._log.wait_durable(pending.token)
 
     @contextmanager
-    def _locked_pending(self, user_batch: bool, wait: bool = True) -> Iterator[_Pending]:
+    def _locked_pending(
+        self, user_batch: bool, wait: bool = True, fresh: bool = False
+    ) -> Iterator[_Pending]:
         """Lock, catch up, collect events, then write them in one go (not waiting for the
         fsync: ``pending.token`` says which write to wait for, after the lock is let go).
-        With ``wait=False``, LogBusy if another thread or process holds the log."""
+        With ``wait=False``, LogBusy if another thread or process holds the log.
+
+        Where no lock spans the writers, the catch-up is skipped unless ``fresh`` (or a
+        failure since): the append is refused if others appended (``_run_batch``)."""
         with self._log.exclusive(wait):
-            if self._log.lock_epoch != self._caught_up_in:
+            spans = self._log.lock_spans_writers
+            stale = self._log.lock_epoch != self._caught_up_in
+            if stale or (fresh and not spans):
                 self._catch_up()
                 # Until the flock is let go, nobody else can append: no need to look again.
                 self._caught_up_in = self._log.lock_epoch
-            pending = _Pending(user_batch)
+            pending = _Pending(user_batch, fresh=spans or stale or fresh)
             self._pending, self._pending_owner = pending, threading.get_ident()
             self._state.begin()
             try:
@@ -310,7 +324,13 @@ class Journal(Operations, Forgetting, History, Checkpointing):
                         except Exception as exc:  # undone alone (_InGroup); the others go on
                             call.error = exc
                         pending.split()
+                    if not pending.fresh and any(call.error for call in calls):
+                        raise _NotCaughtUp  # judge them again on the log as it is
                 return pending.token
+            except _NotCaughtUp:
+                # Nothing was written; the failure made the next hold catch up first.
+                for call in calls:
+                    call.result = call.error = None
             except AppendConflict:
                 # Another host appended first (a log no lock spans): nothing was written
                 # and the state was rolled back; catch up and run the calls again.

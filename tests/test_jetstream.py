@@ -243,3 +243,25 @@ def test_the_async_writer_opens_a_stream_by_url(nats_single: Any) -> None:
     assert asyncio.run(write()) == list(range(1, 33))
     with Journal.open(url) as again:
         assert sorted(_contents(again)) == sorted(f"m{i}" for i in range(32))
+
+
+def test_a_call_refused_on_what_a_writer_knew_is_judged_again_on_the_log(
+    nats_single: Any,
+) -> None:
+    """A writer appends without looking first (the append is conditional on the end it
+    knows); a call its stale state refuses is run again once it has caught up, and a call
+    the log itself refuses still fails."""
+    from journal.errors import SequenceConflict, UnknownSession
+
+    url = _stream_url(nats_single)
+    with Journal.open(url) as a, Journal.open(url) as b:
+        sid = a.create_session("m", session_id="s")
+        assert b.append_message(sid, "user", "b never saw s").seq == 1
+        assert a.append_message(sid, "user", "a saw seq 0", expected_seq=1).seq == 2
+        with pytest.raises(UnknownSession):
+            b.append_message("nobody", "user", "no such session")
+        with pytest.raises(SequenceConflict):
+            b.append_message(sid, "user", "too late", expected_seq=1)
+        assert b.last_seq(sid) == 2
+    with Journal.open(url) as j:
+        assert _contents(j) == ["b never saw s", "a saw seq 0"]

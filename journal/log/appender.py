@@ -104,6 +104,8 @@ class LogFile:
             self._flusher.start()
 
     # -- locking -------------------------------------------------------------------------
+    lock_spans_writers = True  # the flock keeps out every process's handles
+
     def exclusive(self, wait: bool = True) -> _Locked:
         """Exclusive access across threads (RLock) and processes (flock), re-entrant.
 

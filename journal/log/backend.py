@@ -140,7 +140,15 @@ class LogBackend(LogSource, Protocol):
     @property
     def lock_epoch(self) -> int:
         """Changes each time ``exclusive()`` is taken afresh; while it stays the same, no
-        other handle can have appended."""
+        other handle can have appended (where ``lock_spans_writers``)."""
+        ...
+
+    @property
+    def lock_spans_writers(self) -> bool:
+        """Whether ``exclusive()`` keeps every other handle out. Where it does not (a
+        stream that several hosts append to), the writer appends on the state it has,
+        the append being refused (``AppendConflict``) if others appended meanwhile, and
+        a call refused on that state is judged again after a catch-up."""
         ...
 
     @property

@@ -158,14 +158,15 @@ _unit_id = msgspec.json.Decoder(_UnitId).decode
 class JetStreamLog:
     """A writer's handle on a log in a JetStream stream: see the module docstring."""
 
+    lock_spans_writers = False
+
     def __init__(self, url: str, wait_s: float = DEFAULT_WAIT_S) -> None:
         self.address = parse_url(url)
         self.name = self.address.url
         self.wait_s = wait_s
-        # A new epoch for every hold: with no lock spanning hosts, others may have appended
-        # since the last one, so the writer looks again each time.
-        self.lock_epoch = 0
-        self._depth = 0
+        # No lock spans the hosts (``lock_spans_writers``): an append is conditional on the
+        # end its writer read, so the writer need not look before each one.
+        self.lock_epoch = 1
         self.last_token = 0
         self._lock = threading.RLock()
         self._closed = False
@@ -260,13 +261,7 @@ class JetStreamLog:
             raise LogBusy(self.name)
         try:
             self.check_open()
-            if self._depth == 0:
-                self.lock_epoch += 1
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+            yield
         finally:
             self._lock.release()
 

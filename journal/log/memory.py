@@ -151,6 +151,8 @@ class MemoryReading(Generic[E]):
 class MemoryLog:
     """A writer's handle on a ``MemoryStore`` (a new one if none is given)."""
 
+    lock_spans_writers = True  # one lock per store, held by one handle at a time
+
     def __init__(self, store: MemoryStore | None = None) -> None:
         self.store = store if store is not None else MemoryStore()
         self.name = self.store.name
