@@ -490,3 +490,16 @@ def test_an_io_error_of_the_disk_exits_1(
     result = run(paths, "snapshot", "demo-haiku")
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output + result.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_a_stream_url_is_refused_as_a_log_and_nothing_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = "nats://127.0.0.1:4222/SESSIONS"
+    args = ["--log", url, "replay"] if where == "before" else ["replay", "--log", url]
+    result = cli_runner().invoke(main, args)
+    assert result.exit_code == 2
+    assert url in result.output and "Journal.open(url)" in result.output
+    assert list(tmp_path.iterdir()) == []

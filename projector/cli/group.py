@@ -40,6 +40,7 @@ from projector.cli.support import (
     prints_data,
     progress_bar,
     read_db,
+    refuse_a_stream,
     refuse_json,
     seconds_option,
     silence_stdout,
@@ -121,7 +122,7 @@ def main(ctx: click.Context, log_path: str, db_path: str, debug: bool, as_json: 
     sessions.db current; the read commands query sessions.db. The options above may also
     follow the command's name.
     """
-    ctx.obj = Paths(log_path, db_path)
+    ctx.obj = Paths(refuse_a_stream(log_path), db_path)
     ctx.meta["debug"] = debug
     ctx.meta["json"] = as_json
     command = main.commands.get(ctx.invoked_subcommand or "")

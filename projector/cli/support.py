@@ -95,9 +95,19 @@ def path_options(fn: F) -> F:
 def _set_path(field: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
-            setattr(get_paths(ctx), field, value)
+            setattr(get_paths(ctx), field, refuse_a_stream(value) if field == "log" else value)
 
     return callback
+
+
+def refuse_a_stream(log: str) -> str:
+    """``log``, unless it names a JetStream stream, which the command line cannot open."""
+    if log.startswith("nats://"):
+        fail(
+            f"{log}: the command line reads and writes log files only; a log in a "
+            "JetStream stream is opened from Python, with Journal.open(url)"
+        )
+    return log
 
 
 def refuse_json(command: str | None) -> NoReturn:
