@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -63,9 +64,10 @@ log = logging.getLogger("journal")
 E = TypeVar("E", bound=Event)
 
 _LATEST_TS: Final = format_ts(LATEST)
-# A combined write that loses the race to another host this many times in a row raises
+# A combined write that keeps losing the race to other hosts for this long raises
 # AppendConflict (on a log no lock spans; a file log never conflicts under its lock).
-MAX_CONFLICTS: Final = 50
+# Losers are not served in turn: a writer that just appended knows the end at once.
+CONFLICT_WAIT_S: Final = 20.0
 
 
 class _NotCaughtUp(Exception):
@@ -314,7 +316,7 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         """Run combined calls under one hold of the lock, each its own atomic group; one
         write for them all. Returns its durability token (0 if nothing was written).
         With ``wait=False``, LogBusy (nothing ran) if the log is held elsewhere."""
-        conflicts = 0
+        first_conflict: float | None = None
         while True:
             try:
                 with self._locked_pending(user_batch=False, wait=wait) as pending:
@@ -334,8 +336,9 @@ class Journal(Operations, Forgetting, History, Checkpointing):
             except AppendConflict:
                 # Another host appended first (a log no lock spans): nothing was written
                 # and the state was rolled back; catch up and run the calls again.
-                conflicts += 1
-                if conflicts > MAX_CONFLICTS:
+                now = time.monotonic()
+                first_conflict = first_conflict or now
+                if now - first_conflict > CONFLICT_WAIT_S:
                     raise
                 for call in calls:
                     call.result = call.error = None

@@ -501,5 +501,5 @@ def test_a_stream_url_is_refused_as_a_log_and_nothing_is_created(
     args = ["--log", url, "replay"] if where == "before" else ["replay", "--log", url]
     result = cli_runner().invoke(main, args)
     assert result.exit_code == 2
-    assert url in result.output and "Journal.open(url)" in result.output
+    assert url in result.stderr and "Journal.open(url)" in result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ server in ``tests/test_log_contract.py``. Every server here is a real ``nats-ser
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import sys
@@ -265,3 +266,22 @@ def test_a_call_refused_on_what_a_writer_knew_is_judged_again_on_the_log(
         assert b.last_seq(sid) == 2
     with Journal.open(url) as j:
         assert _contents(j) == ["b never saw s", "a saw seq 0"]
+
+
+def test_writer_processes_racing_lose_nothing_when_the_leader_is_killed(tmp_path: Path) -> None:
+    """The short run of ``tools/jetstream_writers.py``: processes racing on an R3 stream,
+    its leader SIGKILLed halfway and restarted; every receipt audited against the stream."""
+    tool = Path(__file__).resolve().parent.parent / "tools" / "jetstream_writers.py"
+    args = ["--writers", "3", "--seconds", "8", "--json", "--dir", str(tmp_path)]
+    out = subprocess.run(
+        [sys.executable, str(tool), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["acknowledged"] > 30 and stats["shared_messages"] > 10
+    assert (stats["lost"], stats["duplicated"], stats["misplaced"]) == (0, 0, 0)
+    assert stats["positions_gapless"] == 1 and stats["seqs_gapless"] == 1

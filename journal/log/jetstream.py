@@ -296,7 +296,7 @@ class JetStreamLog:
         first, hi = (after >> _SHIFT) + 1, end >> _SHIFT
         while hi >= first and count > 0:
             lo = max(first, hi - _BATCH + 1)
-            for seq, payload in reversed(self._read_batch(lo, hi)):
+            for seq, payload in reversed(self._read_batch(lo, hi)[0]):
                 lines = payload.count(b"\n")
                 before = after & _MEMBER if seq == first else 0  # records at or before after
                 if lines - before >= count:
@@ -410,38 +410,47 @@ class JetStreamLog:
 
     # -- reading -------------------------------------------------------------------------
     def _messages(self, first: int) -> Iterator[list[tuple[int, bytes]]]:
-        """(sequence, payload) of the messages from ``first`` to the stream's end as it is
-        now, in batches (deleted ones are gaps)."""
-        last = self._call(self._info, "look where the log ends").state.last_seq
-        while first <= last:
-            batch = self._read_batch(first, last)
-            if not batch:
+        """(sequence, payload) of the messages from ``first`` to the stream's end, in
+        batches (deleted ones are gaps): one request per batch, none to ask where the
+        stream ends (a writer that lost a race reads what it missed at once)."""
+        while True:
+            batch, pending = self._read_batch(first, None)
+            if batch:
+                yield batch
+                first = batch[-1][0] + 1
+            if not batch or not pending:
                 return
-            yield batch
-            first = batch[-1][0] + 1
 
-    def _read_batch(self, first: int, last: int) -> list[tuple[int, bytes]]:
-        result: list[tuple[int, bytes]] = self._call(
+    def _read_batch(self, first: int, last: int | None) -> tuple[list[tuple[int, bytes]], int]:
+        """The messages from ``first`` (up to ``last``), at most ``_BATCH``, and how many
+        more the stream holds after them."""
+        result: tuple[list[tuple[int, bytes]], int] = self._call(
             functools.partial(self._direct_batch, first, last), "read the log"
         )
         return result
 
-    async def _direct_batch(self, first: int, last: int) -> list[tuple[int, bytes]]:
+    async def _direct_batch(
+        self, first: int, last: int | None
+    ) -> tuple[list[tuple[int, bytes]], int]:
         nc = self._nc
         inbox = nc.new_inbox()
         got: list[tuple[int, bytes]] = []
+        pending = [0]
         done = asyncio.Event()
 
         async def on_msg(msg: Any) -> None:
             headers = msg.headers or {}
             if headers.get("Status"):  # 204: end of the batch; 404: nothing there
+                pending[0] = int(headers.get("Nats-Num-Pending", 0))
                 done.set()
                 return
             got.append((int(headers["Nats-Sequence"]), msg.data))
 
         sub = await nc.subscribe(inbox, cb=on_msg)
         try:
-            request = {"seq": first, "batch": min(_BATCH, last - first + 1), "up_to_seq": last}
+            request: dict[str, int] = {"seq": first, "batch": _BATCH}
+            if last is not None:
+                request.update(batch=min(_BATCH, last - first + 1), up_to_seq=last)
             await nc.publish(
                 f"$JS.API.DIRECT.GET.{self.address.stream}",
                 json.dumps(request).encode(),
@@ -450,7 +459,7 @@ class JetStreamLog:
             await done.wait()
         finally:
             await sub.unsubscribe()
-        return got
+        return got, pending[0]
 
 
 def _constant(ends: list[Cursor]) -> Callable[[], list[Cursor]]:
