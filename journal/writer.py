@@ -53,6 +53,7 @@ from journal.log import (
     TornTail,
 )
 from journal.log.segments import DEFAULT_SEGMENT_BYTES
+from journal.log.urls import is_stream_url, nats_extra
 from journal.operations import Operations
 from journal.pending import InGroup as _InGroup
 from journal.pending import Pending as _Pending
@@ -82,14 +83,8 @@ def _open_jetstream(url: str, durability: Durability) -> LogBackend:
             f"{url}: a JetStream log is as durable as its servers' sync_interval makes it; "
             f"open it with durability 'always', not {durability!r}"
         )
-    try:
+    with nats_extra(url):
         from journal.log.jetstream import JetStreamLog
-    except ModuleNotFoundError as exc:
-        if exc.name != "nats":
-            raise
-        raise InvalidValue(
-            f"{url}: a nats:// log needs the nats extra: pip install 'session-journal[nats]'"
-        ) from None
     return JetStreamLog(url)
 
 
@@ -133,7 +128,7 @@ class Journal(Operations, Forgetting, History, Checkpointing):
     ) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._new_id = new_id or random_event_id
-        if isinstance(path, str) and path.startswith("nats://"):
+        if isinstance(path, str) and is_stream_url(path):
             self._log: LogBackend = _open_jetstream(path, durability)
         elif isinstance(path, (str, os.PathLike)):
             self._log = FileLog(

@@ -198,17 +198,50 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, previous)
 
 
+@contextlib.contextmanager
+def _feeding(
+    feed: Callable[[threading.Event], None] | None, stop: threading.Event
+) -> Iterator[None]:
+    """Run ``feed(stop)`` on a thread of its own while the body runs; should it fail, set
+    ``stop`` and raise its error once the body has returned."""
+    if feed is None:
+        yield
+        return
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            feed(stop)
+        except BaseException as exc:  # handed to the main thread, raised there
+            failed.append(exc)
+            stop.set()
+
+    thread = threading.Thread(target=run, name="journal-watch-feed", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
 def run_watch(
     log_path: str,
     db_path: str,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
     echo: Callable[[str], None] | None = None,
+    feed: Callable[[threading.Event], None] | None = None,
+    name: str | None = None,
 ) -> None:
-    """``session-journal watch``: watch until SIGINT/SIGTERM; ``echo`` gets a line per batch."""
+    """``session-journal watch``: watch until SIGINT/SIGTERM; ``echo`` gets a line per batch.
+    ``feed(stop)``, if given, keeps ``log_path`` growing meanwhile (a stream's copy: see
+    ``journal.log.stream_copy``); ``name`` is what to call the log in the lines echoed."""
     stop = threading.Event()
-    with _stop_on_signals(stop):
+    with _stop_on_signals(stop), _feeding(feed, stop):
         if echo is not None:
-            echo(f"watching {log_path} -> {db_path} (poll every {poll_interval:g} s)")
+            echo(f"watching {name or log_path} -> {db_path} (poll every {poll_interval:g} s)")
         watch(
             log_path,
             db_path,

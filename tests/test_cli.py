@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -492,14 +493,47 @@ def test_an_io_error_of_the_disk_exits_1(
     assert "Traceback" not in result.output + result.stderr
 
 
-@pytest.mark.parametrize("where", ["before", "after"])
-def test_a_stream_url_is_refused_as_a_log_and_nothing_is_created(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+@pytest.mark.parametrize(
+    ("command", "where"),
+    [
+        ("forget", "before"),
+        ("forget", "after"),
+        ("retain", "before"),
+        ("repair-line-endings", "after"),
+        ("demo", "before"),
+        ("import-legacy", "after"),
+    ],
+)
+def test_a_command_that_rewrites_a_log_file_refuses_a_stream_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, where: str
 ) -> None:
     monkeypatch.chdir(tmp_path)
     url = "nats://127.0.0.1:4222/SESSIONS"
-    args = ["--log", url, "replay"] if where == "before" else ["replay", "--log", url]
+    arguments = {
+        "forget": ["s1", "--yes"],
+        "retain": ["--closed-before", "2026-01-01", "--to", "old.jsonl"],
+        "import-legacy": ["old.db"],
+    }.get(command, [])
+    where_log = ["--log", url]
+    args = (
+        [*where_log, command, *arguments]
+        if where == "before"
+        else [command, *arguments, *where_log]
+    )
     result = cli_runner().invoke(main, args)
     assert result.exit_code == 2
-    assert url in result.stderr and "Journal.open(url)" in result.stderr
+    assert url in result.stderr and f"`{command}` works on a log file only" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stream_without_the_nats_extra_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
+    for module in ("journal.log.jetstream", "journal.log.stream_copy"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    result = cli_runner().invoke(main, ["--log", "nats://127.0.0.1:4222/S", "replay"])
+    assert result.exit_code == 2
+    assert "session-journal[nats]" in result.stderr
     assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,5 @@
-"""The optional extras stay optional: litellm and the Agents SDK are each imported by
-their one adapter module only, and datasette by none (the configuration command reads its
+"""The optional extras stay optional: litellm, the Agents SDK and nats-py are each
+imported by their one adapter module only, and datasette by none (the configuration command reads its
 installed version)."""
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ def imported_roots(path: Path) -> set[str]:
 
 
 def test_each_extra_is_imported_only_by_its_own_module() -> None:
-    importers: dict[str, set[str]] = {"litellm": set(), "datasette": set(), "agents": set()}
+    importers: dict[str, set[str]] = {
+        "litellm": set(),
+        "datasette": set(),
+        "agents": set(),
+        "nats": set(),
+    }
     for package in ("journal", "projector"):
         for path in (ROOT / package).rglob("*.py"):
             for extra in importers.keys() & imported_roots(path):
@@ -30,4 +35,5 @@ def test_each_extra_is_imported_only_by_its_own_module() -> None:
         "litellm": {"journal/integrations/litellm.py"},
         "datasette": set(),
         "agents": {"projector/integrations/agents.py"},
+        "nats": {"journal/log/jetstream.py"},
     }

@@ -352,16 +352,59 @@ class JetStreamLog:
 
     def _stored_at(self, seq: int) -> str | None:
         """The Msg-Id of the message at ``seq``, if there is one."""
+        msg = self._get(seq)
+        return None if msg is None else (msg.headers or {}).get("Nats-Msg-Id")
 
-        async def get() -> str | None:
+    def payload_at(self, seq: int) -> bytes | None:
+        """The records of the message at ``seq`` (None: no such message)."""
+        msg = self._get(seq)
+        return None if msg is None else bytes(msg.data)
+
+    def _get(self, seq: int) -> Any:
+        async def get() -> Any:
             try:
-                msg = await self._js.get_msg(self.address.stream, seq, direct=True)
+                return await self._js.get_msg(self.address.stream, seq, direct=True)
             except nats.js.errors.NotFoundError:
                 return None
-            return (msg.headers or {}).get("Nats-Msg-Id")
 
-        result: str | None = self._call(get, "read a message")
-        return result
+        return self._call(get, "read a message")
+
+    def on_publish(self, ring: Callable[[], None]) -> Callable[[], None]:
+        """Call ``ring`` (on the client's thread) whenever a message is published to the
+        log's subject, from any host; returns what stops it. A doorbell only: a reader
+        still reads the stream in order, and a bell missed while the servers were away
+        is made up by the reader's own polls."""
+
+        async def rang(_msg: Any) -> None:
+            ring()
+
+        sub = self._call(
+            lambda: self._nc.subscribe(self.address.subject, cb=rang), "subscribe to the log"
+        )
+
+        def stop() -> None:
+            with contextlib.suppress(Exception):  # closing: the connection may be gone
+                self._loop.run(sub.unsubscribe(), _TRY_S)
+
+        return stop
+
+    @property
+    def created(self) -> str:
+        """When the stream was created: a stream deleted and made again under the same
+        name is another log."""
+        return str(self._created)
+
+    def messages(self, after_seq: int, pos: int) -> Iterator[list[tuple[int, bytes, int]]]:
+        """The messages after sequence ``after_seq``, in batches, as (sequence, payload,
+        ``pos`` of its last record); each checked as ``read`` checks it, the first
+        continuing from ``pos``. For a reader that keeps the records' bytes."""
+        reading = JetStreamReading(self, Cursor(after_seq << _SHIFT), pos, ev.state_decoder)
+        for batch in self._messages(after_seq + 1):
+            checked = []
+            for seq, payload in batch:
+                reading.last_pos = reading._unit(seq, payload)[-1].pos
+                checked.append((seq, payload, reading.last_pos))
+            yield checked
 
     def wait_durable(self, token: int) -> None:
         """Nothing to wait for: an append returns once the stream acknowledged it."""

@@ -15,6 +15,7 @@ from journal.events import LineError, decode_line
 from journal.retention import retain as do_retain
 from journal.validation import MAX_GROUP_EVENTS
 from projector.cli.notes import Paths, being_watched, to_run
+from projector.cli.streams import log_files_only
 from projector.cli.support import (
     emit_json,
     fail,
@@ -82,6 +83,7 @@ def forget(ctx: click.Context, session_id: str, yes: bool, as_json: bool) -> Non
     forgetting happened (holding nothing of the session) is appended. Run it again after
     an interruption: it completes the forgetting."""
     paths = paths_with_log(ctx)
+    log_files_only(paths, "forget")
     _confirm(
         yes,
         f"Forget session {session_id!r}: erase it from {paths.log} and {paths.db} for good?",
@@ -127,6 +129,7 @@ def retain(
     file (durable before anything is forgotten; `import-log` brings it back), then forget
     them from the log and the database."""
     paths = paths_with_log(ctx)
+    log_files_only(paths, "retain")
     try:
         cutoff = parse_since(closed_before, "--closed-before")
     except QueryError as exc:

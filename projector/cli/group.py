@@ -24,10 +24,12 @@ from journal.errors import (
     LogWriteError,
 )
 from journal.events import format_ts
+from journal.log.urls import is_stream_url
 from projector.cli import erase as cli_erase
 from projector.cli import read as cli_read
 from projector.cli import write as cli_write
 from projector.cli.notes import Paths, in_cli_terms, to_run
+from projector.cli.streams import log_files_only, projected_log, stream_copy
 from projector.cli.support import (
     PIPE_CLOSED_EXIT,
     add_global_options,
@@ -40,7 +42,6 @@ from projector.cli.support import (
     prints_data,
     progress_bar,
     read_db,
-    refuse_a_stream,
     refuse_json,
     seconds_option,
     silence_stdout,
@@ -122,7 +123,7 @@ def main(ctx: click.Context, log_path: str, db_path: str, debug: bool, as_json: 
     sessions.db current; the read commands query sessions.db. The options above may also
     follow the command's name.
     """
-    ctx.obj = Paths(refuse_a_stream(log_path), db_path)
+    ctx.obj = Paths(log_path, db_path)
     ctx.meta["debug"] = debug
     ctx.meta["json"] = as_json
     command = main.commands.get(ctx.invoked_subcommand or "")
@@ -143,6 +144,7 @@ def demo(ctx: click.Context, as_json: bool) -> None:
     from projector.cli.demo import write_demo
 
     paths = get_paths(ctx)
+    log_files_only(paths, "demo")
     result = write_demo(paths.log)
     with projection_lock(paths.log, paths.db):
         replay(paths.log, paths.db)
@@ -191,8 +193,9 @@ def replay(ctx: click.Context, as_json: bool) -> None:
     from projector import replay as do_replay
 
     paths = paths_with_log(ctx)
-    with projection_lock(paths.log, paths.db):
-        result = do_replay(paths.log, paths.db, progress=progress_bar("replay"))
+    log = projected_log(paths)
+    with projection_lock(log, paths.db):
+        result = do_replay(log, paths.db, progress=progress_bar("replay"))
     if as_json:
         emit_json(result)
         return
@@ -239,10 +242,9 @@ def rebuild(ctx: click.Context, until: str | None, as_json: bool) -> None:
 
     paths = paths_with_log(ctx)
     until_value = _parse_until(until)
-    with projection_lock(paths.log, paths.db):
-        result = do_rebuild(
-            paths.log, paths.db, until=until_value, progress=progress_bar("rebuild")
-        )
+    log = projected_log(paths)
+    with projection_lock(log, paths.db):
+        result = do_rebuild(log, paths.db, until=until_value, progress=progress_bar("rebuild"))
     if as_json:
         emit_json(result)
         return
@@ -269,7 +271,8 @@ def verify(ctx: click.Context, strict: bool, as_json: bool) -> None:
     from projector import verify as do_verify
 
     paths = paths_with_log(ctx)
-    report = do_verify(paths.log, paths.db, progress=progress_bar("verify"))
+    log = projected_log(paths, check_all=True)
+    report = do_verify(log, paths.db, progress=progress_bar("verify"))
     if as_json:
         emit_json(
             {"ok": report.ok, **msgspec.to_builtins(report), "unprojected": report.unprojected}
@@ -309,12 +312,20 @@ def watch(ctx: click.Context, poll_interval: float, verbose: bool) -> None:
     from projector.watch import run_watch
 
     paths = get_paths(ctx)
-    run_watch(
-        paths.log,
-        paths.db,
-        poll_interval=poll_interval,
-        echo=(lambda line: click.echo(line, err=True)) if verbose else None,
-    )
+    echo = (lambda line: click.echo(line, err=True)) if verbose else None
+    if not is_stream_url(paths.log):
+        run_watch(paths.log, paths.db, poll_interval=poll_interval, echo=echo)
+        return
+    with stream_copy(paths) as copy:
+        copy.sync()
+        run_watch(
+            copy.path,
+            paths.db,
+            poll_interval=poll_interval,
+            echo=echo,
+            feed=lambda stop: copy.follow(stop, poll_interval),
+            name=f"{paths.log} (through {copy.path})",
+        )
 
 
 for _command in (

@@ -14,6 +14,7 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 import msgspec
 
+from journal.log.urls import is_stream_url
 from projector.cli import render
 from projector.cli.notes import Paths, note_if_stale, to_run
 
@@ -31,7 +32,7 @@ def paths_with_log(ctx: click.Context) -> Paths:
     """The paths, for a command that reads the log: a missing log is a mistake, not an
     empty history (projecting "nothing" would empty the database)."""
     paths = get_paths(ctx)
-    if not os.path.exists(paths.log):
+    if not is_stream_url(paths.log) and not os.path.exists(paths.log):
         fail(f"{paths.log}: no such log (use --log or SESSION_JOURNAL_LOG)")
     return paths
 
@@ -95,19 +96,9 @@ def path_options(fn: F) -> F:
 def _set_path(field: str) -> Callable[[click.Context, click.Parameter, str | None], None]:
     def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is not None:
-            setattr(get_paths(ctx), field, refuse_a_stream(value) if field == "log" else value)
+            setattr(get_paths(ctx), field, value)
 
     return callback
-
-
-def refuse_a_stream(log: str) -> str:
-    """``log``, unless it names a JetStream stream, which the command line cannot open."""
-    if log.startswith("nats://"):
-        fail(
-            f"{log}: the command line reads and writes log files only; a log in a "
-            "JetStream stream is opened from Python, with Journal.open(url)"
-        )
-    return log
 
 
 def refuse_json(command: str | None) -> NoReturn:

@@ -12,6 +12,7 @@ import click
 
 from journal import Journal, Receipt
 from projector.cli.notes import being_watched, to_run
+from projector.cli.streams import log_files_only
 from projector.cli.support import (
     emit_json,
     get_paths,
@@ -178,6 +179,7 @@ def import_legacy(ctx: click.Context, old_db: str, dry_run: bool, as_json: bool)
     from projector.legacy.report import format_report
 
     paths = get_paths(ctx)
+    log_files_only(paths, "import-legacy")
     # A dry run writes nothing, the database included: it need not keep watch away.
     with contextlib.nullcontext() if dry_run else projection_lock(paths.log, paths.db):
         report = do_import(
@@ -202,7 +204,9 @@ def repair_line_endings(ctx: click.Context, as_json: bool) -> None:
     """
     from journal.repair import repair_line_endings as repair
 
-    log = paths_with_log(ctx).log
+    paths = paths_with_log(ctx)
+    log_files_only(paths, "repair-line-endings")
+    log = paths.log
     changed = repair(log)
     if as_json:
         emit_json({"log": log, "converted": changed})

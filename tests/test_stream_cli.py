@@ -1,0 +1,131 @@
+"""The command line on a log in a JetStream stream: every node projects the stream into
+its own database (through its own copy, ``journal.log.stream_copy``), and nodes that
+have caught up hold identical tables; ``verify`` proves each against the stream.
+
+Every server is a real ``nats-server`` on 127.0.0.1 (``tests/nats_servers.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_runner import cli_runner
+
+from journal import Journal
+from projector import canonical_hash
+from projector.db import readonly_uri
+
+pytestmark = pytest.mark.nats
+CLI = str(Path(sys.executable).parent / "session-journal")
+DEADLINE = 60.0  # generous: only a failing test waits this long
+
+
+def _stream_url(server: Any) -> str:
+    return f"{server.url}/N{uuid.uuid4().hex[:10]}"
+
+
+def _write(url: str, sessions: range) -> None:
+    with Journal.open(url) as j:
+        for k in sessions:
+            sid = j.create_session("openai/gpt-4o", session_id=f"s{k}", title=f"chat {k}")
+            j.append_message(sid, "user", f"question {k}")
+            j.append_message(sid, "assistant", f"answer {k}", tokens_used=7)
+
+
+def _cli(url: str, db: Path, *args: str) -> Any:
+    from projector.cli import main
+
+    return cli_runner().invoke(main, ["--log", url, "--db", str(db), *args])
+
+
+def test_two_nodes_project_the_stream_into_identical_databases(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    url = _stream_url(nats_single)
+    node_a, node_b = tmp_path / "a" / "node.db", tmp_path / "b" / "node.db"
+    node_a.parent.mkdir()
+    node_b.parent.mkdir()
+    _write(url, range(3))
+    assert _cli(url, node_a, "replay").exit_code == 0
+    archived = _cli(url, node_a, "archive", "s1")  # a write command opens the stream
+    assert archived.exit_code == 0, archived.output + archived.stderr
+    _write(url, range(3, 5))
+    for node in (node_a, node_b):
+        result = _cli(url, node, "replay")
+        assert result.exit_code == 0, result.stderr
+        verified = _cli(url, node, "verify")
+        assert verified.exit_code == 0, verified.output + verified.stderr
+        assert f"matches {url}" in verified.output
+    assert canonical_hash(node_a) == canonical_hash(node_b)
+    listed = _cli(url, node_b, "sessions", "--json")
+    assert sorted(s["session_id"] for s in json.loads(listed.output)) == [f"s{k}" for k in range(5)]
+    rebuilt = _cli(url, node_b, "rebuild")
+    assert rebuilt.exit_code == 0, rebuilt.stderr
+    assert canonical_hash(node_a) == canonical_hash(node_b)
+
+
+def test_verify_names_a_node_copy_that_differs_from_the_stream(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    url, db = _stream_url(nats_single), tmp_path / "node.db"
+    _write(url, range(2))
+    assert _cli(url, db, "replay").exit_code == 0
+    copy = tmp_path / "node.db.stream.jsonl"
+    data = copy.read_bytes()
+    at = data.index(b"question 0")
+    copy.write_bytes(data[:at] + b"QUESTION 0" + data[at + 10 :])
+    result = _cli(url, db, "verify")
+    assert result.exit_code == 1
+    assert str(copy) in result.stderr and "line" in result.stderr
+
+
+def _watch(url: str, db: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [CLI, "--log", url, "--db", str(db), "watch", "--poll-interval", "0.5", "-v"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _sessions_in(db: Path) -> int:
+    if not db.exists():
+        return -1
+    try:
+        with closing(sqlite3.connect(readonly_uri(db), uri=True)) as conn:
+            return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+    except sqlite3.Error:
+        return -1  # not made yet
+
+
+def test_two_watchers_follow_the_stream_and_converge(nats_single: Any, tmp_path: Path) -> None:
+    url = _stream_url(nats_single)
+    dbs = [tmp_path / "a.db", tmp_path / "b.db"]
+    _write(url, range(2))
+    procs = [_watch(url, db) for db in dbs]
+    try:
+        for batch in range(3):  # written while they watch
+            _write(url, range(2 + 10 * batch, 12 + 10 * batch))
+        deadline = time.monotonic() + DEADLINE
+        while any(_sessions_in(db) < 32 for db in dbs):
+            assert time.monotonic() < deadline, [_sessions_in(db) for db in dbs]
+            assert all(p.poll() is None for p in procs), [p.stderr for p in procs]
+            time.sleep(0.05)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        errors = [proc.communicate(timeout=DEADLINE)[1].decode() for proc in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert all(e.splitlines()[-1] == "stopped" for e in errors)
+    assert canonical_hash(dbs[0]) == canonical_hash(dbs[1])
+    for db in dbs:
+        assert _cli(url, db, "verify").exit_code == 0
