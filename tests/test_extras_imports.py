@@ -1,6 +1,6 @@
 """The optional extras stay optional: litellm, the Agents SDK and nats-py are each
-imported by their one adapter module only, and datasette by none (the configuration command reads its
-installed version)."""
+imported by their one adapter module only, and datasette by none (the configuration
+command reads its installed version)."""
 
 from __future__ import annotations
 

@@ -270,7 +270,8 @@ def test_a_call_refused_on_what_a_writer_knew_is_judged_again_on_the_log(
 
 def test_writer_processes_racing_lose_nothing_when_the_leader_is_killed(tmp_path: Path) -> None:
     """The short run of ``tools/jetstream_writers.py``: processes racing on an R3 stream,
-    its leader SIGKILLed halfway and restarted; every receipt audited against the stream."""
+    its leader SIGKILLed halfway and restarted; every receipt audited against the stream,
+    and two nodes watching all along end with identical tables that verify."""
     tool = Path(__file__).resolve().parent.parent / "tools" / "jetstream_writers.py"
     args = ["--writers", "3", "--seconds", "8", "--json", "--dir", str(tmp_path)]
     out = subprocess.run(
@@ -285,3 +286,5 @@ def test_writer_processes_racing_lose_nothing_when_the_leader_is_killed(tmp_path
     assert stats["acknowledged"] > 30 and stats["shared_messages"] > 10
     assert (stats["lost"], stats["duplicated"], stats["misplaced"]) == (0, 0, 0)
     assert stats["positions_gapless"] == 1 and stats["seqs_gapless"] == 1
+    assert stats["watch_exit"] == [0, 0] and stats["watch_caught_up"] == [True, True]
+    assert stats["projections_identical"] == 1 and stats["verify_exit"] == [0, 0]

@@ -6,6 +6,7 @@ Every server is a real ``nats-server`` on 127.0.0.1 (``tests/nats_servers.py``).
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,43 @@ def test_a_copy_longer_than_the_stream_is_refused(nats_single: Any, tmp_path: Pa
     path.write_bytes((tmp_path / "long.jsonl").read_bytes())
     with _copy(url, path) as copy, pytest.raises(CopyMismatch):
         copy.sync()
+
+
+def test_a_follower_waits_out_its_server_and_goes_on_when_it_returns(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    import threading
+
+    from journal.log.stream_copy import StreamCopy
+
+    url, path = _stream_url(nats_single), tmp_path / "copy.jsonl"
+    _write(url, sessions=1, messages=1)
+    said: list[str] = []
+    stop = threading.Event()
+    copy = StreamCopy(url, str(path), wait_s=1.0)
+    failed: list[BaseException] = []
+
+    def follow() -> None:
+        try:
+            copy.follow(stop, 0.2, say=said.append)
+        except BaseException as exc:  # handed to the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        nats_single.kill(0)
+        deadline = time.monotonic() + 30
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.1)
+        nats_single.restart(0)
+        _write(url, sessions=2, messages=1, prefix="after")
+        while path.read_bytes() != _stream_bytes(url) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join(30)
+        copy.close()
+    assert not failed and not thread.is_alive()
+    assert path.read_bytes() == _stream_bytes(url)
+    assert "still trying" in said[0] and "answer again" in said[-1]

@@ -9,9 +9,14 @@ loser catches up and tries again. Halfway through, the stream's leader is killed
 SIGKILL; it is started again a few seconds later. A call that finds no server raises
 ``LogUnavailable`` and the writer retries it with the same event id.
 
+Two nodes project the stream all along, each its own database: ``session-journal watch``
+processes (through each node's copy of the stream), started before the writers and
+connecting to the servers in a different order.
+
 At the end the whole stream is read back and checked: every acknowledged message is in it
 exactly once, at the position and seq its receipt gave; positions are gapless; each
-session's seqs are gapless.
+session's seqs are gapless. Once both watchers have caught up they are stopped; their
+databases must hold identical tables, and ``session-journal verify`` must exit 0 on each.
 
     python tools/jetstream_writers.py --writers 4 --seconds 20   # prints "... 0 lost ..."
     python tools/jetstream_writers.py --writers 2 --seconds 6 --json   # the test suite's
@@ -22,6 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,10 +36,12 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from nats_cluster import NatsCluster
 
@@ -85,6 +94,49 @@ def _leader(cluster: NatsCluster, stream: str) -> int:
     return cluster.node_of(asyncio.run(ask()))
 
 
+def _cli(url: str, db: Path, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "projector", "--log", url, "--db", str(db), *args]
+    return subprocess.Popen(command, text=True, **popen)
+
+
+def _checkpoint_pos(db: Path) -> int:
+    from projector.db import readonly_uri
+
+    try:
+        with closing(sqlite3.connect(readonly_uri(db), uri=True)) as conn:
+            row = conn.execute("SELECT log_pos FROM projector_checkpoint").fetchone()
+    except sqlite3.Error:
+        return -1  # not made yet
+    return int(row[0]) if row else -1
+
+
+def _projections(url: str, dbs: list[Path], watchers: list[Any], last_pos: int) -> dict[str, Any]:
+    """Wait for the watchers to reach ``last_pos``, stop them, compare and verify."""
+    from projector import canonical_hash
+
+    deadline = time.monotonic() + 120
+    while any(_checkpoint_pos(db) < last_pos for db in dbs) and time.monotonic() < deadline:
+        if any(w.poll() is not None for w in watchers):
+            break
+        time.sleep(0.1)
+    caught_up = [_checkpoint_pos(db) == last_pos for db in dbs]
+    for w in watchers:
+        w.send_signal(signal.SIGTERM)
+    errors = [w.communicate(timeout=120)[1] for w in watchers]
+    verified = [
+        _cli(url, db, "verify", stdout=subprocess.PIPE, stderr=subprocess.PIPE) for db in dbs
+    ]
+    for v in verified:
+        v.communicate(timeout=300)
+    return {
+        "watch_exit": [w.returncode for w in watchers],
+        "watch_caught_up": caught_up,
+        "watch_errors": [e[-2000:] for e, w in zip(errors, watchers, strict=True) if w.returncode],
+        "projections_identical": int(len({canonical_hash(db) for db in dbs}) == 1),
+        "verify_exit": [v.returncode for v in verified],
+    }
+
+
 def run(writers: int, seconds: float, directory: Path) -> dict[str, Any]:
     from journal import Journal
     from journal.events import MessageAppended
@@ -94,6 +146,14 @@ def run(writers: int, seconds: float, directory: Path) -> dict[str, Any]:
         url = f"{cluster.url}/{stream}?replicas=3"
         with Journal.open(url) as j:
             j.create_session("m", session_id=SHARED)
+        # The second node lists the servers the other way round: it connects elsewhere.
+        hosts = cluster.url.removeprefix("nats://").split(",")
+        node_urls = [url, f"nats://{','.join(reversed(hosts))}/{stream}?replicas=3"]
+        dbs = [directory / f"node{k}.db" for k in range(2)]
+        watchers = [
+            _cli(u, db, "watch", "--poll-interval", "0.5", stderr=subprocess.PIPE)
+            for u, db in zip(node_urls, dbs, strict=True)
+        ]
         procs = [
             subprocess.Popen(
                 [sys.executable, __file__, "--child", url, str(w), str(seconds)],
@@ -129,6 +189,7 @@ def run(writers: int, seconds: float, directory: Path) -> dict[str, Any]:
         ]
         with Journal.open(url) as j:
             events = [e for e, _ in j._log.read()]
+        projections = _projections(url, dbs, watchers, len(events))
     mine = [
         {str(e) for e in (event_id(w, i) for i in range(len(acked) + 1))} for w in range(writers)
     ]
@@ -157,6 +218,7 @@ def run(writers: int, seconds: float, directory: Path) -> dict[str, Any]:
         # Fairness: no lock spans the processes, and a writer that just appended knows the
         # end while the others must read it first.
         "per_writer": [sum(1 for eid, *_ in acked if eid in mine[w]) for w in range(writers)],
+        **projections,
     }
 
 
@@ -186,10 +248,21 @@ def main() -> None:
             f"{stats['misplaced']} not where their receipt said; positions gapless: "
             f"{bool(stats['positions_gapless'])}, seqs gapless: {bool(stats['seqs_gapless'])} "
             f"({stats['shared_messages']} messages in the shared session; acknowledged per "
-            f"writer: {stats['per_writer']})"
+            f"writer: {stats['per_writer']}); two watching nodes: exit {stats['watch_exit']}, "
+            f"caught up {stats['watch_caught_up']}, identical tables: "
+            f"{bool(stats['projections_identical'])}, verify exit {stats['verify_exit']}"
         )
+        for error in stats["watch_errors"]:
+            print(f"a watcher failed: {error}", file=sys.stderr)
     bad = stats["lost"] or stats["duplicated"] or stats["misplaced"]
-    sys.exit(1 if bad or not (stats["positions_gapless"] and stats["seqs_gapless"]) else 0)
+    projected = (
+        stats["watch_exit"] == [0, 0]
+        and all(stats["watch_caught_up"])
+        and stats["projections_identical"]
+        and stats["verify_exit"] == [0, 0]
+    )
+    gapless = stats["positions_gapless"] and stats["seqs_gapless"]
+    sys.exit(0 if gapless and projected and not bad else 1)
 
 
 if __name__ == "__main__":

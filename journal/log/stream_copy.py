@@ -33,7 +33,7 @@ from journal.errors import LogError
 from journal.log.backend import START, Cursor
 from journal.log.file_backend import FileLog
 from journal.log.files import FILE_MODE
-from journal.log.jetstream import JetStreamLog
+from journal.log.jetstream import JetStreamLog, LogUnavailable
 from journal.log.segments import LogView
 
 COPY_SUFFIX: Final = ".stream.jsonl"
@@ -203,20 +203,33 @@ class StreamCopy:
         return copied
 
     def follow(
-        self, stop: threading.Event, poll_s: float, on_copy: Callable[[int], None] | None = None
+        self,
+        stop: threading.Event,
+        poll_s: float,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         """Copy what the stream gets until ``stop`` is set: at once when a message is
         published on the log's subject (a doorbell; the copy still reads the stream in
         order), and every ``poll_s`` seconds whatever happens (a bell missed while the
-        servers were away)."""
+        servers were away). Servers that do not answer are waited for, as long as it
+        takes (``say`` hears when they go and come back); a copy that does not match the
+        stream, or damage in the stream, ends it."""
         bell = threading.Event()
         unsubscribe = self.stream.on_publish(bell.set)
+        away = False
         try:
             while not stop.is_set():
                 bell.clear()
-                copied = self.sync()
-                if copied and on_copy is not None:
-                    on_copy(copied)
+                try:
+                    self.sync()
+                except LogUnavailable as exc:
+                    if not away and say is not None:
+                        say(f"{exc}; still trying")
+                    away = True
+                else:
+                    if away and say is not None:
+                        say(f"{self.stream.name}: the servers answer again")
+                    away = False
                 deadline = time.monotonic() + poll_s
                 while not (bell.wait(_STOP_CHECK_S) or stop.is_set()):
                     if time.monotonic() >= deadline:

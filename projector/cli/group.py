@@ -323,7 +323,9 @@ def watch(ctx: click.Context, poll_interval: float, verbose: bool) -> None:
             paths.db,
             poll_interval=poll_interval,
             echo=echo,
-            feed=lambda stop: copy.follow(stop, poll_interval),
+            feed=lambda stop: copy.follow(
+                stop, poll_interval, say=lambda line: click.echo(line, err=True)
+            ),
             name=f"{paths.log} (through {copy.path})",
         )
 
