@@ -88,6 +88,18 @@ def _open_jetstream(url: str, durability: Durability) -> LogBackend:
     return JetStreamLog(url)
 
 
+def open_backend(
+    path: str | os.PathLike[str],
+    durability: Durability = "always",
+    batch_interval_ms: float = 50,
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+) -> LogBackend:
+    """The log ``path`` names: a file, or a JetStream stream for a ``nats://`` URL."""
+    if isinstance(path, str) and is_stream_url(path):
+        return _open_jetstream(path, durability)
+    return FileLog(os.fspath(path), durability, batch_interval_ms / 1000, segment_bytes)
+
+
 @dataclass(frozen=True)
 class Repair:
     """A torn tail the writer moved aside when it opened (or caught up with) the log."""
@@ -128,12 +140,8 @@ class Journal(Operations, Forgetting, History, Checkpointing):
     ) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._new_id = new_id or random_event_id
-        if isinstance(path, str) and is_stream_url(path):
-            self._log: LogBackend = _open_jetstream(path, durability)
-        elif isinstance(path, (str, os.PathLike)):
-            self._log = FileLog(
-                os.fspath(path), durability, batch_interval_ms / 1000, segment_bytes
-            )
+        if isinstance(path, (str, os.PathLike)):
+            self._log = open_backend(path, durability, batch_interval_ms, segment_bytes)
         else:  # a log of another kind, opened with its own durability settings
             self._log = path
         self.path = self._log.name

@@ -129,3 +129,31 @@ def test_two_watchers_follow_the_stream_and_converge(nats_single: Any, tmp_path:
     assert canonical_hash(dbs[0]) == canonical_hash(dbs[1])
     for db in dbs:
         assert _cli(url, db, "verify").exit_code == 0
+
+
+def test_a_journal_moves_from_a_file_to_a_stream_and_back_byte_for_byte(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    from projector.cli import main
+
+    log, url = tmp_path / "start.jsonl", _stream_url(nats_single)
+    with Journal.open(log) as j:
+        for k in range(4):
+            sid = j.create_session("openai/gpt-4o", session_id=f"s{k}", first_message=f"hi {k}")
+            with j.batch():
+                j.append_message(sid, "assistant", f"answer {k}")
+                j.set_metadata(sid, "k", str(k))
+    file_db, node_db = tmp_path / "file.db", tmp_path / "node.db"
+    runner = cli_runner()
+    imported = runner.invoke(main, ["--log", url, "import-log", "--exact", str(log)])
+    assert imported.exit_code == 0, imported.stderr
+    exported = runner.invoke(main, ["--log", url, "export-log"])
+    assert exported.exit_code == 0 and exported.stdout_bytes == log.read_bytes()
+    for where, db in ((str(log), file_db), (url, node_db)):
+        assert runner.invoke(main, ["--log", where, "--db", str(db), "replay"]).exit_code == 0
+        assert runner.invoke(main, ["--log", where, "--db", str(db), "verify"]).exit_code == 0
+    assert canonical_hash(file_db) == canonical_hash(node_db)
+    again = runner.invoke(main, ["--log", url, "import-log", "--exact", str(log)])
+    assert again.exit_code == 2 and "empty log" in again.stderr
+    with Journal.open(url) as j:  # writers go on from where the file left off
+        assert j.append_message("s2", "user", "on the stream").seq == 3

@@ -1,6 +1,8 @@
 """The commands that take sessions out: ``forget`` (one session, for good), ``retain``
-(archive the sessions that ended long ago, then forget them) and ``import-log`` (bring an
-archive back). Each forgetting also purges the database named by ``--db``."""
+(archive the sessions that ended long ago, then forget them), ``import-log`` (bring an
+archive back) and ``export-log`` (the whole log, byte for byte, which ``import-log
+--exact`` appends to an empty log, of either kind). Each forgetting also purges the
+database named by ``--db``."""
 
 from __future__ import annotations
 
@@ -150,15 +152,38 @@ def retain(
         click.echo(database)
 
 
+@click.command("export-log")
+@click.pass_context
+def export_log(ctx: click.Context) -> None:
+    """Print the whole log, byte for byte (a file's lines, a stream's messages): with
+    `import-log --exact` it moves a journal to an empty log of another kind."""
+    from journal.transfer import log_bytes
+
+    out = sys.stdout.buffer
+    for chunk in log_bytes(paths_with_log(ctx).log):
+        out.write(chunk)
+    out.flush()
+
+
 @click.command("import-log")
 @click.argument("source", type=click.File("rb"))
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Append the records as they are, positions included, to an empty log "
+    "(SOURCE must be a whole log, as export-log prints it).",
+)
 @json_option
 @click.pass_context
-def import_log(ctx: click.Context, source: Any, as_json: bool) -> None:
+def import_log(ctx: click.Context, source: Any, exact: bool, as_json: bool) -> None:
     """Append the records of SOURCE (an archive `retain` wrote, or a log) to the log: each
     keeps its event id and the time it happened, and gets a new position. Every line is
     checked first: one bad line and nothing is written. A run cut short can be run again
-    (records already imported are skipped)."""
+    (records already imported are skipped). With --exact, the log must be empty and each
+    record is appended byte for byte."""
+    if exact:
+        _import_exact(ctx, source.name, as_json)
+        return
     events = []
     offset = 0
     for number, line in enumerate(source, 1):
@@ -179,3 +204,22 @@ def import_log(ctx: click.Context, source: Any, as_json: bool) -> None:
         return
     fresh = sum(not r.duplicate for r in receipts)
     click.echo(f"Imported {fresh} events ({len(receipts) - fresh} were in the log already).")
+
+
+def _import_exact(ctx: click.Context, source: str, as_json: bool) -> None:
+    from journal.transfer import append_log, check_whole_log
+    from journal.writer import open_backend
+
+    if source == "-":
+        fail("import-log --exact reads a file, not standard input")
+    check_whole_log(source)  # before the log is opened (a file log would be created)
+    log = get_paths(ctx).log
+    target = open_backend(log)
+    try:
+        count = append_log(target, source)
+    finally:
+        target.close()
+    if as_json:
+        emit_json({"log": log, "imported": count})
+        return
+    click.echo(f"Imported {count} records into {log}, byte for byte.")

@@ -348,6 +348,7 @@ for _command in (
     cli_erase.forget,
     cli_erase.retain,
     cli_erase.import_log,
+    cli_erase.export_log,
 ):
     main.add_command(_command)
 for _command in main.commands.values():
