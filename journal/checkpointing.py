@@ -1,10 +1,13 @@
-"""How a writer on a log file starts from its state checkpoint and keeps it current.
+"""How a writer starts from its state checkpoint and keeps it current.
 
 Opening a log costs what its open sessions and its id window cost, not its history: the
 state and the receipts of the last ``id_window`` records come from the checkpoint
 (``journal.statefile``, validated against the log), and only what was appended after the
 checkpoint is folded. Without a valid checkpoint the log is read whole,
-as it always was, and the checkpoint written afresh.
+as it always was, and the checkpoint written afresh. The checkpoint names its place in
+the log by the cursor there and the hash of the record that ends there
+(``LogBackend.last_line``), so it works on any backend: a log file keeps it beside
+itself, a writer on a JetStream stream in a file of its host's (``state_path``).
 
 The checkpoint is written under the log's lock, with the state caught up to the end of
 the log: when the writer closes, and when enough has changed since the last one (then the
@@ -24,7 +27,6 @@ from typing import TYPE_CHECKING, Final
 
 from journal.errors import JournalError
 from journal.log import START, Cursor, FileLog, LogBackend
-from journal.log.file_backend import last_lines_start
 from journal.log.segments import log_size
 from journal.state import JournalState
 from journal.statefile import Mark, StateFile, mark_of
@@ -74,14 +76,24 @@ class Checkpointing:
     _statefile: StateFile | None = None
     _saved_pos = 0  # the position of the checkpoint this state started from or wrote
     _checkpoint_later = False  # none yet: the log is small; one is made once it grows
+    _state_path: str | None = None
 
-    def _open_statefile(self) -> None:
-        """Open the checkpoint, unless the log is too small to need one (then it is made
-        when the log has grown: ``_checkpoint_due``)."""
-        if not isinstance(self._log, FileLog):
-            return  # other backends keep no checkpoint (yet): their state is folded whole
-        path = self._log.path + ".state"
-        if not os.path.exists(path) and log_size(self._log.path) < CHECKPOINT_MIN_BYTES:
+    def _open_statefile(self, state_path: str | os.PathLike[str] | None = None) -> None:
+        """Open the checkpoint at ``state_path``, or beside a log file; a log file too
+        small to need one gets one when it has grown (``_checkpoint_due``). Other
+        backends keep one only where told: without, their state is folded whole."""
+        if state_path is not None:
+            self._state_path = os.fspath(state_path)
+        elif isinstance(self._log, FileLog):
+            self._state_path = self._log.path + ".state"
+        path = self._state_path
+        if path is None:
+            return
+        if (
+            isinstance(self._log, FileLog)
+            and not os.path.exists(path)
+            and log_size(self._log.path) < CHECKPOINT_MIN_BYTES
+        ):
             self._checkpoint_later = True
             return
         self._checkpoint_later = False
@@ -94,7 +106,7 @@ class Checkpointing:
         """Take the state from a valid checkpoint ahead of this one (lock held); whether
         it did. The ids of the records before it come from the log's tail."""
         sf = self._statefile
-        assert isinstance(self._log, FileLog) and sf is not None
+        assert sf is not None
         try:
             mark = sf.mark()
         except sqlite3.Error as exc:  # changed by something else while open: not used
@@ -102,9 +114,9 @@ class Checkpointing:
             return False
         if mark is None or mark.log_pos <= self._state.last_pos:
             return False
-        with self._log.view() as view:
-            if not sf.matches(mark, view, int(self._log.end(START))):
-                return False
+        self._log.end(START)  # a log replaced or cut since raises here, before it is trusted
+        if not sf.matches(mark, *self._log.last_line(Cursor(mark.log_offset))):
+            return False
         state = JournalState(self._state.recent_ids.size, store=sf)
         state.sessions = sf.open_sessions()
         state.models = sf.models()
@@ -127,15 +139,13 @@ class Checkpointing:
         """Write the checkpoint as of the state, caught up to the end (lock held), then let
         the sessions that ended go. A failure is only logged: the checkpoint is a cache."""
         if self._statefile is None:  # the log has grown enough to need one
-            self._open_statefile()
+            self._open_statefile(self._state_path)
         sf, state = self._statefile, self._state
-        assert isinstance(self._log, FileLog)
         if sf is None or self._end == START:
             return  # none can be made, or an empty log: nothing to mark
         afresh = state.store is None  # folded from the start: the file's rows are stale
-        with self._log.view() as view:
-            line_start = last_lines_start(view, START, self._end, 1)
-            mark: Mark = mark_of(view, line_start, self._end, state.last_pos, state.last_ts)
+        line_start, line = self._log.last_line(self._end)
+        mark: Mark = mark_of(line_start, line, self._end, state.last_pos, state.last_ts)
         sessions = (
             list(state.sessions.items())
             if afresh

@@ -29,7 +29,6 @@ from journal.errors import JournalClosed, LogError
 from journal.events import REDACTED_HASH_DIGITS, Redacted, decode_line, line_digest
 from journal.lifecycle import OPEN_STATUSES
 from journal.log import FILE_MODE
-from journal.log.segments import ReadAt
 from journal.state import IdRow, SessionState
 
 # Bumped whenever what a row holds, or how the writer folds events, changes: a checkpoint
@@ -90,9 +89,8 @@ class Mark:
     last_ts: str
 
 
-def mark_of(log: ReadAt, line_start: int, log_offset: int, log_pos: int, last_ts: str) -> Mark:
-    """The mark of a log read up to ``log_offset``."""
-    line = log.pread(log_offset - line_start, line_start)
+def mark_of(line_start: int, line: bytes, log_offset: int, log_pos: int, last_ts: str) -> Mark:
+    """The mark of a log read up to ``log_offset``, where its last record is ``line``."""
     return Mark(log_offset, line_start, line_digest(line), log_pos, last_ts)
 
 
@@ -170,13 +168,11 @@ class StateFile:
             ).fetchone()
         return Mark(*row) if row is not None else None
 
-    def matches(self, mark: Mark, log: ReadAt, size: int) -> bool:
-        """Whether the log (``size`` bytes) still holds the line the mark
-        names where it names it, as written or redacted since."""
-        if mark.log_offset > size or mark.line_start >= mark.log_offset:
-            return False
-        line = log.pread(mark.log_offset - mark.line_start, mark.line_start)
-        if not line.endswith(b"\n") or b"\n" in line[:-1]:
+    def matches(self, mark: Mark, start: int, line: bytes) -> bool:
+        """Whether ``line``, the record the log holds ending where the mark stands
+        (``LogBackend.last_line``), beginning at ``start``, is the one the mark names, as
+        written or redacted since."""
+        if start != mark.line_start or not line.endswith(b"\n") or b"\n" in line[:-1]:
             return False
         if line_digest(line) == mark.line_hash:
             return True

@@ -119,6 +119,7 @@ class JournalOptions(TypedDict, total=False):
     id_window: int
     new_id: Callable[[], str] | None
     segment_bytes: int
+    state_path: str | os.PathLike[str] | None
 
 
 class Journal(Operations, Forgetting, History, Checkpointing):
@@ -137,6 +138,7 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         id_window: int = DEFAULT_ID_WINDOW,
         new_id: Callable[[], str] | None = None,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._new_id = new_id or random_event_id
@@ -153,7 +155,7 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         self._combiner = Combiner(self._run_batch, self._log.wait_durable)
         self.repairs: list[Repair] = []
         try:
-            self._open_statefile()
+            self._open_statefile(state_path)
             with self._log.exclusive():
                 self._catch_up()
                 if self._statefile is not None and (
@@ -183,7 +185,11 @@ class Journal(Operations, Forgetting, History, Checkpointing):
         tests and reproducible logs;
         ``batch_interval_ms`` is the fsync interval of the ``batch`` mode; ``id_window``
         how many recent event ids answer retries; ``segment_bytes`` the size at which a
-        log file is sealed into a segment and a new one started (``journal.log.segments``).
+        log file is sealed into a segment and a new one started (``journal.log.segments``);
+        ``state_path`` where the writer keeps its state checkpoint (``journal.checkpointing``):
+        a log file keeps it beside itself (``<log>.state``) unless told otherwise; a writer
+        on a stream keeps one only where told (a file of its host's), and reads the whole
+        stream when it opens without one.
         """
         return cls(path, durability, **options)
 

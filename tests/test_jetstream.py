@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from journal import Journal
-from journal.errors import InvalidValue, LogError
+from journal.errors import InvalidValue, LogError, UnknownSession
 from journal.events import MessageAppended
 
 pytestmark = pytest.mark.nats
@@ -288,3 +288,46 @@ def test_writer_processes_racing_lose_nothing_when_the_leader_is_killed(tmp_path
     assert stats["positions_gapless"] == 1 and stats["seqs_gapless"] == 1
     assert stats["watch_exit"] == [0, 0] and stats["watch_caught_up"] == [True, True]
     assert stats["projections_identical"] == 1 and stats["verify_exit"] == [0, 0]
+
+
+def test_a_writer_on_a_stream_opens_from_its_checkpoint_and_reads_only_what_followed(
+    nats_single: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from journal.log.jetstream import JetStreamLog
+
+    url, state = _stream_url(nats_single), tmp_path / "writer.state"
+    with Journal.open(url, state_path=state) as j:
+        for k in range(5):
+            j.create_session("m", session_id=f"s{k}", first_message="hi")
+        old = j.append_message("s1", "user", "before", event_id=str(uuid.uuid4()))
+    with Journal.open(url) as other:  # another host, after the checkpoint
+        other.append_message("s1", "user", "after")
+        other.create_session("m", session_id="late")
+    first_reads: list[int] = []
+    read_from = JetStreamLog._messages
+    monkeypatch.setattr(
+        JetStreamLog,
+        "_messages",
+        lambda self, first: first_reads.append(first) or read_from(self, first),
+    )
+    with Journal.open(url, state_path=state) as j:
+        assert min(first_reads) > 5  # the sessions' messages were not read again
+        assert j.last_seq("s1") == 3 and j.status("late") == "active"
+        assert j.append_message("s1", "user", "before", event_id=old.event_id).duplicate
+        assert j.append_message("s4", "user", "more").seq == 2
+
+
+def test_a_checkpoint_of_another_stream_is_not_believed(nats_single: Any, tmp_path: Path) -> None:
+    first, second = _stream_url(nats_single), _stream_url(nats_single)
+    state = tmp_path / "writer.state"
+    with Journal.open(first, state_path=state) as j:
+        j.create_session("m", session_id="only-in-first", first_message="a")
+        j.append_message("only-in-first", "user", "b")
+    with Journal.open(second) as j:
+        j.create_session("m", session_id="only-in-second")
+        j.append_message("only-in-second", "user", "c")
+        j.append_message("only-in-second", "user", "d")
+    with Journal.open(second, state_path=state) as j:
+        assert j.last_seq("only-in-second") == 2
+        with pytest.raises(UnknownSession):
+            j.last_seq("only-in-first")

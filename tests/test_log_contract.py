@@ -496,6 +496,17 @@ def test_the_start_of_the_last_records(log: LogBackend) -> None:
     assert log.start_of_last(10, Cursor(cursors[1]), end) == cursors[1]
 
 
+def test_the_line_of_the_record_that_ends_at_each_cursor(log: LogBackend) -> None:
+    written = lines(created(1), message(2, 1))
+    end = append(log, written, START)
+    group = lines(message(3, 2), message(4, 3), group=True)
+    append(log, group, end)
+    starts = [START, *(c for _, c in read_all(log))]
+    for k, line in enumerate([*written, *group]):
+        assert log.last_line(Cursor(starts[k + 1])) == (starts[k], line)
+    assert log.last_line(START)[1] == b""
+
+
 def test_a_closed_handle_appends_nothing(log: LogBackend) -> None:
     log.close()
     with pytest.raises(JournalClosed):

@@ -169,6 +169,12 @@ class LogBackend(LogSource, Protocol):
         """Where the last ``count`` records between ``after`` and ``end`` begin."""
         ...
 
+    def last_line(self, end: Cursor) -> tuple[Cursor, bytes]:
+        """The record that ends at ``end``: where it starts and its line, newline
+        included (``b""`` if no record ends there). A checkpoint names a place in the log
+        by that line's hash."""
+        ...
+
     def append(self, lines: Sequence[bytes], after: Cursor) -> tuple[int, Cursor]:
         """Append encoded records (each ending in a newline) as one atomic unit, under
         ``exclusive()``; returns (durability token, the new end). AppendConflict if the

@@ -101,6 +101,14 @@ class FileLog(LogFile, FileSource):
         # the flock of the active file holds the log (taken when following the rotation).
         self._current()
 
+    def last_line(self, end: Cursor) -> tuple[Cursor, bytes]:
+        with self.view() as view:
+            if not 0 < end <= view.size():
+                return end, b""
+            start = last_lines_start(view, START, end, 1)
+            line = view.pread(end - start, start)
+        return Cursor(start), line if line.endswith(b"\n") else b""
+
     def end(self, known: Cursor) -> Cursor:
         mine = self._current()
         if not self._redaction_checked:

@@ -305,6 +305,17 @@ class JetStreamLog:
             hi = lo - 1
         return after
 
+    def last_line(self, end: Cursor) -> tuple[Cursor, bytes]:
+        """A record's cursor is its message's and its index (see the docstring)."""
+        member = end & _MEMBER
+        seq = (end >> _SHIFT) + (1 if member else 0)
+        payload = self.payload_at(seq) if seq else None
+        lines = payload.splitlines(keepends=True) if payload else []
+        if not lines or member >= len(lines):
+            return end, b""
+        index = member - 1 if member else len(lines) - 1
+        return Cursor(((seq - 1) << _SHIFT) + index), lines[index]
+
     def append(self, lines: Sequence[bytes], after: Cursor) -> tuple[int, Cursor]:
         self.check_open()
         seq = after >> _SHIFT

@@ -203,6 +203,13 @@ class MemoryLog:
                 return after
             return self.store.cursors[last - count - 1]
 
+    def last_line(self, end: Cursor) -> tuple[Cursor, bytes]:
+        with self.store.lock:
+            k = bisect.bisect_left(self.store.cursors, end)
+            if k == len(self.store.cursors) or self.store.cursors[k] != end:
+                return end, b""
+            return (self.store.cursors[k - 1] if k else START), self.store.lines[k]
+
     def append(self, lines: Sequence[bytes], after: Cursor) -> tuple[int, Cursor]:
         self.check_open()
         with self.store.lock:
