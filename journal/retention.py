@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import journal.events as ev
-from journal.errors import InvalidValue
 from journal.forgetting import Ranges, as_ranges
 from journal.lifecycle import ENDED_STATUSES
-from journal.log import FILE_MODE, LogSource, fsync_directory
+from journal.log import LogSource
+from journal.log.files import new_file
 from journal.state import JournalState
 from journal.writer import Journal
 
@@ -71,22 +71,13 @@ def write_archive(log: LogSource, session_ids: list[str], path: str) -> dict[str
     Refuses a ``path`` that exists. The copy is checked after it is written (every line
     whole and of one of the sessions) before it takes its name.
     """
-    if os.path.lexists(path):
-        raise InvalidValue(f"{path}: already exists; retention writes a new archive only")
-    part = f"{path}.part"
     copied: dict[str, list[int]] = {sid: [] for sid in session_ids}
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb", closefd=False) as out:
-            for session_id, pos, line in _session_lines(log, set(session_ids)):
-                out.write(line)
-                copied[session_id].append(pos)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    _check_archive(part, copied)
-    os.rename(part, path)
-    fsync_directory(os.path.dirname(os.path.abspath(path)))
+    with new_file(path, "retention writes a new archive only") as (out, part):
+        for session_id, pos, line in _session_lines(log, set(session_ids)):
+            out.write(line)
+            copied[session_id].append(pos)
+        out.flush()
+        _check_archive(part, copied)
     return {sid: as_ranges(positions) for sid, positions in copied.items()}
 
 

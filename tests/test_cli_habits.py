@@ -50,6 +50,7 @@ INVOCATIONS: dict[str, list[str]] = {
     "retain": ["retain", "--closed-before", "0m", "--to", "{data}/ended.jsonl"],
     # the log's own records: all there already, so nothing is appended
     "import-log": ["import-log", "{data}/sessions.jsonl"],
+    "export-log": ["export-log", "{data}/all.jsonl"],
 }
 # The one command that runs until stopped and prints nothing on stdout.
 RUNS_UNTIL_STOPPED = {"watch"}

@@ -5,6 +5,7 @@ refused before a byte is written. (Between a file and a JetStream stream:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cli_runner import cli_runner
@@ -77,3 +78,20 @@ def test_an_exact_import_of_less_than_a_whole_log_creates_nothing(tmp_path: Path
         assert result.exit_code in (1, 2), name
         assert name in result.stderr and "line" in result.stderr, result.stderr
         assert not target.exists(), name
+
+
+def test_export_log_writes_a_new_file_and_refuses_one_that_exists(tmp_path: Path) -> None:
+    source, dest = tmp_path / "a.jsonl", tmp_path / "all.jsonl"
+    _write(source)
+    result = run(source, tmp_path / "a.db", "export-log", str(dest), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert dest.read_bytes() == source.read_bytes()
+    report = json.loads(result.stdout)
+    assert report["records"] == source.read_bytes().count(b"\n")
+    assert report["bytes"] == source.stat().st_size
+    again = run(source, tmp_path / "a.db", "export-log", str(dest))
+    assert again.exit_code == 2 and "already exists" in again.stderr
+    assert dest.read_bytes() == source.read_bytes()
+    to_stdout = run(source, tmp_path / "a.db", "export-log", "--json")
+    assert to_stdout.exit_code == 2 and "DEST" in to_stdout.stderr
+    assert not list(tmp_path.glob("*.part"))

@@ -8,9 +8,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Final
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import BinaryIO, Final
 
 from journal.errors import (
+    InvalidValue,
     LogError,
     UnsafeLogPath,
 )
@@ -25,6 +28,29 @@ def fsync_directory(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def new_file(path: str, refusal: str) -> Iterator[tuple[BinaryIO, str]]:
+    """Write a file that must not exist yet, durably: the body writes (and may read back)
+    ``<path>.part``, which is fsynced and renamed to ``path`` once the body has returned,
+    and removed if it raises. ``refusal`` says why an existing ``path`` is refused."""
+    if os.path.lexists(path):
+        raise InvalidValue(f"{path}: already exists; {refusal}")
+    part = f"{path}.part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb", closefd=False) as out:
+            yield out, part
+        os.fsync(fd)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(part)
+        raise
+    finally:
+        os.close(fd)
+    os.rename(part, path)
+    fsync_directory(os.path.dirname(os.path.abspath(path)))
 
 
 def check_regular_file(path: str, st: os.stat_result) -> None:

@@ -153,16 +153,32 @@ def retain(
 
 
 @click.command("export-log")
+@click.argument("dest", default="-", type=click.Path(dir_okay=False, allow_dash=True))
+@json_option
 @click.pass_context
-def export_log(ctx: click.Context) -> None:
-    """Print the whole log, byte for byte (a file's lines, a stream's messages): with
-    `import-log --exact` it moves a journal to an empty log of another kind."""
+def export_log(ctx: click.Context, dest: str, as_json: bool) -> None:
+    """Print the whole log byte for byte (a file's lines, a stream's messages), or write
+    it to a new file DEST: with `import-log --exact` it moves a journal to an empty log
+    of another kind."""
+    from journal.log.files import new_file
     from journal.transfer import log_bytes
 
-    out = sys.stdout.buffer
-    for chunk in log_bytes(paths_with_log(ctx).log):
-        out.write(chunk)
-    out.flush()
+    log = paths_with_log(ctx).log
+    if dest == "-":
+        if as_json:
+            fail("--json: `export-log` prints the log itself; give it a DEST file to write")
+        for chunk in log_bytes(log):
+            sys.stdout.buffer.write(chunk)
+        return
+    records = size = 0
+    with new_file(dest, "export-log writes a new file only") as (out, _part):
+        for chunk in log_bytes(log):
+            out.write(chunk)
+            records, size = records + chunk.count(b"\n"), size + len(chunk)
+    if as_json:
+        emit_json({"log": log, "to": dest, "records": records, "bytes": size})
+        return
+    click.echo(f"Exported {records} records ({size} bytes) of {log} to {dest}.")
 
 
 @click.command("import-log")
