@@ -269,11 +269,12 @@ def test_a_call_refused_on_what_a_writer_knew_is_judged_again_on_the_log(
 
 
 def test_writer_processes_racing_lose_nothing_when_the_leader_is_killed(tmp_path: Path) -> None:
-    """The short run of ``tools/jetstream_writers.py``: processes racing on an R3 stream,
-    its leader SIGKILLed halfway and restarted; every receipt audited against the stream,
-    and two nodes watching all along end with identical tables that verify."""
+    """``tools/jetstream_writers.py`` as it runs by default: 4 processes racing on an R3
+    stream for 20 s, its leader SIGKILLed halfway and restarted; every receipt audited
+    against the stream, and two nodes watching all along end with identical tables that
+    verify."""
     tool = Path(__file__).resolve().parent.parent / "tools" / "jetstream_writers.py"
-    args = ["--writers", "3", "--seconds", "8", "--json", "--dir", str(tmp_path)]
+    args = ["--writers", "4", "--seconds", "20", "--json", "--dir", str(tmp_path)]
     out = subprocess.run(
         [sys.executable, str(tool), *args],
         capture_output=True,
