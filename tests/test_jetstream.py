@@ -332,3 +332,41 @@ def test_a_checkpoint_of_another_stream_is_not_believed(nats_single: Any, tmp_pa
         assert j.last_seq("only-in-second") == 2
         with pytest.raises(UnknownSession):
             j.last_seq("only-in-first")
+
+
+def test_two_units_that_start_with_the_same_event_id_are_not_taken_for_one(
+    nats_single: Any,
+) -> None:
+    """A caller retrying an event through another host starts that host's write with the
+    same event id, followed by other calls: the server must not drop it as a duplicate of
+    the first host's message (acknowledging records it never stored). It conflicts, and
+    the writer catches up and answers the retry from what it reads."""
+    from journal.events import encode_line
+    from journal.log import START, AppendConflict
+    from journal.log.jetstream import JetStreamLog
+
+    url, same = _stream_url(nats_single), str(uuid.uuid4())
+
+    def line(pos: int, content: str, event_id: str) -> bytes:
+        return encode_line(
+            MessageAppended(
+                pos=pos,
+                id=event_id,
+                ts="2026-01-01T00:00:00.000000Z",
+                session_id="s",
+                seq=pos,
+                role="user",
+                content=content,
+            )
+        )
+
+    a, b = JetStreamLog(url), JetStreamLog(url)
+    try:
+        with a.exclusive():
+            a.append([line(1, "first try", same), line(2, "a's", str(uuid.uuid4()))], START)
+        with b.exclusive(), pytest.raises(AppendConflict):
+            b.append([line(1, "retried", same), line(2, "b's", str(uuid.uuid4()))], START)
+        assert [e.content for e, _ in b.read()] == ["first try", "a's"]
+    finally:
+        a.close()
+        b.close()

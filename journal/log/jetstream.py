@@ -10,8 +10,11 @@ byte as a log file holds them, published with
   to. That is the log-wide expected version that keeps ``pos`` gapless, checked by the
   server: no lock spans hosts. A writer that lost the race gets ``AppendConflict``,
   catches up and tries again (``Journal`` does that by itself);
-* ``Nats-Msg-Id``: the unit's first event id, so that a publish retried after a timeout
-  (its outcome unknown) is stored once.
+* ``Nats-Msg-Id``: a hash of the message's bytes, so that a publish retried after a
+  timeout (its outcome unknown) is stored once. Not the unit's first event id: two
+  writers may start different units with the same event id (a caller retrying through
+  another host), and the server would then drop the second as a duplicate of the first,
+  acknowledging records it never stored.
 
 An acknowledged append is as durable as the servers make it: with
 ``jetstream { sync_interval: always }`` it is on disk (on a quorum of the replicas),
@@ -31,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import threading
 import time
@@ -146,13 +150,6 @@ class _Loop:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join()
         self.loop.close()
-
-
-class _UnitId(msgspec.Struct):
-    id: str = ""
-
-
-_unit_id = msgspec.json.Decoder(_UnitId).decode
 
 
 class JetStreamLog:
@@ -320,10 +317,8 @@ class JetStreamLog:
         self.check_open()
         seq = after >> _SHIFT
         payload = b"".join(lines)
-        msg_id = _unit_id(lines[0]).id or None
-        headers = {"Nats-Expected-Last-Sequence": str(seq)}
-        if msg_id:
-            headers["Nats-Msg-Id"] = msg_id
+        msg_id = hashlib.sha256(payload).hexdigest()
+        headers = {"Nats-Expected-Last-Sequence": str(seq), "Nats-Msg-Id": msg_id}
         if len(payload) > self._nc.max_payload:
             raise AppendTooLarge(
                 f"{self.name}: {len(payload)} bytes to append, more than the servers' "
@@ -338,7 +333,7 @@ class JetStreamLog:
             )
         except nats.js.errors.APIError as exc:
             if exc.err_code in _CONFLICT_CODES:
-                if msg_id and self._stored_at(seq + 1) == msg_id:
+                if self._stored_at(seq + 1) == msg_id:
                     ack = _Stored(seq + 1)  # an earlier try of this very append landed
                 else:
                     raise AppendConflict(
@@ -355,7 +350,7 @@ class JetStreamLog:
         if getattr(ack, "duplicate", False) and ack.seq != seq + 1:
             # Stored before, elsewhere: the writer reads it and its window answers the retry.
             raise AppendConflict(
-                f"{self.name}: event {msg_id} was stored before, at sequence {ack.seq}",
+                f"{self.name}: this very message was stored before, at sequence {ack.seq}",
                 path=self.name,
             )
         self.last_token += 1
