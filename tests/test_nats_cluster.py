@@ -333,6 +333,12 @@ def test_the_facts_tool_reports_what_the_backend_relies_on() -> None:
         assert report[replicas]["Nats-Expected-Last-Sequence: stale"] == stale
         assert report[replicas]["Nats-Expected-Last-Subject-Sequence: stale"] == stale
         assert "repeat PubAck(seq=1, duplicate=True)" in report[replicas]["Nats-Msg-Id repeated"]
+        # Why a writer keeps one append in flight: an append chained on one that another
+        # writer's append beat lands after that other append, on a state it never saw.
+        chained = report[f"{replicas} chained"]
+        assert chained["chained on a refused append, checking the sequence"] == (
+            f"first {stale}; second PubAck(seq=3, duplicate=None)"
+        )
     assert report["payload"] == {
         "2 MiB with max_payload 1048576": "nats.errors.MaxPayloadError",
         "2 MiB with max_payload 8388608": "PubAck(seq=1, duplicate=None)",

@@ -9,6 +9,12 @@ assumed, so that an upgrade of either is checked by running this again:
 - what a publish repeating a ``Nats-Msg-Id`` returns;
 - what a message over ``max_payload`` raises, and whether raising ``max_payload`` in the
   server's config lets it through;
+- what lands of two appends chained in flight (the second sent before the first's ack,
+  expecting the stream to end at the first) when another writer's append got in first,
+  with the expected last sequence alone and with ``Nats-Expected-Last-Msg-Id`` as well,
+  and whether the stream still takes a publish after that;
+- how many lines a second the stream takes, 64 lines a message, one message in flight
+  at a time or several chained (the writer keeps one in flight: see BENCHMARKS.md);
 - how fast each way of reading a stream in order from a sequence goes, knowing where it
   ends (``stream_info().state.last_seq``).
 
@@ -85,6 +91,59 @@ async def conflicts(cluster: NatsCluster) -> dict[str, Any]:
         again = await attempt(js.publish("d", b"1", headers={"Nats-Msg-Id": "m"}))
         facts["Nats-Msg-Id repeated"] = f"first {first}; repeat {again}"
         await js.delete_stream("D")
+    finally:
+        await nc.close()
+    return facts
+
+
+async def chaining(cluster: NatsCluster) -> dict[str, Any]:
+    """Appends chained in flight: what a refused first one lets through, and the rate."""
+    nc = await nats.connect(cluster.urls)
+    js = nc.jetstream(timeout=2)
+    facts: dict[str, Any] = {}
+    try:
+        for n, check in enumerate(("the sequence", "the sequence and the last Msg-Id")):
+            stream, subject = f"K{n}", f"k{n}"
+            config = StreamConfig(name=stream, subjects=[subject], num_replicas=cluster.size)
+            await js.add_stream(config)
+            await js.publish(subject, b"0", headers={"Nats-Msg-Id": "w0"})  # seq 1
+            # This writer read the stream to 1; another writer's append takes seq 2 first.
+            await js.publish(subject, b"x", headers={"Nats-Msg-Id": "other"})
+            first = {"Nats-Expected-Last-Sequence": "1", "Nats-Msg-Id": "w1"}
+            second = {"Nats-Expected-Last-Sequence": "2", "Nats-Msg-Id": "w2"}
+            if n:
+                second["Nats-Expected-Last-Msg-Id"] = "w1"
+            outcomes = await asyncio.gather(
+                attempt(js.publish(subject, b"1", headers=first)),
+                attempt(js.publish(subject, b"2", headers=second)),
+            )
+            facts[f"chained on a refused append, checking {check}"] = (
+                f"first {outcomes[0]}; second {outcomes[1]}"
+            )
+            facts[f"then a plain publish, checking {check}"] = await attempt(
+                js.publish(subject, b"p")
+            )
+        line = b"x" * 640 + b"\n"
+        for lines, depth in ((64, 1), (32, 2), (64, 2)):
+            stream = f"T{lines}x{depth}"
+            await js.add_stream(
+                StreamConfig(name=stream, subjects=[stream], num_replicas=cluster.size)
+            )
+            sent = landed = 0
+            in_flight: list[asyncio.Future[Any]] = []
+            start = time.perf_counter()
+            while landed < 6400:
+                while len(in_flight) < depth:
+                    expected = {"Nats-Expected-Last-Sequence": str(sent)}
+                    publish = js.publish(stream, line * lines, headers=expected)
+                    in_flight.append(asyncio.ensure_future(publish))
+                    sent += 1
+                await in_flight.pop(0)
+                landed += lines
+            await asyncio.gather(*in_flight)
+            rate = landed / (time.perf_counter() - start)
+            facts[f"{depth} of {lines} lines in flight"] = f"{rate:,.0f} lines/s"
+            await js.delete_stream(stream)
     finally:
         await nc.close()
     return facts
@@ -223,6 +282,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         with NatsCluster(Path(scratch) / "r1", 1) as one:
             report["R1"] = asyncio.run(conflicts(one))
+            report["R1 chained"] = asyncio.run(chaining(one))
             report["payload"] = asyncio.run(payloads(one))
             report[f"read {args.messages} x {args.size} B, R1"] = asyncio.run(
                 reads(one, args.messages, args.size)
@@ -231,6 +291,7 @@ def main() -> None:
             report["payload"].update(asyncio.run(payloads(big)))
         with NatsCluster(Path(scratch) / "r3", 3) as three:
             report["R3"] = asyncio.run(conflicts(three))
+            report["R3 chained"] = asyncio.run(chaining(three))
 
     if args.json:
         print(json.dumps(report, indent=1))
