@@ -9,7 +9,8 @@ to a file is:
   replicated on three nodes (R3). The three take turns every 256 messages in a rotating
   order, so that all meet the same disk; the best of the passes counts.
 * **catch-up**: a new writer folding the log these appends left (no checkpoint on
-  either side), from the R3 stream and from the file.
+  either side), from the R3 stream and from the file; and a new node projecting it into
+  a new database (for the stream: its copy made, then projected), from each.
 * **server memory**: the RSS of a one-node server after it stored ``n`` and then ``10 n``
   sessions (each created, given a message and archived), each on a fresh server.
 
@@ -104,6 +105,25 @@ def _catch_up(file_log: str, stream_log: str) -> tuple[float, float, int]:
     return seconds[0], seconds[1], records
 
 
+def _projection(ctx: Context, file_log: str, stream_log: str) -> tuple[float, float]:
+    """Seconds for a new node to project a file and a stream of the same records into a
+    new database (the stream through the node's copy of it)."""
+    from journal.log.stream_copy import StreamCopy, copy_path
+    from projector import replay
+
+    seconds = []
+    for name, log in (("file", file_log), ("stream", stream_log)):
+        db = str(ctx.fresh(f"js-node-{name}.db"))
+        t0 = time.perf_counter()
+        if log == stream_log:
+            with StreamCopy(log, copy_path(db)) as copy:
+                copy.sync()
+            log = copy.path
+        replay(log, db)
+        seconds.append(time.perf_counter() - t0)
+    return seconds[0], seconds[1]
+
+
 def _server_rss(directory: Path, sessions: int) -> float:
     """MiB of a fresh one-node server's RSS after storing ``sessions`` closed sessions,
     written from 64 tasks (each session created with a message, then archived)."""
@@ -143,6 +163,7 @@ def run(ctx: Context, section: Section) -> None:
             times, logs = _appends(ctx, r1, r3, msgs)
             best = [min(a, b) for a, b in zip(best, times, strict=True)]
         t_file_fold, t_stream_fold, records = _catch_up(logs[0], logs[2])
+        t_file_node, t_stream_node = _projection(ctx, logs[0], logs[2])
     t_file, t_r1, t_r3 = best
     note = (
         f"{n:,} messages of {CONTENT_CHARS} characters over {TASKS} sessions from {TASKS} "
@@ -185,6 +206,18 @@ def run(ctx: Context, section: Section) -> None:
             ">=",
             FLOOR_CATCH_UP,
             f"{records:,} records, no checkpoint on either side (the floor is this project's)",
+        ),
+        Figure(
+            "a new node projects the R3 stream",
+            records / t_stream_node,
+            "records/s",
+            "a new node projects the log file",
+            records / t_file_node,
+            t_file_node / t_stream_node,
+            ">=",
+            FLOOR_CATCH_UP,
+            f"{records:,} records into a new database; the stream through the node's copy of "
+            "it, made first (the floor is this project's)",
         ),
         Figure(
             f"server RSS after {10 * small:,} closed sessions",
