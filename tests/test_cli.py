@@ -496,9 +496,8 @@ def test_an_io_error_of_the_disk_exits_1(
 @pytest.mark.parametrize(
     ("command", "where"),
     [
-        ("forget", "before"),
-        ("forget", "after"),
         ("retain", "before"),
+        ("retain", "after"),
         ("repair-line-endings", "after"),
         ("demo", "before"),
         ("import-legacy", "after"),
@@ -510,7 +509,6 @@ def test_a_command_that_rewrites_a_log_file_refuses_a_stream_and_creates_nothing
     monkeypatch.chdir(tmp_path)
     url = "nats://127.0.0.1:4222/SESSIONS"
     arguments = {
-        "forget": ["s1", "--yes"],
         "retain": ["--closed-before", "2026-01-01", "--to", "old.jsonl"],
         "import-legacy": ["old.db"],
     }.get(command, [])

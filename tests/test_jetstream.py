@@ -177,13 +177,50 @@ def test_a_writer_cut_off_from_its_server_says_so_and_a_retry_stores_once(
         assert _contents(j) == ["while away"]
 
 
-def test_forgetting_is_refused_on_a_stream_and_nothing_changes(nats_single: Any) -> None:
+def _bytes_under(directory: Path, needle: bytes) -> list[str]:
+    return [str(p) for p in directory.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+def test_a_forgotten_session_leaves_no_byte_in_the_servers_store(nats_single: Any) -> None:
+    """On one node the secure erase overwrites the original messages at once; their
+    replacements hold the other sessions' records and the redacted ones only."""
+    url, secret = _stream_url(nats_single), f"secret-{uuid.uuid4().hex}"
+    with Journal.open(url) as j:
+        j.create_session("m", session_id=secret, first_message=f"{secret} says hi")
+        with j.batch():  # one message holding both sessions' records
+            j.create_session("m", session_id="kept", first_message="kept words")
+            j.append_message(secret, "user", f"more of {secret}")
+        assert _bytes_under(nats_single.directory, secret.encode())  # stored, before
+        j.forget(secret)
+        with pytest.raises(UnknownSession):
+            j.status(secret)
+    assert _bytes_under(nats_single.directory, secret.encode()) == []
+    with Journal.open(url) as j:
+        assert _contents(j) == ["kept words"] and j.last_seq("kept") == 1
+        j.create_session("m", session_id=secret)  # the id may be used again
+        assert j.last_seq(secret) == 0
+
+
+def test_a_redaction_its_writer_did_not_finish_is_finished_by_the_next_open(
+    nats_single: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from journal.log.jetstream import JetStreamLog
+
     url = _stream_url(nats_single)
     with Journal.open(url) as j:
-        sid = j.create_session("m", session_id="s", first_message="keep me")
-        with pytest.raises(LogError, match="not available on a JetStream log"):
-            j.forget(sid)
-        assert _contents(j) == ["keep me"] and j.last_seq(sid) == 1
+        j.create_session("m", session_id="gone", first_message="private words")
+        j.create_session("m", session_id="kept", first_message="kept words")
+
+        def stopped(self: JetStreamLog, positions: Any) -> int:
+            raise KeyboardInterrupt  # the writer stops after its forgettings were appended
+
+        monkeypatch.setattr(JetStreamLog, "redact", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            j.forget("gone")
+        monkeypatch.undo()
+    with Journal.open(url) as j:  # opening the stream carries out the plan
+        assert _contents(j) == ["kept words"]
+        assert not any(getattr(e, "session_id", None) == "gone" for e, _ in j._log.read())
 
 
 def test_an_r3_writer_goes_on_when_the_stream_leader_is_killed(nats_cluster3: Any) -> None:

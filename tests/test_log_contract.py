@@ -235,10 +235,6 @@ NOT_ON: dict[str, dict[str, str]] = {
         "test_a_torn_tail_is_moved_aside_and_the_log_goes_on": "no message is ever torn",
         "test_the_writer_repairs_a_torn_tail_when_it_opens": "no message is ever torn",
         "test_torn_bytes_of_a_session_are_scrubbed_and_others_kept": "nothing is torn",
-        "test_a_redaction_changes_those_records_only_and_keeps_every_cursor": "no erasure yet",
-        "test_a_redaction_keeps_a_group_whole": "no erasure yet",
-        "test_the_writer_forgets_over_every_backend": "no erasure yet",
-        "test_the_records_of_sessions_are_found_and_a_lookalike_is_not": "no erasure yet",
     }
 }
 

@@ -157,3 +157,51 @@ def test_a_journal_moves_from_a_file_to_a_stream_and_back_byte_for_byte(
     assert again.exit_code == 2 and "empty log" in again.stderr
     with Journal.open(url) as j:  # writers go on from where the file left off
         assert j.append_message("s2", "user", "on the stream").seq == 3
+
+
+def test_a_session_forgotten_on_the_stream_is_forgotten_by_every_node(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    url, secret = _stream_url(nats_single), f"secret-{uuid.uuid4().hex}"
+    node = tmp_path / "node"
+    node.mkdir()
+    db = node / "node.db"
+    with Journal.open(url) as j:
+        j.create_session("m", session_id=secret, first_message=f"{secret} words")
+        j.create_session("m", session_id="kept", first_message="kept words")
+    assert _cli(url, db, "replay").exit_code == 0
+    assert any(secret.encode() in p.read_bytes() for p in node.iterdir() if p.is_file())
+    forgotten = _cli(url, db, "forget", secret, "--yes")  # the stream, then this node
+    assert forgotten.exit_code == 0, forgotten.output + forgotten.stderr
+    for command in ("replay", "verify"):
+        result = _cli(url, db, command)
+        assert result.exit_code == 0, result.output + result.stderr
+    assert [
+        p.name for p in node.iterdir() if p.is_file() and secret.encode() in p.read_bytes()
+    ] == []
+    listed = json.loads(_cli(url, db, "sessions", "--json").output)
+    assert [s["session_id"] for s in listed] == ["kept"]
+
+
+def test_a_session_forgotten_from_one_node_is_forgotten_by_another(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    url, secret = _stream_url(nats_single), f"secret-{uuid.uuid4().hex}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    here, there = tmp_path / "a" / "node.db", tmp_path / "b" / "node.db"
+    with Journal.open(url) as j:
+        j.create_session("m", session_id=secret, first_message=f"{secret} words")
+        j.create_session("m", session_id="kept", first_message="kept words")
+    for node in (here, there):
+        assert _cli(url, node, "replay").exit_code == 0
+    with Journal.open(url) as j:  # from a host that projects nothing
+        j.forget(secret)
+    for node in (here, there):
+        assert _cli(url, node, "replay").exit_code == 0  # its copy redacted on the way
+        assert _cli(url, node, "verify").exit_code == 0
+        left = [
+            p for p in node.parent.iterdir() if p.is_file() and secret.encode() in p.read_bytes()
+        ]
+        assert left == []
+    assert canonical_hash(here) == canonical_hash(there)

@@ -25,8 +25,16 @@ group's message ends at the message before it plus its index, so every record ha
 own cursor and a whole message ends at its own sequence. The nats client is asyncio: a
 handle runs it on a private event-loop thread.
 
-Not here yet: forgetting a session (a stored message cannot be overwritten in place),
-and the writer's state checkpoint (a writer folds the whole stream when it opens).
+Forgetting a session: a stored message cannot be rewritten, so a message holding any of
+the session's records is replaced. Its new form (the same lines, the session's records
+as their ``redacted`` records, byte for byte what a log file's redaction writes) is
+published to a second stream, ``<STREAM>_REDACTED``, on the subject
+``<STREAM>.redacted.<seq>``; then the original is deleted from the log's stream with the
+server's secure erase, which overwrites its bytes. A reader that finds a sequence
+missing reads its replacement there; a sequence missing with no replacement was deleted
+by something else, and the positions that no longer follow on say so. A plan published
+before the forgettings are appended (``plan_redaction``) lets the next handle opened on
+the stream finish a redaction its writer did not, if the forgettings were appended.
 """
 
 from __future__ import annotations
@@ -67,6 +75,10 @@ _SHIFT: Final = 20  # room for the records of one message (a group has at most 1
 _MEMBER: Final = (1 << _SHIFT) - 1  # a cursor's bits that count records inside a message
 _BATCH: Final = 256  # messages asked for per direct get
 _CONFLICT_CODES: Final = (10071, 10164)  # "wrong last sequence": R1 and R3 wording
+_PLAN: Final = "plan"  # the replacements stream's subject for a redaction's plan
+# A plan whose forgettings are not in the stream is dropped once this old: until then its
+# writer may still be appending them (no lock spans the hosts).
+_PLAN_PATIENCE_S: Final = 60.0
 DEFAULT_STREAM: Final = "SESSIONS"
 # How long a call waits for the servers before LogUnavailable: longer than an R3
 # stream's leader election after a node is lost (5.5 to 7.4 s measured).
@@ -104,6 +116,15 @@ class Address:
     @property
     def subject(self) -> str:
         return f"{self.stream}.log"
+
+    @property
+    def replacements(self) -> str:
+        """The stream that holds the replacements of redacted messages."""
+        return f"{self.stream}_REDACTED"
+
+    def replacement(self, seq: int | str) -> str:
+        """The subject of message ``seq``'s replacement (or of the redaction plan)."""
+        return f"{self.stream}.redacted.{seq}"
 
     @property
     def url(self) -> str:
@@ -182,6 +203,9 @@ class JetStreamLog:
             )
             self._js = self._nc.jetstream(timeout=_TRY_S)
             self._created = self._call(self._ensure_stream, "create the stream")
+            # Whether any message was ever replaced: only then can a read find one missing.
+            self._replaced = self._call(self._replacements_exist, "look for replacements")
+            self._finish_redaction()
         except BaseException:
             self._shut()
             raise
@@ -279,7 +303,9 @@ class JetStreamLog:
             )
         seen = known >> _SHIFT
         state = info.state
-        if state.last_seq < seen or (seen and state.first_seq > seen):
+        if state.last_seq < seen or (
+            seen and state.first_seq > seen and self.payload_at(seen) is None
+        ):
             raise LogError(
                 f"{self.name}: messages up to sequence {seen}, read by this writer, are gone "
                 "(purged?): records were removed by something other than this library",
@@ -362,9 +388,12 @@ class JetStreamLog:
         return None if msg is None else (msg.headers or {}).get("Nats-Msg-Id")
 
     def payload_at(self, seq: int) -> bytes | None:
-        """The records of the message at ``seq`` (None: no such message)."""
+        """The records of the message at ``seq``, or of its replacement (None: neither)."""
         msg = self._get(seq)
-        return None if msg is None else bytes(msg.data)
+        if msg is not None:
+            return bytes(msg.data)
+        found = self._replacement(seq)
+        return None if found is None else found[1]
 
     def _get(self, seq: int) -> Any:
         async def get() -> Any:
@@ -421,20 +450,138 @@ class JetStreamLog:
     def repair(self, torn: TornTail) -> str:
         raise LogError(f"{self.name}: a stream has no torn tail to repair", path=self.name)
 
-    def _no_erasure(self) -> LogError:
-        return LogError(
-            f"{self.name}: forgetting a session is not available on a JetStream log yet",
-            path=self.name,
-        )
-
+    # -- forgetting (see the module docstring) ------------------------------------------
     def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
-        raise self._no_erasure()
+        """Every record of the stream read: a stream has no byte search."""
+        found: dict[str, list[int]] = {sid: [] for sid in session_ids}
+        for batch in self._messages(1):
+            for _seq, payload in batch:
+                for line in payload.splitlines():
+                    event = ev.decode_checked(line, ev.state_decoder)
+                    positions = found.get(getattr(event, "session_id", None) or "")
+                    if positions is not None:
+                        positions.append(event.pos)
+        return found
 
     def plan_redaction(self, positions: Sequence[tuple[int, int]], records: int) -> None:
-        raise self._no_erasure()
+        a = self.address
+        self._call(self._ensure_replacements, "create the replacements stream")
+        after = self._call(self._info, "look where the log ends").state.last_seq
+        plan = json.dumps(
+            {"positions": positions, "records": records, "after": after, "at": time.time()}
+        )
+        self._call(
+            lambda: self._js.publish(a.replacement(_PLAN), plan.encode(), stream=a.replacements),
+            "plan a redaction",
+        )
 
     def redact(self, positions: Sequence[tuple[int, int]]) -> int:
-        raise self._no_erasure()
+        """Replace each message that holds a record at ``positions`` (read whole, as
+        ``find_sessions``), then drop the plan."""
+
+        def hit(pos: int) -> bool:
+            return any(lo <= pos <= hi for lo, hi in positions)
+
+        self._call(self._ensure_replacements, "create the replacements stream")
+        changed = 0
+        for batch in self._messages(1):
+            for seq, payload in batch:
+                lines = payload.splitlines(keepends=True)
+                first = ev.decode_checked(lines[0][:-1], ev.state_decoder).pos
+                new = [
+                    ev.redaction_line(line) if hit(first + k) else line
+                    for k, line in enumerate(lines)
+                ]
+                if new != lines:
+                    self._replace(seq, b"".join(new))
+                    changed += sum(old != line for old, line in zip(lines, new, strict=True))
+        plan = self._replacement(_PLAN)
+        if plan is not None:
+            self._delete(self.address.replacements, plan[0])
+        return changed
+
+    def _replace(self, seq: int, payload: bytes) -> None:
+        """Publish ``payload`` as message ``seq``'s replacement, then securely erase the
+        replacement it had and the message itself (a step a crash cut short is done
+        again by the next redaction: each is safe to repeat)."""
+        a = self.address
+        before = self._replacement(seq)
+        self._call(
+            lambda: self._js.publish(a.replacement(seq), payload, stream=a.replacements),
+            "replace a message",
+        )
+        if before is not None:
+            self._delete(a.replacements, before[0])
+        self._delete(a.stream, seq)
+
+    def _delete(self, stream: str, seq: int) -> None:
+        """Delete message ``seq`` with the server's secure erase (its bytes overwritten)."""
+
+        async def delete() -> None:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self._js.delete_msg(stream, seq)
+
+        self._call(delete, "erase a message")
+
+    def _replacement(self, seq: int | str) -> tuple[int, bytes] | None:
+        """(its sequence, its payload) of the newest message on the replacement subject
+        of ``seq`` (None: there is none, or no replacements stream). Not a direct get:
+        that would go unanswered while no replacements stream exists."""
+        a = self.address
+
+        async def get() -> tuple[int, bytes] | None:
+            try:
+                msg = await self._js.get_msg(a.replacements, subject=a.replacement(seq))
+            except nats.js.errors.NotFoundError:
+                return None
+            return int(msg.seq), bytes(msg.data)
+
+        result: tuple[int, bytes] | None = self._call(get, "read a replacement")
+        return result
+
+    async def _replacements_exist(self) -> bool:
+        try:
+            await self._js.stream_info(self.address.replacements)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
+
+    async def _ensure_replacements(self) -> None:
+        self._replaced = True
+        a = self.address
+        try:
+            await self._js.stream_info(a.replacements)
+        except nats.js.errors.NotFoundError:
+            config = StreamConfig(
+                name=a.replacements,
+                subjects=[a.replacement(">")],
+                storage=StorageType.FILE,
+                num_replicas=a.replicas,
+            )
+            with contextlib.suppress(nats.js.errors.APIError):  # another host made it
+                await self._js.add_stream(config)
+
+    def _finish_redaction(self) -> None:
+        """Carry out a redaction planned by a writer that stopped before it was done, if
+        its forgettings were appended; drop a plan whose forgettings never were."""
+        plan = self._replacement(_PLAN)
+        if plan is None:
+            return
+        planned = json.loads(plan[1])
+        positions = [(lo, hi) for lo, hi in planned["positions"]]
+        appended = 0
+        for batch in self._messages(planned["after"] + 1):
+            for _seq, payload in batch:
+                for line in payload.splitlines():
+                    event = ev.decode_checked(line, ev.state_decoder)
+                    if isinstance(event, ev.SessionForgotten) and all(
+                        _within(r, positions) for r in event.positions
+                    ):
+                        appended += 1
+        if appended >= planned["records"]:
+            self.redact([(lo, hi) for lo, hi in positions])
+        elif time.time() - planned["at"] > _PLAN_PATIENCE_S:
+            self._delete(self.address.replacements, plan[0])
 
     def scrub_torn(self, session_id: str) -> list[str]:
         return []  # nothing is ever torn, so nothing was set aside
@@ -467,16 +614,44 @@ class JetStreamLog:
             if batch:
                 yield batch
                 first = batch[-1][0] + 1
+            if not pending and self._replaced:
+                # The stream's last messages may be replaced ones: a read asks for none.
+                last = self._call(self._info, "look where the log ends").state.last_seq
+                tail = self._with_replacements(first, last, []) if last >= first else []
+                if tail:
+                    yield tail
+                return
             if not batch or not pending:
                 return
 
     def _read_batch(self, first: int, last: int | None) -> tuple[list[tuple[int, bytes]], int]:
         """The messages from ``first`` (up to ``last``), at most ``_BATCH``, and how many
         more the stream holds after them."""
-        result: tuple[list[tuple[int, bytes]], int] = self._call(
+        got: list[tuple[int, bytes]]
+        got, pending = self._call(
             functools.partial(self._direct_batch, first, last), "read the log"
         )
-        return result
+        return self._with_replacements(first, last, got), pending
+
+    def _with_replacements(
+        self, first: int, last: int | None, got: list[tuple[int, bytes]]
+    ) -> list[tuple[int, bytes]]:
+        """``got`` with each message missing from ``first`` to its end (or ``last``) read
+        from its replacement; none is asked for where nothing is missing."""
+        stop = last if last is not None else (got[-1][0] if got else first - 1)
+        if len(got) == stop - first + 1:
+            return got
+        if not self._replaced:  # another host may have replaced messages since the open
+            self._replaced = self._call(self._replacements_exist, "look for replacements")
+            if not self._replaced:
+                return got
+        filled = dict(got)
+        for seq in range(first, stop + 1):
+            if seq not in filled:
+                found = self._replacement(seq)
+                if found is not None:
+                    filled[seq] = found[1]
+        return sorted(filled.items())
 
     async def _direct_batch(
         self, first: int, last: int | None
@@ -509,6 +684,11 @@ class JetStreamLog:
         finally:
             await sub.unsubscribe()
         return got, pending[0]
+
+
+def _within(r: Sequence[int], ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether the range ``r`` lies inside one of ``ranges``."""
+    return any(lo <= r[0] and r[1] <= hi for lo, hi in ranges)
 
 
 def _constant(ends: list[Cursor]) -> Callable[[], list[Cursor]]:

@@ -10,17 +10,21 @@ usable as a backup of the stream.
 The copy only grows by whole messages, each checked as a writer checks it (checksums,
 gapless ``pos``, whole groups), fsynced before anything is said about it. Beside it,
 ``<copy>.anchor`` says how far it goes: the stream (its name and creation time), the
-sequence of the last message copied, where that message lies in the copy and the SHA-256
-of its bytes. The anchor is written after the copy is fsynced, so it is never ahead of
-it; one left behind by a crash only means that the messages the copy already holds past
-it are compared with the stream instead of appended again. When a copy is opened, the
-message at its anchor is compared with the stream's: a copy of another stream (or of a
-stream deleted and created again under the same name) is refused, never mixed in.
+sequence of the last message copied and where that message lies in the copy. The anchor
+is written after the copy is fsynced, so it is never ahead of it; one left behind by a
+crash only means that the messages the copy already holds past it are compared with the
+stream instead of appended again. When a copy is opened, the message at its anchor is
+compared with the stream's: a copy of another stream (or of a stream deleted and created
+again under the same name) is refused, never mixed in.
+
+A session forgotten on the stream is forgotten in the copy too: each forgetting the copy
+takes in has the records it lists redacted in place (the file log's own redaction, which
+gives the very bytes the stream's replaced message holds). A message the stream redacted
+after the copy took it matches the copy's until then: same lines, or their redaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -29,6 +33,7 @@ from typing import Final
 
 import msgspec
 
+import journal.events as ev
 from journal.errors import LogError
 from journal.log.backend import START, Cursor
 from journal.log.file_backend import FileLog
@@ -47,7 +52,7 @@ def copy_path(db_path: str) -> str:
 
 class Anchor(msgspec.Struct, frozen=True):
     """How far a copy goes: message ``seq`` of the stream is its bytes ``[start, end)``,
-    its last record has ``pos``; ``digest`` is the SHA-256 of those bytes."""
+    its last record has ``pos``."""
 
     stream: str
     created: str
@@ -55,7 +60,6 @@ class Anchor(msgspec.Struct, frozen=True):
     start: int = 0
     end: int = 0
     pos: int = 0
-    digest: str = ""
 
 
 class CopyMismatch(LogError):
@@ -63,8 +67,30 @@ class CopyMismatch(LogError):
     was changed; nothing was copied."""
 
 
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _same_or_redacted(held: bytes, stored: bytes) -> bool:
+    """Whether the copy's bytes ``held`` are the stream's message ``stored``: the same
+    lines, or lines the stream has redacted since (not yet in the copy)."""
+    if held == stored:
+        return True
+    mine, theirs = held.splitlines(keepends=True), stored.splitlines(keepends=True)
+    if len(mine) != len(theirs):
+        return False
+    try:
+        return all(a == b or ev.redaction_line(a) == b for a, b in zip(mine, theirs, strict=True))
+    except ev.LineError:
+        return False
+
+
+def _forgotten(payload: bytes) -> list[tuple[int, int]]:
+    """The positions the forgettings in a message list."""
+    if b'"session_forgotten"' not in payload:
+        return []
+    ranges: list[tuple[int, int]] = []
+    for line in payload.splitlines():
+        event = ev.decode_checked(line, ev.state_decoder)
+        if isinstance(event, ev.SessionForgotten):
+            ranges += [(lo, hi) for lo, hi in event.positions]
+    return ranges
 
 
 class StreamCopy:
@@ -128,13 +154,16 @@ class StreamCopy:
         if not anchor.seq:
             return
         held = view.pread(anchor.end - anchor.start, anchor.start)
-        if _digest(held) != anchor.digest:
-            raise self._mismatch(f"its bytes {anchor.start}-{anchor.end} were changed")
         stored = self.stream.payload_at(anchor.seq)
-        if stored is None or _digest(stored) != anchor.digest:
+        if stored is None:
             raise self._mismatch(
                 f"the stream no longer holds the message {anchor.seq} it copied "
-                "(deleted, or the stream was replaced)"
+                "(deleted by something else, or the stream was replaced)"
+            )
+        if not _same_or_redacted(held, stored):
+            raise self._mismatch(
+                f"its bytes {anchor.start}-{anchor.end} differ from the stream's message "
+                f"{anchor.seq}"
             )
 
     def _mismatch(self, why: str) -> CopyMismatch:
@@ -180,24 +209,27 @@ class StreamCopy:
         at, copied = anchor.end, 0
         for batch in self.stream.messages(anchor.seq, anchor.pos):
             fresh: list[bytes] = []  # appended after ``held``, where the copy ends
+            forgotten: list[tuple[int, int]] = []
             for seq, payload, pos in batch:
                 start = at
                 if at < held:
-                    if view.pread(len(payload), at) != payload:
+                    if not _same_or_redacted(view.pread(len(payload), at), payload):
                         raise self._mismatch(
                             f"its bytes from {at} differ from the stream's message {seq}"
                         )
                 else:
                     fresh.append(payload)
                     copied += payload.count(b"\n")
+                forgotten += _forgotten(payload)
                 at += len(payload)
-                anchor = Anchor(anchor.stream, anchor.created, seq, start, at, pos, "")
+                anchor = Anchor(anchor.stream, anchor.created, seq, start, at, pos)
             if fresh:
                 token, end = self.file.append(fresh, Cursor(held))
                 self.file.wait_durable(token)
                 held = int(end)
-            last = batch[-1][1]
-            self._save_anchor(msgspec.structs.replace(anchor, digest=_digest(last)))
+            if forgotten:  # again after a crash: records redacted already stay as they are
+                self.file.redact(forgotten)
+            self._save_anchor(anchor)
         if at < held:
             raise self._mismatch(f"it holds {held - at} bytes past the stream's last message")
         return copied

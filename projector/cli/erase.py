@@ -17,7 +17,7 @@ from journal.events import LineError, decode_line
 from journal.retention import retain as do_retain
 from journal.validation import MAX_GROUP_EVENTS
 from projector.cli.notes import Paths, being_watched, to_run
-from projector.cli.streams import log_files_only
+from projector.cli.streams import log_files_only, projected_log
 from projector.cli.support import (
     emit_json,
     fail,
@@ -55,8 +55,9 @@ def _purge_database(paths: Paths, session_ids: list[str]) -> str:
         return f"{paths.db}: no database to purge."
     if being_watched(paths.db):
         return f"{paths.db}: the `watch` running on it purges it when it reads the forgetting."
-    with projection_lock(paths.log, paths.db):
-        replay(paths.log, paths.db, progress=progress_bar("replay"))
+    log = projected_log(paths)  # a stream's: the node's copy, which forgets it too
+    with projection_lock(log, paths.db):
+        replay(log, paths.db, progress=progress_bar("replay"))
         conn = connect(paths.db)
         try:
             with conn:
@@ -85,7 +86,6 @@ def forget(ctx: click.Context, session_id: str, yes: bool, as_json: bool) -> Non
     forgetting happened (holding nothing of the session) is appended. Run it again after
     an interruption: it completes the forgetting."""
     paths = paths_with_log(ctx)
-    log_files_only(paths, "forget")
     _confirm(
         yes,
         f"Forget session {session_id!r}: erase it from {paths.log} and {paths.db} for good?",

@@ -1,12 +1,12 @@
 """A log in a JetStream stream on the command line (``--log nats://…``).
 
-The commands that write (``append``, ``archive``, ``expire``…) open the stream itself,
-as ``Journal.open(url)`` does. The commands that project it (``replay``, ``rebuild``,
-``verify``, ``watch``) work on the node's copy of the stream beside its database
-(``journal.log.stream_copy``), brought up to date first: every node keeps its own copy
-and its own projection. The commands that rewrite a log file in place (``forget``,
-``retain``, ``repair-line-endings``) or build one (``demo``, ``import-legacy``) are for log
-files only.
+The commands that write (``append``, ``archive``, ``expire``, ``forget``…) open the
+stream itself, as ``Journal.open(url)`` does. The commands that project it (``replay``,
+``rebuild``, ``verify``, ``watch``) work on the node's copy of the stream beside its
+database (``journal.log.stream_copy``), brought up to date first: every node keeps its
+own copy and its own projection. The commands that rewrite a log file in place
+(``retain``, ``repair-line-endings``) or build one (``demo``, ``import-legacy``) are for
+log files only.
 """
 
 from __future__ import annotations
