@@ -8,16 +8,23 @@ removed from where torn tails were moved aside. Projectors purge the session's r
 they meet the record. The redaction is prepared before the records are appended
 (``LogBackend.plan_redaction``): a writer stopped part way leaves it to the next writer
 that opens the log, which completes it if the records were appended, and drops it if not.
+
+Where no lock spans the writers (a stream), another host may append while the records are
+searched for: the forgettings' append is then refused and the forgetting tried again,
+searching only what was appended since (a whole search of a long log takes seconds, and a
+busy log is appended to far more often).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 from journal.errors import ConflictError, InvalidValue, UnknownSession
 from journal.events import SessionForgotten
-from journal.operation_base import OperationBase
+from journal.log import START, AppendConflict
+from journal.operation_base import CONFLICT_WAIT_S, OperationBase
 from journal.state import Receipt
 from journal.validation import check_session_id
 
@@ -69,17 +76,43 @@ class Forgetting(OperationBase):
             check_session_id(session_id)
         if self._pending is not None and self._pending_owner == threading.get_ident():
             raise InvalidValue("forgetting is an operation of its own: not inside batch()")
+        search = _Search(session_ids)
+        if not self._log.lock_spans_writers:
+            # The whole search, and the plan, before the race for the log's end: each try
+            # then searches only what was appended since, and plans again only if that
+            # found more of the sessions.
+            with self._log.exclusive():
+                self._catch_up()
+                search.search(self)
+                self._log.plan_redaction(search.ranges(), len(session_ids))
+                search.planned = search.ranges()
+        deadline = time.monotonic() + CONFLICT_WAIT_S
+        while True:
+            try:
+                receipts, every = self._forget_once(search, event_id, expected)
+                break
+            except AppendConflict:
+                if self._log.lock_spans_writers or time.monotonic() > deadline:
+                    raise
+        if receipts and every is not None:
+            with self._log.exclusive():
+                self._log.redact(every)
+        return receipts
+
+    def _forget_once(
+        self, search: _Search, event_id: str | None, expected: Mapping[str, Ranges] | None
+    ) -> tuple[list[Receipt], Ranges | None]:
+        """One try: the receipts, and the positions to redact (None: a retry answered)."""
+        session_ids = search.session_ids
         with self._writing(user_batch=True) as w:
             dup = self._duplicate(event_id, "session_forgotten", None)
             if dup is not None:
-                return [dup]
+                return [dup], None
             for session_id in session_ids:
                 if self._state.find(session_id) is None:
                     raise UnknownSession(session_id)
-            found = {
-                sid: as_ranges(positions)
-                for sid, positions in self._log.find_sessions(session_ids).items()
-            }
+            search.search(self)
+            found = {sid: as_ranges(sorted(search.seen[sid])) for sid in session_ids}
             for session_id, positions in (expected or {}).items():
                 if found.get(session_id) != positions:
                     raise ConflictError(
@@ -88,12 +121,36 @@ class Forgetting(OperationBase):
                     )
             for session_id in session_ids:
                 self._log.scrub_torn(session_id)
-            every = tuple(sorted(r for sid in session_ids for r in found[sid]))
-            self._log.plan_redaction(every, len(session_ids))
+            every = search.ranges()
+            if every != search.planned:
+                self._log.plan_redaction(every, len(session_ids))
+                search.planned = every
             receipts = [
                 self._add(w, SessionForgotten(positions=found[sid]), event_id)
                 for sid in session_ids
             ]
-        with self._log.exclusive():
-            self._log.redact(every)
-        return receipts
+        return receipts, every
+
+
+class _Search:
+    """The records of the sessions being forgotten found so far, and where the search
+    has reached: at least where the writer had read the log up to when it searched."""
+
+    def __init__(self, session_ids: list[str]) -> None:
+        self.session_ids = session_ids
+        self.seen: dict[str, set[int]] = {sid: set() for sid in session_ids}
+        self.after, self.pos = START, 0
+        self.planned: Ranges | None = None
+
+    def search(self, journal: Forgetting) -> None:
+        """Search what follows the last search (the log held, the writer caught up)."""
+        found = journal._log.find_sessions(self.session_ids, self.after, self.pos)
+        for sid, hits in found.items():
+            self.seen[sid].update(hits)
+        self.after, self.pos = journal._end, journal._state.last_pos
+
+    def ranges(self) -> Ranges:
+        """Every record found, of every session, as ranges."""
+        return tuple(
+            sorted(r for sid in self.session_ids for r in as_ranges(sorted(self.seen[sid])))
+        )

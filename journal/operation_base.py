@@ -13,16 +13,22 @@ import functools
 import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, Final, ParamSpec, TypeVar
 
 from journal.commit import Call, Combiner, Ticket
 from journal.errors import IdempotencyConflict, InvalidState, UnknownSession
 from journal.events import AnyEvent, Event
 from journal.lifecycle import DELETED, Rule
 from journal.log import LogBackend
+from journal.log.backend import Cursor
 from journal.pending import Pending
 from journal.state import JournalState, Receipt, SessionState
 from journal.validation import check_event_id, check_session_id
+
+# A write that keeps losing the race to other hosts for this long raises AppendConflict
+# (on a log no lock spans; a file log never conflicts under its lock). Losers are not
+# served in turn: a writer that just appended knows the end at once.
+CONFLICT_WAIT_S: Final = 20.0
 
 E = TypeVar("E", bound=Event)
 W = TypeVar("W", bound="OperationBase")
@@ -57,12 +63,15 @@ class OperationBase:
     if TYPE_CHECKING:  # provided by journal.writer.Journal
         _state: JournalState
         _log: LogBackend
+        _end: Cursor
         _combiner: Combiner
         _pending: Pending | None
         _pending_owner: int | None
         _new_id: Callable[[], str]
 
         def _now(self) -> str: ...
+
+        def _catch_up(self) -> None: ...
 
         def _writing(self, user_batch: bool = False) -> AbstractContextManager[Pending]: ...
 

@@ -54,6 +54,7 @@ from journal.log import (
 )
 from journal.log.segments import DEFAULT_SEGMENT_BYTES
 from journal.log.urls import is_stream_url, nats_extra
+from journal.operation_base import CONFLICT_WAIT_S
 from journal.operations import Operations
 from journal.pending import InGroup as _InGroup
 from journal.pending import Pending as _Pending
@@ -65,10 +66,6 @@ log = logging.getLogger("journal")
 E = TypeVar("E", bound=Event)
 
 _LATEST_TS: Final = format_ts(LATEST)
-# A combined write that keeps losing the race to other hosts for this long raises
-# AppendConflict (on a log no lock spans; a file log never conflicts under its lock).
-# Losers are not served in turn: a writer that just appended knows the end at once.
-CONFLICT_WAIT_S: Final = 20.0
 
 
 class _NotCaughtUp(Exception):

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -407,3 +408,33 @@ def test_two_units_that_start_with_the_same_event_id_are_not_taken_for_one(
     finally:
         a.close()
         b.close()
+
+
+def test_a_forget_goes_through_while_another_host_keeps_appending(nats_single: Any) -> None:
+    """The forgettings' append is refused each time the other host (200 appends a second)
+    got in first; each try searches only what was appended since the last."""
+    url = _stream_url(nats_single)
+    with Journal.open(url) as j:
+        j.create_session("m", session_id="gone", first_message="private words")
+        j.create_session("m", session_id="busy")
+    stop, written = threading.Event(), []
+
+    def other_host() -> None:
+        with Journal.open(url) as other:
+            while not stop.is_set():
+                written.append(other.append_message("busy", "user", "chatter").seq)
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=other_host)
+    thread.start()
+    try:
+        while len(written) < 20:
+            time.sleep(0.01)
+        with Journal.open(url) as j:
+            j.forget("gone")
+    finally:
+        stop.set()
+        thread.join()
+    with Journal.open(url) as j:
+        assert j.last_seq("busy") == len(written)
+        assert not any(getattr(e, "session_id", None) == "gone" for e, _ in j._log.read())

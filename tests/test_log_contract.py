@@ -621,6 +621,14 @@ def test_the_writer_forgets_over_every_backend(harness: Harness) -> None:
         assert j.last_seq("a") == 0
 
 
+def test_the_records_of_sessions_after_a_cursor_are_found(log: LogBackend) -> None:
+    end = append(log, lines(created(1, "a"), created(2, "b")), START)
+    append(log, lines(message(3, 1, "x", "a"), message(4, 1, "y", "b")), end)
+    with log.exclusive():
+        assert log.find_sessions(["a", "b"], end, 2) == {"a": [3], "b": [4]}
+        assert log.find_sessions(["a"], log.end(START), 4) == {"a": []}
+
+
 def test_the_records_of_sessions_are_found_and_a_lookalike_is_not(log: LogBackend) -> None:
     decoy = msgspec.structs.replace(message(4, 1, "hi", "b"), metadata={"session_id": "a"})
     end = append(log, lines(created(1, "a"), created(2, "b"), message(3, 1, "x", "a")), START)

@@ -193,9 +193,12 @@ class LogBackend(LogSource, Protocol):
         """Move a torn tail aside (under ``exclusive()``); returns where it was kept."""
         ...
 
-    def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
-        """The positions of every record of each session, ascending (under
-        ``exclusive()``, so that none is appended meanwhile)."""
+    def find_sessions(
+        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+    ) -> dict[str, list[int]]:
+        """The positions of every record of each session after ``after`` (where the
+        record ending there has ``pos``), ascending; under ``exclusive()``, so that where
+        ``lock_spans_writers`` none is appended meanwhile."""
         ...
 
     def plan_redaction(self, positions: Sequence[tuple[int, int]], records: int) -> None:

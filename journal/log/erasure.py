@@ -52,14 +52,17 @@ def positions_in(ranges: Iterable[tuple[int, int]]) -> Iterator[int]:
 _SESSION_FIELD: Final = re.compile(rb'"session_id":"([^"\\]*)"')
 
 
-def find_records(log: LogView, session_ids: Collection[str], end: int) -> dict[str, list[int]]:
-    """The positions of every record of each session in the first ``end`` bytes of a log,
-    ascending: the log is searched for the sessions' id fields (at the speed of a byte
-    search, not of decoding), and each line found is decoded to confirm it."""
+def find_records(
+    log: LogView, session_ids: Collection[str], end: int, after: int = 0, pos: int = 0
+) -> dict[str, list[int]]:
+    """The positions of every record of each session in bytes ``after`` (where the record
+    ending there has ``pos``) to ``end`` of a log, ascending: the log is searched for the
+    sessions' id fields (at the speed of a byte search, not of decoding), and each line
+    found is decoded to confirm it."""
     wanted = {ev.encode_json(sid)[1:-1]: sid for sid in session_ids}
     found: dict[str, list[int]] = {sid: [] for sid in session_ids}
     path = log.path
-    line, offset = 1, 0  # the line number at byte ``offset``, a line's start
+    line, offset = pos + 1, after  # the line number at byte ``offset``, a line's start
     while offset < end:
         chunk = log.pread(min(_CHUNK, end - offset), offset)
         whole = chunk.rfind(b"\n") + 1  # search whole lines only

@@ -223,9 +223,11 @@ class FileLog(LogFile, FileSource):
     def repair(self, torn: TornTail) -> str:
         return quarantine_tail(self, torn.offset)
 
-    def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
+    def find_sessions(
+        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+    ) -> dict[str, list[int]]:
         with self.view() as view:
-            return find_records(view, session_ids, self._size())
+            return find_records(view, session_ids, self._size(), after, pos)
 
     def _size(self) -> int:
         return self.base + os.fstat(self.fd).st_size

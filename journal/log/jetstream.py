@@ -451,16 +451,16 @@ class JetStreamLog:
         raise LogError(f"{self.name}: a stream has no torn tail to repair", path=self.name)
 
     # -- forgetting (see the module docstring) ------------------------------------------
-    def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
-        """Every record of the stream read: a stream has no byte search."""
+    def find_sessions(
+        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+    ) -> dict[str, list[int]]:
+        """Every record after ``after`` read: a stream has no byte search."""
         found: dict[str, list[int]] = {sid: [] for sid in session_ids}
-        for batch in self._messages(1):
-            for _seq, payload in batch:
-                for line in payload.splitlines():
-                    event = ev.decode_checked(line, ev.state_decoder)
-                    positions = found.get(getattr(event, "session_id", None) or "")
-                    if positions is not None:
-                        positions.append(event.pos)
+        for run in self.read_state(after, pos).runs():
+            for event in run.events:
+                positions = found.get(getattr(event, "session_id", None) or "")
+                if positions is not None:
+                    positions.append(event.pos)
         return found
 
     def plan_redaction(self, positions: Sequence[tuple[int, int]], records: int) -> None:

@@ -241,10 +241,12 @@ class MemoryLog:
             )
             return where
 
-    def find_sessions(self, session_ids: Collection[str]) -> dict[str, list[int]]:
+    def find_sessions(
+        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+    ) -> dict[str, list[int]]:
         found: dict[str, list[int]] = {sid: [] for sid in session_ids}
         with self.store.lock:
-            lines = list(self.store.lines)
+            lines = self.store.lines[self.store.index_after(after) :]
         for line in lines:
             event = ev.decode_line(line[:-1])
             positions = found.get(getattr(event, "session_id", ""))
