@@ -290,6 +290,7 @@ conn.close()
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_batch_then_resume_equals_rebuild(tmp_path: Path) -> None:
     log, db, ref = tmp_path / "log.jsonl", tmp_path / "p.db", tmp_path / "ref.db"
     run_workload(log, random_ops(11, 150))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import UTC, datetime
@@ -29,10 +30,19 @@ def run(paths: tuple[str, str], *args: str, input: str | bytes | None = None) ->
     return cli_runner().invoke(main, ["--log", log, "--db", db, *args], input=input)
 
 
-@pytest.fixture
-def demo(paths: tuple[str, str]) -> tuple[str, str]:
-    result = run(paths, "demo")
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files the demo command writes, made once for the module."""
+    root = tmp_path_factory.mktemp("template")
+    result = run((str(root / "sessions.jsonl"), str(root / "sessions.db")), "demo")
     assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.fixture
+def demo(paths: tuple[str, str], template: Path) -> tuple[str, str]:
+    """The demo's files at ``paths``: a copy of the template, as the demo would write them."""
+    shutil.copytree(template, Path(paths[0]).parent, dirs_exist_ok=True)
     return paths
 
 

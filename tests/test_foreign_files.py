@@ -8,6 +8,7 @@ files involved must be byte for byte what they were (and no quarantine file appe
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 from contextlib import closing
@@ -30,12 +31,20 @@ def cli(log: Path, db: Path, *args: str) -> Result:
     return cli_runner().invoke(main, ["--log", str(log), "--db", str(db), *args])
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> tuple[Path, Path]:
-    log, db = tmp_path / "sessions.jsonl", tmp_path / "sessions.db"
-    result = cli(log, db, "demo")
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files the demo command writes, made once for the module."""
+    root = tmp_path_factory.mktemp("template")
+    result = cli(root / "sessions.jsonl", root / "sessions.db", "demo")
     assert result.exit_code == 0, result.output
-    return log, db
+    return root
+
+
+@pytest.fixture
+def demo(template: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The demo's files in ``tmp_path``: a copy of the template, as the demo would write them."""
+    shutil.copytree(template, tmp_path, dirs_exist_ok=True)
+    return tmp_path / "sessions.jsonl", tmp_path / "sessions.db"
 
 
 def snapshot(*paths: Path) -> dict[Path, bytes]:

@@ -231,6 +231,7 @@ _CHILD = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_step_leaves_the_log_before_or_after(tmp_path: Path) -> None:
     pristine = tmp_path / "pristine.jsonl"
     with Journal.open(pristine, "none") as j:

@@ -843,6 +843,7 @@ def _stage_reached(stage: str, log: Path, db: Path) -> bool:
     return db.exists()  # verifying: the rebuilt file is in place
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["writing", "projecting", "verifying"])
 def test_an_import_killed_at_any_stage_is_finished_by_running_it_again(
     tmp_path: Path, out: Path, stage: str

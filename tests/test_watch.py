@@ -331,6 +331,7 @@ def test_sigterm_exits_zero_with_the_database_at_the_end(tmp_path: Path) -> None
     assert checkpoint_pos(db) == log_last_pos(log)
 
 
+@pytest.mark.slow
 def test_verify_while_watch_applies_a_live_writer_finds_no_false_problem(tmp_path: Path) -> None:
     """verify reads one snapshot, and waits out a write in progress before it calls the
     log's end torn: with a writer and a live projector running, every run is clean and no
