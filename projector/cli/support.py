@@ -73,7 +73,12 @@ def prints_data(command: click.Command) -> bool:
 
 # The paths every command may take, as (name, environment variable, default, what it is).
 PATH_OPTIONS: Final = (
-    ("log", "SESSION_JOURNAL_LOG", "sessions.jsonl", "The event log"),
+    (
+        "log",
+        "SESSION_JOURNAL_LOG",
+        "sessions.jsonl",
+        "The event log: a file, or nats://… for a stream",
+    ),
     ("db", "SESSION_JOURNAL_DB", "sessions.db", "The SQLite projection"),
 )
 
