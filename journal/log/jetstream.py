@@ -57,7 +57,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from msgspec import UNSET
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import DeliverPolicy, StorageType, StreamConfig
 
 import journal.events as ev
 from journal.errors import CorruptLog, InvalidValue, JournalClosed, LogError, LogWriteError
@@ -405,16 +405,25 @@ class JetStreamLog:
         return self._call(get, "read a message")
 
     def on_publish(self, ring: Callable[[], None]) -> Callable[[], None]:
-        """Call ``ring`` (on the client's thread) whenever a message is published to the
-        log's subject, from any host; returns what stops it. A doorbell only: a reader
-        still reads the stream in order, and a bell missed while the servers were away
-        is made up by the reader's own polls."""
+        """Call ``ring`` (on the client's thread) whenever the stream stores a message,
+        from any host; returns what stops it. A doorbell only: a reader still reads the
+        stream in order, and a bell missed (while the servers were away, say) is made
+        up by the reader's own polls. The bell is an ordered consumer of new messages
+        that delivers their headers only, so a message's bytes do not travel twice."""
 
         async def rang(_msg: Any) -> None:
             ring()
 
         sub = self._call(
-            lambda: self._nc.subscribe(self.address.subject, cb=rang), "subscribe to the log"
+            lambda: self._js.subscribe(
+                self.address.subject,
+                cb=rang,
+                stream=self.address.stream,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.NEW,
+                headers_only=True,
+            ),
+            "subscribe to the log",
         )
 
         def stop() -> None:

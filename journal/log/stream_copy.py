@@ -247,12 +247,14 @@ class StreamCopy:
         takes (``say`` hears when they go and come back); a copy that does not match the
         stream, or damage in the stream, ends it."""
         bell = threading.Event()
-        unsubscribe = self.stream.on_publish(bell.set)
+        unsubscribe: Callable[[], None] | None = None
         away = False
         try:
             while not stop.is_set():
                 bell.clear()
                 try:
+                    if unsubscribe is None:  # the bell needs the servers: polls until then
+                        unsubscribe = self.stream.on_publish(bell.set)
                     self.sync()
                 except LogUnavailable as exc:
                     if not away and say is not None:
@@ -267,4 +269,5 @@ class StreamCopy:
                     if time.monotonic() >= deadline:
                         break
         finally:
-            unsubscribe()
+            if unsubscribe is not None:
+                unsubscribe()
