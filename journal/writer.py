@@ -73,6 +73,12 @@ class _NotCaughtUp(Exception):
     writers): the batch is run again after a catch-up."""
 
 
+def _forget_outcomes(calls: list[Call]) -> None:
+    """Clear what a run of the calls gave, before they are run again (nothing was written)."""
+    for call in calls:
+        call.result = call.error = None
+
+
 def _open_jetstream(url: str, durability: Durability) -> LogBackend:
     """A log in a JetStream stream (``journal.log.jetstream``, with the nats extra)."""
     if durability != "always":
@@ -337,8 +343,7 @@ class Journal(Operations, Forgetting, History, Checkpointing):
                 return pending.token
             except _NotCaughtUp:
                 # Nothing was written; the failure made the next hold catch up first.
-                for call in calls:
-                    call.result = call.error = None
+                _forget_outcomes(calls)
             except AppendConflict:
                 # Another host appended first (a log no lock spans): nothing was written
                 # and the state was rolled back; catch up and run the calls again.
@@ -346,15 +351,13 @@ class Journal(Operations, Forgetting, History, Checkpointing):
                 first_conflict = first_conflict or now
                 if now - first_conflict > CONFLICT_WAIT_S:
                     raise
-                for call in calls:
-                    call.result = call.error = None
+                _forget_outcomes(calls)
             except AppendTooLarge:
                 if len(calls) == 1:
                     raise
                 # Combined, the calls are more than the log takes in one append (nothing
                 # was written): each alone, waiting for the lock now that they have run once.
-                for call in calls:
-                    call.result = call.error = None
+                _forget_outcomes(calls)
                 return max(self._run_batch([call]) for call in calls)
 
     def _write(self, pending: _Pending) -> int:

@@ -85,6 +85,20 @@ def test_a_copy_resumes_whatever_its_anchor_missed(nats_single: Any, tmp_path: P
     assert path.read_bytes() == _stream_bytes(url)
 
 
+def test_a_damaged_anchor_makes_the_copy_compare_everything(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    url, path = _stream_url(nats_single), tmp_path / "copy.jsonl"
+    _write(url, sessions=2, messages=1)
+    with _copy(url, path) as copy:
+        copy.sync()
+    Path(f"{path}.anchor").write_bytes(b"{not json")
+    _write(url, sessions=1, messages=1, prefix="t")
+    with _copy(url, path) as copy:
+        assert copy.sync() == 2
+    assert path.read_bytes() == _stream_bytes(url)
+
+
 def test_a_torn_tail_of_the_copy_is_moved_aside_and_copied_again(
     nats_single: Any, tmp_path: Path
 ) -> None:

@@ -95,3 +95,20 @@ def test_export_log_writes_a_new_file_and_refuses_one_that_exists(tmp_path: Path
     to_stdout = run(source, tmp_path / "a.db", "export-log", "--json")
     assert to_stdout.exit_code == 2 and "DEST" in to_stdout.stderr
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_an_export_cut_short_by_damage_leaves_no_file(tmp_path: Path) -> None:
+    source, dest = tmp_path / "a.jsonl", tmp_path / "all.jsonl"
+    _write(source)
+    lines = source.read_bytes().splitlines(keepends=True)
+    source.write_bytes(b"".join([*lines[:3], _flip(lines[3], 40), *lines[4:]]))
+    result = run(source, tmp_path / "a.db", "export-log", str(dest))
+    assert result.exit_code == 1 and "line 4" in result.stderr
+    assert list(tmp_path.glob("all.jsonl*")) == []  # neither the file nor its .part
+
+
+def test_an_exact_import_reads_a_file_not_standard_input(tmp_path: Path) -> None:
+    target = tmp_path / "b.jsonl"
+    result = run(target, tmp_path / "b.db", "import-log", "--exact", "-")
+    assert result.exit_code == 2 and "standard input" in result.stderr
+    assert not target.exists()

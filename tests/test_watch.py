@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from journal import CorruptLog, Journal, LogReader
+from journal import CorruptLog, Journal, LogError, LogReader
 from projector import canonical_hash, rebuild, verify
 from projector.db import readonly_uri
 from projector.watch import AlreadyWatching, BatchReport, lock_path, watch
@@ -355,3 +355,20 @@ def test_verify_while_watch_applies_a_live_writer_finds_no_false_problem(tmp_pat
     with closing(sqlite3.connect(db)) as conn:
         marked = conn.execute("SELECT count(*) FROM sessions WHERE integrity_status = 'problems'")
         assert marked.fetchone() == (0,)
+
+
+def test_a_feed_that_fails_stops_the_watch_with_its_error(tmp_path: Path) -> None:
+    """What keeps the log growing beside a watch (a stream's copy) failing ends the watch
+    and is raised to its caller, rather than leaving it watching a log that stopped."""
+    from projector.watch import run_watch
+
+    log, db = tmp_path / "s.jsonl", tmp_path / "s.db"
+    write_log(log, seed=4, events=50)
+
+    def feed(stop: threading.Event) -> None:
+        time.sleep(0.2)
+        raise LogError("the feed found damage", path=str(log))
+
+    with pytest.raises(LogError, match="the feed found damage"):
+        run_watch(str(log), str(db), poll_interval=0.05, feed=feed)
+    assert checkpoint_pos(db) == log_last_pos(log)

@@ -186,6 +186,11 @@ class JetStreamLog:
         # end its writer read, so the writer need not look before each one.
         self.lock_epoch = 1
         self.last_token = 0
+        # The highest sequence this handle erased (replaced): a read that ends before it
+        # looks for replacements past the messages the servers gave (none are given for
+        # a deleted last message, and only a direct redaction deletes one: a forgetting
+        # always follows the records it replaces).
+        self._erased = 0
         self._lock = threading.RLock()
         self._closed = False
         self._loop = _Loop()
@@ -203,8 +208,6 @@ class JetStreamLog:
             )
             self._js = self._nc.jetstream(timeout=_TRY_S)
             self._created = self._call(self._ensure_stream, "create the stream")
-            # Whether any message was ever replaced: only then can a read find one missing.
-            self._replaced = self._call(self._replacements_exist, "look for replacements")
             self._finish_redaction()
         except BaseException:
             self._shut()
@@ -522,6 +525,7 @@ class JetStreamLog:
         if before is not None:
             self._delete(a.replacements, before[0])
         self._delete(a.stream, seq)
+        self._erased = max(self._erased, seq)
 
     def _delete(self, stream: str, seq: int) -> None:
         """Delete message ``seq`` with the server's secure erase (its bytes overwritten)."""
@@ -548,15 +552,7 @@ class JetStreamLog:
         result: tuple[int, bytes] | None = self._call(get, "read a replacement")
         return result
 
-    async def _replacements_exist(self) -> bool:
-        try:
-            await self._js.stream_info(self.address.replacements)
-        except nats.js.errors.NotFoundError:
-            return False
-        return True
-
     async def _ensure_replacements(self) -> None:
-        self._replaced = True
         a = self.address
         try:
             await self._js.stream_info(a.replacements)
@@ -623,8 +619,8 @@ class JetStreamLog:
             if batch:
                 yield batch
                 first = batch[-1][0] + 1
-            if not pending and self._replaced:
-                # The stream's last messages may be replaced ones: a read asks for none.
+            if not pending and self._erased >= first:
+                # The stream's last messages may be replaced ones: a read is given none.
                 last = self._call(self._info, "look where the log ends").state.last_seq
                 tail = self._with_replacements(first, last, []) if last >= first else []
                 if tail:
@@ -650,10 +646,6 @@ class JetStreamLog:
         stop = last if last is not None else (got[-1][0] if got else first - 1)
         if len(got) == stop - first + 1:
             return got
-        if not self._replaced:  # another host may have replaced messages since the open
-            self._replaced = self._call(self._replacements_exist, "look for replacements")
-            if not self._replaced:
-                return got
         filled = dict(got)
         for seq in range(first, stop + 1):
             if seq not in filled:

@@ -198,7 +198,11 @@ def import_log(ctx: click.Context, source: Any, exact: bool, as_json: bool) -> N
     (records already imported are skipped). With --exact, the log must be empty and each
     record is appended byte for byte."""
     if exact:
-        _import_exact(ctx, source.name, as_json)
+        # Standard input has no file name (or "<stdin>"): an exact import reads a file.
+        name = getattr(source, "name", None)
+        if not isinstance(name, str) or not os.path.isfile(name):
+            fail("import-log --exact reads a log file, not standard input")
+        _import_exact(ctx, name, as_json)
         return
     events = []
     offset = 0
@@ -226,8 +230,6 @@ def _import_exact(ctx: click.Context, source: str, as_json: bool) -> None:
     from journal.transfer import append_log, check_whole_log
     from journal.writer import open_backend
 
-    if source == "-":
-        fail("import-log --exact reads a file, not standard input")
     check_whole_log(source)  # before the log is opened (a file log would be created)
     log = get_paths(ctx).log
     target = open_backend(log)
