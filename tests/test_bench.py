@@ -154,8 +154,9 @@ def test_jetstream_section() -> None:
     if importlib.util.find_spec("nats") is None:
         assert section["status"] == "skipped" and "nats" in section["message"]
         return
-    _check_figures(section, 5)
+    _check_figures(section, 7)
     names = [f["name"] for f in section["figures"]]
-    assert "R3 stream" in names[0] and "R1 stream" in names[1]
-    assert "folds the R3 stream" in names[2] and "projects the R3 stream" in names[3]
-    assert "server RSS" in names[4]
+    assert "R3 stream" in names[0] and "R3 servers alone" in names[1]
+    assert "R3 stream" in names[2] and "R1 stream" in names[3]
+    assert "folds the R3 stream" in names[4] and "projects the R3 stream" in names[5]
+    assert "server RSS" in names[6]
