@@ -7,6 +7,7 @@ Every server is a real ``nats-server`` on 127.0.0.1 (``tests/nats_servers.py``).
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sqlite3
@@ -205,3 +206,60 @@ def test_a_session_forgotten_from_one_node_is_forgotten_by_another(
         ]
         assert left == []
     assert canonical_hash(here) == canonical_hash(there)
+
+
+@pytest.mark.slow
+def test_a_node_killed_while_it_copies_and_projects_resumes_and_converges(
+    nats_single: Any, tmp_path: Path
+) -> None:
+    """SIGKILL a watching node again and again while it copies and projects a backlog:
+    each restart resumes from what the killed one left (a copy ahead of its anchor, a torn
+    write, a database behind its copy) and the node ends where a fresh one does, its copy
+    the stream's bytes."""
+    import random
+
+    from projector.cli import main
+
+    url, db, fresh = _stream_url(nats_single), tmp_path / "node.db", tmp_path / "fresh.db"
+    copy = Path(f"{db}.stream.jsonl")
+    pace = random.Random(20)
+    written, busy_kills = 0, 0
+
+    def copy_size() -> int:
+        return copy.stat().st_size if copy.exists() else 0
+
+    for round_ in range(6):
+        _write(url, range(written, written + 400))  # a backlog for the next start
+        written += 400
+        # Even rounds kill the node once its copy grows, odd ones once its database does.
+        progress = copy_size if round_ % 2 == 0 else functools.partial(_sessions_in, db)
+        before = progress()
+        proc = _watch(url, db)
+        deadline = time.monotonic() + DEADLINE
+        while progress() == before:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.002)
+        time.sleep(pace.uniform(0, 0.02))
+        proc.kill()
+        proc.communicate(timeout=DEADLINE)
+        assert proc.returncode == -signal.SIGKILL
+        busy_kills += _sessions_in(db) < written
+    assert busy_kills >= 3  # most kills landed before the node had caught up
+    proc = _watch(url, db)
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while _sessions_in(db) < written:
+            assert time.monotonic() < deadline, (_sessions_in(db), written)
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=DEADLINE)
+    assert proc.returncode == 0, err.decode()
+    assert _cli(url, fresh, "replay").exit_code == 0
+    assert canonical_hash(db) == canonical_hash(fresh)
+    verified = _cli(url, db, "verify")
+    assert verified.exit_code == 0, verified.output + verified.stderr
+    exported = cli_runner().invoke(main, ["--log", url, "export-log"])
+    assert exported.exit_code == 0
+    assert copy.read_bytes() == exported.stdout_bytes
