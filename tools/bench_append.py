@@ -18,6 +18,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,41 @@ def _messages(count: int) -> list[dict[str, Any]]:
     return out
 
 
+def drive_threads(
+    j: Any,
+    sids: list[str],
+    parts: list[list[dict[str, Any]]],
+    threads: int,
+    prepare: Callable[[], object] | None = None,
+) -> float:
+    """Seconds for ``threads`` threads to append ``parts[i]`` to ``sids[i]`` through ``j``,
+    thread ``i`` its part (one thread: the parts in turn, a message of each at a time).
+    ``prepare`` runs in each thread before the clock starts."""
+    if threads == 1:
+        start = time.perf_counter()
+        for row in zip(*parts, strict=True):
+            for sid, kw in zip(sids, row, strict=True):
+                j.append_message(sid, **kw)
+        return time.perf_counter() - start
+    barrier = threading.Barrier(threads + 1)
+
+    def worker(i: int) -> None:
+        if prepare is not None:
+            prepare()
+        barrier.wait()
+        for kw in parts[i]:
+            j.append_message(sids[i], **kw)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    start = time.perf_counter()
+    barrier.wait()
+    for t in pool:
+        t.join()
+    return time.perf_counter() - start
+
+
 def _threaded(ctx: Context, msgs: list[dict[str, Any]], threads: int, writers: int) -> float:
     path = ctx.fresh(f"threads-{threads}.jsonl")
     with Journal.open(path, "always") as j:
@@ -146,30 +182,7 @@ def _threaded(ctx: Context, msgs: list[dict[str, Any]], threads: int, writers: i
             for i in range(writers)
         ]
         parts = [msgs[i::writers] for i in range(writers)]
-        if threads == 1:
-
-            def one() -> None:
-                for row in zip(*parts, strict=True):
-                    for sid, kw in zip(sids, row, strict=True):
-                        j.append_message(sid, **kw)
-
-            elapsed = timed(one)
-        else:
-            barrier = threading.Barrier(threads + 1)
-
-            def worker(i: int) -> None:
-                barrier.wait()
-                for kw in parts[i]:
-                    j.append_message(sids[i], **kw)
-
-            pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-            for t in pool:
-                t.start()
-            start = time.perf_counter()
-            barrier.wait()
-            for t in pool:
-                t.join()
-            elapsed = time.perf_counter() - start
+        elapsed = drive_threads(j, sids, parts, threads)
         if j.last_pos != len(msgs) + writers + 1:
             raise AssertionError("thread run lost appends")
     os.unlink(path)

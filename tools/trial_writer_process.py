@@ -54,7 +54,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -253,34 +252,11 @@ class ProcJournal:
         return u, status
 
 
-def _drive(j: Any, sids: list[str], parts: list[list[dict[str, Any]]], threads: int) -> float:
-    if threads == 1:
-        start = time.perf_counter()
-        for row in zip(*parts, strict=True):
-            for sid, kw in zip(sids, row, strict=True):
-                j.append_message(sid, **kw)
-        return time.perf_counter() - start
-    barrier = threading.Barrier(threads + 1)
-
-    def worker(i: int) -> None:
-        j._conn() if isinstance(j, ProcJournal) else None  # connect before the clock starts
-        barrier.wait()
-        for kw in parts[i]:
-            j.append_message(sids[i], **kw)
-
-    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
-    for t in pool:
-        t.start()
-    start = time.perf_counter()
-    barrier.wait()
-    for t in pool:
-        t.join()
-    return time.perf_counter() - start
-
-
 def run_side(
     side: str, msgs: list[dict[str, Any]], workdir: str, durability: str
 ) -> dict[str, float]:
+    from bench_append import drive_threads
+
     from journal import Journal
 
     threads = 8 if side.endswith("8") else 1
@@ -296,7 +272,7 @@ def run_side(
         ]
         child_u0 = j.usage()
         h0 = _usage()
-        elapsed = _drive(j, sids, parts, threads)
+        elapsed = drive_threads(j, sids, parts, threads, j._conn)  # connected before the clock
         h1 = _usage()
         child_u1 = j.usage()
         _, status = j.close()
@@ -311,7 +287,7 @@ def run_side(
                 for i in range(WRITERS)
             ]
             h0 = _usage()
-            elapsed = _drive(j, sids, parts, threads)
+            elapsed = drive_threads(j, sids, parts, threads)
             h1 = _usage()
     with Journal.open(path, "none") as check:
         if check.last_pos != len(msgs) + WRITERS + 1:
@@ -345,7 +321,7 @@ def main() -> None:
     if a.child:
         serve(int(a.child[0]), a.child[1], a.child[2])
         return
-    from bench_append import _messages
+    from bench_append import _messages  # here: the writer process needs none of it
 
     workdir = tempfile.mkdtemp(prefix="trial-writer-process-")
     msgs = _messages(a.messages)
