@@ -438,3 +438,44 @@ def test_a_forget_goes_through_while_another_host_keeps_appending(nats_single: A
     with Journal.open(url) as j:
         assert j.last_seq("busy") == len(written)
         assert not any(getattr(e, "session_id", None) == "gone" for e, _ in j._log.read())
+
+
+def test_a_forget_reads_the_stream_from_the_sessions_creation_only(nats_single: Any) -> None:
+    """The message that holds the session's creation is found by a binary search: the
+    messages before it are not read, however long the stream."""
+    url = _stream_url(nats_single)
+    with Journal.open(url) as j:
+        for k in range(300):
+            j.create_session("m", session_id=f"old{k}")
+        j.create_session("m", session_id="late", first_message="private words")
+        j.append_message("late", "assistant", "more")
+    with Journal.open(url) as j:
+        log = j._log
+        read_batch, fetched = log._read_batch, []
+
+        def counted(first: int, last: int | None) -> Any:
+            got = read_batch(first, last)
+            fetched.append(len(got[0]))
+            return got
+
+        log._read_batch = counted  # type: ignore[method-assign]
+        j.forget("late")
+        assert 0 < sum(fetched) < 60, fetched  # a whole read: 300 and more
+    with Journal.open(url) as j:
+        assert not any(getattr(e, "session_id", None) == "late" for e, _ in j._log.read())
+        assert j.last_seq("old299") == 0
+
+
+def test_a_search_steps_over_messages_deleted_by_hand(nats_single: Any) -> None:
+    """The binary search meets sequences with no message (deleted by hand, with no
+    replacement) and goes on from the next message there is, or below."""
+    url = _stream_url(nats_single)
+    with Journal.open(url) as j:
+        for k in range(40):
+            j.create_session("m", session_id=f"s{k}")  # message k + 1 holds position k + 2
+        log = j._log
+        for seq in (21, 37, 38, 39, 40):  # the search's first step, and the stream's end
+            log._delete(log.address.stream, seq)
+        with log.exclusive():
+            assert log.find_sessions(["s30"], first_pos=32) == {"s30": [32]}
+            assert log.find_sessions(["s35"], first_pos=37) == {"s35": [37]}

@@ -621,12 +621,45 @@ def test_the_writer_forgets_over_every_backend(harness: Harness) -> None:
         assert j.last_seq("a") == 0
 
 
+def test_sessions_that_share_a_unit_are_forgotten_one_after_the_other(harness: Harness) -> None:
+    """The second forgetting redacts records already redacted once (on a stream: a
+    message already replaced) and its own."""
+    with Journal.open(harness.open()) as j:
+        with j.batch():
+            j.create_session("m", session_id="a", first_message="a's secret")
+            j.create_session("m", session_id="b", first_message="b's secret")
+        j.create_session("m", session_id="c", first_message="kept")
+        j.forget("a")
+        j.forget("b")
+    with Journal.open(harness.open()) as j:
+        events = [e for e, _ in j._log.read()]
+        assert not any(getattr(e, "session_id", None) in ("a", "b") for e in events)
+        assert [e.content for e in events if isinstance(e, MessageAppended)] == ["kept"]
+        assert j.last_seq("c") == 1
+
+
 def test_the_records_of_sessions_after_a_cursor_are_found(log: LogBackend) -> None:
     end = append(log, lines(created(1, "a"), created(2, "b")), START)
     append(log, lines(message(3, 1, "x", "a"), message(4, 1, "y", "b")), end)
     with log.exclusive():
         assert log.find_sessions(["a", "b"], end, 2) == {"a": [3], "b": [4]}
         assert log.find_sessions(["a"], log.end(START), 4) == {"a": []}
+
+
+def test_records_before_the_sessions_first_one_may_be_skipped(log: LogBackend) -> None:
+    """``first_pos`` says where the sessions' records begin: each backend finds the same
+    records, whether it skips to there (a stream seeks its message) or not."""
+    end = START
+    for pos in range(1, 41):  # forty one-record units: other sessions
+        end = append(log, lines(created(pos, f"o{pos}")), end)
+    end = append(log, lines(created(41, "a"), message(42, 1, "x", "a"), group=True), end)
+    for pos in range(43, 60):
+        end = append(log, lines(created(pos, f"o{pos}")), end)
+    append(log, lines(message(60, 2, "y", "a")), end)
+    with log.exclusive():
+        for first_pos in (0, 1, 30, 41, 42):  # 42: inside the group that begins at 41
+            assert log.find_sessions(["a"], first_pos=first_pos) == {"a": [41, 42, 60]}
+        assert log.find_sessions(["o50", "a"], first_pos=41) == {"o50": [50], "a": [41, 42, 60]}
 
 
 def test_the_records_of_sessions_are_found_and_a_lookalike_is_not(log: LogBackend) -> None:

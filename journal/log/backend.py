@@ -194,11 +194,16 @@ class LogBackend(LogSource, Protocol):
         ...
 
     def find_sessions(
-        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+        self,
+        session_ids: Collection[str],
+        after: Cursor = START,
+        pos: int = 0,
+        first_pos: int = 0,
     ) -> dict[str, list[int]]:
         """The positions of every record of each session after ``after`` (where the
         record ending there has ``pos``), ascending; under ``exclusive()``, so that where
-        ``lock_spans_writers`` none is appended meanwhile."""
+        ``lock_spans_writers`` none is appended meanwhile. The caller knows that no
+        session has a record before position ``first_pos``: a backend may skip to it."""
         ...
 
     def plan_redaction(self, positions: Sequence[tuple[int, int]], records: int) -> None:

@@ -224,8 +224,14 @@ class FileLog(LogFile, FileSource):
         return quarantine_tail(self, torn.offset)
 
     def find_sessions(
-        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+        self,
+        session_ids: Collection[str],
+        after: Cursor = START,
+        pos: int = 0,
+        first_pos: int = 0,
     ) -> dict[str, list[int]]:
+        # ``first_pos`` is not used: the bytes are searched for the ids, which is fast, and
+        # nothing maps a position to its offset without reading up to it.
         with self.view() as view:
             return find_records(view, session_ids, self._size(), after, pos)
 

@@ -464,9 +464,16 @@ class JetStreamLog:
 
     # -- forgetting (see the module docstring) ------------------------------------------
     def find_sessions(
-        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+        self,
+        session_ids: Collection[str],
+        after: Cursor = START,
+        pos: int = 0,
+        first_pos: int = 0,
     ) -> dict[str, list[int]]:
-        """Every record after ``after`` read: a stream has no byte search."""
+        """Every record read from the message that holds ``first_pos`` (or from ``after``):
+        a stream has no byte search, but the message is found without reading up to it."""
+        if first_pos > pos + 1 and not after & _MEMBER:
+            after, pos = self._seek(first_pos, after, pos)
         found: dict[str, list[int]] = {sid: [] for sid in session_ids}
         for run in self.read_state(after, pos).runs():
             for event in run.events:
@@ -474,6 +481,24 @@ class JetStreamLog:
                 if positions is not None:
                     positions.append(event.pos)
         return found
+
+    def _seek(self, target: int, after: Cursor, pos: int) -> tuple[Cursor, int]:
+        """Where to read from (a cursor and the ``pos`` that ends there) for the record at
+        position ``target`` to come first or soon after, following ``after``: before the
+        last message whose first record is at or before ``target``, found by a binary
+        search over the sequences, one message read per step. A step that meets a
+        sequence deleted (with no replacement) is given the next message there is."""
+        seq, seq_pos = (after >> _SHIFT) + 1, pos  # the message to read first, and pos
+        last = self._call(self._info, "look where the log ends").state.last_seq
+        while seq < last:
+            mid = (seq + last + 1) // 2
+            got, _ = self._read_batch(mid, mid)
+            first = ev.decode_line(got[0][1].split(b"\n", 1)[0]).pos if got else target + 1
+            if first <= target:
+                seq, seq_pos = got[0][0], first - 1
+            else:
+                last = mid - 1
+        return Cursor((seq - 1) << _SHIFT), seq_pos
 
     def plan_redaction(self, positions: Sequence[tuple[int, int]], records: int) -> None:
         a = self.address
@@ -488,15 +513,17 @@ class JetStreamLog:
         )
 
     def redact(self, positions: Sequence[tuple[int, int]]) -> int:
-        """Replace each message that holds a record at ``positions`` (read whole, as
-        ``find_sessions``), then drop the plan."""
+        """Replace each message that holds a record at ``positions`` (read from the one
+        that holds the first, as ``find_sessions`` reads), then drop the plan."""
 
         def hit(pos: int) -> bool:
             return any(lo <= pos <= hi for lo, hi in positions)
 
         self._call(self._ensure_replacements, "create the replacements stream")
         changed = 0
-        for batch in self._messages(1):
+        first_pos = min((lo for lo, _ in positions), default=0)
+        after, _ = self._seek(first_pos, START, 0) if first_pos > 1 else (START, 0)
+        for batch in self._messages((after >> _SHIFT) + 1):
             for seq, payload in batch:
                 lines = payload.splitlines(keepends=True)
                 first = ev.decode_checked(lines[0][:-1], ev.state_decoder).pos
@@ -531,10 +558,22 @@ class JetStreamLog:
         """Delete message ``seq`` with the server's secure erase (its bytes overwritten)."""
 
         async def delete() -> None:
-            with contextlib.suppress(nats.js.errors.NotFoundError):
+            try:
                 await self._js.delete_msg(stream, seq)
+            except nats.js.errors.APIError:
+                # A message erased before (a message two forgettings touch, or a step done
+                # again after a crash) fails to be erased again: only one still there did.
+                if await self._stored(stream, seq):
+                    raise
 
         self._call(delete, "erase a message")
+
+    async def _stored(self, stream: str, seq: int) -> bool:
+        try:
+            await self._js.get_msg(stream, seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
 
     def _replacement(self, seq: int | str) -> tuple[int, bytes] | None:
         """(its sequence, its payload) of the newest message on the replacement subject

@@ -242,7 +242,11 @@ class MemoryLog:
             return where
 
     def find_sessions(
-        self, session_ids: Collection[str], after: Cursor = START, pos: int = 0
+        self,
+        session_ids: Collection[str],
+        after: Cursor = START,
+        pos: int = 0,
+        first_pos: int = 0,
     ) -> dict[str, list[int]]:
         found: dict[str, list[int]] = {sid: [] for sid in session_ids}
         with self.store.lock:
