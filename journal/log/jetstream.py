@@ -569,6 +569,7 @@ class JetStreamLog:
         self._call(delete, "erase a message")
 
     async def _stored(self, stream: str, seq: int) -> bool:
+        """Whether ``stream`` still holds message ``seq``."""
         try:
             await self._js.get_msg(stream, seq)
         except nats.js.errors.NotFoundError:
