@@ -14,45 +14,39 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from nats_cluster import NatsCluster
+from stream_open import long_stream
 
 from journal import Journal
+
+
+def _late_sessions(j: Journal) -> None:
+    for k in range(3):
+        j.create_session("m", session_id=f"late{k}", first_message="private words")
+        j.append_message(f"late{k}", "assistant", "an answer")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--closed", type=int, default=20_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch, NatsCluster(Path(scratch) / "n", 1) as c:
-        url, state = f"{c.url}/F{uuid.uuid4().hex[:8]}", Path(scratch) / "writer.state"
-        t0 = time.perf_counter()
-        with Journal.open(url, state_path=state) as j:
-            for first in range(0, args.closed, 200):
-                with j.batch():
-                    for k in range(first, min(first + 200, args.closed)):
-                        j.archive(j.create_session("m", session_id=f"c{k}", first_message="hi"))
-            for k in range(3):
-                j.create_session("m", session_id=f"late{k}", first_message="private words")
-                j.append_message(f"late{k}", "assistant", "an answer")
-            records = j.last_pos
-        print(f"wrote {records:,} records in {time.perf_counter() - t0:.1f} s", flush=True)
-        with Journal.open(url, state_path=state) as j:
-            for label, ids in (
-                ("created last", ["late0", "late1", "late2"]),
-                ("created first", ["c0", "c1", "c2"]),
-            ):
-                for session_id in ids:
-                    t0 = time.perf_counter()
-                    j.forget(session_id)
-                    print(f"forget a session {label}: {time.perf_counter() - t0:.3f} s", flush=True)
+    with (
+        long_stream(args.closed, _late_sessions) as (url, state),
+        Journal.open(url, state_path=state) as j,
+    ):
+        for label, ids in (
+            ("created last", ["late0", "late1", "late2"]),
+            ("created first", ["c0", "c1", "c2"]),
+        ):
+            for session_id in ids:
+                t0 = time.perf_counter()
+                j.forget(session_id)
+                print(f"forget a session {label}: {time.perf_counter() - t0:.3f} s", flush=True)
 
 
 if __name__ == "__main__":
