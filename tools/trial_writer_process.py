@@ -7,13 +7,15 @@ What it measures
 The host's threads send each call as one msgspec-msgpack frame ``[method, args, kwargs]``
 over their own connection (one Unix stream socket per thread, all to one listening socket)
 to a child process that owns a real ``Journal`` (durability ``always``, or as
-``--durability`` says). The child, one thread, waits for a request with ``selectors``,
-then reads every request available (all readable connections, again until none is
-ready, at most 256 calls), hands them to the journal's own combiner as one ``Ticket`` of
-``Call``s (as ``journal/aio.py`` does: one hold of the lock, one ``os.write``, one
-fsync), waits for the fsync and replies to each caller with its result (a ``Receipt`` as
-a list) or its exception (class name and message). ``append_message``'s stateless checks
-run in the child before the batch, as in ``aio``.
+``--durability`` says). The child waits for a request with ``selectors``, then reads
+every request available (all readable connections, again until none is ready, at most
+256 calls), hands them to the journal's own combiner as one ``Ticket`` of ``Call``s (as
+``journal/aio.py`` does: one hold of the lock, one ``os.write``, one fsync), waits for
+the fsync and replies to each caller with its result (a ``Receipt`` as a list) or its
+exception (class name and message). ``append_message``'s stateless checks run in the
+child before the batch, as in ``aio``. With ``--syncer`` a second thread of the child
+waits for each batch's fsync and answers its callers, while the first reads and writes
+the next batch.
 
 The workload is ``tools/bench_append.py``'s ``durable_threads``: the workload's messages
 with an event_id each, 8 sessions; 8 threads (one session each) vs 1 thread (round robin
@@ -71,7 +73,12 @@ def _usage() -> list[float]:
 
 
 # -- the child: owns the Journal -----------------------------------------------------------
-def serve(listen_fd: int, log_path: str, durability: str) -> None:
+def serve(listen_fd: int, log_path: str, mode: str) -> None:
+    """The child: ``mode`` is the durability, with ``:syncer`` for a second thread that
+    waits for each batch's fsync and answers its callers while the next batch is read
+    and written."""
+    import queue
+
     from journal import Journal
     from journal.commit import Call, Ticket
     from journal.errors import DurabilityError, JournalClosed
@@ -79,6 +86,7 @@ def serve(listen_fd: int, log_path: str, durability: str) -> None:
 
     enc = msgspec.msgpack.Encoder()
     dec = msgspec.msgpack.Decoder()
+    durability, _, syncer = mode.partition(":")
     journal = Journal.open(log_path, durability)  # type: ignore[arg-type]
     listener = socket.socket(fileno=listen_fd)
     listener.setblocking(False)
@@ -94,6 +102,28 @@ def serve(listen_fd: int, log_path: str, durability: str) -> None:
 
     def fail(exc: BaseException) -> list[Any]:
         return [1, type(exc).__name__, str(exc)]
+
+    def finish(token: int, batch: list[tuple[socket.socket, Call]]) -> None:
+        """Wait for the batch's fsync, then answer each of its callers."""
+        if token:
+            try:
+                journal._log.wait_durable(token)  # one fsync
+            except (DurabilityError, JournalClosed) as exc:
+                for _, call in batch:
+                    if call.error is None:
+                        call.error, call.result = exc, None
+        for conn, call in batch:
+            reply(conn, fail(call.error) if call.error is not None else [0, call.result])
+
+    written: queue.Queue[tuple[int, list[tuple[socket.socket, Call]]] | None] = queue.Queue()
+
+    def syncing() -> None:
+        while (item := written.get()) is not None:
+            finish(*item)
+
+    syncing_thread = threading.Thread(target=syncing) if syncer else None
+    if syncing_thread is not None:
+        syncing_thread.start()
 
     def read(ready: list[tuple[selectors.SelectorKey, int]], reqs: list[Any]) -> None:
         for key, _ in ready:
@@ -162,17 +192,15 @@ def serve(listen_fd: int, log_path: str, durability: str) -> None:
             continue
         ticket = Ticket([c for _, c in batch])
         journal._combiner.submit(ticket)  # one hold of the lock, one write
-        if ticket.token:
-            try:
-                journal._log.wait_durable(ticket.token)  # one fsync
-            except (DurabilityError, JournalClosed) as exc:
-                for _, call in batch:
-                    if call.error is None:
-                        call.error, call.result = exc, None
         batches += 1
         calls_run += len(batch)
-        for conn, call in batch:
-            reply(conn, fail(call.error) if call.error is not None else [0, call.result])
+        if syncing_thread is not None:
+            written.put((ticket.token, batch))
+        else:
+            finish(ticket.token, batch)
+    if syncing_thread is not None:
+        written.put(None)
+        syncing_thread.join()
     journal.close()
     reply(closing, [0, [*_usage(), batches, calls_run]])
 
@@ -185,7 +213,7 @@ class RemoteError(Exception):
 class ProcJournal:
     """A proxy: every call goes to the writer process over this thread's connection."""
 
-    def __init__(self, log_path: str, sock_dir: str, durability: str) -> None:
+    def __init__(self, log_path: str, sock_dir: str, mode: str) -> None:
         self._addr = os.path.join(sock_dir, "w.sock")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self._addr)
@@ -197,7 +225,7 @@ class ProcJournal:
                 "--child",
                 str(listener.fileno()),
                 log_path,
-                durability,
+                mode,
             ],
             pass_fds=[listener.fileno()],
         )
@@ -252,9 +280,8 @@ class ProcJournal:
         return u, status
 
 
-def run_side(
-    side: str, msgs: list[dict[str, Any]], workdir: str, durability: str
-) -> dict[str, float]:
+def run_side(side: str, msgs: list[dict[str, Any]], workdir: str, mode: str) -> dict[str, float]:
+    """One side's run; ``mode`` is the child's (``serve``), its durability for the host."""
     from bench_append import drive_threads
 
     from journal import Journal
@@ -265,7 +292,7 @@ def run_side(
     parts = [msgs[i::WRITERS] for i in range(WRITERS)]
     child_u0 = child_u1 = [0.0] * 6
     if side.startswith("proc"):
-        j: Any = ProcJournal(path, d, durability)
+        j: Any = ProcJournal(path, d, mode)
         sids = [
             j.create_session("openai/gpt-4o", session_id=f"bench-{i}", idle_timeout_seconds=None)
             for i in range(WRITERS)
@@ -279,7 +306,7 @@ def run_side(
         if status != 0:
             raise AssertionError(f"writer process ended with status {status}")
     else:
-        with Journal.open(path, durability) as j:  # type: ignore[arg-type]
+        with Journal.open(path, mode.partition(":")[0]) as j:  # type: ignore[arg-type]
             sids = [
                 j.create_session(
                     "openai/gpt-4o", session_id=f"bench-{i}", idle_timeout_seconds=None
@@ -315,6 +342,11 @@ def main() -> None:
         default="always",
         choices=["always", "none"],
         help="none: no fsync at all, what the threads' hand-offs alone allow",
+    )
+    ap.add_argument(
+        "--syncer",
+        action="store_true",
+        help="the writer process fsyncs and answers on a second thread",
     )
     ap.add_argument("--child", nargs=3, metavar=("FD", "LOG", "MODE"), help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -355,7 +387,8 @@ def main() -> None:
         for k, piece in enumerate(pieces):
             k0 = (r * len(pieces) + k) % len(sides)
             for side in sides[k0:] + sides[:k0]:  # rotate the order slice by slice
-                m = run_side(side, piece, workdir, a.durability)
+                mode = f"{a.durability}:syncer" if a.syncer else a.durability
+                m = run_side(side, piece, workdir, mode)
                 for key, v in m.items():
                     tot[side][key] += v
                 per[side]["t"] += m["t"]
