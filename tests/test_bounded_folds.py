@@ -91,10 +91,12 @@ def damaged(tmp_path: Path) -> tuple[Path, Path]:
     log, db = tmp_path / "log.jsonl", tmp_path / "p.db"
     run_workload(log, random_ops(11, 500))
     replay(log, db)
-    sids = [r[0] for r in rows(db, "SELECT session_id FROM sessions ORDER BY session_id")]
+    # In the order they were created: their ids are random, and which sessions the damage
+    # below hits decides which kinds of problem it makes.
+    sids = [r[0] for r in rows(db, "SELECT session_id FROM sessions ORDER BY created_at")]
     assert len(sids) > 10
     with_messages = rows(
-        db, "SELECT session_id FROM sessions WHERE message_count >= 3 ORDER BY session_id"
+        db, "SELECT session_id FROM sessions WHERE message_count >= 3 ORDER BY created_at"
     )
     a, b = with_messages[0][0], with_messages[-1][0]
     forgotten = sids[len(sids) // 2]
