@@ -49,6 +49,16 @@ def _copy(url: str, path: Path) -> Any:
     return StreamCopy(url, str(path))
 
 
+def _copied(server: Any, tmp_path: Path, sessions: int, messages: int) -> tuple[str, Path]:
+    """A new stream with ``sessions`` sessions of ``messages`` messages, and a copy of it
+    made: the stream's URL and the copy's path."""
+    url, path = _stream_url(server), tmp_path / "copy.jsonl"
+    _write(url, sessions=sessions, messages=messages)
+    with _copy(url, path) as copy:
+        copy.sync()
+    return url, path
+
+
 def test_the_copy_holds_the_streams_records_byte_for_byte(nats_single: Any, tmp_path: Path) -> None:
     url, path = _stream_url(nats_single), tmp_path / "node.db.stream.jsonl"
     _write(url, sessions=3, messages=4)
@@ -65,11 +75,8 @@ def test_the_copy_holds_the_streams_records_byte_for_byte(nats_single: Any, tmp_
 def test_a_copy_resumes_whatever_its_anchor_missed(nats_single: Any, tmp_path: Path) -> None:
     """A crash between the copy's fsync and its anchor's rename leaves an older anchor (or
     none): what the copy holds past it is compared, not appended again."""
-    url, path = _stream_url(nats_single), tmp_path / "copy.jsonl"
+    url, path = _copied(nats_single, tmp_path, sessions=2, messages=2)
     anchor = Path(f"{path}.anchor")
-    _write(url, sessions=2, messages=2)
-    with _copy(url, path) as copy:
-        copy.sync()
     old_anchor = anchor.read_bytes()
     _write(url, sessions=2, messages=2, prefix="t")
     with _copy(url, path) as copy:
@@ -88,10 +95,7 @@ def test_a_copy_resumes_whatever_its_anchor_missed(nats_single: Any, tmp_path: P
 def test_a_damaged_anchor_makes_the_copy_compare_everything(
     nats_single: Any, tmp_path: Path
 ) -> None:
-    url, path = _stream_url(nats_single), tmp_path / "copy.jsonl"
-    _write(url, sessions=2, messages=1)
-    with _copy(url, path) as copy:
-        copy.sync()
+    url, path = _copied(nats_single, tmp_path, sessions=2, messages=1)
     Path(f"{path}.anchor").write_bytes(b"{not json")
     _write(url, sessions=1, messages=1, prefix="t")
     with _copy(url, path) as copy:
@@ -102,10 +106,7 @@ def test_a_damaged_anchor_makes_the_copy_compare_everything(
 def test_a_torn_tail_of_the_copy_is_moved_aside_and_copied_again(
     nats_single: Any, tmp_path: Path
 ) -> None:
-    url, path = _stream_url(nats_single), tmp_path / "copy.jsonl"
-    _write(url, sessions=2, messages=1)
-    with _copy(url, path) as copy:
-        copy.sync()
+    url, path = _copied(nats_single, tmp_path, sessions=2, messages=1)
     whole = path.read_bytes()
     _write(url, sessions=1, messages=1, prefix="t")
     with path.open("ab") as f:  # a copy cut short by a crash mid-append
@@ -138,10 +139,7 @@ def test_a_copy_changed_in_place_is_found_by_a_check_of_every_message(
     nats_single: Any, tmp_path: Path
 ) -> None:
 
-    url, path = _stream_url(nats_single), tmp_path / "copy.jsonl"
-    _write(url, sessions=3, messages=1)
-    with _copy(url, path) as copy:
-        copy.sync()
+    url, path = _copied(nats_single, tmp_path, sessions=3, messages=1)
     data = path.read_bytes()
     at = data.index(b"s0 message 0")
     path.write_bytes(data[:at] + b"S0" + data[at + 2 :])  # checksum now wrong too
@@ -154,10 +152,7 @@ def test_a_copy_changed_in_place_is_found_by_a_check_of_every_message(
 def test_a_copy_longer_than_the_stream_is_refused(nats_single: Any, tmp_path: Path) -> None:
     from journal.log.stream_copy import CopyMismatch
 
-    url, path = _stream_url(nats_single), tmp_path / "copy.jsonl"
-    _write(url, sessions=1, messages=1)
-    with _copy(url, path) as copy:
-        copy.sync()
+    url, path = _copied(nats_single, tmp_path, sessions=1, messages=1)
     other = _stream_url(nats_single)
     _write(other, sessions=3, messages=1)
     with _copy(other, tmp_path / "long.jsonl") as copy:
