@@ -146,13 +146,16 @@ class _Search:
         """Search what follows the last search (the log held, the writer caught up): at
         first, from the earliest creation of the sessions, since a session has no record
         before its creation (those of a forgotten session of the same id are redacted)."""
-        states = [journal._state.find(sid) for sid in self.session_ids]
-        created = [s.created_pos for s in states if s is not None]
-        first_pos = min(created) if self.after == START and len(created) == len(states) else 0
+        first_pos = self._first_created(journal) if self.after == START else 0
         found = journal._log.find_sessions(self.session_ids, self.after, self.pos, first_pos)
         for sid, hits in found.items():
             self.seen[sid].update(hits)
         self.after, self.pos = journal._end, journal._state.last_pos
+
+    def _first_created(self, journal: Forgetting) -> int:
+        """Where the earliest of the sessions was created (0: one is unknown)."""
+        states = [journal._state.find(sid) for sid in self.session_ids]
+        return min((s.created_pos if s is not None else 0 for s in states), default=0)
 
     def ranges(self) -> Ranges:
         """Every record found, of every session, as ranges."""

@@ -638,6 +638,24 @@ def test_sessions_that_share_a_unit_are_forgotten_one_after_the_other(harness: H
         assert j.last_seq("c") == 1
 
 
+def test_several_sessions_are_forgotten_with_one_search_and_none_is_a_no_op(
+    harness: Harness,
+) -> None:
+    with Journal.open(harness.open()) as j:
+        j.create_session("m", session_id="kept", first_message="kept")
+        j.create_session("m", session_id="a", first_message="a's secret")
+        j.create_session("m", session_id="b", first_message="b's secret")
+        last = j.last_pos
+        assert j.forget_many([]) == []
+        assert j.last_pos == last
+        receipts = j.forget_many(["b", "a"])
+        assert [r.pos for r in receipts] == [last + 1, last + 2]
+    with Journal.open(harness.open()) as j:
+        events = [e for e, _ in j._log.read()]
+        assert [e.content for e in events if isinstance(e, MessageAppended)] == ["kept"]
+        assert sum(isinstance(e, SessionForgotten) for e in events) == 2
+
+
 def test_the_records_of_sessions_after_a_cursor_are_found(log: LogBackend) -> None:
     end = append(log, lines(created(1, "a"), created(2, "b")), START)
     append(log, lines(message(3, 1, "x", "a"), message(4, 1, "y", "b")), end)
